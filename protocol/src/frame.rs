@@ -1,0 +1,206 @@
+//! Framing: a `u32` little-endian payload length, then the payload.
+//!
+//! The length is checked against the cap before any buffer is reserved, on
+//! both sides. EOF exactly at a frame boundary is a clean end of stream; EOF
+//! anywhere inside a frame is [`Error::Truncated`].
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+
+use serde::Serialize;
+use serde::de::{Deserialize, DeserializeOwned};
+
+use crate::{Error, FramePart, PROTOCOL_VERSION, codec};
+
+/// Bytes in the length prefix.
+pub const HEADER_LEN: usize = 4;
+
+/// The largest payload a frame may carry: 64 MiB.
+pub const MAX_FRAME_LEN: usize = 64 << 20;
+
+const BUFFER_CAPACITY: usize = 64 << 10;
+
+/// Cheap first pass over buffered bytes: `Ok(Some(n))` when the first `n` bytes
+/// of `buf` are one complete frame, `Ok(None)` when more bytes are needed (a
+/// normal condition), or [`Error::TooLarge`] as soon as the header is readable.
+pub fn check(buf: &[u8], max_len: usize) -> Result<Option<usize>, Error> {
+    let Some(header) = buf.first_chunk::<HEADER_LEN>() else {
+        return Ok(None);
+    };
+    let len = payload_len(*header, max_len)?;
+    Ok((buf.len() - HEADER_LEN >= len).then_some(HEADER_LEN + len))
+}
+
+/// Decodes the first frame of `buf`, returning the message and the bytes it
+/// used, or `None` when `buf` holds only part of a frame.
+pub fn decode_frame<'de, M: Deserialize<'de>>(buf: &'de [u8]) -> Result<Option<(M, usize)>, Error> {
+    let Some(total) = check(buf, MAX_FRAME_LEN)? else {
+        return Ok(None);
+    };
+    let msg = codec::decode(&buf[HEADER_LEN..total])?;
+    Ok(Some((msg, total)))
+}
+
+/// Encodes `msg` as one complete frame.
+pub fn encode_frame<M: Serialize>(msg: &M) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    FrameWriter::new(&mut out).send(msg)?;
+    Ok(out)
+}
+
+fn payload_len(header: [u8; HEADER_LEN], max_len: usize) -> Result<usize, Error> {
+    let len = u32::from_le_bytes(header);
+    match usize::try_from(len) {
+        Ok(len) if len <= max_len => Ok(len),
+        _ => Err(Error::TooLarge {
+            len: len.into(),
+            max: max_len,
+        }),
+    }
+}
+
+fn header_for(len: usize, max_len: usize) -> Result<[u8; HEADER_LEN], Error> {
+    match u32::try_from(len) {
+        Ok(n) if len <= max_len => Ok(n.to_le_bytes()),
+        _ => Err(Error::TooLarge {
+            len: len as u64,
+            max: max_len,
+        }),
+    }
+}
+
+/// Writes frames through one buffer, flushed once per frame.
+pub struct FrameWriter<W: Write> {
+    out: BufWriter<W>,
+    max_len: usize,
+}
+
+impl<W: Write> FrameWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self::with_max_len(inner, MAX_FRAME_LEN)
+    }
+
+    /// A writer with a lower cap than [`MAX_FRAME_LEN`] (never a higher one).
+    pub fn with_max_len(inner: W, max_len: usize) -> Self {
+        FrameWriter {
+            out: BufWriter::with_capacity(BUFFER_CAPACITY, inner),
+            max_len: max_len.min(MAX_FRAME_LEN),
+        }
+    }
+
+    /// Encodes and sends one message; returns the payload length. A message
+    /// over the cap is refused before anything is written.
+    pub fn send<M: Serialize>(&mut self, msg: &M) -> Result<usize, Error> {
+        let len = codec::encoded_len(msg)?;
+        self.out.write_all(&header_for(len, self.max_len)?)?;
+        codec::encode_into(msg, &mut self.out)?;
+        self.out.flush()?;
+        Ok(len)
+    }
+
+    /// Sends `payload` as one frame as it is, without encoding: the raw
+    /// baseline that framing overhead is measured against.
+    pub fn send_payload(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.out
+            .write_all(&header_for(payload.len(), self.max_len)?)?;
+        self.out.write_all(payload)?;
+        self.out.flush()?;
+        Ok(())
+    }
+
+    pub fn get_ref(&self) -> &W {
+        self.out.get_ref()
+    }
+}
+
+/// Reads frames, reusing one payload buffer that grows with the bytes that
+/// actually arrive, never with what a header announces.
+pub struct FrameReader<R: Read> {
+    inner: BufReader<R>,
+    buf: Vec<u8>,
+    max_len: usize,
+}
+
+impl<R: Read> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self::with_max_len(inner, MAX_FRAME_LEN)
+    }
+
+    /// A reader with a lower cap than [`MAX_FRAME_LEN`] (never a higher one).
+    pub fn with_max_len(inner: R, max_len: usize) -> Self {
+        FrameReader {
+            inner: BufReader::with_capacity(BUFFER_CAPACITY, inner),
+            buf: Vec::new(),
+            max_len: max_len.min(MAX_FRAME_LEN),
+        }
+    }
+
+    /// The next frame's payload, or `None` at a clean end of stream.
+    pub fn recv_payload(&mut self) -> Result<Option<&[u8]>, Error> {
+        let mut header = [0u8; HEADER_LEN];
+        match read_full(&mut self.inner, &mut header)? {
+            0 => return Ok(None),
+            HEADER_LEN => {}
+            got => {
+                return Err(Error::Truncated {
+                    part: FramePart::Header,
+                    expected: HEADER_LEN,
+                    got,
+                });
+            }
+        }
+        let len = payload_len(header, self.max_len)?;
+        self.buf.clear();
+        let got = (&mut self.inner)
+            .take(len as u64)
+            .read_to_end(&mut self.buf)?;
+        if got < len {
+            return Err(Error::Truncated {
+                part: FramePart::Payload,
+                expected: len,
+                got,
+            });
+        }
+        Ok(Some(&self.buf))
+    }
+
+    /// The next message, or `None` at a clean end of stream.
+    pub fn recv<M: DeserializeOwned>(&mut self) -> Result<Option<M>, Error> {
+        match self.recv_payload()? {
+            None => Ok(None),
+            Some(payload) => codec::decode(payload).map(Some),
+        }
+    }
+
+    /// The peer's handshake. A peer of another protocol version gets
+    /// [`Error::VersionMismatch`] even if the rest of its message has changed.
+    pub fn recv_handshake<M: DeserializeOwned>(&mut self) -> Result<Option<M>, Error> {
+        let Some(payload) = self.recv_payload()? else {
+            return Ok(None);
+        };
+        match codec::handshake_version(payload) {
+            Some(theirs) if theirs != PROTOCOL_VERSION => Err(Error::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs,
+            }),
+            _ => codec::decode(payload).map(Some),
+        }
+    }
+
+    pub fn get_ref(&self) -> &R {
+        self.inner.get_ref()
+    }
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}

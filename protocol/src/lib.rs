@@ -1,0 +1,26 @@
+//! The wire protocol between the fibpool coordinator and its workers.
+//!
+//! A stream in either direction is a sequence of frames: a `u32` little-endian
+//! payload length, then that many bytes of bincode (2.0.1, standard config).
+//! The coordinator sends [`Request`]s, a worker answers with [`Response`]s; each
+//! side opens with its handshake variant carrying [`PROTOCOL_VERSION`].
+//!
+//! - [`message`]: the message types. Variants are encoded by index, so the
+//!   handshake variant is first and variants are only ever appended.
+//! - [`frame`]: [`FrameWriter`] and [`FrameReader`] over any `Write`/`Read`,
+//!   and the in-memory [`frame::check`] / [`decode_frame`] pair.
+//! - [`codec`]: the only module that names bincode, so the codec can be swapped.
+//! - [`Error`]: what can go wrong on the wire, with distinct kinds for a frame
+//!   that is too large, truncated, or undecodable.
+//!
+//! This crate has no process code: it moves bytes through whatever reader and
+//! writer it is given.
+
+pub mod codec;
+mod error;
+pub mod frame;
+pub mod message;
+
+pub use error::{Error, FramePart};
+pub use frame::{FrameReader, FrameWriter, HEADER_LEN, MAX_FRAME_LEN, decode_frame, encode_frame};
+pub use message::*;

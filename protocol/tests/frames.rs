@@ -1,0 +1,347 @@
+//! One small test per edge of the framing, and properties over arbitrary bytes.
+
+use fibpool_protocol::frame::check;
+use fibpool_protocol::*;
+use proptest::prelude::*;
+
+fn every_message() -> (Vec<Request>, Vec<Response>) {
+    let requests = vec![
+        Request::Hello(CoordinatorHello {
+            version: PROTOCOL_VERSION,
+        }),
+        Request::Compute(Chunk {
+            id: 7,
+            encoding: Encoding::Decimal,
+            runs: vec![
+                Run { start: 0, len: 3 },
+                Run {
+                    start: u64::MAX,
+                    len: 1,
+                },
+            ],
+        }),
+        Request::Compute(Chunk {
+            id: 0,
+            encoding: Encoding::Raw,
+            runs: vec![],
+        }),
+        Request::Shutdown,
+    ];
+    let responses = vec![
+        Response::Ready(WorkerHello {
+            version: PROTOCOL_VERSION,
+            pid: 4242,
+            main_entered_ns: 1,
+            ready_ns: u64::MAX,
+        }),
+        Response::Computed(ChunkResult {
+            id: 7,
+            busy_ns: 12345,
+            values: vec![
+                Bytes(vec![]),
+                Bytes(b"354224848179261915075".to_vec()),
+                Bytes(vec![0xff; 70_000]),
+            ],
+        }),
+        Response::Failed(Failure {
+            chunk: Some(3),
+            message: "index 400000000 exceeds the largest index — ünïcode".into(),
+        }),
+        Response::Failed(Failure {
+            chunk: None,
+            message: String::new(),
+        }),
+    ];
+    (requests, responses)
+}
+
+#[test]
+fn every_message_round_trips_through_a_stream() {
+    let (requests, responses) = every_message();
+    let mut wire = Vec::new();
+    let mut writer = FrameWriter::new(&mut wire);
+    for r in &requests {
+        writer.send(r).unwrap();
+    }
+    for r in &responses {
+        writer.send(r).unwrap();
+    }
+    drop(writer);
+
+    let mut reader = FrameReader::new(&wire[..]);
+    for r in &requests {
+        assert_eq!(reader.recv::<Request>().unwrap().as_ref(), Some(r));
+    }
+    for r in &responses {
+        assert_eq!(reader.recv::<Response>().unwrap().as_ref(), Some(r));
+    }
+    // EOF exactly at a frame boundary is a clean end.
+    assert!(reader.recv::<Request>().unwrap().is_none());
+}
+
+#[test]
+fn every_message_round_trips_in_memory() {
+    let (requests, responses) = every_message();
+    for r in &requests {
+        let frame = encode_frame(r).unwrap();
+        assert_eq!(
+            decode_frame::<Request>(&frame).unwrap(),
+            Some((r.clone(), frame.len()))
+        );
+    }
+    for r in &responses {
+        let frame = encode_frame(r).unwrap();
+        assert_eq!(
+            decode_frame::<Response>(&frame).unwrap(),
+            Some((r.clone(), frame.len()))
+        );
+    }
+}
+
+#[test]
+fn byte_strings_travel_as_one_block() {
+    // 70 000 bytes of 0xff cost 70 000 bytes plus a short length, not one varint each.
+    let msg = Response::Computed(ChunkResult {
+        id: 1,
+        busy_ns: 1,
+        values: vec![Bytes(vec![0xff; 70_000])],
+    });
+    let frame = encode_frame(&msg).unwrap();
+    assert!(frame.len() < 70_000 + 16, "{}", frame.len());
+}
+
+#[test]
+fn header_layout_is_u32_little_endian() {
+    let frame = encode_frame(&Request::Shutdown).unwrap();
+    let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
+    assert_eq!(len, frame.len() - HEADER_LEN);
+}
+
+#[test]
+fn incomplete_head_and_body_are_incomplete_in_memory() {
+    let frame = encode_frame(&Request::Shutdown).unwrap();
+    for cut in 0..frame.len() {
+        assert_eq!(
+            check(&frame[..cut], MAX_FRAME_LEN).unwrap(),
+            None,
+            "cut at {cut}"
+        );
+        assert!(decode_frame::<Request>(&frame[..cut]).unwrap().is_none());
+    }
+    assert_eq!(check(&frame, MAX_FRAME_LEN).unwrap(), Some(frame.len()));
+}
+
+#[test]
+fn truncated_header_on_a_stream() {
+    let mut reader = FrameReader::new(&[5u8, 0, 0][..]);
+    match reader.recv::<Request>() {
+        Err(Error::Truncated {
+            part: FramePart::Header,
+            expected: 4,
+            got: 3,
+        }) => {}
+        other => panic!("expected a truncated header, got {other:?}"),
+    }
+}
+
+#[test]
+fn truncated_payload_on_a_stream() {
+    let frame = encode_frame(&Request::Hello(CoordinatorHello { version: 1 })).unwrap();
+    let cut = &frame[..frame.len() - 1];
+    let err = FrameReader::new(cut).recv::<Request>().unwrap_err();
+    let payload = frame.len() - HEADER_LEN;
+    assert!(
+        matches!(err, Error::Truncated { part: FramePart::Payload, expected, got } if expected == payload && got == payload - 1),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "stream ended inside a frame payload: got {} of {payload} bytes",
+            payload - 1
+        )
+    );
+    assert!(err.is_disconnect());
+}
+
+#[test]
+fn frame_at_the_cap_is_read_and_one_byte_over_is_refused() {
+    let max = 1000;
+    let payload = vec![7u8; max];
+    let mut wire = Vec::new();
+    FrameWriter::with_max_len(&mut wire, max)
+        .send_payload(&payload)
+        .unwrap();
+    let mut reader = FrameReader::with_max_len(&wire[..], max);
+    assert_eq!(reader.recv_payload().unwrap(), Some(&payload[..]));
+
+    let over = vec![7u8; max + 1];
+    let mut wire = Vec::new();
+    let err = FrameWriter::with_max_len(&mut wire, max)
+        .send_payload(&over)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                len: 1001,
+                max: 1000
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(wire.is_empty(), "nothing is written for a refused frame");
+
+    let mut wire = 1001u32.to_le_bytes().to_vec();
+    wire.extend_from_slice(&over);
+    let err = FrameReader::with_max_len(&wire[..], max)
+        .recv_payload()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                len: 1001,
+                max: 1000
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn encoder_refuses_a_message_over_the_cap() {
+    let msg = Response::Computed(ChunkResult {
+        id: 1,
+        busy_ns: 0,
+        values: vec![Bytes(vec![0; 2000])],
+    });
+    let mut wire = Vec::new();
+    let err = FrameWriter::with_max_len(&mut wire, 1000)
+        .send(&msg)
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { max: 1000, .. }), "{err:?}");
+    assert!(wire.is_empty());
+}
+
+#[test]
+fn huge_announced_length_is_refused_before_allocating() {
+    let wire = u32::MAX.to_le_bytes();
+    let err = FrameReader::new(&wire[..]).recv_payload().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "frame of 4294967295 bytes exceeds the maximum frame length of {MAX_FRAME_LEN} bytes"
+        )
+    );
+    assert!(matches!(
+        check(&wire, MAX_FRAME_LEN),
+        Err(Error::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn garbage_payloads_are_undecodable() {
+    let cases: &[(&[u8], &str)] = &[
+        (&[9], "expected variant index 0 <= i < 3"), // no Request variant 9
+        (&[1, 0], "ends"),                           // Compute with a truncated chunk
+        (&[3, 0, 0], "expected variant index"),
+        (&[2, 0], "1 trailing bytes"), // Shutdown then junk
+        (&[], "ends"),
+    ];
+    for (payload, reason) in cases {
+        let mut wire = (payload.len() as u32).to_le_bytes().to_vec();
+        wire.extend_from_slice(payload);
+        match FrameReader::new(&wire[..]).recv::<Request>() {
+            Err(Error::Undecodable { reason: got }) => {
+                assert!(got.contains(reason), "payload {payload:?}: {got}")
+            }
+            other => panic!("payload {payload:?}: expected undecodable, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_byte_string_longer_than_its_frame_is_refused_without_allocating_it() {
+    // Computed { id 1, busy 0, one value claiming 2^32 bytes }: the value's
+    // length exceeds the payload, and the decoder must not reserve it.
+    let mut payload = vec![1u8, 1, 0, 1, 252];
+    payload.extend_from_slice(&u32::MAX.to_le_bytes());
+    let frame = [&(payload.len() as u32).to_le_bytes()[..], &payload].concat();
+    let err = decode_frame::<Response>(&frame).unwrap_err();
+    assert!(matches!(err, Error::Undecodable { .. }), "{err:?}");
+}
+
+#[test]
+fn handshake_of_another_version_is_a_version_error() {
+    // A future Hello with a different layout after the version still reads as a version.
+    let payload = [0u8, 7, 1, 2, 3];
+    let frame = [&(payload.len() as u32).to_le_bytes()[..], &payload].concat();
+    let err = FrameReader::new(&frame[..])
+        .recv_handshake::<Request>()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: 7
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "protocol version mismatch: peer speaks version 7, this side speaks 1"
+    );
+    // The same version decodes normally.
+    let hello = Request::Hello(CoordinatorHello {
+        version: PROTOCOL_VERSION,
+    });
+    let frame = encode_frame(&hello).unwrap();
+    assert_eq!(
+        FrameReader::new(&frame[..])
+            .recv_handshake::<Request>()
+            .unwrap(),
+        Some(hello)
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_either_decoder(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = decode_frame::<Request>(&bytes);
+        let _ = decode_frame::<Response>(&bytes);
+        let mut reader = FrameReader::new(&bytes[..]);
+        while let Ok(Some(_)) = reader.recv::<Request>() {}
+        let mut reader = FrameReader::new(&bytes[..]);
+        while let Ok(Some(_)) = reader.recv_handshake::<Response>() {}
+    }
+
+    #[test]
+    fn arbitrary_payloads_in_a_valid_frame_never_panic(payload in prop::collection::vec(any::<u8>(), 0..256)) {
+        let frame = [&(payload.len() as u32).to_le_bytes()[..], &payload].concat();
+        let _ = decode_frame::<Request>(&frame);
+        let _ = decode_frame::<Response>(&frame);
+    }
+
+    #[test]
+    fn chunks_round_trip(id in any::<u64>(), runs in prop::collection::vec((any::<u64>(), any::<u64>()), 0..50)) {
+        let msg = Request::Compute(Chunk {
+            id,
+            encoding: Encoding::Hex,
+            runs: runs.into_iter().map(|(start, len)| Run { start, len }).collect(),
+        });
+        let frame = encode_frame(&msg).unwrap();
+        prop_assert_eq!(decode_frame::<Request>(&frame).unwrap(), Some((msg, frame.len())));
+    }
+
+    #[test]
+    fn results_round_trip(id in any::<u64>(), values in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..20)) {
+        let msg = Response::Computed(ChunkResult { id, busy_ns: id / 3, values: values.into_iter().map(Bytes).collect() });
+        let frame = encode_frame(&msg).unwrap();
+        prop_assert_eq!(decode_frame::<Response>(&frame).unwrap(), Some((msg, frame.len())));
+    }
+}
