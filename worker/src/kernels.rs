@@ -1,0 +1,342 @@
+//! Fibonacci kernels on exact big integers.
+//!
+//! An isolated index uses fast doubling on the pair (F(k), L(k)) of Fibonacci
+//! and Lucas numbers: one multiplication and one squaring per bit of n, about
+//! two thirds of the multiplications of the textbook (F(k), F(k+1)) form.
+//! A run of consecutive indices is seeded the same way and stepped by additions.
+
+use fibpool_protocol::Encoding;
+use num_bigint::BigUint;
+
+/// (F(k), L(k)) by fast doubling, using
+/// F(2k) = F(k) L(k), L(2k) = L(k)^2 - 2(-1)^k, and for an odd step
+/// F(2k+1) = (F(2k) + L(2k)) / 2, L(2k+1) = (5 F(2k) + L(2k)) / 2.
+fn fib_lucas(k: u64) -> (BigUint, BigUint) {
+    let mut f = BigUint::ZERO;
+    let mut l = BigUint::from(2u32);
+    let mut done = 0u64; // the index (f, l) currently stands at
+    for bit in (0..u64::BITS - k.leading_zeros()).rev() {
+        let f2 = &f * &l;
+        let mut l2 = &l * &l;
+        if done & 1 == 0 {
+            l2 -= 2u32;
+        } else {
+            l2 += 2u32;
+        }
+        done <<= 1;
+        (f, l) = (f2, l2);
+        if (k >> bit) & 1 == 1 {
+            let next_f = (&f + &l) >> 1u32;
+            l = (&f * 5u32 + &l) >> 1u32;
+            f = next_f;
+            done += 1;
+        }
+    }
+    (f, l)
+}
+
+/// F(n) by fast doubling: O(log n) big multiplications.
+pub fn fib(n: u64) -> BigUint {
+    let k = n >> 1;
+    let (f, l) = fib_lucas(k);
+    if n & 1 == 0 {
+        // F(2k) = F(k) L(k)
+        f * l
+    } else {
+        // F(2k+1) = F(k+1) L(k) - (-1)^k, with F(k+1) = (F(k) + L(k)) / 2
+        let product = ((&f + &l) >> 1u32) * &l;
+        if k & 1 == 0 {
+            product - 1u32
+        } else {
+            product + 1u32
+        }
+    }
+}
+
+/// (F(n), F(n+1)) by fast doubling.
+pub fn fib_pair(n: u64) -> (BigUint, BigUint) {
+    let (f, l) = fib_lucas(n);
+    let next = (&f + &l) >> 1u32;
+    (f, next)
+}
+
+/// F(n) by the seed's O(n) loop: the baseline fast doubling is measured
+/// against, and an independent oracle in tests.
+pub fn fib_iterative(n: u64) -> BigUint {
+    let (mut a, mut b) = (BigUint::ZERO, BigUint::from(1u32));
+    for _ in 0..n {
+        a += &b;
+        std::mem::swap(&mut a, &mut b);
+    }
+    a
+}
+
+/// Calls `each` with F(start), F(start+1), ..., F(start+len-1): one fast
+/// doubling for the seed, then one addition per value, in place.
+pub fn for_each_in_run(start: u64, len: u64, mut each: impl FnMut(&BigUint)) {
+    match len {
+        0 => {}
+        1 => each(&fib(start)),
+        _ => {
+            let (mut a, mut b) = fib_pair(start);
+            each(&a);
+            for _ in 1..len {
+                a += &b;
+                std::mem::swap(&mut a, &mut b);
+                each(&a);
+            }
+        }
+    }
+}
+
+/// Calls `each` with the encoded values of a run. Decimal runs are stepped in
+/// base 10^18, so only the two seeds pay for a radix conversion: converting
+/// every value would cost more than computing it.
+pub fn encode_run(start: u64, len: u64, encoding: Encoding, mut each: impl FnMut(Vec<u8>)) {
+    if encoding != Encoding::Decimal || len < 2 {
+        return for_each_in_run(start, len, |v| each(encode(v, encoding)));
+    }
+    let (a, b) = fib_pair(start);
+    let (mut a, mut b) = (Decimal::from(&a), Decimal::from(&b));
+    each(a.to_ascii());
+    for _ in 1..len {
+        a.add_assign(&b);
+        std::mem::swap(&mut a, &mut b);
+        each(a.to_ascii());
+    }
+}
+
+/// The bytes a value travels as: little-endian magnitude, or lowercase digits.
+pub fn encode(value: &BigUint, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::Raw => {
+            if value.bits() == 0 {
+                Vec::new()
+            } else {
+                value.to_bytes_le()
+            }
+        }
+        Encoding::Decimal => value.to_str_radix(10).into_bytes(),
+        Encoding::Hex => value.to_str_radix(16).into_bytes(),
+    }
+}
+
+/// A natural number in base 10^18 limbs, least significant first: addition
+/// and printing without any division of a big number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Decimal {
+    limbs: Vec<u64>,
+}
+
+const LIMB: u64 = 1_000_000_000_000_000_000;
+const LIMB_DIGITS: usize = 18;
+
+/// "00" to "99": printing two digits per division.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// `n < 10^9` as exactly nine digits, zero-padded.
+fn nine_digits(mut n: u32) -> [u8; 9] {
+    let mut out = [0u8; 9];
+    out[8] = b'0' + (n % 10) as u8;
+    n /= 10;
+    for pair in out[..8].rchunks_exact_mut(2) {
+        let at = (n % 100) as usize * 2;
+        pair.copy_from_slice(&DIGIT_PAIRS[at..at + 2]);
+        n /= 100;
+    }
+    out
+}
+
+impl From<&BigUint> for Decimal {
+    fn from(value: &BigUint) -> Self {
+        let text = value.to_str_radix(10).into_bytes();
+        let limbs = text
+            .rchunks(LIMB_DIGITS)
+            .map(|digits| {
+                digits
+                    .iter()
+                    .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))
+            })
+            .collect();
+        Decimal { limbs }
+    }
+}
+
+impl Decimal {
+    fn add_assign(&mut self, other: &Decimal) {
+        if self.limbs.len() < other.limbs.len() {
+            self.limbs.resize(other.limbs.len(), 0);
+        }
+        let mut carry = 0;
+        for (i, limb) in self.limbs.iter_mut().enumerate() {
+            if carry == 0 && i >= other.limbs.len() {
+                break;
+            }
+            // both limbs are below 10^18, so the sum stays far below 2^64
+            let sum = *limb + other.limbs.get(i).copied().unwrap_or(0) + carry;
+            (*limb, carry) = if sum >= LIMB {
+                (sum - LIMB, 1)
+            } else {
+                (sum, 0)
+            };
+        }
+        if carry == 1 {
+            self.limbs.push(1);
+        }
+    }
+
+    fn to_ascii(&self) -> Vec<u8> {
+        let (top, rest) = self.limbs.split_last().expect("never empty");
+        let mut out = top.to_string().into_bytes();
+        out.reserve(LIMB_DIGITS * rest.len());
+        for &limb in rest.iter().rev() {
+            let (high, low) = ((limb / 1_000_000_000) as u32, (limb % 1_000_000_000) as u32);
+            out.extend_from_slice(&nine_digits(high));
+            out.extend_from_slice(&nine_digits(low));
+        }
+        out
+    }
+}
+
+/// An upper bound on the encoded size of F(n), in bytes. F(n) < phi^n, and
+/// log2(phi) = 0.694..., log10(phi) = 0.208...
+pub fn encoded_len_bound(n: u64, encoding: Encoding) -> u64 {
+    let bits = n.saturating_mul(7) / 10 + 1;
+    match encoding {
+        Encoding::Raw => bits / 8 + 1,
+        Encoding::Hex => bits / 4 + 1,
+        Encoding::Decimal => n.saturating_mul(21) / 100 + 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_doubling_matches_iteration_for_small_n() {
+        let (mut a, mut b) = (BigUint::ZERO, BigUint::from(1u32));
+        for n in 0..2000u64 {
+            assert_eq!(fib(n), a, "fib({n})");
+            assert_eq!(fib_pair(n), (a.clone(), b.clone()), "fib_pair({n})");
+            a += &b;
+            std::mem::swap(&mut a, &mut b);
+        }
+    }
+
+    #[test]
+    fn known_values() {
+        // From the seed's example: F(100) = 354224848179261915075.
+        assert_eq!(fib(100).to_string(), "354224848179261915075");
+        assert_eq!(fib(0), BigUint::ZERO);
+        assert_eq!(fib(1), BigUint::from(1u32));
+        assert_eq!(fib(93), BigUint::from(12200160415121876738u64));
+    }
+
+    #[test]
+    fn runs_match_isolated_values() {
+        for (start, len) in [(0, 1), (0, 30), (1, 5), (998, 7), (12345, 40)] {
+            let mut got = Vec::new();
+            for_each_in_run(start, len, |v| got.push(v.clone()));
+            let want: Vec<_> = (start..start + len).map(fib_iterative).collect();
+            assert_eq!(got, want, "run {start}+{len}");
+        }
+        let mut calls = 0;
+        for_each_in_run(7, 0, |_| calls += 1);
+        assert_eq!(calls, 0);
+    }
+
+    #[test]
+    fn decimal_runs_match_radix_conversion() {
+        for (start, len) in [(0, 2), (0, 200), (90, 10), (1000, 3), (54_321, 25)] {
+            let mut got = Vec::new();
+            encode_run(start, len, Encoding::Decimal, |v| {
+                got.push(String::from_utf8(v).unwrap())
+            });
+            let want: Vec<_> = (start..start + len)
+                .map(|n| fib_iterative(n).to_string())
+                .collect();
+            assert_eq!(got, want, "run {start}+{len}");
+        }
+    }
+
+    #[test]
+    fn encodings() {
+        let v = fib(100);
+        assert_eq!(encode(&v, Encoding::Decimal), b"354224848179261915075");
+        assert_eq!(encode(&v, Encoding::Hex), b"1333db76a7c594bfc3");
+        assert_eq!(BigUint::from_bytes_le(&encode(&v, Encoding::Raw)), v);
+        assert_eq!(encode(&BigUint::ZERO, Encoding::Raw), b"");
+        assert_eq!(encode(&BigUint::ZERO, Encoding::Decimal), b"0");
+        assert_eq!(encode(&BigUint::ZERO, Encoding::Hex), b"0");
+    }
+
+    #[test]
+    fn encoded_len_bound_holds() {
+        for n in [0u64, 1, 2, 10, 93, 94, 1000, 4321, 20000, 100_000] {
+            let v = fib(n);
+            for enc in [Encoding::Raw, Encoding::Decimal, Encoding::Hex] {
+                let len = encode(&v, enc).len() as u64;
+                let bound = encoded_len_bound(n, enc);
+                assert!(len <= bound, "F({n}) {enc:?}: {len} > {bound}");
+                // and the bound is not absurdly loose
+                assert!(
+                    bound <= len + len / 20 + 2,
+                    "F({n}) {enc:?}: bound {bound} for {len}"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn fast_doubling_matches_iteration_for_large_n(n in 2_000u64..60_000) {
+            prop_assert_eq!(fib(n), fib_iterative(n));
+        }
+
+        #[test]
+        fn decimal_runs_match_radix_conversion(start in 0u64..200_000, len in 2u64..40) {
+            let mut n = start;
+            encode_run(start, len, Encoding::Decimal, |v| {
+                assert_eq!(v, fib(n).to_str_radix(10).into_bytes(), "F({n})");
+                n += 1;
+            });
+            prop_assert_eq!(n, start + len);
+        }
+
+        #[test]
+        fn cassini(n in 1u64..2_000_000) {
+            // F(n-1) F(n+1) - F(n)^2 = (-1)^n
+            let (f, f_next) = fib_pair(n);
+            let f_prev = &f_next - &f;
+            let lhs = &f_prev * &f_next;
+            let square = &f * &f;
+            if n % 2 == 0 {
+                prop_assert_eq!(lhs, square + 1u32);
+            } else {
+                prop_assert_eq!(lhs + 1u32, square);
+            }
+        }
+
+        #[test]
+        fn doubling_identity(n in 0u64..2_000_000) {
+            // F(2n) = F(n) (2 F(n+1) - F(n)): the textbook doubling step,
+            // which the Lucas-number kernel does not use.
+            let (f, f_next) = fib_pair(n);
+            prop_assert_eq!(fib(2 * n), &f * ((&f_next << 1u32) - &f));
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The worker loop, over any reader and writer so it can be tested in memory.
+
+use std::io::{Read, Write};
+use std::time::Instant;
+
+use fibpool_protocol::{
+    Bytes, Chunk, ChunkResult, CoordinatorHello, Failure, FrameReader, FrameWriter, MAX_FRAME_LEN,
+    MAX_INDEX, PROTOCOL_VERSION, Request, Response, WorkerHello,
+};
+
+use crate::clock::monotonic_ns;
+use crate::kernels;
+
+/// Why a worker stopped before being told to.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Protocol(#[from] fibpool_protocol::Error),
+    #[error("coordinator closed the stream before its handshake")]
+    NoHandshake,
+    #[error("refused chunk {id}: {reason}")]
+    BadChunk { id: u64, reason: String },
+}
+
+/// What a worker did, for its caller.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ServeSummary {
+    pub chunks: u64,
+    pub values: u64,
+    /// True when the coordinator sent Shutdown; false when its stream just ended.
+    pub shutdown: bool,
+}
+
+/// Serves one coordinator: sends the handshake at once, checks the
+/// coordinator's, then answers requests until Shutdown or end of stream.
+/// `main_entered_ns` is the CLOCK_MONOTONIC stamp of the process's start.
+pub fn serve<R: Read, W: Write>(
+    reader: R,
+    writer: W,
+    main_entered_ns: u64,
+) -> Result<ServeSummary, ServeError> {
+    let mut rx = FrameReader::new(reader);
+    let mut tx = FrameWriter::new(writer);
+    tx.send(&Response::Ready(WorkerHello {
+        version: PROTOCOL_VERSION,
+        pid: std::process::id(),
+        main_entered_ns,
+        ready_ns: monotonic_ns(),
+    }))?;
+
+    match rx.recv_handshake::<Request>()? {
+        Some(Request::Hello(CoordinatorHello { .. })) => {}
+        Some(other) => {
+            return Err(fibpool_protocol::Error::Unexpected {
+                expected: "the coordinator's Hello",
+                got: describe(&other),
+            }
+            .into());
+        }
+        None => return Err(ServeError::NoHandshake),
+    }
+
+    let mut summary = ServeSummary::default();
+    while let Some(request) = rx.recv::<Request>()? {
+        match request {
+            Request::Compute(chunk) => {
+                let result = match compute(&chunk) {
+                    Ok(result) => result,
+                    Err(reason) => {
+                        // Tell the coordinator why before going: a pipe that
+                        // just closes says nothing.
+                        let _ = tx.send(&Response::Failed(Failure {
+                            chunk: Some(chunk.id),
+                            message: reason.clone(),
+                        }));
+                        return Err(ServeError::BadChunk {
+                            id: chunk.id,
+                            reason,
+                        });
+                    }
+                };
+                summary.chunks += 1;
+                summary.values += result.values.len() as u64;
+                tx.send(&Response::Computed(result))?;
+            }
+            Request::Shutdown => {
+                summary.shutdown = true;
+                break;
+            }
+            Request::Hello(_) => {
+                return Err(fibpool_protocol::Error::Unexpected {
+                    expected: "Compute or Shutdown",
+                    got: "a second Hello".to_owned(),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// Checks a chunk against the worker's limits, then computes it.
+pub fn compute(chunk: &Chunk) -> Result<ChunkResult, String> {
+    let started = Instant::now();
+    let mut bound = 0u64; // encoded size bound of the answer
+    for run in &chunk.runs {
+        let last = run
+            .len
+            .checked_sub(1)
+            .and_then(|extra| run.start.checked_add(extra))
+            .ok_or_else(|| format!("run {}+{} is empty or overflows", run.start, run.len))?;
+        if last > MAX_INDEX {
+            return Err(format!(
+                "index {last} exceeds the largest index a worker computes ({MAX_INDEX})"
+            ));
+        }
+        // each value also costs its length prefix, at least one byte
+        let per_value = kernels::encoded_len_bound(last, chunk.encoding) + 1;
+        bound = bound.saturating_add(run.len.saturating_mul(per_value));
+    }
+    if bound > MAX_FRAME_LEN as u64 {
+        return Err(format!(
+            "its answer could take {bound} bytes, more than a frame carries ({MAX_FRAME_LEN})"
+        ));
+    }
+
+    let mut values = Vec::with_capacity(chunk.task_count() as usize);
+    for run in &chunk.runs {
+        kernels::encode_run(run.start, run.len, chunk.encoding, |v| {
+            values.push(Bytes(v))
+        });
+    }
+    Ok(ChunkResult {
+        id: chunk.id,
+        busy_ns: started.elapsed().as_nanos() as u64,
+        values,
+    })
+}
+
+fn describe(request: &Request) -> String {
+    match request {
+        Request::Hello(_) => "Hello".to_owned(),
+        Request::Compute(chunk) => format!("Compute (chunk {})", chunk.id),
+        Request::Shutdown => "Shutdown".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fibpool_protocol::{Encoding, Error, FrameWriter, Run};
+    use num_bigint::BigUint;
+
+    const HELLO: Request = Request::Hello(CoordinatorHello {
+        version: PROTOCOL_VERSION,
+    });
+
+    fn frames(requests: &[Request]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        let mut w = FrameWriter::new(&mut wire);
+        for r in requests {
+            w.send(r).unwrap();
+        }
+        drop(w);
+        wire
+    }
+
+    /// Runs `serve` on `input` and returns its result and every response it wrote.
+    fn serve_bytes(input: &[u8]) -> (Result<ServeSummary, ServeError>, Vec<Response>) {
+        let mut output = Vec::new();
+        let result = serve(input, &mut output, 17);
+        let mut reader = FrameReader::new(&output[..]);
+        let mut responses = Vec::new();
+        while let Some(r) = reader.recv::<Response>().unwrap() {
+            responses.push(r);
+        }
+        (result, responses)
+    }
+
+    fn compute_request(id: u64, encoding: Encoding, runs: &[(u64, u64)]) -> Request {
+        Request::Compute(Chunk {
+            id,
+            encoding,
+            runs: runs
+                .iter()
+                .map(|&(start, len)| Run { start, len })
+                .collect(),
+        })
+    }
+
+    fn oracle(n: u64) -> BigUint {
+        // plain iteration, independent of the fast-doubling kernels
+        let (mut a, mut b) = (BigUint::ZERO, BigUint::from(1u32));
+        for _ in 0..n {
+            let next = &a + &b;
+            a = std::mem::replace(&mut b, next);
+        }
+        a
+    }
+
+    #[test]
+    fn answers_chunks_then_stops_on_shutdown() {
+        let input = frames(&[
+            HELLO,
+            compute_request(0, Encoding::Decimal, &[(0, 12), (300, 2)]),
+            compute_request(1, Encoding::Raw, &[(1000, 1), (5, 1), (5, 1)]),
+            compute_request(2, Encoding::Hex, &[(100, 1)]),
+            Request::Shutdown,
+            compute_request(3, Encoding::Raw, &[(1, 1)]), // after Shutdown: never read
+        ]);
+        let (result, responses) = serve_bytes(&input);
+        assert_eq!(
+            result.unwrap(),
+            ServeSummary {
+                chunks: 3,
+                values: 18,
+                shutdown: true
+            }
+        );
+        assert_eq!(responses.len(), 4);
+        match &responses[0] {
+            Response::Ready(hello) => {
+                assert_eq!(hello.version, PROTOCOL_VERSION);
+                assert_eq!(hello.pid, std::process::id());
+                assert_eq!(hello.main_entered_ns, 17);
+                assert!(hello.ready_ns > 17);
+            }
+            other => panic!("expected Ready first, got {other:?}"),
+        }
+        let values = |i: usize| match &responses[i] {
+            Response::Computed(r) => {
+                assert_eq!(r.id, i as u64 - 1);
+                r.values.iter().map(|b| b.0.clone()).collect::<Vec<_>>()
+            }
+            other => panic!("expected Computed, got {other:?}"),
+        };
+        let decimal: Vec<_> = (0..12)
+            .chain(300..302)
+            .map(|n| oracle(n).to_string().into_bytes())
+            .collect();
+        assert_eq!(values(1), decimal);
+        let raw: Vec<_> = [1000, 5, 5].map(|n| oracle(n).to_bytes_le()).into();
+        assert_eq!(values(2)[0], raw[0]);
+        assert_eq!(values(2)[1..], raw[1..]);
+        assert_eq!(values(3), [b"1333db76a7c594bfc3".to_vec()]);
+    }
+
+    #[test]
+    fn end_of_stream_without_shutdown_is_a_clean_stop() {
+        let (result, responses) = serve_bytes(&frames(&[HELLO]));
+        assert_eq!(result.unwrap(), ServeSummary::default());
+        assert_eq!(responses.len(), 1);
+    }
+
+    #[test]
+    fn no_handshake_is_an_error() {
+        let (result, _) = serve_bytes(&[]);
+        assert!(matches!(result, Err(ServeError::NoHandshake)), "{result:?}");
+    }
+
+    #[test]
+    fn wrong_version_is_refused() {
+        let (result, _) = serve_bytes(&frames(&[Request::Hello(CoordinatorHello { version: 99 })]));
+        let err = result.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ServeError::Protocol(Error::VersionMismatch { theirs: 99, .. })
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn compute_before_hello_is_refused() {
+        let (result, _) = serve_bytes(&frames(&[compute_request(0, Encoding::Raw, &[(1, 1)])]));
+        let err = result.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unexpected message: expected the coordinator's Hello, got Compute (chunk 0)"
+        );
+    }
+
+    #[test]
+    fn bad_chunks_get_a_failure_message_then_an_error() {
+        for (runs, reason) in [
+            (
+                vec![(MAX_INDEX, 2)],
+                "index 300000001 exceeds the largest index a worker computes",
+            ),
+            (vec![(5, 0)], "run 5+0 is empty or overflows"),
+            (vec![(u64::MAX, 2)], "overflows"),
+            (vec![(0, 40_000_000)], "more than a frame carries"),
+        ] {
+            let input = frames(&[
+                HELLO,
+                compute_request(9, Encoding::Decimal, &runs),
+                Request::Shutdown,
+            ]);
+            let (result, responses) = serve_bytes(&input);
+            match result {
+                Err(ServeError::BadChunk { id: 9, reason: got }) => {
+                    assert!(got.contains(reason), "{got}")
+                }
+                other => panic!("{runs:?}: expected BadChunk, got {other:?}"),
+            }
+            match responses.last() {
+                Some(Response::Failed(f)) => {
+                    assert_eq!(f.chunk, Some(9));
+                    assert!(f.message.contains(reason), "{}", f.message);
+                }
+                other => panic!("{runs:?}: expected Failed, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_after_the_handshake_is_undecodable() {
+        let mut input = frames(&[HELLO]);
+        input.extend_from_slice(&[3, 0, 0, 0, 0xde, 0xad, 0xbe]);
+        let (result, _) = serve_bytes(&input);
+        assert!(
+            matches!(result, Err(ServeError::Protocol(Error::Undecodable { .. }))),
+            "{result:?}"
+        );
+    }
+}
