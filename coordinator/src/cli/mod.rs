@@ -1,0 +1,103 @@
+//! The `fibpool` command line: clap definitions, then a validation step per
+//! subcommand that turns raw arguments into a checked configuration, so the
+//! rest never re-checks input. Bad usage exits 2 with one line; runtime
+//! failures exit 1 with the whole error chain on one line.
+
+mod run;
+
+use std::fmt;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Bad usage or bad input: one line on stderr and exit status 2, always
+/// before any worker is spawned.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Returns early with a [`UsageError`].
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err(anyhow::Error::new($crate::cli::UsageError(format!($($arg)*))))
+    };
+}
+pub(crate) use usage;
+
+/// A Rust multi-process worker pool computing Fibonacci numbers, and a tool to
+/// measure what a process pool costs.
+#[derive(Debug, Parser)]
+#[command(name = "fibpool", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compute F(n) for a batch of indices on a pool of worker processes.
+    Run(run::RunArgs),
+    /// Serve the worker protocol on stdin/stdout (the pool starts workers this way).
+    #[command(hide = true)]
+    Worker,
+}
+
+/// The `fibpool` binary. `main_entered_ns` is the CLOCK_MONOTONIC stamp taken
+/// first thing in `main`, reported by a worker in its handshake.
+pub fn main(main_entered_ns: u64) -> ExitCode {
+    // Workers take this path before clap builds its parser: it is their start-up cost.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "worker")
+    {
+        return fibpool_worker::run_stdio("fibpool worker", main_entered_ns);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e),
+    };
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Worker => return fibpool_worker::run_stdio("fibpool worker", main_entered_ns),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("fibpool: error: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Help and version print as clap renders them; a usage error becomes one line.
+fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(2)
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid usage");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("fibpool: error: {first} (see 'fibpool help')");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! `fibpool run`.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use fibpool_protocol::{Encoding, MAX_INDEX};
+
+use super::usage;
+use crate::input::{DEFAULT_MAX_INDEX, Parser};
+use crate::report::RunReport;
+use crate::{Pool, PoolError, RunOptions, TaskList, WorkerCommand, default_workers};
+
+/// The most workers a pool may have.
+pub const MAX_WORKERS: usize = 1024;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Worker processes [default: one per core]
+    #[arg(short, long, value_name = "N")]
+    workers: Option<usize>,
+
+    /// Indices per chunk [default: about 16 chunks per worker, at most 4096 indices]
+    #[arg(short, long, value_name = "K")]
+    chunk_size: Option<u64>,
+
+    /// How values are printed
+    #[arg(long, value_enum, default_value_t = Output::Decimal)]
+    output: Output,
+
+    /// Print values as chunks complete instead of in input order
+    #[arg(long)]
+    unordered: bool,
+
+    /// Read index tokens from FILE ('-' for stdin), separated by whitespace or commas
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+
+    /// Write a JSON report of the run to FILE
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+
+    /// Refuse indices above N
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_INDEX)]
+    max_index: u64,
+
+    /// Start workers with this command instead of `fibpool worker`
+    #[arg(long, value_name = "CMD")]
+    worker_cmd: Option<String>,
+
+    /// Indices: N, A..B (half-open), A..=B, NxK (K copies of N)
+    #[arg(value_name = "INDICES", allow_negative_numbers = true)]
+    indices: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Decimal digits
+    Decimal,
+    /// Lowercase hexadecimal digits, no prefix
+    Hex,
+    /// Print nothing: compute only
+    None,
+}
+
+/// `fibpool run` after validation.
+struct RunConfig {
+    workers: usize,
+    chunk_size: Option<NonZeroU64>,
+    output: Output,
+    ordered: bool,
+    tasks: TaskList,
+    report: Option<(PathBuf, File)>,
+    command: WorkerCommand,
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let config = validate(args)?;
+    let started = Instant::now();
+    let mut pool = Pool::builder()
+        .workers(config.workers)
+        .worker_command(config.command.clone())
+        .build()
+        .context("cannot start the pool")?;
+
+    let encoding = match config.output {
+        Output::Decimal => Encoding::Decimal,
+        Output::Hex => Encoding::Hex,
+        Output::None => Encoding::Raw,
+    };
+    let options = RunOptions {
+        chunk_size: config.chunk_size,
+        encoding,
+        ordered: config.ordered,
+    };
+    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    let print = config.output != Output::None;
+    let outcome = pool
+        .run(&config.tasks, &options, |item| {
+            if print {
+                write!(out, "{}\t", item.index)?;
+                out.write_all(item.value)?;
+                out.write_all(b"\n")?;
+            }
+            Ok(())
+        })
+        .and_then(|summary| out.flush().map(|()| summary).map_err(PoolError::Sink));
+    let summary = match outcome {
+        Ok(summary) => summary,
+        // A reader that stopped reading (`| head`) is a normal end: dropping the pool reaps the workers.
+        Err(PoolError::Sink(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+            drop(pool);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e).context("the run failed"),
+    };
+    let worker_stats = pool.shutdown().context("shutting the pool down failed")?;
+
+    let report = RunReport {
+        workers: config.workers,
+        tasks: summary.tasks,
+        chunks: summary.chunks,
+        chunk_size: summary.chunk_size,
+        wall_seconds: started.elapsed().as_secs_f64(),
+        worker_stats,
+    };
+    eprintln!("{}", report.summary());
+    if let Some((path, file)) = config.report {
+        write_json(&path, file, &report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(args: RunArgs) -> Result<RunConfig> {
+    let workers = args.workers.unwrap_or_else(default_workers);
+    if !(1..=MAX_WORKERS).contains(&workers) {
+        usage!("--workers must be between 1 and {MAX_WORKERS}, got {workers}");
+    }
+    let chunk_size = match args.chunk_size {
+        None => None,
+        Some(k) => match NonZeroU64::new(k) {
+            Some(k) => Some(k),
+            None => usage!("--chunk-size must be at least 1"),
+        },
+    };
+    if args.max_index > MAX_INDEX {
+        usage!(
+            "--max-index {} is above the largest index a worker computes ({MAX_INDEX})",
+            args.max_index
+        );
+    }
+    let tasks = read_tasks(&args.indices, args.input.as_deref(), args.max_index)?;
+    let command = match &args.worker_cmd {
+        Some(line) => match WorkerCommand::parse(line) {
+            Ok(command) => command,
+            Err(e) => usage!("--worker-cmd: {e}"),
+        },
+        None => WorkerCommand::this_program_with("worker")
+            .context("cannot find this program to start workers")?,
+    };
+    let report = match args.report {
+        Some(path) => match File::create(&path) {
+            Ok(file) => Some((path, file)),
+            Err(e) => usage!("cannot create --report file '{}': {e}", path.display()),
+        },
+        None => None,
+    };
+    Ok(RunConfig {
+        workers,
+        chunk_size,
+        output: args.output,
+        ordered: !args.unordered,
+        tasks,
+        report,
+        command,
+    })
+}
+
+/// The batch from INDICES or `--input`, fully checked.
+pub(crate) fn read_tasks(
+    tokens: &[String],
+    input: Option<&Path>,
+    max_index: u64,
+) -> Result<TaskList> {
+    let mut parser = Parser::new(max_index);
+    match input {
+        Some(_) if !tokens.is_empty() => usage!("give INDICES or --input, not both"),
+        None if tokens.is_empty() => usage!("no indices given: pass INDICES or --input FILE"),
+        None => {
+            for token in tokens {
+                if let Err(e) = parser.parse_str(token) {
+                    usage!("{e}");
+                }
+            }
+        }
+        Some(path) => {
+            let result = if path == Path::new("-") {
+                parser.parse_reader(io::stdin().lock())
+            } else {
+                let file = match File::open(path) {
+                    Ok(file) => file,
+                    Err(e) => usage!("cannot read --input '{}': {e}", path.display()),
+                };
+                if file.metadata().is_ok_and(|m| m.is_dir()) {
+                    usage!(
+                        "cannot read --input '{}': it is a directory",
+                        path.display()
+                    );
+                }
+                parser.parse_reader(BufReader::new(file))
+            };
+            if let Err((line, e)) = result {
+                usage!("--input '{}' line {line}: {e}", path.display());
+            }
+        }
+    }
+    let tasks = parser.finish();
+    if tasks.is_empty() {
+        usage!("the indices given select nothing");
+    }
+    Ok(tasks)
+}
+
+pub(crate) fn write_json(path: &Path, file: File, report: &impl serde::Serialize) -> Result<()> {
+    let mut out = BufWriter::new(file);
+    serde_json::to_writer_pretty(&mut out, report)
+        .map_err(io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+        .with_context(|| format!("cannot write the report to '{}'", path.display()))
+}

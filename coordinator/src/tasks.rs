@@ -1,0 +1,338 @@
+//! A batch of indices held compactly (ranges and repeats, never one entry per
+//! index unless the input lists them so), and its division into chunks.
+
+use fibpool_protocol::{Encoding, Run};
+use fibpool_worker::kernels::encoded_len_bound;
+
+/// A chunk's answer is kept under this many bytes (estimated from the indices)
+/// unless a single value is bigger: it bounds the memory the coordinator holds
+/// per chunk, and keeps frames far below the cap.
+pub const CHUNK_BYTES_BUDGET: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spec {
+    /// `start..end`, half-open, never empty.
+    Range { start: u64, end: u64 },
+    /// `count` copies of `index`, count >= 1.
+    Repeat { index: u64, count: u64 },
+}
+
+impl Spec {
+    fn len(&self) -> u64 {
+        match *self {
+            Spec::Range { start, end } => end - start,
+            Spec::Repeat { count, .. } => count,
+        }
+    }
+}
+
+/// The indices of a batch, in input order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskList {
+    specs: Vec<Spec>,
+    len: u64,
+    max_index: Option<u64>,
+}
+
+impl TaskList {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `start..end` (nothing when empty). Panics if `start > end`.
+    pub fn push_range(&mut self, start: u64, end: u64) {
+        assert!(start <= end, "reversed range {start}..{end}");
+        if start == end {
+            return;
+        }
+        self.len += end - start;
+        self.note_max(end - 1);
+        if let Some(Spec::Range { end: last_end, .. }) = self.specs.last_mut()
+            && *last_end == start
+        {
+            *last_end = end;
+            return;
+        }
+        self.specs.push(Spec::Range { start, end });
+    }
+
+    /// Appends `count` copies of `index`.
+    pub fn push_repeat(&mut self, index: u64, count: u64) {
+        if count == 0 {
+            return;
+        }
+        if count == 1 {
+            return self.push_range(index, index + 1);
+        }
+        self.len += count;
+        self.note_max(index);
+        self.specs.push(Spec::Repeat { index, count });
+    }
+
+    pub fn push(&mut self, index: u64) {
+        self.push_range(index, index + 1);
+    }
+
+    fn note_max(&mut self, index: u64) {
+        self.max_index = Some(self.max_index.map_or(index, |m| m.max(index)));
+    }
+
+    /// The number of indices.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn max_index(&self) -> Option<u64> {
+        self.max_index
+    }
+
+    /// Every index, in order.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.specs.iter().flat_map(|spec| {
+            let (range, repeat) = match *spec {
+                Spec::Range { start, end } => (start..end, None),
+                Spec::Repeat { index, count } => (index..index + 1, Some(count)),
+            };
+            range.flat_map(move |i| std::iter::repeat_n(i, repeat.unwrap_or(1) as usize))
+        })
+    }
+
+    pub(crate) fn chunks(&self, chunk_size: u64, encoding: Encoding) -> Chunker<'_> {
+        Chunker {
+            specs: &self.specs,
+            spec: 0,
+            offset: 0,
+            next_id: 0,
+            next_position: 0,
+            chunk_size: chunk_size.max(1),
+            encoding,
+        }
+    }
+}
+
+impl FromIterator<u64> for TaskList {
+    fn from_iter<I: IntoIterator<Item = u64>>(iter: I) -> Self {
+        let mut list = TaskList::new();
+        for index in iter {
+            list.push(index);
+        }
+        list
+    }
+}
+
+/// The chunk size used when none is given: about 16 chunks per worker, at most
+/// 4096 indices each. Sixteen chunks per worker keep the tail short when the
+/// last chunks finish (dynamic scheduling evens out chunks of unequal cost),
+/// while a chunk costs one small frame each way, so even 1000 light indices
+/// (32 per chunk on 2 workers) spend far more time computing than messaging.
+pub fn auto_chunk_size(tasks: u64, workers: usize) -> u64 {
+    let chunks = (workers as u64).max(1) * 16;
+    tasks.div_ceil(chunks).clamp(1, 4096)
+}
+
+/// One chunk as planned: where its values go and the runs a worker computes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChunkPlan {
+    pub id: u64,
+    /// Position in the batch of the chunk's first index.
+    pub first_position: u64,
+    pub count: u64,
+    pub runs: Vec<Run>,
+}
+
+impl ChunkPlan {
+    /// The chunk's indices in order.
+    pub fn indices(&self) -> impl Iterator<Item = u64> + '_ {
+        self.runs
+            .iter()
+            .flat_map(|run| run.start..run.start + run.len)
+    }
+}
+
+/// Cuts a task list into chunks of at most `chunk_size` indices and about
+/// [`CHUNK_BYTES_BUDGET`] bytes of answer, lazily, in order.
+pub(crate) struct Chunker<'a> {
+    specs: &'a [Spec],
+    spec: usize,
+    /// Indices of `specs[spec]` already handed out.
+    offset: u64,
+    next_id: u64,
+    next_position: u64,
+    chunk_size: u64,
+    encoding: Encoding,
+}
+
+impl Chunker<'_> {
+    /// The id the next chunk will have, or `None` when all are out.
+    pub fn peek_id(&self) -> Option<u64> {
+        (self.spec < self.specs.len()).then_some(self.next_id)
+    }
+}
+
+impl Iterator for Chunker<'_> {
+    type Item = ChunkPlan;
+
+    fn next(&mut self) -> Option<ChunkPlan> {
+        self.peek_id()?;
+        let mut plan = ChunkPlan {
+            id: self.next_id,
+            first_position: self.next_position,
+            count: 0,
+            runs: Vec::new(),
+        };
+        let mut bytes = 0u64;
+        while let Some(spec) = self.specs.get(self.spec) {
+            let room = self.chunk_size - plan.count;
+            let left = spec.len() - self.offset;
+            let (start, step) = match *spec {
+                Spec::Range { start, .. } => (start + self.offset, 1),
+                Spec::Repeat { index, .. } => (index, 0),
+            };
+            let mut take = room.min(left);
+            // every value in this piece is at most this big
+            let per_value = encoded_len_bound(start + step * (take - 1), self.encoding) + 1;
+            let affordable = CHUNK_BYTES_BUDGET.saturating_sub(bytes) / per_value;
+            if affordable < take {
+                take = if plan.count == 0 {
+                    affordable.max(1)
+                } else {
+                    affordable
+                };
+            }
+            if take == 0 {
+                break;
+            }
+            bytes += take * per_value;
+            plan.count += take;
+            self.offset += take;
+            if step == 1 {
+                push_run(&mut plan.runs, start, take);
+            } else {
+                plan.runs
+                    .extend(std::iter::repeat_n(Run { start, len: 1 }, take as usize));
+            }
+            if self.offset == spec.len() {
+                self.spec += 1;
+                self.offset = 0;
+            }
+            if plan.count == self.chunk_size || take < left.min(room) {
+                break;
+            }
+        }
+        self.next_id += 1;
+        self.next_position += plan.count;
+        Some(plan)
+    }
+}
+
+fn push_run(runs: &mut Vec<Run>, start: u64, len: u64) {
+    if let Some(last) = runs.last_mut()
+        && last.start + last.len == start
+    {
+        last.len += len;
+        return;
+    }
+    runs.push(Run { start, len });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn list(items: &[(u64, u64, bool)]) -> TaskList {
+        let mut l = TaskList::new();
+        for &(a, b, repeat) in items {
+            if repeat {
+                l.push_repeat(a, b)
+            } else {
+                l.push_range(a, b)
+            }
+        }
+        l
+    }
+
+    #[test]
+    fn ranges_merge_and_iterate_in_order() {
+        let mut l = TaskList::new();
+        l.push_range(0, 3);
+        l.push(3);
+        l.push_range(3, 3);
+        l.push_repeat(7, 2);
+        l.push(1);
+        assert_eq!(l.len(), 7);
+        assert_eq!(l.specs.len(), 3);
+        assert_eq!(l.iter().collect::<Vec<_>>(), [0, 1, 2, 3, 7, 7, 1]);
+        assert_eq!(l.max_index(), Some(7));
+    }
+
+    #[test]
+    fn chunks_cover_the_list_in_order() {
+        let l = list(&[(0, 10, false), (5, 3, true), (20, 23, false)]);
+        let plans: Vec<_> = l.chunks(4, Encoding::Decimal).collect();
+        let ids: Vec<_> = plans.iter().map(|p| p.id).collect();
+        assert_eq!(ids, [0, 1, 2, 3]);
+        assert_eq!(plans[0].runs, [Run { start: 0, len: 4 }]);
+        assert_eq!(
+            plans[2].runs,
+            [
+                Run { start: 8, len: 2 },
+                Run { start: 5, len: 1 },
+                Run { start: 5, len: 1 }
+            ]
+        );
+        assert_eq!(plans[3].first_position, 12);
+        let all: Vec<_> = plans
+            .iter()
+            .flat_map(|p| p.indices().collect::<Vec<_>>())
+            .collect();
+        assert_eq!(all, l.iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn big_values_get_chunks_of_their_own() {
+        // F(10^7) is about 2.1 MB of decimal text, over the budget alone.
+        let l = list(&[(10_000_000, 10_000_003, false)]);
+        let plans: Vec<_> = l.chunks(100, Encoding::Decimal).collect();
+        assert_eq!(plans.iter().map(|p| p.count).collect::<Vec<_>>(), [1, 1, 1]);
+        // F(200000) is about 42 KB: 24 fit in a megabyte.
+        let l = list(&[(200_000, 200_100, false)]);
+        let counts: Vec<_> = l.chunks(1000, Encoding::Decimal).map(|p| p.count).collect();
+        assert_eq!(counts.iter().sum::<u64>(), 100);
+        assert!(counts[0] > 20 && counts[0] < 26, "{counts:?}");
+    }
+
+    #[test]
+    fn auto_chunk_size_rule() {
+        assert_eq!(auto_chunk_size(1000, 2), 32);
+        assert_eq!(auto_chunk_size(1, 8), 1);
+        assert_eq!(auto_chunk_size(0, 2), 1);
+        assert_eq!(auto_chunk_size(u64::MAX / 2, 1), 4096);
+    }
+
+    proptest! {
+        #[test]
+        fn chunking_is_a_partition(
+            items in prop::collection::vec((0u64..500, 0u64..40, any::<bool>()), 0..12),
+            chunk_size in 1u64..50,
+        ) {
+            let l = list(&items.iter().map(|&(a, n, r)| if r { (a, n, true) } else { (a, a + n, false) }).collect::<Vec<_>>());
+            let mut position = 0;
+            let mut seen = Vec::new();
+            for (i, plan) in l.chunks(chunk_size, Encoding::Raw).enumerate() {
+                prop_assert_eq!(plan.id, i as u64);
+                prop_assert_eq!(plan.first_position, position);
+                prop_assert!(plan.count >= 1 && plan.count <= chunk_size);
+                prop_assert_eq!(plan.runs.iter().map(|r| r.len).sum::<u64>(), plan.count);
+                position += plan.count;
+                seen.extend(plan.indices());
+            }
+            prop_assert_eq!(position, l.len());
+            prop_assert_eq!(seen, l.iter().collect::<Vec<_>>());
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests: the `fibpool` binary with real worker processes, real
+//! pipes and real signals. One test binary, one module per capability.
+
+mod report;
+mod run;
+mod usage;
+mod util;

@@ -1,0 +1,135 @@
+//! `fibpool run` against an independent computation, line by line.
+
+use crate::util::*;
+
+fn check(args: &[&str], indices: &[u64]) {
+    let out = run(fibpool().arg("run").args(args));
+    out.assert_success();
+    assert_same_lines(&out.stdout, &expected_lines(indices, 10));
+}
+
+#[test]
+fn ranges_lists_and_repeats_with_1_2_and_5_workers_and_several_chunk_sizes() {
+    let mut indices: Vec<u64> = (0..300).collect();
+    indices.extend([1000, 7, 7, 7, 2]);
+    indices.extend(250..=260);
+    indices.extend([0; 4]);
+    let tokens = ["0..300", "1000", "7x3", "2", "250..=260", "0x4"];
+    for workers in ["1", "2", "5"] {
+        for chunk in [None, Some("1"), Some("7"), Some("64"), Some("10000")] {
+            let mut args = vec!["-w", workers];
+            if let Some(k) = chunk {
+                args.extend(["-c", k]);
+            }
+            args.extend(tokens);
+            check(&args, &indices);
+        }
+    }
+}
+
+#[test]
+fn a_range_splits_across_workers() {
+    let out = run(fibpool()
+        .args(["run", "-w", "2", "-c", "500", "--report"])
+        .arg(scratch_dir("range").join("r.json"))
+        .arg("0..5000"));
+    out.assert_success();
+    assert_same_lines(
+        &out.stdout,
+        &expected_lines(&(0..5000).collect::<Vec<_>>(), 10),
+    );
+}
+
+#[test]
+fn hex_output_is_lowercase_without_prefix() {
+    let out = run(fibpool().args(["run", "-w", "2", "--output", "hex", "0..200", "4000"]));
+    out.assert_success();
+    let indices: Vec<u64> = (0..200).chain([4000]).collect();
+    assert_same_lines(&out.stdout, &expected_lines(&indices, 16));
+    assert!(!out.stdout.contains("0x"));
+    assert_eq!(
+        out.stdout.lines().nth(100).unwrap(),
+        "100\t1333db76a7c594bfc3"
+    );
+}
+
+#[test]
+fn output_none_prints_nothing_but_computes() {
+    let out = run(fibpool().args(["run", "-w", "2", "--output", "none", "0..2000"]));
+    out.assert_success();
+    assert_eq!(out.stdout, "");
+    assert!(out.stderr.contains("2000 indices"), "{}", out.stderr);
+}
+
+#[test]
+fn unordered_prints_every_value_once() {
+    let out = run(fibpool().args(["run", "-w", "3", "-c", "3", "--unordered", "0..400", "9x5"]));
+    out.assert_success();
+    let indices: Vec<u64> = (0..400).chain([9; 5]).collect();
+    let mut got: Vec<_> = out.stdout.lines().collect();
+    let want_text = expected_lines(&indices, 10);
+    let mut want: Vec<_> = want_text.lines().collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn input_file_and_stdin() {
+    let dir = scratch_dir("input");
+    let file = dir.join("indices.txt");
+    std::fs::write(&file, "5, 3..6\n\n 10x2,0..=2\n").unwrap();
+    let want = expected_lines(&[5, 3, 4, 5, 10, 10, 0, 1, 2], 10);
+
+    let out = run(fibpool().args(["run", "-w", "2", "--input"]).arg(&file));
+    out.assert_success();
+    assert_same_lines(&out.stdout, &want);
+
+    let out = run_with_input(
+        fibpool().args(["run", "-w", "2", "--input", "-"]),
+        b"5, 3..6\n\n 10x2,0..=2\n",
+    );
+    out.assert_success();
+    assert_same_lines(&out.stdout, &want);
+}
+
+#[test]
+fn the_lean_worker_binary_serves_through_worker_cmd() {
+    let out = run(fibpool().args([
+        "run",
+        "-w",
+        "2",
+        "-c",
+        "16",
+        "--worker-cmd",
+        worker_bin(),
+        "0..100",
+        "20000",
+    ]));
+    out.assert_success();
+    let indices: Vec<u64> = (0..100).chain([20000]).collect();
+    assert_same_lines(&out.stdout, &expected_lines(&indices, 10));
+}
+
+#[test]
+fn big_indices_near_the_default_maximum() {
+    // One value above the per-chunk byte budget, and its neighbours.
+    let out = run(fibpool().args(["run", "-w", "2", "--output", "hex", "3000000..3000002"]));
+    out.assert_success();
+    let lines: Vec<_> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2);
+    // F(3000000) mod 2^64 by iteration, independent of the big-integer kernels.
+    let (mut a, mut b) = (0u64, 1u64);
+    for _ in 0..3_000_000 {
+        (a, b) = (b, a.wrapping_add(b));
+    }
+    let hex = lines[0].strip_prefix("3000000\t").unwrap();
+    assert_eq!(u64::from_str_radix(&hex[hex.len() - 16..], 16).unwrap(), a);
+    let hex = lines[1].strip_prefix("3000001\t").unwrap();
+    assert_eq!(u64::from_str_radix(&hex[hex.len() - 16..], 16).unwrap(), b);
+    // F(n) has floor(n log10(phi) - log10(sqrt 5)) + 1 decimal digits; in hex, n log16(phi) - log16(sqrt 5).
+    let digits = (3_000_000f64 * 1.618033988749895f64.log(16.0) - 5f64.sqrt().log(16.0)).floor()
+        as usize
+        + 1;
+    assert_eq!(hex.len(), digits);
+}
