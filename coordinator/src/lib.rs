@@ -3,6 +3,8 @@
 //! - [`Pool`] ([`pool`]): spawn, handshake, dynamic scheduling, reassembly in
 //!   order, shutdown; the Rust counterpart of Python's `ProcessPoolExecutor`.
 //! - [`process`]: one worker process, its reader thread, and reaping.
+//! - `board`: reassembly of answered chunks in input order.
+//! - [`stats`]: pure statistics over timing samples.
 //! - [`WorkerCommand`]: how workers are started.
 //! - [`TaskList`] ([`tasks`]): a batch of indices and its chunking;
 //!   [`input`] parses index tokens into one.
@@ -12,6 +14,7 @@
 //! Only this crate spawns processes. It reaches the protocol through
 //! `fibpool-protocol` and never names the codec.
 
+mod board;
 pub mod cli;
 mod command;
 mod error;
@@ -19,6 +22,8 @@ pub mod input;
 mod pool;
 mod process;
 pub mod report;
+pub mod startup;
+pub mod stats;
 pub mod tasks;
 
 pub use command::{WORKER_ENV, WorkerCommand};

@@ -1,33 +1,33 @@
-//! The pool: spawning and handshakes, dynamic scheduling with a bounded number
-//! of chunks in flight per worker, reassembly in input order with bounded
-//! memory, and shutdown.
+//! The pool: spawning, dynamic scheduling with a bounded number of chunks in
+//! flight per worker, reassembly in input order with bounded memory, and
+//! shutdown. A worker gets work as soon as its own handshake arrives, so no
+//! worker waits for a slower sibling.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::num::NonZeroU64;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fibpool_protocol::{Bytes, Chunk, Encoding, MAX_INDEX, Request, Response};
+use fibpool_protocol::{Chunk, Encoding, MAX_INDEX, Request, Response, Run};
 use num_bigint::BigUint;
 
 use crate::WorkerCommand;
-use crate::error::{PoolError, WorkerName};
-use crate::process::Spawned;
+use crate::board::Board;
+use crate::error::PoolError;
 use crate::process::{Event, WorkerProcess, describe_status};
 use crate::report::WorkerReport;
 use crate::tasks::{ChunkPlan, Chunker, TaskList, auto_chunk_size};
-use fibpool_protocol::WorkerHello;
 
 /// How long a worker may take from spawn to its handshake by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long workers get to exit after Shutdown before they are killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How long a worker that closed its output gets to exit before it is killed.
-const EXIT_GRACE: Duration = Duration::from_secs(1);
 /// Reassembly keeps at most this many chunks per in-flight slot ahead of the
-/// first unanswered one.
+/// oldest undelivered one.
 const WINDOW_PER_SLOT: usize = 4;
+/// The index of the warm-up task: F(10) = 55.
+const WARM_UP_INDEX: u64 = 10;
 
 /// Builds a [`Pool`].
 #[derive(Debug, Clone)]
@@ -36,6 +36,7 @@ pub struct PoolBuilder {
     command: Option<WorkerCommand>,
     in_flight: usize,
     handshake_timeout: Duration,
+    spawn_threads: usize,
 }
 
 impl Default for PoolBuilder {
@@ -45,6 +46,7 @@ impl Default for PoolBuilder {
             command: None,
             in_flight: 2,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            spawn_threads: 1,
         }
     }
 }
@@ -80,7 +82,17 @@ impl PoolBuilder {
         self
     }
 
-    /// Starts every worker and waits for every handshake.
+    /// Spawn the workers from this many threads at once (default 1: from the
+    /// calling thread). The threads then wait, parked, until the pool is
+    /// dropped, because a worker's PR_SET_PDEATHSIG fires when the thread that
+    /// spawned it exits.
+    pub fn spawn_threads(mut self, threads: usize) -> Self {
+        self.spawn_threads = threads;
+        self
+    }
+
+    /// Starts every worker. It does not wait for their handshakes: each worker
+    /// gets work as soon as its own arrives (see [`Pool::wait_ready`]).
     pub fn build(self) -> Result<Pool, PoolError> {
         if self.workers == 0 {
             return Err(PoolError::Config("a pool needs at least one worker".into()));
@@ -98,21 +110,18 @@ impl PoolBuilder {
             })?,
         };
         let (sender, events) = mpsc::channel();
-        let mut pool = Pool {
-            workers: Vec::with_capacity(self.workers),
+        let started = Instant::now();
+        let (processes, spawners) = spawn_all(&command, self.workers, self.spawn_threads, &sender)?;
+        Ok(Pool {
+            workers: processes.into_iter().map(Worker::new).collect(),
             events,
-            sender,
-            command,
+            _sender: sender,
             in_flight: self.in_flight,
-            next_process_id: 0,
+            handshake_timeout: self.handshake_timeout,
+            started,
             shut_down: false,
-        };
-        for slot in 0..self.workers {
-            let process = pool.spawn(slot)?;
-            pool.workers.push(process);
-        }
-        pool.wait_ready(self.handshake_timeout)?;
-        Ok(pool)
+            _spawners: spawners,
+        })
     }
 }
 
@@ -144,21 +153,47 @@ impl PoolBuilder {
 /// }
 /// ```
 pub struct Pool {
+    // Field order is drop order: workers are killed and reaped before the
+    // threads that spawned them are released.
     workers: Vec<Worker>,
     events: Receiver<Event>,
-    sender: Sender<Event>,
-    command: WorkerCommand,
+    /// Keeps the channel open whatever the workers do.
+    _sender: Sender<Event>,
     in_flight: usize,
-    next_process_id: u64,
+    handshake_timeout: Duration,
+    started: Instant,
     shut_down: bool,
+    _spawners: Spawners,
 }
 
 /// A worker process and what the pool knows of it.
 struct Worker {
     process: WorkerProcess,
-    stats: Stats,
     /// Ids of the chunks sent and not yet answered, oldest first.
     in_flight: Vec<u64>,
+    chunks: u64,
+    busy_ns: u64,
+}
+
+impl Worker {
+    fn new(process: WorkerProcess) -> Self {
+        Worker {
+            process,
+            in_flight: Vec::new(),
+            chunks: 0,
+            busy_ns: 0,
+        }
+    }
+
+    fn report(&self) -> WorkerReport {
+        WorkerReport {
+            slot: self.process.name.slot,
+            pid: self.process.name.pid,
+            phases: self.process.life.phases(),
+            chunks: self.chunks,
+            busy_seconds: self.busy_ns as f64 * 1e-9,
+        }
+    }
 }
 
 /// What [`Pool::run`] is asked to do.
@@ -251,19 +286,83 @@ impl Pool {
             if board.is_empty() && chunks.peek_id().is_none() {
                 break;
             }
-            let event = self.next_event();
+            let event = self.next_event()?;
             self.handle(event, &mut board, &mut sink)?;
         }
         Ok(RunSummary {
             tasks: tasks.len(),
-            chunks: board.next_id,
+            chunks: board.issued,
             chunk_size,
         })
     }
 
+    /// Waits until every worker has completed its handshake.
+    pub fn wait_ready(&mut self) -> Result<(), PoolError> {
+        let mut board = Board::new(true);
+        while self.workers.iter().any(|w| !w.process.is_ready()) {
+            let event = self.next_event()?;
+            self.handle(event, &mut board, &mut |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    /// Runs one tiny task (F(10)) on every worker, each sent as soon as that
+    /// worker is ready, and checks the answers: afterwards every worker is
+    /// known to compute. `fibpool startup` times pools this way.
+    pub fn warm_up(&mut self) -> Result<(), PoolError> {
+        let mut board = Board::new(false);
+        let mut answers: Vec<Option<Vec<u8>>> = vec![None; self.size()];
+        let mut sent = vec![false; self.size()];
+        let mut next_id = 0;
+        loop {
+            for (slot, sent) in sent.iter_mut().enumerate() {
+                if !*sent && self.workers[slot].process.is_ready() {
+                    let plan = ChunkPlan {
+                        id: next_id,
+                        first_position: slot as u64,
+                        count: 1,
+                        runs: vec![Run {
+                            start: WARM_UP_INDEX,
+                            len: 1,
+                        }],
+                    };
+                    next_id += 1;
+                    *sent = true;
+                    self.send_chunk(slot, plan, Encoding::Raw, &mut board)?;
+                }
+            }
+            if sent.iter().all(|&s| s) && board.is_empty() {
+                break;
+            }
+            let event = self.next_event()?;
+            self.handle(event, &mut board, &mut |item| {
+                answers[item.position as usize] = Some(item.value.to_vec());
+                Ok(())
+            })?;
+        }
+        for (worker, answer) in self.workers.iter().zip(answers) {
+            if answer.as_deref() != Some(&[55]) {
+                return Err(PoolError::WorkerMisbehaved {
+                    worker: worker.process.name,
+                    what: format!("answered F({WARM_UP_INDEX}) with the bytes {answer:?}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// From the first spawn until the last worker was ready, once all are.
+    pub fn ready_seconds(&self) -> Option<f64> {
+        let mut last = self.started;
+        for worker in &self.workers {
+            last = last.max(worker.process.life.ready.as_ref()?.0);
+        }
+        Some((last - self.started).as_secs_f64())
+    }
+
     /// Per-process figures for every worker.
     pub fn worker_reports(&self) -> Vec<WorkerReport> {
-        self.workers.iter().map(|w| w.stats.report()).collect()
+        self.workers.iter().map(Worker::report).collect()
     }
 
     /// Tells every worker to finish, waits for them to exit (killing any that
@@ -271,28 +370,24 @@ impl Pool {
     pub fn shutdown(mut self) -> Result<Vec<WorkerReport>, PoolError> {
         self.shut_down = true;
         for worker in &mut self.workers {
-            let _ = worker.process.send(&Request::Shutdown);
-            worker.process.close_input();
+            worker.process.shutdown();
         }
         let mut first_error = None;
         for worker in &mut self.workers {
             let name = worker.process.name;
-            match worker.process.reap(SHUTDOWN_GRACE) {
-                Ok(status) if status.success() => {}
-                Ok(status) => {
-                    first_error.get_or_insert(PoolError::WorkerExited {
-                        worker: name,
-                        status: describe_status(status),
-                        when: "at shutdown",
-                    });
-                }
-                Err(source) => {
-                    first_error.get_or_insert(PoolError::Spawn {
-                        command: format!("reaping {name}"),
-                        source,
-                    });
-                }
-            }
+            let error = match worker.process.reap(SHUTDOWN_GRACE) {
+                Ok(status) if status.success() => continue,
+                Ok(status) => PoolError::WorkerExited {
+                    worker: name,
+                    status: describe_status(status),
+                    when: "at shutdown",
+                },
+                Err(source) => PoolError::Spawn {
+                    command: format!("reaping {name}"),
+                    source,
+                },
+            };
+            first_error.get_or_insert(error);
         }
         match first_error {
             Some(error) => Err(error),
@@ -300,72 +395,39 @@ impl Pool {
         }
     }
 
-    fn spawn(&mut self, slot: usize) -> Result<Worker, PoolError> {
-        let id = self.next_process_id;
-        self.next_process_id += 1;
-        let process = WorkerProcess::spawn(&self.command, slot, id, self.sender.clone())?;
-        let stats = Stats::new(process.name, process.spawned);
-        Ok(Worker {
-            process,
-            stats,
-            in_flight: Vec::new(),
-        })
-    }
-
-    fn next_event(&self) -> Event {
-        // The pool holds a sender itself, so the channel never disconnects.
-        self.events.recv().expect("the pool holds a sender")
+    /// The next event, or a handshake timeout for the worker that has waited
+    /// longest for its own.
+    fn next_event(&self) -> Result<Event, PoolError> {
+        let waiting = self
+            .workers
+            .iter()
+            .filter(|w| !w.process.is_ready())
+            .min_by_key(|w| w.process.life.spawned_at);
+        let Some(waiting) = waiting else {
+            // The pool holds a sender itself, so the channel never disconnects.
+            return Ok(self.events.recv().expect("the pool holds a sender"));
+        };
+        let deadline = waiting.process.life.spawned_at + self.handshake_timeout;
+        match self
+            .events
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(event) => Ok(event),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                Err(PoolError::HandshakeTimeout {
+                    worker: waiting.process.name,
+                    timeout: self.handshake_timeout,
+                })
+            }
+        }
     }
 
     fn slot_of(&self, process_id: u64) -> Option<usize> {
         self.workers.iter().position(|w| w.process.id == process_id)
     }
 
-    fn wait_ready(&mut self, timeout: Duration) -> Result<(), PoolError> {
-        let deadline = Instant::now() + timeout;
-        while let Some(waiting) = self.workers.iter().position(|w| w.stats.ready.is_none()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let event = match self.events.recv_timeout(left) {
-                Ok(event) => event,
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                    return Err(PoolError::HandshakeTimeout {
-                        worker: self.workers[waiting].process.name,
-                        timeout,
-                    });
-                }
-            };
-            match event {
-                Event::Response {
-                    worker,
-                    response: Response::Ready(hello),
-                    at,
-                } => {
-                    if let Some(slot) = self.slot_of(worker) {
-                        self.workers[slot].stats.ready = Some((at, hello));
-                    }
-                }
-                Event::Response {
-                    worker, response, ..
-                } => {
-                    if let Some(slot) = self.slot_of(worker) {
-                        return Err(PoolError::WorkerMisbehaved {
-                            worker: self.workers[slot].process.name,
-                            what: format!("sent {} before its handshake", describe(&response)),
-                        });
-                    }
-                }
-                Event::Closed { worker, error } => {
-                    if let Some(slot) = self.slot_of(worker) {
-                        return Err(self.lost(slot, error, "before its handshake"));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends chunks to workers with free in-flight slots, breadth first so
-    /// that every worker has one before any has two.
+    /// Sends chunks to ready workers with free in-flight slots, breadth first
+    /// so that every worker has one before any has two.
     fn dispatch(
         &mut self,
         chunks: &mut Chunker<'_>,
@@ -375,7 +437,8 @@ impl Pool {
     ) -> Result<(), PoolError> {
         for depth in 1..=self.in_flight {
             for slot in 0..self.workers.len() {
-                if self.workers[slot].in_flight.len() >= depth {
+                let worker = &self.workers[slot];
+                if !worker.process.is_ready() || worker.in_flight.len() >= depth {
                     continue;
                 }
                 let Some(id) = chunks.peek_id() else {
@@ -385,21 +448,34 @@ impl Pool {
                     return Ok(());
                 }
                 let plan = chunks.next().expect("peeked");
-                let request = Request::Compute(Chunk {
-                    id,
-                    encoding,
-                    runs: plan.runs.clone(),
-                });
-                board.issue(plan);
-                let worker = &mut self.workers[slot];
-                worker.in_flight.push(id);
-                if let Err(error) = worker.process.send(&request) {
-                    let error = (!error.is_disconnect()).then_some(error);
-                    return Err(self.lost(slot, error, "during the run"));
-                }
+                self.send_chunk(slot, plan, encoding, board)?;
             }
         }
         Ok(())
+    }
+
+    fn send_chunk(
+        &mut self,
+        slot: usize,
+        plan: ChunkPlan,
+        encoding: Encoding,
+        board: &mut Board,
+    ) -> Result<(), PoolError> {
+        let request = Request::Compute(Chunk {
+            id: plan.id,
+            encoding,
+            runs: plan.runs.clone(),
+        });
+        let worker = &mut self.workers[slot];
+        worker.in_flight.push(plan.id);
+        board.issue(plan);
+        match worker.process.send(&request) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let error = (!error.is_disconnect()).then_some(error);
+                Err(worker.process.lost(error, "during the run"))
+            }
+        }
     }
 
     fn handle(
@@ -408,25 +484,42 @@ impl Pool {
         board: &mut Board,
         sink: &mut impl FnMut(Item<'_>) -> io::Result<()>,
     ) -> Result<(), PoolError> {
-        let (worker, response) = match event {
+        let (id, response, at) = match event {
             Event::Response {
-                worker, response, ..
-            } => (worker, response),
+                worker,
+                response,
+                at,
+            } => (worker, response, at),
             Event::Closed { worker, error } => {
-                return match self.slot_of(worker) {
-                    Some(slot) => Err(self.lost(slot, error, "during the run")),
-                    None => Ok(()),
+                // Events from a process that is no longer in the pool are stale.
+                let Some(slot) = self.slot_of(worker) else {
+                    return Ok(());
                 };
+                let process = &mut self.workers[slot].process;
+                let when = if process.is_ready() {
+                    "during the run"
+                } else {
+                    "before its handshake"
+                };
+                return Err(process.lost(error, when));
             }
         };
-        // Events from a process that is no longer in the pool are stale.
-        let Some(slot) = self.slot_of(worker) else {
+        let Some(slot) = self.slot_of(id) else {
             return Ok(());
         };
         let w = &mut self.workers[slot];
         let name = w.process.name;
         let misbehaved = |what: String| PoolError::WorkerMisbehaved { worker: name, what };
         match response {
+            Response::Ready(hello) if !w.process.is_ready() => {
+                w.process.life.ready = Some((at, hello));
+                Ok(())
+            }
+            Response::Ready(_) => Err(misbehaved("sent a second handshake".into())),
+            _ if !w.process.is_ready() => Err(misbehaved(format!(
+                "sent {} before its handshake",
+                describe(&response)
+            ))),
             Response::Computed(result) => {
                 let Some(at_slot) = w.in_flight.iter().position(|&id| id == result.id) else {
                     return Err(misbehaved(format!(
@@ -438,50 +531,23 @@ impl Pool {
                     .complete(result.id, result.values)
                     .map_err(misbehaved)?;
                 w.in_flight.remove(at_slot);
-                w.stats.answered(result.busy_ns);
+                w.chunks += 1;
+                w.busy_ns += result.busy_ns;
+                w.process.life.first_result.get_or_insert(at);
                 board.drain(sink).map_err(PoolError::Sink)
             }
             Response::Failed(failure) => Err(PoolError::WorkerFailed {
                 worker: name,
                 message: failure.message,
             }),
-            Response::Ready(_) => Err(misbehaved("sent a second handshake".into())),
-        }
-    }
-
-    /// A worker's output ended or broke: reap it and say why.
-    fn lost(
-        &mut self,
-        slot: usize,
-        error: Option<fibpool_protocol::Error>,
-        when: &'static str,
-    ) -> PoolError {
-        let process = &mut self.workers[slot].process;
-        let name = process.name;
-        if let Some(source) = error.filter(|e| !e.is_disconnect()) {
-            process.kill();
-            let _ = process.reap(Duration::ZERO);
-            return PoolError::WorkerProtocol {
-                worker: name,
-                source,
-            };
-        }
-        let status = match process.reap(EXIT_GRACE) {
-            Ok(status) => describe_status(status),
-            Err(e) => format!("could not be reaped ({e})"),
-        };
-        PoolError::WorkerExited {
-            worker: name,
-            status,
-            when,
         }
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        // Each WorkerProcess kills and reaps its child as it drops; this only
-        // makes the order explicit: all are killed before any is waited for.
+        // Each WorkerProcess kills and reaps its child as it drops; killing
+        // them all first lets them die together instead of one by one.
         if !self.shut_down {
             for worker in &mut self.workers {
                 worker.process.kill();
@@ -498,123 +564,62 @@ fn describe(response: &Response) -> String {
     }
 }
 
-/// Chunks issued and not yet delivered, and the order they are delivered in.
-struct Board {
-    ordered: bool,
-    entries: BTreeMap<u64, Entry>,
-    /// The lowest chunk id not yet delivered (ordered mode).
-    next_emit: u64,
-    /// Chunks issued so far.
-    next_id: u64,
+/// Spawns `n` workers from `threads` threads (the calling one when 1).
+fn spawn_all(
+    command: &WorkerCommand,
+    n: usize,
+    threads: usize,
+    events: &Sender<Event>,
+) -> Result<(Vec<WorkerProcess>, Spawners), PoolError> {
+    let threads = threads.clamp(1, n);
+    let spawn = |slot: usize| WorkerProcess::spawn(command, slot, slot as u64, events.clone());
+    if threads == 1 {
+        let processes = (0..n).map(spawn).collect::<Result<_, _>>()?;
+        return Ok((processes, Spawners::default()));
+    }
+    let (done, spawned) = mpsc::channel();
+    let mut spawners = Spawners::default();
+    for first in 0..threads {
+        let (release, parked) = mpsc::channel::<()>();
+        let (command, events, done) = (command.clone(), events.clone(), done.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("fibpool-spawner-{first}"))
+            .spawn(move || {
+                for slot in (first..n).step_by(threads) {
+                    let process = WorkerProcess::spawn(&command, slot, slot as u64, events.clone());
+                    if done.send(process).is_err() {
+                        return;
+                    }
+                }
+                drop(done);
+                // Returns when the pool drops the sender.
+                let _ = parked.recv();
+            })
+            .map_err(|source| PoolError::Spawn {
+                command: "a spawner thread".to_owned(),
+                source,
+            })?;
+        spawners.release.push(release);
+        spawners.threads.push(thread);
+    }
+    drop(done);
+    let mut processes = spawned.iter().collect::<Result<Vec<_>, _>>()?;
+    processes.sort_by_key(|p| p.name.slot);
+    Ok((processes, spawners))
 }
 
-struct Entry {
-    plan: ChunkPlan,
-    values: Option<Vec<Bytes>>,
+/// Threads that spawned workers in parallel, parked until the pool is done.
+#[derive(Default)]
+struct Spawners {
+    release: Vec<Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
-impl Board {
-    fn new(ordered: bool) -> Self {
-        Board {
-            ordered,
-            entries: BTreeMap::new(),
-            next_emit: 0,
-            next_id: 0,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    fn issue(&mut self, plan: ChunkPlan) {
-        self.next_id = plan.id + 1;
-        self.entries.insert(plan.id, Entry { plan, values: None });
-    }
-
-    fn complete(&mut self, id: u64, values: Vec<Bytes>) -> Result<(), String> {
-        let entry = match self.entries.get_mut(&id) {
-            Some(entry) if entry.values.is_none() => entry,
-            _ => return Err(format!("answered chunk {id} twice")),
-        };
-        if values.len() as u64 != entry.plan.count {
-            return Err(format!(
-                "returned {} values for chunk {id} of {} indices",
-                values.len(),
-                entry.plan.count
-            ));
-        }
-        entry.values = Some(values);
-        Ok(())
-    }
-
-    /// Hands every deliverable chunk to the sink.
-    fn drain(&mut self, sink: &mut impl FnMut(Item<'_>) -> io::Result<()>) -> io::Result<()> {
-        loop {
-            let next = if self.ordered {
-                self.entries
-                    .first_entry()
-                    .filter(|e| e.get().values.is_some())
-                    .map(|e| e.remove())
-            } else {
-                let done = self.entries.iter().find(|(_, e)| e.values.is_some());
-                done.map(|(&id, _)| id)
-                    .and_then(|id| self.entries.remove(&id))
-            };
-            let Some(Entry { plan, values }) = next else {
-                return Ok(());
-            };
-            self.next_emit = self
-                .entries
-                .first_key_value()
-                .map_or(self.next_id, |(&id, _)| id);
-            let values = values.expect("only complete entries are delivered");
-            for ((offset, index), value) in plan.indices().enumerate().zip(&values) {
-                sink(Item {
-                    position: plan.first_position + offset as u64,
-                    index,
-                    value: &value.0,
-                })?;
-            }
-        }
-    }
-}
-
-/// What the pool records of one worker process.
-struct Stats {
-    name: WorkerName,
-    spawned: Spawned,
-    /// When the handshake was decoded, and the handshake.
-    ready: Option<(Instant, WorkerHello)>,
-    chunks: u64,
-    busy_ns: u64,
-}
-
-impl Stats {
-    fn new(name: WorkerName, spawned: Spawned) -> Self {
-        Stats {
-            name,
-            spawned,
-            ready: None,
-            chunks: 0,
-            busy_ns: 0,
-        }
-    }
-
-    fn answered(&mut self, busy_ns: u64) {
-        self.chunks += 1;
-        self.busy_ns += busy_ns;
-    }
-
-    fn report(&self) -> WorkerReport {
-        let ready = self.ready.as_ref().map(|(at, _)| *at - self.spawned.at);
-        WorkerReport {
-            slot: self.name.slot,
-            pid: self.name.pid,
-            spawn_seconds: self.spawned.call.as_secs_f64(),
-            ready_seconds: ready.unwrap_or_default().as_secs_f64(),
-            chunks: self.chunks,
-            busy_seconds: self.busy_ns as f64 * 1e-9,
+impl Drop for Spawners {
+    fn drop(&mut self) {
+        self.release.clear();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }

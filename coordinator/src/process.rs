@@ -10,11 +10,14 @@ use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use fibpool_protocol::{
-    CoordinatorHello, FrameReader, FrameWriter, PROTOCOL_VERSION, Request, Response,
+    CoordinatorHello, FrameReader, FrameWriter, PROTOCOL_VERSION, Request, Response, WorkerHello,
 };
+use fibpool_worker::PARENT_PID_ENV;
+use fibpool_worker::clock::monotonic_ns;
 
 use crate::WorkerCommand;
 use crate::error::{PoolError, WorkerName};
+use crate::report::Phases;
 
 /// What a reader thread reports. `worker` is the process's pool-unique id, so
 /// late events from a process that was already replaced can be told apart.
@@ -31,17 +34,58 @@ pub(crate) enum Event {
     },
 }
 
-/// When a worker's spawn began and how long the spawn call took.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Spawned {
-    pub at: Instant,
-    pub call: Duration,
+/// The stamps of one worker process's life, from which its phases follow.
+#[derive(Debug, Clone)]
+pub(crate) struct Lifeline {
+    /// When the spawn call began, on the Instant clock and on CLOCK_MONOTONIC.
+    pub spawned_at: Instant,
+    pub spawned_at_ns: u64,
+    /// How long the spawn call took.
+    pub spawn_call: Duration,
+    /// When the handshake was decoded, and the handshake (the worker's own stamps).
+    pub ready: Option<(Instant, WorkerHello)>,
+    /// When the first result was decoded.
+    pub first_result: Option<Instant>,
+    /// When Shutdown was sent, and when the process was reaped.
+    pub shutdown_sent: Option<Instant>,
+    pub reaped: Option<Instant>,
+}
+
+impl Lifeline {
+    pub fn phases(&self) -> Phases {
+        let ready_at = self.ready.as_ref().map(|(at, _)| *at);
+        let hello = self.ready.as_ref().map(|(_, hello)| hello);
+        // The worker's stamps share our clock only on the same machine: a
+        // launcher such as ssh gives stamps that are not comparable.
+        let ready = ready_at.map(|at| at - self.spawned_at);
+        let exec = hello
+            .and_then(|h| h.main_entered_ns.checked_sub(self.spawned_at_ns))
+            .map(Duration::from_nanos)
+            .filter(|exec| ready.is_some_and(|ready| *exec <= ready));
+        let init = hello
+            .and_then(|h| h.ready_ns.checked_sub(h.main_entered_ns))
+            .map(Duration::from_nanos)
+            .filter(|_| exec.is_some());
+        Phases {
+            spawn_seconds: self.spawn_call.as_secs_f64(),
+            exec_seconds: exec.map(|d| d.as_secs_f64()),
+            init_seconds: init.map(|d| d.as_secs_f64()),
+            ready_seconds: ready.map(|d| d.as_secs_f64()),
+            first_task_seconds: ready_at
+                .zip(self.first_result)
+                .map(|(ready, first)| (first - ready).as_secs_f64()),
+            shutdown_seconds: self
+                .shutdown_sent
+                .zip(self.reaped)
+                .map(|(sent, reaped)| (reaped - sent).as_secs_f64()),
+        }
+    }
 }
 
 pub(crate) struct WorkerProcess {
     pub id: u64,
     pub name: WorkerName,
-    pub spawned: Spawned,
+    pub life: Lifeline,
     child: Child,
     input: Option<FrameWriter<ChildStdin>>,
     status: Option<ExitStatus>,
@@ -61,12 +105,14 @@ impl WorkerProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             // Terminal signals go to the coordinator alone, which then stops its workers.
-            .process_group(0);
-        let parent = std::process::id();
-        // SAFETY: the hook only makes async-signal-safe calls and does not allocate.
-        unsafe { cmd.pre_exec(move || die_with_parent(parent)) };
+            .process_group(0)
+            // The worker asks for PR_SET_PDEATHSIG itself. Doing it here, in a
+            // pre-exec hook, would force fork() instead of posix_spawn and cost
+            // about 0.3 ms per worker (docs/STARTUP.md).
+            .env(PARENT_PID_ENV, std::process::id().to_string());
 
         let at = Instant::now();
+        let at_ns = monotonic_ns();
         let mut child = cmd.spawn().map_err(|source| PoolError::Spawn {
             command: command.to_string(),
             source,
@@ -86,7 +132,15 @@ impl WorkerProcess {
         let mut process = WorkerProcess {
             id,
             name,
-            spawned: Spawned { at, call },
+            life: Lifeline {
+                spawned_at: at,
+                spawned_at_ns: at_ns,
+                spawn_call: call,
+                ready: None,
+                first_result: None,
+                shutdown_sent: None,
+                reaped: None,
+            },
             child,
             input: Some(input),
             status: None,
@@ -111,8 +165,10 @@ impl WorkerProcess {
         }
     }
 
-    /// Closes the worker's stdin: it sees end of stream and exits.
-    pub fn close_input(&mut self) {
+    /// Sends Shutdown and closes the worker's stdin, so it exits either way.
+    pub fn shutdown(&mut self) {
+        self.life.shutdown_sent = Some(Instant::now());
+        let _ = self.send(&Request::Shutdown);
         self.input = None;
     }
 
@@ -137,10 +193,45 @@ impl WorkerProcess {
                 self.child.wait()?
             }
         };
+        self.life.reaped = Some(Instant::now());
         self.status = Some(status);
         Ok(status)
     }
 }
+
+impl WorkerProcess {
+    /// The worker's output ended or broke: reap it and say why.
+    pub fn lost(
+        &mut self,
+        error: Option<fibpool_protocol::Error>,
+        when: &'static str,
+    ) -> PoolError {
+        if let Some(source) = error.filter(|e| !e.is_disconnect()) {
+            self.kill();
+            let _ = self.reap(Duration::ZERO);
+            return PoolError::WorkerProtocol {
+                worker: self.name,
+                source,
+            };
+        }
+        let status = match self.reap(EXIT_GRACE) {
+            Ok(status) => describe_status(status),
+            Err(e) => format!("could not be reaped ({e})"),
+        };
+        PoolError::WorkerExited {
+            worker: self.name,
+            status,
+            when,
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.life.ready.is_some()
+    }
+}
+
+/// How long a worker that closed its output gets to exit before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
@@ -210,22 +301,6 @@ fn read_events(stdout: ChildStdout, worker: u64, events: Sender<Event>) {
             return;
         }
     }
-}
-
-/// Runs in the child between fork and exec: the worker gets SIGKILL when the
-/// coordinator dies. If the coordinator died before prctl took effect, no
-/// signal will ever come, so compare the parent pid afterwards.
-fn die_with_parent(parent: u32) -> io::Result<()> {
-    // SAFETY: prctl and getppid are async-signal-safe and touch no memory of ours.
-    unsafe {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::getppid() as u32 != parent {
-            return Err(io::Error::from_raw_os_error(libc::ESRCH));
-        }
-    }
-    Ok(())
 }
 
 /// Waits for `child` to exit for at most `timeout`, without reaping early:

@@ -3,5 +3,6 @@
 
 mod report;
 mod run;
+mod startup;
 mod usage;
 mod util;

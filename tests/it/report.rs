@@ -27,11 +27,21 @@ fn report_has_the_run_and_every_worker() {
     for w in workers {
         pids.push(w["pid"].as_u64().unwrap());
         chunks += w["chunks"].as_u64().unwrap();
-        let spawn = w["spawn_seconds"].as_f64().unwrap();
-        let ready = w["ready_seconds"].as_f64().unwrap();
-        let busy = w["busy_seconds"].as_f64().unwrap();
+        let phase = |name: &str| {
+            let v = w[format!("{name}_seconds")]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no {name} in {w}"));
+            assert!(v.is_finite() && v >= 0.0, "{name} = {v} in {w}");
+            v
+        };
+        let (spawn, exec, init, ready) =
+            (phase("spawn"), phase("exec"), phase("init"), phase("ready"));
         assert!(spawn > 0.0 && spawn <= ready, "{w}");
-        assert!(busy >= 0.0 && busy <= wall, "{w}");
+        assert!(exec <= ready && init <= ready, "{w}");
+        phase("first_task");
+        phase("shutdown");
+        let busy = phase("busy");
+        assert!(busy <= wall, "{w}");
     }
     assert_eq!(chunks, 100, "every chunk answered once");
     assert_ne!(pids[0], pids[1]);

@@ -17,7 +17,7 @@ fn check(args: &[&str], message: &str) {
     );
     let mut cmd = fibpool();
     cmd.args(args).current_dir(&dir);
-    if args.first() == Some(&"run") && !args.contains(&"--worker-cmd") {
+    if matches!(args.first(), Some(&"run" | &"startup")) && !args.contains(&"--worker-cmd") {
         cmd.args(["--worker-cmd", &worker_cmd]);
     }
     let out = run(&mut cmd);
@@ -93,6 +93,26 @@ fn bad_options() {
     check(
         &["run", "--worker-cmd", "", "5"],
         "--worker-cmd: the worker command is empty",
+    );
+}
+
+#[test]
+fn bad_startup_options() {
+    check(
+        &["startup", "--rounds", "0"],
+        "--rounds must be between 1 and 100000, got 0",
+    );
+    check(
+        &["startup", "-w", "2,0"],
+        "--workers must be between 1 and 1024, got 0",
+    );
+    check(
+        &["startup", "--spawn-threads", "0"],
+        "--spawn-threads must be at least 1",
+    );
+    check(
+        &["startup", "--report", "no/such/dir/s.json"],
+        "cannot create --report file 'no/such/dir/s.json': No such file or directory (os error 2)",
     );
 }
 

@@ -4,11 +4,21 @@
 //! failures exit 1 with the whole error chain on one line.
 
 mod run;
+mod startup;
 
 use std::fmt;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+
+use crate::WorkerCommand;
+
+/// The most workers a pool may have.
+pub const MAX_WORKERS: usize = 1024;
 
 /// Bad usage or bad input: one line on stderr and exit status 2, always
 /// before any worker is spawned.
@@ -44,6 +54,8 @@ struct Cli {
 enum Command {
     /// Compute F(n) for a batch of indices on a pool of worker processes.
     Run(run::RunArgs),
+    /// Measure what starting a worker process costs, phase by phase.
+    Startup(startup::StartupArgs),
     /// Serve the worker protocol on stdin/stdout (the pool starts workers this way).
     #[command(hide = true)]
     Worker,
@@ -65,6 +77,7 @@ pub fn main(main_entered_ns: u64) -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Startup(args) => startup::startup(args),
         Command::Worker => return fibpool_worker::run_stdio("fibpool worker", main_entered_ns),
     };
     match result {
@@ -99,5 +112,50 @@ fn clap_error(e: clap::Error) -> ExitCode {
             eprintln!("fibpool: error: {first} (see 'fibpool help')");
             ExitCode::from(2)
         }
+    }
+}
+
+fn check_workers(workers: usize) -> Result<usize> {
+    if !(1..=MAX_WORKERS).contains(&workers) {
+        usage!("--workers must be between 1 and {MAX_WORKERS}, got {workers}");
+    }
+    Ok(workers)
+}
+
+/// `--worker-cmd`, or this program's hidden `worker` subcommand.
+fn worker_command(line: Option<&str>) -> Result<WorkerCommand> {
+    match line {
+        Some(line) => match WorkerCommand::parse(line) {
+            Ok(command) => Ok(command),
+            Err(e) => usage!("--worker-cmd: {e}"),
+        },
+        None => WorkerCommand::this_program_with("worker")
+            .context("cannot find this program to start workers"),
+    }
+}
+
+/// A `--report` file, created before any work starts so that a bad path is
+/// a usage error rather than a lost run.
+struct ReportFile {
+    path: PathBuf,
+    file: File,
+}
+
+fn create_report(path: Option<PathBuf>) -> Result<Option<ReportFile>> {
+    let Some(path) = path else { return Ok(None) };
+    match File::create(&path) {
+        Ok(file) => Ok(Some(ReportFile { path, file })),
+        Err(e) => usage!("cannot create --report file '{}': {e}", path.display()),
+    }
+}
+
+impl ReportFile {
+    fn write(self, report: &impl serde::Serialize) -> Result<()> {
+        let mut out = BufWriter::new(self.file);
+        serde_json::to_writer_pretty(&mut out, report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush())
+            .with_context(|| format!("cannot write the report to '{}'", self.path.display()))
     }
 }

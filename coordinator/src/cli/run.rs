@@ -11,13 +11,10 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use fibpool_protocol::{Encoding, MAX_INDEX};
 
-use super::usage;
+use super::{ReportFile, check_workers, create_report, usage, worker_command};
 use crate::input::{DEFAULT_MAX_INDEX, Parser};
 use crate::report::RunReport;
 use crate::{Pool, PoolError, RunOptions, TaskList, WorkerCommand, default_workers};
-
-/// The most workers a pool may have.
-pub const MAX_WORKERS: usize = 1024;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -75,7 +72,7 @@ struct RunConfig {
     output: Output,
     ordered: bool,
     tasks: TaskList,
-    report: Option<(PathBuf, File)>,
+    report: Option<ReportFile>,
     command: WorkerCommand,
 }
 
@@ -130,17 +127,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         worker_stats,
     };
     eprintln!("{}", report.summary());
-    if let Some((path, file)) = config.report {
-        write_json(&path, file, &report)?;
+    if let Some(file) = config.report {
+        file.write(&report)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn validate(args: RunArgs) -> Result<RunConfig> {
-    let workers = args.workers.unwrap_or_else(default_workers);
-    if !(1..=MAX_WORKERS).contains(&workers) {
-        usage!("--workers must be between 1 and {MAX_WORKERS}, got {workers}");
-    }
+    let workers = check_workers(args.workers.unwrap_or_else(default_workers))?;
     let chunk_size = match args.chunk_size {
         None => None,
         Some(k) => match NonZeroU64::new(k) {
@@ -155,21 +149,8 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
         );
     }
     let tasks = read_tasks(&args.indices, args.input.as_deref(), args.max_index)?;
-    let command = match &args.worker_cmd {
-        Some(line) => match WorkerCommand::parse(line) {
-            Ok(command) => command,
-            Err(e) => usage!("--worker-cmd: {e}"),
-        },
-        None => WorkerCommand::this_program_with("worker")
-            .context("cannot find this program to start workers")?,
-    };
-    let report = match args.report {
-        Some(path) => match File::create(&path) {
-            Ok(file) => Some((path, file)),
-            Err(e) => usage!("cannot create --report file '{}': {e}", path.display()),
-        },
-        None => None,
-    };
+    let command = worker_command(args.worker_cmd.as_deref())?;
+    let report = create_report(args.report)?;
     Ok(RunConfig {
         workers,
         chunk_size,
@@ -224,13 +205,4 @@ pub(crate) fn read_tasks(
         usage!("the indices given select nothing");
     }
     Ok(tasks)
-}
-
-pub(crate) fn write_json(path: &Path, file: File, report: &impl serde::Serialize) -> Result<()> {
-    let mut out = BufWriter::new(file);
-    serde_json::to_writer_pretty(&mut out, report)
-        .map_err(io::Error::from)
-        .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush())
-        .with_context(|| format!("cannot write the report to '{}'", path.display()))
 }

@@ -1,0 +1,131 @@
+//! `fibpool startup`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::{check_workers, create_report, usage, worker_command};
+use crate::default_workers;
+use crate::startup::{StartupPlan, measure};
+
+/// The most rounds per pool size.
+const MAX_ROUNDS: usize = 100_000;
+
+#[derive(Debug, Args)]
+pub struct StartupArgs {
+    /// Pool sizes to measure, comma-separated [default: one per core]
+    #[arg(short, long, value_name = "N[,N...]", value_delimiter = ',')]
+    workers: Vec<usize>,
+
+    /// Measured rounds per pool size
+    #[arg(long, value_name = "R", default_value_t = 20)]
+    rounds: usize,
+
+    /// Unmeasured rounds before them
+    #[arg(long, value_name = "R", default_value_t = 3)]
+    warmup: usize,
+
+    /// Threads for the parallel-spawn variant of each round [default: one per core]
+    #[arg(long, value_name = "T")]
+    spawn_threads: Option<usize>,
+
+    /// Start workers with this command instead of `fibpool worker`
+    #[arg(long, value_name = "CMD")]
+    worker_cmd: Option<String>,
+
+    /// Write the report as JSON to FILE (one object per pool size; an array when several)
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
+
+pub fn startup(args: StartupArgs) -> Result<ExitCode> {
+    let mut workers = args.workers;
+    if workers.is_empty() {
+        workers.push(default_workers());
+    }
+    for &n in &workers {
+        check_workers(n)?;
+    }
+    if !(1..=MAX_ROUNDS).contains(&args.rounds) {
+        usage!(
+            "--rounds must be between 1 and {MAX_ROUNDS}, got {}",
+            args.rounds
+        );
+    }
+    if args.warmup > MAX_ROUNDS {
+        usage!("--warmup must be at most {MAX_ROUNDS}, got {}", args.warmup);
+    }
+    let spawn_threads = args.spawn_threads.unwrap_or_else(default_workers);
+    if spawn_threads == 0 {
+        usage!("--spawn-threads must be at least 1");
+    }
+    let command = worker_command(args.worker_cmd.as_deref())?;
+    let report = create_report(args.report)?;
+    let floor = floor_program()?;
+
+    let plan = StartupPlan {
+        workers,
+        rounds: args.rounds,
+        warmup: args.warmup,
+        command,
+        floor,
+        spawn_threads,
+    };
+    let reports = measure(&plan, |_, _| {}).context("the measurement failed")?;
+    for (i, r) in reports.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        print!("{}", r.table());
+    }
+    if reports.len() > 1 {
+        println!("\n{}", growth_table(&reports));
+    }
+    if let Some(file) = report {
+        match reports.as_slice() {
+            [one] => file.write(one)?,
+            many => file.write(&many)?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How `pool_ready` grows with the pool size, from one thread and from several.
+fn growth_table(reports: &[crate::report::StartupReport]) -> String {
+    use crate::report::seconds;
+    let mut out = format!(
+        "pool_ready medians  {:>8} {:>12} {:>12} {:>12}\n",
+        "workers", "one thread", "threads", "per worker"
+    );
+    for r in reports {
+        let one = r.pool_ready.map_or(f64::NAN, |s| s.median_seconds);
+        let parallel = r.pool_ready_parallel.map_or(f64::NAN, |s| s.median_seconds);
+        out += &format!(
+            "                    {:>8} {:>12} {:>12} {:>12}\n",
+            r.workers,
+            seconds(one),
+            if r.workers > 1 {
+                format!("{} ({})", seconds(parallel), r.spawn_threads)
+            } else {
+                "-".into()
+            },
+            seconds(one / r.workers as f64)
+        );
+    }
+    out
+}
+
+/// `fibpool-floor`, installed beside this program.
+fn floor_program() -> Result<std::ffi::OsString> {
+    let exe = std::env::current_exe().context("cannot find this program")?;
+    let floor = exe.with_file_name("fibpool-floor");
+    if !floor.is_file() {
+        anyhow::bail!(
+            "cannot find the floor program {} (it is built and installed with fibpool)",
+            floor.display()
+        );
+    }
+    Ok(floor.into_os_string())
+}

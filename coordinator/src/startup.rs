@@ -1,0 +1,224 @@
+//! `fibpool startup`'s measurement: rounds that start a pool the way `run`
+//! does, warm it up with one tiny task per worker, shut it down, and keep each
+//! worker's phases; in the same rounds, the baselines. Raw samples only: the
+//! statistics are in [`crate::stats`], the report in [`crate::report`].
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use fibpool_worker::ANSWER_AT_ONCE_ENV;
+
+use crate::report::{PHASE_NAMES, PhaseSummaries, Phases, StartupReport};
+use crate::stats::{Summary, median};
+use crate::{Pool, PoolError, WorkerCommand};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct StartupPlan {
+    /// Pool sizes, measured one after another.
+    pub workers: Vec<usize>,
+    /// Measured rounds per pool size, after `warmup` unmeasured ones.
+    pub rounds: usize,
+    pub warmup: usize,
+    pub command: WorkerCommand,
+    /// The minimal program timed as the floor.
+    pub floor: OsString,
+    /// Threads for the parallel-spawn variant of each round.
+    pub spawn_threads: usize,
+}
+
+/// Samples in seconds, one list per thing measured, for one pool size.
+#[derive(Debug, Default)]
+struct Samples {
+    phases: [Vec<f64>; 6],
+    pool_ready: Vec<f64>,
+    pool_ready_parallel: Vec<f64>,
+    round: Vec<f64>,
+    floor: Vec<f64>,
+    worker_at_once: Vec<f64>,
+}
+
+/// Measures every pool size of the plan. `progress` is told each round.
+pub fn measure(
+    plan: &StartupPlan,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<StartupReport>, PoolError> {
+    let mut reports = Vec::new();
+    for &n in &plan.workers {
+        let mut samples = Samples::default();
+        for round in 0..plan.warmup + plan.rounds {
+            progress(n, round);
+            let keep = round >= plan.warmup;
+            // Interleaved, so that the baselines see the same machine as the pools.
+            let floor = first_bytes(n, || Command::new(&plan.floor))?;
+            let worker_at_once = first_bytes(n, || {
+                let mut command = plan.command.to_command();
+                command.env(ANSWER_AT_ONCE_ENV, "1");
+                command
+            })?;
+            let sequential = pool_round(plan, n, 1)?;
+            let parallel = if n > 1 && plan.spawn_threads > 1 {
+                Some(pool_round(plan, n, plan.spawn_threads)?.ready)
+            } else {
+                None
+            };
+            if keep {
+                samples.floor.extend(floor);
+                samples.worker_at_once.extend(worker_at_once);
+                for worker in sequential.workers {
+                    for (i, (_, value)) in worker.named().into_iter().enumerate() {
+                        samples.phases[i].extend(value);
+                    }
+                }
+                samples.pool_ready.push(sequential.ready);
+                samples.round.push(sequential.whole);
+                samples.pool_ready_parallel.extend(parallel);
+            }
+        }
+        reports.push(report(plan, n, &samples));
+    }
+    Ok(reports)
+}
+
+/// What one round measured, in seconds.
+struct Round {
+    workers: Vec<Phases>,
+    /// From the first spawn until every worker was ready.
+    ready: f64,
+    /// From building the pool until the last worker was reaped.
+    whole: f64,
+}
+
+/// One pool: spawned from `threads` threads, warmed up, shut down.
+fn pool_round(plan: &StartupPlan, n: usize, threads: usize) -> Result<Round, PoolError> {
+    let start = Instant::now();
+    let mut pool = Pool::builder()
+        .workers(n)
+        .worker_command(plan.command.clone())
+        .spawn_threads(threads)
+        .build()?;
+    pool.warm_up()?;
+    let ready = pool
+        .ready_seconds()
+        .expect("every worker answered, so every one was ready");
+    let workers = pool.shutdown()?;
+    Ok(Round {
+        workers: workers.into_iter().map(|w| w.phases).collect(),
+        ready,
+        whole: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Spawns `n` programs one after another, as the pool spawns its workers, and
+/// times each from the start of its spawn to its first byte on stdout. Plain
+/// std spawns (no pre-exec hook, so std may use posix_spawn), and poll(2) to
+/// stamp each byte as it arrives: the floor a pool's `ready` is held to.
+fn first_bytes(n: usize, command: impl Fn() -> Command) -> Result<Vec<f64>, PoolError> {
+    let mut children = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut command = command();
+        let program = format!("{:?}", command.get_program());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let start = Instant::now();
+        let child = command.spawn().map_err(|source| PoolError::Spawn {
+            command: program.clone(),
+            source,
+        })?;
+        children.push((program, start, child, None));
+    }
+    let mut answered = 0;
+    while answered < n {
+        let mut fds: Vec<libc::pollfd> = children
+            .iter()
+            .map(|(_, _, child, got)| libc::pollfd {
+                fd: match got {
+                    None => child.stdout.as_ref().expect("piped").as_raw_fd(),
+                    Some(_) => -1, // poll skips negative descriptors
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: a valid array of pollfds; every descriptor is open.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 10_000) };
+        let now = Instant::now();
+        if ready <= 0 {
+            let error = std::io::Error::last_os_error();
+            if ready < 0 && error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(PoolError::Spawn {
+                command: children[0].0.clone(),
+                source: if ready == 0 {
+                    std::io::ErrorKind::TimedOut.into()
+                } else {
+                    error
+                },
+            });
+        }
+        for (fd, (program, start, child, got)) in fds.iter().zip(&mut children) {
+            if fd.revents == 0 || got.is_some() {
+                continue;
+            }
+            let mut byte = [0u8; 1];
+            let read = child.stdout.as_mut().expect("piped").read(&mut byte);
+            if !matches!(read, Ok(1)) {
+                return Err(PoolError::Spawn {
+                    command: program.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "it exited without writing a byte",
+                    ),
+                });
+            }
+            *got = Some((now - *start).as_secs_f64());
+            answered += 1;
+        }
+    }
+    let mut times = Vec::with_capacity(n);
+    for (program, _, mut child, got) in children {
+        child.wait().map_err(|source| PoolError::Spawn {
+            command: program,
+            source,
+        })?;
+        times.extend(got);
+    }
+    Ok(times)
+}
+
+fn report(plan: &StartupPlan, n: usize, samples: &Samples) -> StartupReport {
+    let phase = |name: &str| {
+        let i = PHASE_NAMES
+            .iter()
+            .position(|p| *p == name)
+            .expect("a phase name");
+        Summary::of(&samples.phases[i])
+    };
+    StartupReport {
+        workers: n,
+        rounds: plan.rounds,
+        warmup_rounds: plan.warmup,
+        worker_command: plan.command.to_string(),
+        phases: PhaseSummaries {
+            spawn: phase("spawn"),
+            exec: phase("exec"),
+            init: phase("init"),
+            ready: phase("ready"),
+            first_task: phase("first_task"),
+            shutdown: phase("shutdown"),
+        },
+        pool_ready: Summary::of(&samples.pool_ready),
+        pool_ready_parallel: Summary::of(&samples.pool_ready_parallel),
+        round: Summary::of(&samples.round),
+        spawn_threads: plan.spawn_threads.min(n),
+        baseline: Summary::of(&samples.floor),
+        baseline_worker: Summary::of(&samples.worker_at_once),
+        ready_over_floor: median(&samples.phases[3]) / median(&samples.floor),
+    }
+}
