@@ -7,7 +7,7 @@
 use std::io::{self, BufReader, BufWriter, Read, Write};
 
 use serde::Serialize;
-use serde::de::{Deserialize, DeserializeOwned};
+use serde::de::Deserialize;
 
 use crate::{Error, FramePart, PROTOCOL_VERSION, codec};
 
@@ -100,9 +100,17 @@ impl<W: Write> FrameWriter<W> {
     /// Sends `payload` as one frame as it is, without encoding: the raw
     /// baseline that framing overhead is measured against.
     pub fn send_payload(&mut self, payload: &[u8]) -> Result<(), Error> {
-        self.out
-            .write_all(&header_for(payload.len(), self.max_len)?)?;
-        self.out.write_all(payload)?;
+        self.send_parts(&[payload])
+    }
+
+    /// Sends the concatenation of `parts` as one raw frame, without copying
+    /// them together first.
+    pub fn send_parts(&mut self, parts: &[&[u8]]) -> Result<(), Error> {
+        let len = parts.iter().map(|p| p.len()).sum();
+        self.out.write_all(&header_for(len, self.max_len)?)?;
+        for part in parts {
+            self.out.write_all(part)?;
+        }
         self.out.flush()?;
         Ok(())
     }
@@ -163,8 +171,9 @@ impl<R: Read> FrameReader<R> {
         Ok(Some(&self.buf))
     }
 
-    /// The next message, or `None` at a clean end of stream.
-    pub fn recv<M: DeserializeOwned>(&mut self) -> Result<Option<M>, Error> {
+    /// The next message, or `None` at a clean end of stream. The message may
+    /// borrow byte strings from the reader's buffer until the next receive.
+    pub fn recv<'a, M: Deserialize<'a>>(&'a mut self) -> Result<Option<M>, Error> {
         match self.recv_payload()? {
             None => Ok(None),
             Some(payload) => codec::decode(payload).map(Some),
@@ -173,7 +182,7 @@ impl<R: Read> FrameReader<R> {
 
     /// The peer's handshake. A peer of another protocol version gets
     /// [`Error::VersionMismatch`] even if the rest of its message has changed.
-    pub fn recv_handshake<M: DeserializeOwned>(&mut self) -> Result<Option<M>, Error> {
+    pub fn recv_handshake<'a, M: Deserialize<'a>>(&'a mut self) -> Result<Option<M>, Error> {
         let Some(payload) = self.recv_payload()? else {
             return Ok(None);
         };

@@ -2,6 +2,7 @@
 //! variant of each enum comes first, with the version as its first field, and
 //! new variants are only ever appended.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -15,26 +16,70 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// still fits one frame.
 pub const MAX_INDEX: u64 = 300_000_000;
 
-/// Coordinator to worker.
+/// Coordinator to worker. `'a` is the frame a decoded request borrows its
+/// byte strings from; [`Request::into_owned`] copies them out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Request {
+pub enum Request<'a> {
     /// Sent once, right after the worker is spawned. Must stay variant 0.
     Hello(CoordinatorHello),
     /// Compute every index of a chunk and answer with [`Response::Computed`].
     Compute(Chunk),
     /// Finish: the worker exits cleanly without answering.
     Shutdown,
+    /// Verify a payload's checksum and answer with [`Response::Echo`]: the
+    /// IPC stress test's framed message.
+    Echo(#[serde(borrow)] Echo<'a>),
+    /// From here on, frames are raw (see [`raw`]) until an empty frame: the
+    /// stress test's baseline without bincode. Each raw frame is answered in
+    /// kind; the empty frame is not answered.
+    RawEcho(Reply),
 }
 
-/// Worker to coordinator.
+/// Worker to coordinator. `'a` as for [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Response {
+pub enum Response<'a> {
     /// Sent once, as soon as the worker starts. Must stay variant 0.
     Ready(WorkerHello),
     /// The values of one chunk, in the chunk's order.
-    Computed(ChunkResult),
+    Computed(#[serde(borrow)] ChunkResult<'a>),
     /// The worker refuses a request; it exits after sending this.
     Failed(Failure),
+    /// The answer to [`Request::Echo`].
+    Echo(#[serde(borrow)] EchoReply<'a>),
+}
+
+impl Request<'_> {
+    /// The same request, owning its byte strings.
+    pub fn into_owned(self) -> Request<'static> {
+        match self {
+            Request::Hello(hello) => Request::Hello(hello),
+            Request::Compute(chunk) => Request::Compute(chunk),
+            Request::Shutdown => Request::Shutdown,
+            Request::Echo(echo) => Request::Echo(Echo {
+                payload: echo.payload.into_owned(),
+                ..echo
+            }),
+            Request::RawEcho(reply) => Request::RawEcho(reply),
+        }
+    }
+}
+
+impl Response<'_> {
+    /// The same response, owning its byte strings.
+    pub fn into_owned(self) -> Response<'static> {
+        match self {
+            Response::Ready(hello) => Response::Ready(hello),
+            Response::Computed(result) => Response::Computed(ChunkResult {
+                values: result.values.into_iter().map(Bytes::into_owned).collect(),
+                ..result
+            }),
+            Response::Failed(failure) => Response::Failed(failure),
+            Response::Echo(reply) => Response::Echo(EchoReply {
+                payload: reply.payload.into_owned(),
+                ..reply
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,11 +139,12 @@ impl Chunk {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkResult {
+pub struct ChunkResult<'a> {
     pub id: u64,
     /// Time the worker spent computing and encoding this chunk.
     pub busy_ns: u64,
-    pub values: Vec<Bytes>,
+    #[serde(borrow)]
+    pub values: Vec<Bytes<'a>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,47 +155,137 @@ pub struct Failure {
     pub message: String,
 }
 
-/// A byte string encoded as one length-prefixed block (not element by element),
-/// decoded without allocating more than the payload holds.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Bytes(pub Vec<u8>);
+/// What a worker sends back for an echo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The payload itself: a round trip.
+    Payload,
+    /// Only the sequence number and the verdict: one-way data.
+    Ack,
+}
 
-impl fmt::Debug for Bytes {
+/// A stress-test payload with its sequence number and checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Echo<'a> {
+    pub seq: u64,
+    /// [`checksum`] of `payload`, checked by the worker.
+    pub checksum: u64,
+    pub reply: Reply,
+    /// Last, so that everything before it is a short header.
+    #[serde(borrow)]
+    pub payload: Bytes<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EchoReply<'a> {
+    pub seq: u64,
+    /// Whether the payload matched its checksum when it arrived.
+    pub intact: bool,
+    /// The payload, for [`Reply::Payload`]; empty for [`Reply::Ack`].
+    #[serde(borrow)]
+    pub payload: Bytes<'a>,
+}
+
+/// The checksum stress payloads carry: XXH3, 64 bits.
+pub fn checksum(data: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(data)
+}
+
+/// Raw frames, after [`Request::RawEcho`]: the same length prefix, no bincode.
+/// A request is `seq` (u64 LE), `checksum` (u64 LE), then the data; an answer is
+/// `seq`, a status (u64 LE, [`raw::INTACT`] or [`raw::CORRUPTED`]), then the
+/// data for [`Reply::Payload`] or nothing for [`Reply::Ack`]. An empty frame
+/// ends raw mode.
+pub mod raw {
+    /// Bytes before the data in a raw frame.
+    pub const HEADER_LEN: usize = 16;
+    pub const INTACT: u64 = 0;
+    pub const CORRUPTED: u64 = 1;
+
+    /// Splits a raw frame into its two header words and its data.
+    pub fn split(frame: &[u8]) -> Option<(u64, u64, &[u8])> {
+        let (head, data) = frame.split_first_chunk::<HEADER_LEN>()?;
+        let (a, b) = head.split_at(8);
+        Some((
+            u64::from_le_bytes(a.try_into().ok()?),
+            u64::from_le_bytes(b.try_into().ok()?),
+            data,
+        ))
+    }
+
+    /// The header of a raw frame.
+    pub fn header(first: u64, second: u64) -> [u8; HEADER_LEN] {
+        let mut head = [0u8; HEADER_LEN];
+        head[..8].copy_from_slice(&first.to_le_bytes());
+        head[8..].copy_from_slice(&second.to_le_bytes());
+        head
+    }
+}
+
+/// A byte string encoded as one length-prefixed block (not element by
+/// element). Decoded from a frame it borrows the frame's bytes, so a value is
+/// never copied on its way through, and nothing is allocated for a length the
+/// frame does not hold.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Bytes<'a>(pub Cow<'a, [u8]>);
+
+impl<'a> Bytes<'a> {
+    pub fn borrowed(bytes: &'a [u8]) -> Self {
+        Bytes(Cow::Borrowed(bytes))
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn into_owned(self) -> Bytes<'static> {
+        Bytes(Cow::Owned(self.0.into_owned()))
+    }
+
+    pub fn into_vec(self) -> Vec<u8> {
+        self.0.into_owned()
+    }
+}
+
+impl fmt::Debug for Bytes<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Bytes(len {})", self.0.len())
     }
 }
 
-impl From<Vec<u8>> for Bytes {
+impl From<Vec<u8>> for Bytes<'static> {
     fn from(v: Vec<u8>) -> Self {
-        Bytes(v)
+        Bytes(Cow::Owned(v))
     }
 }
 
-impl Serialize for Bytes {
+impl Serialize for Bytes<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(&self.0)
     }
 }
 
-impl<'de> Deserialize<'de> for Bytes {
+impl<'de: 'a, 'a> Deserialize<'de> for Bytes<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Bytes;
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Bytes<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a byte string")
             }
-            fn visit_bytes<E>(self, v: &[u8]) -> Result<Bytes, E> {
-                Ok(Bytes(v.to_vec()))
+            fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<Bytes<'a>, E> {
+                Ok(Bytes(Cow::Borrowed(v)))
             }
-            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Bytes, E> {
-                Ok(Bytes(v))
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Bytes<'a>, E> {
+                Ok(Bytes(Cow::Owned(v.to_vec())))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Bytes<'a>, E> {
+                Ok(Bytes(Cow::Owned(v)))
             }
         }
         // `deserialize_bytes`, not `_byte_buf`: the borrowing decoder checks the
-        // length against the payload and lends the bytes, then we copy exactly them.
-        d.deserialize_bytes(Visitor)
+        // length against the frame and lends the bytes.
+        d.deserialize_bytes(Visitor(std::marker::PhantomData))
     }
 }
 

@@ -4,7 +4,7 @@ use fibpool_protocol::frame::check;
 use fibpool_protocol::*;
 use proptest::prelude::*;
 
-fn every_message() -> (Vec<Request>, Vec<Response>) {
+fn every_message() -> (Vec<Request<'static>>, Vec<Response<'static>>) {
     let requests = vec![
         Request::Hello(CoordinatorHello {
             version: PROTOCOL_VERSION,
@@ -26,6 +26,13 @@ fn every_message() -> (Vec<Request>, Vec<Response>) {
             runs: vec![],
         }),
         Request::Shutdown,
+        Request::Echo(Echo {
+            seq: 99,
+            checksum: checksum(b"payload"),
+            reply: Reply::Ack,
+            payload: Bytes::borrowed(b"payload"),
+        }),
+        Request::RawEcho(Reply::Payload),
     ];
     let responses = vec![
         Response::Ready(WorkerHello {
@@ -38,9 +45,9 @@ fn every_message() -> (Vec<Request>, Vec<Response>) {
             id: 7,
             busy_ns: 12345,
             values: vec![
-                Bytes(vec![]),
-                Bytes(b"354224848179261915075".to_vec()),
-                Bytes(vec![0xff; 70_000]),
+                Bytes::from(vec![]),
+                Bytes::borrowed(b"354224848179261915075"),
+                Bytes::from(vec![0xff; 70_000]),
             ],
         }),
         Response::Failed(Failure {
@@ -50,6 +57,11 @@ fn every_message() -> (Vec<Request>, Vec<Response>) {
         Response::Failed(Failure {
             chunk: None,
             message: String::new(),
+        }),
+        Response::Echo(EchoReply {
+            seq: u64::MAX,
+            intact: false,
+            payload: Bytes::from(vec![1; 300]),
         }),
     ];
     (requests, responses)
@@ -104,7 +116,7 @@ fn byte_strings_travel_as_one_block() {
     let msg = Response::Computed(ChunkResult {
         id: 1,
         busy_ns: 1,
-        values: vec![Bytes(vec![0xff; 70_000])],
+        values: vec![Bytes::from(vec![0xff; 70_000])],
     });
     let frame = encode_frame(&msg).unwrap();
     assert!(frame.len() < 70_000 + 16, "{}", frame.len());
@@ -214,7 +226,7 @@ fn encoder_refuses_a_message_over_the_cap() {
     let msg = Response::Computed(ChunkResult {
         id: 1,
         busy_ns: 0,
-        values: vec![Bytes(vec![0; 2000])],
+        values: vec![Bytes::from(vec![0; 2000])],
     });
     let mut wire = Vec::new();
     let err = FrameWriter::with_max_len(&mut wire, 1000)
@@ -243,9 +255,9 @@ fn huge_announced_length_is_refused_before_allocating() {
 #[test]
 fn garbage_payloads_are_undecodable() {
     let cases: &[(&[u8], &str)] = &[
-        (&[9], "expected variant index 0 <= i < 3"), // no Request variant 9
+        (&[9], "expected variant index 0 <= i < 5"), // no Request variant 9
         (&[1, 0], "ends"),                           // Compute with a truncated chunk
-        (&[3, 0, 0], "expected variant index"),
+        (&[5, 0, 0], "expected variant index"),
         (&[2, 0], "1 trailing bytes"), // Shutdown then junk
         (&[], "ends"),
     ];
@@ -340,8 +352,73 @@ proptest! {
 
     #[test]
     fn results_round_trip(id in any::<u64>(), values in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..20)) {
-        let msg = Response::Computed(ChunkResult { id, busy_ns: id / 3, values: values.into_iter().map(Bytes).collect() });
+        let msg = Response::Computed(ChunkResult { id, busy_ns: id / 3, values: values.into_iter().map(Bytes::from).collect() });
         let frame = encode_frame(&msg).unwrap();
         prop_assert_eq!(decode_frame::<Response>(&frame).unwrap(), Some((msg, frame.len())));
+    }
+}
+
+#[test]
+fn variant_indices_are_frozen() {
+    // bincode encodes variants by index: appending is fine, reordering is not.
+    let first_byte = |r: &Request| encode_frame(r).unwrap()[HEADER_LEN];
+    assert_eq!(
+        first_byte(&Request::Hello(CoordinatorHello { version: 1 })),
+        0
+    );
+    assert_eq!(first_byte(&Request::Shutdown), 2);
+    assert_eq!(first_byte(&Request::RawEcho(Reply::Ack)), 4);
+    let ready = Response::Ready(WorkerHello {
+        version: 1,
+        pid: 1,
+        main_entered_ns: 0,
+        ready_ns: 0,
+    });
+    assert_eq!(encode_frame(&ready).unwrap()[HEADER_LEN], 0);
+}
+
+#[test]
+fn raw_frames_split_and_join() {
+    let head = raw::header(7, raw::CORRUPTED);
+    let frame = [&head[..], b"data"].concat();
+    assert_eq!(raw::split(&frame), Some((7, raw::CORRUPTED, &b"data"[..])));
+    assert_eq!(raw::split(&frame[..15]), None);
+    let mut wire = Vec::new();
+    FrameWriter::new(&mut wire)
+        .send_parts(&[&head[..], b"da", b"ta"])
+        .unwrap();
+    assert_eq!(
+        FrameReader::new(&wire[..]).recv_payload().unwrap(),
+        Some(&frame[..])
+    );
+}
+
+#[test]
+fn decoded_byte_strings_borrow_from_the_frame() {
+    let payload = vec![0x5a; 4096];
+    let frame = encode_frame(&Response::Echo(EchoReply {
+        seq: 1,
+        intact: true,
+        payload: Bytes::borrowed(&payload),
+    }))
+    .unwrap();
+    let mut reader = FrameReader::new(&frame[..]);
+    match reader.recv::<Response>().unwrap() {
+        Some(Response::Echo(reply)) => {
+            assert!(
+                matches!(reply.payload.0, std::borrow::Cow::Borrowed(_)),
+                "copied"
+            );
+            assert_eq!(reply.payload.as_slice(), &payload[..]);
+            let owned = Response::Echo(reply).into_owned();
+            assert!(matches!(
+                owned,
+                Response::Echo(EchoReply {
+                    payload: Bytes(std::borrow::Cow::Owned(_)),
+                    ..
+                })
+            ));
+        }
+        other => panic!("expected an echo, got {other:?}"),
     }
 }
