@@ -16,4 +16,4 @@ mod serve;
 mod stdio;
 
 pub use serve::{ServeError, ServeSummary, compute, serve};
-pub use stdio::{ANSWER_AT_ONCE_ENV, PARENT_PID_ENV, run_stdio};
+pub use stdio::{ANSWER_AT_ONCE_ENV, PARENT_PID_ENV, SOCKET_ENV, SharedStream, run_stdio};

@@ -4,8 +4,9 @@ use std::io::{Read, Write};
 use std::time::Instant;
 
 use fibpool_protocol::{
-    Bytes, Chunk, ChunkResult, CoordinatorHello, Failure, FrameReader, FrameWriter, MAX_FRAME_LEN,
-    MAX_INDEX, PROTOCOL_VERSION, Request, Response, WorkerHello,
+    Bytes, Chunk, ChunkResult, CoordinatorHello, EchoReply, Failure, FrameReader, FrameWriter,
+    MAX_FRAME_LEN, MAX_INDEX, PROTOCOL_VERSION, Reply, Request, Response, WorkerHello, checksum,
+    raw,
 };
 
 use crate::clock::monotonic_ns;
@@ -20,6 +21,8 @@ pub enum ServeError {
     NoHandshake,
     #[error("refused chunk {id}: {reason}")]
     BadChunk { id: u64, reason: String },
+    #[error("raw frame of {len} bytes is shorter than its {header}-byte header", header = raw::HEADER_LEN)]
+    ShortRawFrame { len: usize },
 }
 
 /// What a worker did, for its caller.
@@ -27,6 +30,8 @@ pub enum ServeError {
 pub struct ServeSummary {
     pub chunks: u64,
     pub values: u64,
+    /// Stress-test frames answered, framed or raw.
+    pub echoes: u64,
     /// True when the coordinator sent Shutdown; false when its stream just ended.
     pub shutdown: bool,
 }
@@ -87,9 +92,27 @@ pub fn serve<R: Read, W: Write>(
                 summary.shutdown = true;
                 break;
             }
+            Request::Echo(echo) => {
+                let intact = checksum(echo.payload.as_slice()) == echo.checksum;
+                // The payload still lives in the reader's frame buffer: it goes
+                // back out from there, never copied.
+                let payload = match echo.reply {
+                    Reply::Payload => echo.payload,
+                    Reply::Ack => Bytes::default(),
+                };
+                tx.send(&Response::Echo(EchoReply {
+                    seq: echo.seq,
+                    intact,
+                    payload,
+                }))?;
+                summary.echoes += 1;
+            }
+            Request::RawEcho(reply) => {
+                summary.echoes += raw_echo(&mut rx, &mut tx, reply)?;
+            }
             Request::Hello(_) => {
                 return Err(fibpool_protocol::Error::Unexpected {
-                    expected: "Compute or Shutdown",
+                    expected: "Compute, Echo, RawEcho or Shutdown",
                     got: "a second Hello".to_owned(),
                 }
                 .into());
@@ -99,8 +122,38 @@ pub fn serve<R: Read, W: Write>(
     Ok(summary)
 }
 
+/// Answers raw frames until an empty one (or the end of the stream): checks
+/// each one's checksum and sends back its header with a status, and the data
+/// if asked.
+fn raw_echo<R: Read, W: Write>(
+    rx: &mut FrameReader<R>,
+    tx: &mut FrameWriter<W>,
+    reply: Reply,
+) -> Result<u64, ServeError> {
+    let mut answered = 0;
+    while let Some(frame) = rx.recv_payload()? {
+        if frame.is_empty() {
+            break;
+        }
+        let (seq, sum, data) =
+            raw::split(frame).ok_or(ServeError::ShortRawFrame { len: frame.len() })?;
+        let status = if checksum(data) == sum {
+            raw::INTACT
+        } else {
+            raw::CORRUPTED
+        };
+        let body = match reply {
+            Reply::Payload => data,
+            Reply::Ack => &[],
+        };
+        tx.send_parts(&[&raw::header(seq, status), body])?;
+        answered += 1;
+    }
+    Ok(answered)
+}
+
 /// Checks a chunk against the worker's limits, then computes it.
-pub fn compute(chunk: &Chunk) -> Result<ChunkResult, String> {
+pub fn compute(chunk: &Chunk) -> Result<ChunkResult<'static>, String> {
     let started = Instant::now();
     let mut bound = 0u64; // encoded size bound of the answer
     for run in &chunk.runs {
@@ -127,7 +180,7 @@ pub fn compute(chunk: &Chunk) -> Result<ChunkResult, String> {
     let mut values = Vec::with_capacity(chunk.task_count() as usize);
     for run in &chunk.runs {
         kernels::encode_run(run.start, run.len, chunk.encoding, |v| {
-            values.push(Bytes(v))
+            values.push(Bytes::from(v))
         });
     }
     Ok(ChunkResult {
@@ -142,6 +195,8 @@ fn describe(request: &Request) -> String {
         Request::Hello(_) => "Hello".to_owned(),
         Request::Compute(chunk) => format!("Compute (chunk {})", chunk.id),
         Request::Shutdown => "Shutdown".to_owned(),
+        Request::Echo(echo) => format!("Echo (seq {})", echo.seq),
+        Request::RawEcho(_) => "RawEcho".to_owned(),
     }
 }
 
@@ -151,7 +206,7 @@ mod tests {
     use fibpool_protocol::{Encoding, Error, FrameWriter, Run};
     use num_bigint::BigUint;
 
-    const HELLO: Request = Request::Hello(CoordinatorHello {
+    const HELLO: Request<'static> = Request::Hello(CoordinatorHello {
         version: PROTOCOL_VERSION,
     });
 
@@ -166,18 +221,18 @@ mod tests {
     }
 
     /// Runs `serve` on `input` and returns its result and every response it wrote.
-    fn serve_bytes(input: &[u8]) -> (Result<ServeSummary, ServeError>, Vec<Response>) {
+    fn serve_bytes(input: &[u8]) -> (Result<ServeSummary, ServeError>, Vec<Response<'static>>) {
         let mut output = Vec::new();
         let result = serve(input, &mut output, 17);
         let mut reader = FrameReader::new(&output[..]);
         let mut responses = Vec::new();
         while let Some(r) = reader.recv::<Response>().unwrap() {
-            responses.push(r);
+            responses.push(r.into_owned());
         }
         (result, responses)
     }
 
-    fn compute_request(id: u64, encoding: Encoding, runs: &[(u64, u64)]) -> Request {
+    fn compute_request(id: u64, encoding: Encoding, runs: &[(u64, u64)]) -> Request<'static> {
         Request::Compute(Chunk {
             id,
             encoding,
@@ -214,6 +269,7 @@ mod tests {
             ServeSummary {
                 chunks: 3,
                 values: 18,
+                echoes: 0,
                 shutdown: true
             }
         );
@@ -230,7 +286,10 @@ mod tests {
         let values = |i: usize| match &responses[i] {
             Response::Computed(r) => {
                 assert_eq!(r.id, i as u64 - 1);
-                r.values.iter().map(|b| b.0.clone()).collect::<Vec<_>>()
+                r.values
+                    .iter()
+                    .map(|b| b.as_slice().to_vec())
+                    .collect::<Vec<_>>()
             }
             other => panic!("expected Computed, got {other:?}"),
         };
@@ -312,6 +371,91 @@ mod tests {
                 other => panic!("{runs:?}: expected Failed, got {other:?}"),
             }
         }
+    }
+
+    fn echo(seq: u64, payload: &[u8], reply: Reply, sum: u64) -> Request<'_> {
+        Request::Echo(fibpool_protocol::Echo {
+            seq,
+            checksum: sum,
+            reply,
+            payload: Bytes::borrowed(payload),
+        })
+    }
+
+    #[test]
+    fn echoes_verify_checksums() {
+        let data = vec![0xabu8; 5000];
+        let input = frames(&[
+            HELLO,
+            echo(1, &data, Reply::Payload, checksum(&data)),
+            echo(2, &data, Reply::Ack, checksum(&data)),
+            echo(3, &data, Reply::Payload, checksum(&data) ^ 1),
+            echo(4, b"", Reply::Ack, checksum(b"")),
+        ]);
+        let (result, responses) = serve_bytes(&input);
+        assert_eq!(result.unwrap().echoes, 4);
+        let replies: Vec<_> = responses[1..]
+            .iter()
+            .map(|r| match r {
+                Response::Echo(e) => (e.seq, e.intact, e.payload.as_slice().len()),
+                other => panic!("expected Echo, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            replies,
+            [
+                (1, true, 5000),
+                (2, true, 0),
+                (3, false, 5000),
+                (4, true, 0)
+            ]
+        );
+        match &responses[1] {
+            Response::Echo(e) => assert_eq!(e.payload.as_slice(), data),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn raw_echo_answers_raw_frames_until_the_end() {
+        let mut input = frames(&[HELLO, Request::RawEcho(Reply::Payload)]);
+        let mut w = FrameWriter::new(&mut input);
+        w.send_parts(&[&raw::header(7, checksum(b"abc")), b"abc"])
+            .unwrap();
+        w.send_parts(&[&raw::header(8, checksum(b"abc")), b"abd"])
+            .unwrap();
+        w.send_parts(&[&raw::header(9, checksum(b"")), b""])
+            .unwrap();
+        drop(w);
+        let mut output = Vec::new();
+        let summary = serve(&input[..], &mut output, 0).unwrap();
+        assert_eq!(summary.echoes, 3);
+        let mut reader = FrameReader::new(&output[..]);
+        reader.recv::<Response>().unwrap(); // the handshake
+        let mut got = Vec::new();
+        while let Some(frame) = reader.recv_payload().unwrap() {
+            let (seq, status, data) = raw::split(frame).unwrap();
+            got.push((seq, status, data.to_vec()));
+        }
+        assert_eq!(
+            got,
+            [
+                (7, raw::INTACT, b"abc".to_vec()),
+                (8, raw::CORRUPTED, b"abd".to_vec()),
+                (9, raw::INTACT, vec![])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_raw_frame_shorter_than_its_header_is_refused() {
+        let mut input = frames(&[HELLO, Request::RawEcho(Reply::Ack)]);
+        FrameWriter::new(&mut input).send_payload(b"short").unwrap();
+        let (result, _) = serve_bytes(&input);
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "raw frame of 5 bytes is shorter than its 16-byte header"
+        );
     }
 
     #[test]

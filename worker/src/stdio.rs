@@ -14,6 +14,10 @@ pub const ANSWER_AT_ONCE_ENV: &str = "FIBPOOL_ANSWER_AT_ONCE";
 /// when that parent dies (see [`die_with_parent`]).
 pub const PARENT_PID_ENV: &str = "FIBPOOL_PARENT_PID";
 
+/// Set by the coordinator to a local socket name (abstract namespace on
+/// Linux): the worker then connects and serves over it instead of stdin/stdout.
+pub const SOCKET_ENV: &str = "FIBPOOL_SOCKET";
+
 /// Runs a worker process on its stdin and stdout until the coordinator says
 /// Shutdown or goes away. Errors are one line on stderr, prefixed with `name`,
 /// and exit status 1.
@@ -29,11 +33,18 @@ pub fn run_stdio(name: &str, main_entered_ns: u64) -> ExitCode {
         eprintln!("{name} (pid {}): {message}", std::process::id());
         return ExitCode::FAILURE;
     }
-    let result = frame_stdio()
-        .map_err(|e| format!("cannot set up stdin/stdout: {e}"))
-        .and_then(|(input, output)| {
-            serve(input, output, main_entered_ns).map_err(|e| error_chain(&e))
-        });
+    let result = match std::env::var_os(SOCKET_ENV) {
+        Some(name) => socket_streams(&name)
+            .map_err(|e| format!("cannot connect to local socket {name:?}: {e}"))
+            .and_then(|(input, output)| {
+                serve(input, output, main_entered_ns).map_err(|e| error_chain(&e))
+            }),
+        None => frame_stdio()
+            .map_err(|e| format!("cannot set up stdin/stdout: {e}"))
+            .and_then(|(input, output)| {
+                serve(input, output, main_entered_ns).map_err(|e| error_chain(&e))
+            }),
+    };
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(message) => {
@@ -53,6 +64,56 @@ fn frame_stdio() -> io::Result<(File, File)> {
         return Err(io::Error::last_os_error());
     }
     Ok((File::from(input), File::from(output)))
+}
+
+/// Both ends of a connection to the coordinator's local socket. fd 1 is
+/// pointed at stderr here too, so that nothing printed reaches the
+/// coordinator's stdout.
+fn socket_streams(name: &std::ffi::OsStr) -> io::Result<(SharedStream, SharedStream)> {
+    use interprocess::local_socket::{GenericNamespaced, Stream, prelude::*};
+    let stream = Stream::connect(name.to_ns_name::<GenericNamespaced>()?)?;
+    // SAFETY: dup2 on two descriptors this process holds open.
+    if unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let shared = SharedStream::new(stream);
+    Ok((shared.clone(), shared))
+}
+
+/// A local socket stream shared by a reading and a writing owner (`&Stream`
+/// reads and writes; interprocess deprecates splitting in favour of this).
+#[derive(Clone)]
+pub struct SharedStream(std::sync::Arc<interprocess::local_socket::Stream>);
+
+impl SharedStream {
+    pub fn new(stream: interprocess::local_socket::Stream) -> Self {
+        SharedStream(std::sync::Arc::new(stream))
+    }
+
+    /// Shuts the writing side down: the peer reads the end of its stream,
+    /// while this side can still read.
+    pub fn shutdown_write(&self) {
+        use std::os::fd::{AsFd, AsRawFd};
+        let interprocess::local_socket::Stream::UdSocket(stream) = &*self.0;
+        // SAFETY: shutdown(2) on a socket this stream owns.
+        unsafe { libc::shutdown(stream.as_fd().as_raw_fd(), libc::SHUT_WR) };
+    }
+}
+
+impl io::Read for SharedStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl io::Write for SharedStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.0).flush()
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
