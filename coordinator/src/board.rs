@@ -22,7 +22,7 @@ pub(crate) struct Board {
 
 struct Entry {
     plan: ChunkPlan,
-    values: Option<Vec<Bytes>>,
+    values: Option<Vec<Bytes<'static>>>,
 }
 
 impl Board {
@@ -46,7 +46,7 @@ impl Board {
     }
 
     /// Records a chunk's values; refuses a second answer or a wrong count.
-    pub fn complete(&mut self, id: u64, values: Vec<Bytes>) -> Result<(), String> {
+    pub fn complete(&mut self, id: u64, values: Vec<Bytes<'static>>) -> Result<(), String> {
         let entry = match self.entries.get_mut(&id) {
             Some(entry) if entry.values.is_none() => entry,
             _ => return Err(format!("answered chunk {id} twice")),
@@ -87,7 +87,7 @@ impl Board {
                 sink(Item {
                     position: plan.first_position + offset as u64,
                     index,
-                    value: &value.0,
+                    value: value.as_slice(),
                 })?;
             }
         }

@@ -2,7 +2,9 @@
 //!
 //! - [`Pool`] ([`pool`]): spawn, handshake, dynamic scheduling, reassembly in
 //!   order, shutdown; the Rust counterpart of Python's `ProcessPoolExecutor`.
-//! - [`process`]: one worker process, its reader thread, and reaping.
+//! - `child`: starting a worker on a [`Transport`], and the guard that kills
+//!   and reaps it.
+//! - `process`: one worker as the pool sees it: stamps, reader thread.
 //! - `board`: reassembly of answered chunks in input order.
 //! - [`stats`]: pure statistics over timing samples.
 //! - [`WorkerCommand`]: how workers are started.
@@ -15,6 +17,7 @@
 //! `fibpool-protocol` and never names the codec.
 
 mod board;
+mod child;
 pub mod cli;
 mod command;
 mod error;
@@ -24,8 +27,10 @@ mod process;
 pub mod report;
 pub mod startup;
 pub mod stats;
+pub mod stress;
 pub mod tasks;
 
+pub use child::Transport;
 pub use command::{WORKER_ENV, WorkerCommand};
 pub use error::{PoolError, WorkerName};
 pub use pool::{Item, Pool, PoolBuilder, RunOptions, RunSummary, default_workers};

@@ -14,8 +14,9 @@ use num_bigint::BigUint;
 
 use crate::WorkerCommand;
 use crate::board::Board;
+use crate::child::{Transport, describe_status};
 use crate::error::PoolError;
-use crate::process::{Event, WorkerProcess, describe_status};
+use crate::process::{Event, WorkerProcess};
 use crate::report::WorkerReport;
 use crate::tasks::{ChunkPlan, Chunker, TaskList, auto_chunk_size};
 
@@ -37,6 +38,7 @@ pub struct PoolBuilder {
     in_flight: usize,
     handshake_timeout: Duration,
     spawn_threads: usize,
+    transport: Transport,
 }
 
 impl Default for PoolBuilder {
@@ -47,6 +49,7 @@ impl Default for PoolBuilder {
             in_flight: 2,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             spawn_threads: 1,
+            transport: Transport::Pipe,
         }
     }
 }
@@ -91,6 +94,13 @@ impl PoolBuilder {
         self
     }
 
+    /// How frames travel (default: pipes). With [`Transport::Socket`], each
+    /// spawn waits for its worker to connect.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
     /// Starts every worker. It does not wait for their handshakes: each worker
     /// gets work as soon as its own arrives (see [`Pool::wait_ready`]).
     pub fn build(self) -> Result<Pool, PoolError> {
@@ -111,7 +121,13 @@ impl PoolBuilder {
         };
         let (sender, events) = mpsc::channel();
         let started = Instant::now();
-        let (processes, spawners) = spawn_all(&command, self.workers, self.spawn_threads, &sender)?;
+        let (processes, spawners) = spawn_all(
+            &command,
+            self.transport,
+            self.workers,
+            self.spawn_threads,
+            &sender,
+        )?;
         Ok(Pool {
             workers: processes.into_iter().map(Worker::new).collect(),
             events,
@@ -540,6 +556,10 @@ impl Pool {
                 worker: name,
                 message: failure.message,
             }),
+            Response::Echo(reply) => Err(misbehaved(format!(
+                "sent an echo (seq {}) it was not asked for",
+                reply.seq
+            ))),
         }
     }
 }
@@ -556,23 +576,26 @@ impl Drop for Pool {
     }
 }
 
-fn describe(response: &Response) -> String {
+fn describe(response: &Response<'_>) -> String {
     match response {
         Response::Ready(_) => "its handshake".to_owned(),
         Response::Computed(result) => format!("a result for chunk {}", result.id),
         Response::Failed(failure) => format!("a failure ({})", failure.message),
+        Response::Echo(reply) => format!("an echo (seq {})", reply.seq),
     }
 }
 
 /// Spawns `n` workers from `threads` threads (the calling one when 1).
 fn spawn_all(
     command: &WorkerCommand,
+    transport: Transport,
     n: usize,
     threads: usize,
     events: &Sender<Event>,
 ) -> Result<(Vec<WorkerProcess>, Spawners), PoolError> {
     let threads = threads.clamp(1, n);
-    let spawn = |slot: usize| WorkerProcess::spawn(command, slot, slot as u64, events.clone());
+    let spawn =
+        |slot: usize| WorkerProcess::spawn(command, transport, slot, slot as u64, events.clone());
     if threads == 1 {
         let processes = (0..n).map(spawn).collect::<Result<_, _>>()?;
         return Ok((processes, Spawners::default()));
@@ -586,7 +609,13 @@ fn spawn_all(
             .name(format!("fibpool-spawner-{first}"))
             .spawn(move || {
                 for slot in (first..n).step_by(threads) {
-                    let process = WorkerProcess::spawn(&command, slot, slot as u64, events.clone());
+                    let process = WorkerProcess::spawn(
+                        &command,
+                        transport,
+                        slot,
+                        slot as u64,
+                        events.clone(),
+                    );
                     if done.send(process).is_err() {
                         return;
                     }

@@ -1,21 +1,18 @@
-//! One worker process: spawn, the handshake sent, a reader thread that turns
-//! the worker's stdout into events, and reaping. A `WorkerProcess` kills and
-//! reaps its child when dropped, so no path leaves one behind.
+//! One worker process as the pool sees it: the handshake sent, a reader
+//! thread that turns the worker's output into events, the stamps of its life,
+//! and reaping. Its `OwnedChild` kills and reaps it when dropped.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, ChildStdin, ChildStdout, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use fibpool_protocol::{
     CoordinatorHello, FrameReader, FrameWriter, PROTOCOL_VERSION, Request, Response, WorkerHello,
 };
-use fibpool_worker::PARENT_PID_ENV;
-use fibpool_worker::clock::monotonic_ns;
 
 use crate::WorkerCommand;
+use crate::child::{Connection, OwnedChild, Reader, Transport, Writer, connect, describe_status};
 use crate::error::{PoolError, WorkerName};
 use crate::report::Phases;
 
@@ -24,7 +21,7 @@ use crate::report::Phases;
 pub(crate) enum Event {
     Response {
         worker: u64,
-        response: Response,
+        response: Response<'static>,
         at: Instant,
     },
     /// The worker's stdout ended: cleanly (`None`) or with a bad frame.
@@ -86,9 +83,8 @@ pub(crate) struct WorkerProcess {
     pub id: u64,
     pub name: WorkerName,
     pub life: Lifeline,
-    child: Child,
-    input: Option<FrameWriter<ChildStdin>>,
-    status: Option<ExitStatus>,
+    child: OwnedChild,
+    input: Option<FrameWriter<Writer>>,
 }
 
 impl WorkerProcess {
@@ -96,46 +92,35 @@ impl WorkerProcess {
     /// own handshake arrives later as an [`Event::Response`].
     pub fn spawn(
         command: &WorkerCommand,
+        transport: Transport,
         slot: usize,
         id: u64,
         events: Sender<Event>,
     ) -> Result<Self, PoolError> {
-        let mut cmd = command.to_command();
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            // Terminal signals go to the coordinator alone, which then stops its workers.
-            .process_group(0)
-            // The worker asks for PR_SET_PDEATHSIG itself. Doing it here, in a
-            // pre-exec hook, would force fork() instead of posix_spawn and cost
-            // about 0.3 ms per worker (docs/STARTUP.md).
-            .env(PARENT_PID_ENV, std::process::id().to_string());
-
-        let at = Instant::now();
-        let at_ns = monotonic_ns();
-        let mut child = cmd.spawn().map_err(|source| PoolError::Spawn {
-            command: command.to_string(),
-            source,
-        })?;
-        let call = at.elapsed();
-
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut input = FrameWriter::new(child.stdin.take().expect("stdin is piped"));
+        let Connection {
+            child,
+            reader,
+            writer,
+            spawned_at,
+            spawned_at_ns,
+            spawn_call,
+        } = connect(command, transport, CONNECT_TIMEOUT)?;
+        let mut input = FrameWriter::new(writer);
         // A worker that is already gone shows up as a Closed event from the reader.
         let _ = input.send(&Request::Hello(CoordinatorHello {
             version: PROTOCOL_VERSION,
         }));
         let name = WorkerName {
             slot,
-            pid: child.id(),
+            pid: child.pid(),
         };
-        let mut process = WorkerProcess {
+        let process = WorkerProcess {
             id,
             name,
             life: Lifeline {
-                spawned_at: at,
-                spawned_at_ns: at_ns,
-                spawn_call: call,
+                spawned_at,
+                spawned_at_ns,
+                spawn_call,
                 ready: None,
                 first_result: None,
                 shutdown_sent: None,
@@ -143,18 +128,14 @@ impl WorkerProcess {
             },
             child,
             input: Some(input),
-            status: None,
         };
-        if let Err(source) = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name(format!("fibpool-reader-{slot}"))
-            .spawn(move || read_events(stdout, id, events))
-        {
-            process.kill();
-            return Err(PoolError::Spawn {
+            .spawn(move || read_events(reader, id, events))
+            .map_err(|source| PoolError::Spawn {
                 command: "a reader thread".to_owned(),
                 source,
-            });
-        }
+            })?;
         Ok(process)
     }
 
@@ -165,41 +146,28 @@ impl WorkerProcess {
         }
     }
 
-    /// Sends Shutdown and closes the worker's stdin, so it exits either way.
+    /// Sends Shutdown and closes the worker's input, so it exits either way.
     pub fn shutdown(&mut self) {
         self.life.shutdown_sent = Some(Instant::now());
         let _ = self.send(&Request::Shutdown);
         self.input = None;
     }
 
-    /// SIGKILL to the worker's process group (it leads its own), unless it was
-    /// already reaped, after which its pid may belong to someone else.
+    /// SIGKILL to the worker's process group, unless it was already reaped.
     pub fn kill(&mut self) {
-        if self.status.is_none() {
-            // SAFETY: plain kill(2) on a process group this pool created.
-            unsafe { libc::kill(-(self.name.pid as libc::pid_t), libc::SIGKILL) };
-        }
+        self.child.kill();
     }
 
     /// Waits up to `grace` for the worker to exit, then kills it; reaps it either way.
     pub fn reap(&mut self, grace: Duration) -> io::Result<ExitStatus> {
-        if let Some(status) = self.status {
-            return Ok(status);
+        let first = self.life.reaped.is_none();
+        let status = self.child.reap(grace)?;
+        if first {
+            self.life.reaped = Some(Instant::now());
         }
-        let status = match wait_timeout(&mut self.child, grace)? {
-            Some(status) => status,
-            None => {
-                self.kill();
-                self.child.wait()?
-            }
-        };
-        self.life.reaped = Some(Instant::now());
-        self.status = Some(status);
         Ok(status)
     }
-}
 
-impl WorkerProcess {
     /// The worker's output ended or broke: reap it and say why.
     pub fn lost(
         &mut self,
@@ -232,54 +200,20 @@ impl WorkerProcess {
 
 /// How long a worker that closed its output gets to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
+/// How long a worker on a socket gets to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            self.input = None;
-            self.kill();
-            if let Ok(status) = self.child.wait() {
-                self.status = Some(status);
-            }
-        }
-    }
-}
-
-/// "exited with status 3", "was killed by signal 9 (SIGKILL)".
-pub(crate) fn describe_status(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(signal)) => format!("was killed by signal {signal} ({})", signal_name(signal)),
-        _ => format!("ended ({status})"),
-    }
-}
-
-fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGTERM => "SIGTERM",
-        _ => "unnamed signal",
-    }
-}
-
-fn read_events(stdout: ChildStdout, worker: u64, events: Sender<Event>) {
-    let mut frames = FrameReader::new(stdout);
+fn read_events(reader: Reader, worker: u64, events: Sender<Event>) {
+    let mut frames = FrameReader::new(reader);
     let mut first = true;
     loop {
+        // The pool keeps values after the next frame is read: own them.
         let received = if first {
             frames.recv_handshake::<Response>()
         } else {
             frames.recv::<Response>()
-        };
+        }
+        .map(|r| r.map(Response::into_owned));
         first = false;
         let event = match received {
             Ok(Some(response)) => Event::Response {
@@ -300,55 +234,5 @@ fn read_events(stdout: ChildStdout, worker: u64, events: Sender<Event>) {
         if events.send(event).is_err() || closed {
             return;
         }
-    }
-}
-
-/// Waits for `child` to exit for at most `timeout`, without reaping early:
-/// a pidfd becomes readable when the process exits.
-fn wait_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-    if let Some(status) = child.try_wait()? {
-        return Ok(Some(status));
-    }
-    // SAFETY: pidfd_open on our own child, which is not reaped yet.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
-    if raw < 0 {
-        return wait_timeout_polling(child, timeout);
-    }
-    // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut poll = libc::pollfd {
-            fd: pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let millis = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: one valid pollfd.
-        match unsafe { libc::poll(&mut poll, 1, millis) } {
-            rc if rc > 0 => return child.wait().map(Some),
-            0 if left.is_zero() => return child.try_wait(),
-            0 => {}
-            _ => {
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
-            }
-        }
-    }
-}
-
-fn wait_timeout_polling(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(1));
     }
 }

@@ -187,3 +187,165 @@ pub fn seconds(s: f64) -> String {
         s => format!("{s:.2} s"),
     }
 }
+
+/// `fibpool stress` for one transport, pattern and size: fibpool's framing
+/// and, measured in the same slices, the raw baseline (no bincode).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StressResult {
+    pub transport: &'static str,
+    pub pattern: &'static str,
+    pub size_bytes: usize,
+    pub workers: usize,
+    /// Messages answered (every phase).
+    pub messages: u64,
+    pub rtt_p50_seconds: f64,
+    pub rtt_p90_seconds: f64,
+    pub rtt_p99_seconds: f64,
+    pub rtt_p999_seconds: f64,
+    pub rtt_max_seconds: f64,
+    /// Payload bytes that crossed the channel per second, both directions.
+    pub throughput_bytes_per_second: f64,
+    pub messages_per_second: f64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub corrupted: u64,
+    pub raw_messages: u64,
+    pub raw_rtt_p50_seconds: f64,
+    pub raw_rtt_p99_seconds: f64,
+    pub raw_throughput_bytes_per_second: f64,
+    pub raw_lost: u64,
+    pub raw_duplicated: u64,
+    pub raw_corrupted: u64,
+    /// `rtt_p50_seconds / raw_rtt_p50_seconds`.
+    pub rtt_p50_ratio: f64,
+    /// `throughput_bytes_per_second / raw_throughput_bytes_per_second`.
+    pub throughput_ratio: f64,
+    pub coordinator_peak_rss_bytes: Option<u64>,
+    pub worker_peak_rss_bytes: Option<u64>,
+}
+
+impl StressResult {
+    pub fn from_cell(cell: &crate::stress::Cell) -> Self {
+        let quantile = |t: &crate::stress::Tally, q: f64| t.rtt.value_at_quantile(q) as f64 * 1e-9;
+        let rate = |amount: u64, t: &crate::stress::Tally| {
+            amount as f64 / t.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+        };
+        let (f, r) = (&cell.framed_rtt, &cell.raw_rtt);
+        let throughput = rate(cell.framed_flow.payload_bytes, &cell.framed_flow);
+        let raw_throughput = rate(cell.raw_flow.payload_bytes, &cell.raw_flow);
+        StressResult {
+            transport: cell.transport.name(),
+            pattern: cell.pattern.name(),
+            size_bytes: cell.size,
+            workers: cell.workers,
+            messages: cell.framed_all.messages,
+            rtt_p50_seconds: quantile(f, 0.5),
+            rtt_p90_seconds: quantile(f, 0.9),
+            rtt_p99_seconds: quantile(f, 0.99),
+            rtt_p999_seconds: quantile(f, 0.999),
+            rtt_max_seconds: f.rtt.max() as f64 * 1e-9,
+            throughput_bytes_per_second: throughput,
+            messages_per_second: rate(cell.framed_flow.messages, &cell.framed_flow),
+            lost: cell.framed_all.lost,
+            duplicated: cell.framed_all.duplicated,
+            corrupted: cell.framed_all.corrupted,
+            raw_messages: cell.raw_all.messages,
+            raw_rtt_p50_seconds: quantile(r, 0.5),
+            raw_rtt_p99_seconds: quantile(r, 0.99),
+            raw_throughput_bytes_per_second: raw_throughput,
+            raw_lost: cell.raw_all.lost,
+            raw_duplicated: cell.raw_all.duplicated,
+            raw_corrupted: cell.raw_all.corrupted,
+            rtt_p50_ratio: quantile(f, 0.5) / quantile(r, 0.5),
+            throughput_ratio: throughput / raw_throughput,
+            coordinator_peak_rss_bytes: cell.coordinator_peak_rss_bytes,
+            worker_peak_rss_bytes: cell.worker_peak_rss_bytes,
+        }
+    }
+
+    /// Lost, duplicated and corrupted frames, framed and raw together.
+    pub fn integrity_failures(&self) -> u64 {
+        self.lost
+            + self.duplicated
+            + self.corrupted
+            + self.raw_lost
+            + self.raw_duplicated
+            + self.raw_corrupted
+    }
+}
+
+/// `fibpool stress`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StressReport {
+    pub workers: usize,
+    pub worker_command: String,
+    pub results: Vec<StressResult>,
+}
+
+impl StressReport {
+    /// The human table.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<6} {:<8} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>6} {:>6}  {}\n",
+            "",
+            "",
+            "size",
+            "msgs",
+            "rtt p50",
+            "p99",
+            "p99.9",
+            "max",
+            "MB/s",
+            "msg/s",
+            "raw p50",
+            "raw MB/s",
+            "p50 x",
+            "MB/s x",
+            "lost/dup/bad"
+        );
+        for r in &self.results {
+            out += &format!(
+                "{:<6} {:<8} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10.1} {:>10.0} {:>9} {:>10.1} {:>6.2} {:>6.2}  {}/{}/{}\n",
+                r.transport,
+                r.pattern,
+                bytes(r.size_bytes),
+                r.messages,
+                seconds(r.rtt_p50_seconds),
+                seconds(r.rtt_p99_seconds),
+                seconds(r.rtt_p999_seconds),
+                seconds(r.rtt_max_seconds),
+                r.throughput_bytes_per_second / 1e6,
+                r.messages_per_second,
+                seconds(r.raw_rtt_p50_seconds),
+                r.raw_throughput_bytes_per_second / 1e6,
+                r.rtt_p50_ratio,
+                r.throughput_ratio,
+                r.lost + r.raw_lost,
+                r.duplicated + r.raw_duplicated,
+                r.corrupted + r.raw_corrupted,
+            );
+        }
+        let rss = |f: fn(&StressResult) -> Option<u64>| {
+            self.results
+                .iter()
+                .filter_map(f)
+                .max()
+                .map_or("-".to_owned(), |b| format!("{:.1} MB", b as f64 / 1e6))
+        };
+        out += &format!(
+            "peak RSS: coordinator {}, largest worker {}\n",
+            rss(|r| r.coordinator_peak_rss_bytes),
+            rss(|r| r.worker_peak_rss_bytes)
+        );
+        out
+    }
+}
+
+/// A size for people: "8", "1K", "64K", "1M".
+pub fn bytes(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}M", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}K", n >> 10),
+        n => n.to_string(),
+    }
+}

@@ -4,5 +4,6 @@
 mod report;
 mod run;
 mod startup;
+mod stress;
 mod usage;
 mod util;

@@ -92,11 +92,13 @@ pub fn run(cmd: &mut Command) -> Outcome {
     run_with_input(cmd, b"")
 }
 
+/// Reads a pipe to its end; bytes that are not UTF-8 (a worker's frames)
+/// become replacement characters.
 fn reader(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
     thread::spawn(move || {
-        let mut text = String::new();
-        pipe.read_to_string(&mut text).expect("output is UTF-8");
-        text
+        let mut bytes = Vec::new();
+        pipe.read_to_end(&mut bytes).expect("the pipe reads");
+        String::from_utf8_lossy(&bytes).into_owned()
     })
 }
 

@@ -5,6 +5,7 @@
 
 mod run;
 mod startup;
+mod stress;
 
 use std::fmt;
 use std::fs::File;
@@ -56,6 +57,8 @@ enum Command {
     Run(run::RunArgs),
     /// Measure what starting a worker process costs, phase by phase.
     Startup(startup::StartupArgs),
+    /// Stress the IPC: latency, throughput and integrity, over pipes and local sockets.
+    Stress(stress::StressArgs),
     /// Serve the worker protocol on stdin/stdout (the pool starts workers this way).
     #[command(hide = true)]
     Worker,
@@ -78,6 +81,7 @@ pub fn main(main_entered_ns: u64) -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Startup(args) => startup::startup(args),
+        Command::Stress(args) => stress::stress(args),
         Command::Worker => return fibpool_worker::run_stdio("fibpool worker", main_entered_ns),
     };
     match result {

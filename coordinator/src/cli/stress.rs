@@ -1,0 +1,214 @@
+//! `fibpool stress`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+
+use super::{check_workers, create_report, usage, worker_command};
+use crate::report::StressReport;
+use crate::stress::{Limit, MAX_PAYLOAD, Pattern, StressPlan, measure};
+use crate::{Transport, default_workers};
+
+/// Alternations of framed and raw slices per measurement.
+const SLICES: usize = 4;
+/// The longest --duration accepted: a day.
+const MAX_DURATION_SECONDS: f64 = 86_400.0;
+
+#[derive(Debug, Args)]
+pub struct StressArgs {
+    /// Workers for the fanout pattern (pingpong and stream use one) [default: one per core]
+    #[arg(short, long, value_name = "N")]
+    workers: Option<usize>,
+
+    /// Patterns, comma-separated
+    #[arg(
+        long,
+        value_name = "P[,P...]",
+        value_delimiter = ',',
+        default_value = "pingpong,stream,fanout"
+    )]
+    pattern: Vec<PatternArg>,
+
+    /// Payload sizes in bytes, comma-separated; K, M and G are binary multiples
+    #[arg(
+        long,
+        value_name = "SIZE[,SIZE...]",
+        value_delimiter = ',',
+        default_value = "8,1K,64K,1M,16M"
+    )]
+    sizes: Vec<String>,
+
+    /// Seconds per measurement, for fibpool's framing and again for the raw baseline [default: 0.5]
+    #[arg(long, value_name = "S", conflicts_with = "count")]
+    duration: Option<f64>,
+
+    /// Messages per measurement, for fibpool's framing and again for the raw baseline
+    #[arg(long, value_name = "K")]
+    count: Option<u64>,
+
+    /// Transports, comma-separated
+    #[arg(
+        long,
+        value_name = "T[,T...]",
+        value_delimiter = ',',
+        default_value = "pipe"
+    )]
+    transport: Vec<TransportArg>,
+
+    /// Start workers with this command instead of `fibpool worker`
+    #[arg(long, value_name = "CMD")]
+    worker_cmd: Option<String>,
+
+    /// Write the report as JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PatternArg {
+    /// One frame in flight, echoed: round-trip latency
+    Pingpong,
+    /// A window of frames in flight, acknowledged: throughput with backpressure
+    Stream,
+    /// Every worker at once, pinged then streamed: contention
+    Fanout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    /// Anonymous pipes on the worker's stdin and stdout
+    Pipe,
+    /// A Unix local socket (interprocess local_socket)
+    Socket,
+}
+
+pub fn stress(args: StressArgs) -> Result<ExitCode> {
+    let workers = check_workers(args.workers.unwrap_or_else(default_workers))?;
+    let mut sizes = Vec::new();
+    for text in &args.sizes {
+        sizes.push(parse_size(text)?);
+    }
+    let limit = match (args.duration, args.count) {
+        (_, Some(0)) => usage!("--count must be at least 1"),
+        (_, Some(count)) => Limit::Count(count),
+        (Some(s), None) if !(s > 0.0 && s <= MAX_DURATION_SECONDS) => {
+            usage!(
+                "--duration must be more than 0 and at most {MAX_DURATION_SECONDS} seconds, got {s}"
+            )
+        }
+        (Some(s), None) => Limit::Duration(Duration::from_secs_f64(s)),
+        (None, None) => Limit::Duration(Duration::from_millis(500)),
+    };
+    let command = worker_command(args.worker_cmd.as_deref())?;
+    let report_file = create_report(args.report)?;
+    let plan = StressPlan {
+        workers,
+        patterns: dedup(args.pattern.iter().map(|p| match p {
+            PatternArg::Pingpong => Pattern::PingPong,
+            PatternArg::Stream => Pattern::Stream,
+            PatternArg::Fanout => Pattern::Fanout,
+        })),
+        sizes: dedup(sizes.into_iter()),
+        transports: dedup(args.transport.iter().map(|t| match t {
+            TransportArg::Pipe => Transport::Pipe,
+            TransportArg::Socket => Transport::Socket,
+        })),
+        limit,
+        command,
+        slices: SLICES,
+    };
+    let results = measure(&plan, |_, _, _| {}).context("the stress test failed")?;
+    let report = StressReport {
+        workers,
+        worker_command: plan.command.to_string(),
+        results,
+    };
+    print!("{}", report.table());
+    if let Some(file) = report_file {
+        file.write(&report)?;
+    }
+    let failures: u64 = report.results.iter().map(|r| r.integrity_failures()).sum();
+    if failures > 0 {
+        anyhow::bail!("{failures} frames were lost, duplicated or corrupted (see the table)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// "8", "1K", "64k", "1M", "16M", "1G": bytes, with binary multiples.
+fn parse_size(text: &str) -> Result<usize> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        _ => usage!("invalid size '{text}': use a number of bytes, optionally with K, M or G"),
+    };
+    let Ok(n) = digits.parse::<usize>() else {
+        usage!("invalid size '{text}': use a number of bytes, optionally with K, M or G");
+    };
+    let size = n.saturating_mul(1 << shift);
+    if size == 0 {
+        usage!("invalid size '{text}': a payload must have at least 1 byte");
+    }
+    if size > MAX_PAYLOAD {
+        usage!(
+            "size {text} ({size} bytes) is above the largest payload a frame carries ({MAX_PAYLOAD} bytes)"
+        );
+    }
+    Ok(size)
+}
+
+fn dedup<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut out = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8").unwrap(), 8);
+        assert_eq!(parse_size("1K").unwrap(), 1024);
+        assert_eq!(parse_size("64k").unwrap(), 65536);
+        assert_eq!(parse_size("16M").unwrap(), 16 << 20);
+        assert_eq!(crate::report::bytes(16 << 20), "16M");
+        let err = |t: &str| parse_size(t).unwrap_err().to_string();
+        assert_eq!(
+            err("0"),
+            "invalid size '0': a payload must have at least 1 byte"
+        );
+        assert_eq!(
+            err("1X"),
+            "invalid size '1X': use a number of bytes, optionally with K, M or G"
+        );
+        assert_eq!(
+            err("K"),
+            "invalid size 'K': use a number of bytes, optionally with K, M or G"
+        );
+        assert_eq!(
+            err("64M"),
+            "size 64M (67108864 bytes) is above the largest payload a frame carries (67108800 bytes)"
+        );
+        assert_eq!(
+            err("99999999999G"),
+            format!(
+                "size 99999999999G ({} bytes) is above the largest payload a frame carries (67108800 bytes)",
+                usize::MAX
+            )
+        );
+    }
+}
