@@ -68,7 +68,7 @@ pub struct StressPlan {
     pub transports: Vec<Transport>,
     pub limit: Limit,
     pub command: WorkerCommand,
-    /// Alternations of framed and raw slices per measurement.
+    /// Alternations of framed and raw slices per measurement (ABBA order).
     pub slices: usize,
 }
 
@@ -161,8 +161,8 @@ pub fn measure(
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Codec {
-    Framed,
-    Raw,
+    Framed = 0,
+    Raw = 1,
 }
 
 /// One phase of a pattern: what workers send back, how many frames each keeps
@@ -218,11 +218,17 @@ fn measure_cell(
         }
     };
     let mut tallies: Vec<[Tally; 2]> = phases.iter().map(|_| Default::default()).collect();
-    for _ in 0..plan.slices {
+    for slice in 0..plan.slices {
+        // ABBA order: neither codec always goes first.
+        let order = if slice % 2 == 0 {
+            [Codec::Framed, Codec::Raw]
+        } else {
+            [Codec::Raw, Codec::Framed]
+        };
         for (p, phase) in phases.iter().enumerate() {
-            for (c, codec) in [Codec::Framed, Codec::Raw].into_iter().enumerate() {
+            for codec in order {
                 let tally = run_slice(&mut drivers[p], codec, slice_limit(phase))?;
-                tallies[p][c].add_sequential(&tally);
+                tallies[p][codec as usize].add_sequential(&tally);
             }
         }
     }

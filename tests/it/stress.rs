@@ -9,7 +9,7 @@ use crate::util::*;
 fn every_pattern_on_both_transports_is_exact_and_intact() {
     let dir = scratch_dir("stress");
     let path = dir.join("stress.json");
-    // 160 messages split evenly over 4 slices, 2 fanout phases and 2 workers.
+    // 160 messages split evenly over 10 slices, 2 fanout phases and 2 workers.
     let out = run(fibpool()
         .args(["stress", "-w", "2", "--pattern", "pingpong,stream,fanout"])
         .args([

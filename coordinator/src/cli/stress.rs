@@ -13,7 +13,7 @@ use crate::stress::{Limit, MAX_PAYLOAD, Pattern, StressPlan, measure};
 use crate::{Transport, default_workers};
 
 /// Alternations of framed and raw slices per measurement.
-const SLICES: usize = 4;
+const SLICES: usize = 10;
 /// The longest --duration accepted: a day.
 const MAX_DURATION_SECONDS: f64 = 86_400.0;
 
