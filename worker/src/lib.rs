@@ -5,15 +5,17 @@
 //! - [`run_stdio`]: a worker process's whole life on stdin/stdout, shared by the
 //!   lean `fibpool-worker` binary and the hidden `fibpool worker` subcommand.
 //! - [`clock`]: CLOCK_MONOTONIC stamps, shared with the coordinator.
+//! - [`fault`]: fault injection for tests (`FIBPOOL_TEST_FAULT`).
 //!
 //! A worker's stdout carries frames only: [`run_stdio`] moves the frame stream
 //! to its own descriptor and points fd 1 at stderr, so a stray print cannot
 //! corrupt the stream. Logs go to stderr.
 
 pub mod clock;
+pub mod fault;
 pub mod kernels;
 mod serve;
 mod stdio;
 
-pub use serve::{ServeError, ServeSummary, compute, serve};
+pub use serve::{ServeError, ServeOptions, ServeSummary, compute, serve};
 pub use stdio::{ANSWER_AT_ONCE_ENV, PARENT_PID_ENV, SOCKET_ENV, SharedStream, run_stdio};

@@ -10,7 +10,17 @@ use fibpool_protocol::{
 };
 
 use crate::clock::monotonic_ns;
+use crate::fault::{Action, FaultPlan};
 use crate::kernels;
+
+/// How a worker serves.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// The CLOCK_MONOTONIC stamp of the process's start.
+    pub main_entered_ns: u64,
+    /// A fault to inject (tests only; see [`crate::fault`]).
+    pub fault: Option<FaultPlan>,
+}
 
 /// Why a worker stopped before being told to.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +33,12 @@ pub enum ServeError {
     BadChunk { id: u64, reason: String },
     #[error("raw frame of {len} bytes is shorter than its {header}-byte header", header = raw::HEADER_LEN)]
     ShortRawFrame { len: usize },
+    /// An injected fault asked the worker to close its streams and go quiet.
+    #[error("closed its streams on purpose (injected fault)")]
+    InjectedClose,
+    /// An injected fault made the worker send garbage.
+    #[error("sent garbage on purpose (injected fault)")]
+    InjectedGarbage,
 }
 
 /// What a worker did, for its caller.
@@ -38,18 +54,17 @@ pub struct ServeSummary {
 
 /// Serves one coordinator: sends the handshake at once, checks the
 /// coordinator's, then answers requests until Shutdown or end of stream.
-/// `main_entered_ns` is the CLOCK_MONOTONIC stamp of the process's start.
 pub fn serve<R: Read, W: Write>(
     reader: R,
     writer: W,
-    main_entered_ns: u64,
+    options: &ServeOptions,
 ) -> Result<ServeSummary, ServeError> {
     let mut rx = FrameReader::new(reader);
     let mut tx = FrameWriter::new(writer);
     tx.send(&Response::Ready(WorkerHello {
         version: PROTOCOL_VERSION,
         pid: std::process::id(),
-        main_entered_ns,
+        main_entered_ns: options.main_entered_ns,
         ready_ns: monotonic_ns(),
     }))?;
 
@@ -69,6 +84,24 @@ pub fn serve<R: Read, W: Write>(
     while let Some(request) = rx.recv::<Request>()? {
         match request {
             Request::Compute(chunk) => {
+                if let Some(action) = options
+                    .fault
+                    .as_ref()
+                    .and_then(|f| f.before(&chunk, summary.chunks))
+                {
+                    match action {
+                        Action::Crash => std::process::abort(),
+                        Action::Exit => std::process::exit(3),
+                        Action::Hang => loop {
+                            std::thread::park();
+                        },
+                        Action::Close => return Err(ServeError::InjectedClose),
+                        Action::Garbage => {
+                            tx.send_payload(&[0xde, 0xad, 0xbe, 0xef, 0x99])?;
+                            return Err(ServeError::InjectedGarbage);
+                        }
+                    }
+                }
                 let result = match compute(&chunk) {
                     Ok(result) => result,
                     Err(reason) => {
@@ -223,7 +256,11 @@ mod tests {
     /// Runs `serve` on `input` and returns its result and every response it wrote.
     fn serve_bytes(input: &[u8]) -> (Result<ServeSummary, ServeError>, Vec<Response<'static>>) {
         let mut output = Vec::new();
-        let result = serve(input, &mut output, 17);
+        let options = ServeOptions {
+            main_entered_ns: 17,
+            fault: None,
+        };
+        let result = serve(input, &mut output, &options);
         let mut reader = FrameReader::new(&output[..]);
         let mut responses = Vec::new();
         while let Some(r) = reader.recv::<Response>().unwrap() {
@@ -428,7 +465,7 @@ mod tests {
             .unwrap();
         drop(w);
         let mut output = Vec::new();
-        let summary = serve(&input[..], &mut output, 0).unwrap();
+        let summary = serve(&input[..], &mut output, &ServeOptions::default()).unwrap();
         assert_eq!(summary.echoes, 3);
         let mut reader = FrameReader::new(&output[..]);
         reader.recv::<Response>().unwrap(); // the handshake

@@ -3,7 +3,8 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::ExitCode;
 
-use crate::serve;
+use crate::fault::{FAULT_ENV, FaultPlan};
+use crate::serve::{ServeError, ServeOptions, serve};
 
 /// Set in a worker's environment to make it write one byte and exit at once,
 /// before any set-up: `fibpool startup` times this to separate what loading
@@ -33,17 +34,36 @@ pub fn run_stdio(name: &str, main_entered_ns: u64) -> ExitCode {
         eprintln!("{name} (pid {}): {message}", std::process::id());
         return ExitCode::FAILURE;
     }
-    let result = match std::env::var_os(SOCKET_ENV) {
+    let fault = match std::env::var(FAULT_ENV) {
+        Ok(spec) => match FaultPlan::parse(&spec) {
+            Ok(plan) => Some(plan),
+            Err(message) => {
+                eprintln!("{name} (pid {}): error: {message}", std::process::id());
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(_) => None,
+    };
+    let options = ServeOptions {
+        main_entered_ns,
+        fault,
+    };
+    let served = match std::env::var_os(SOCKET_ENV) {
         Some(name) => socket_streams(&name)
             .map_err(|e| format!("cannot connect to local socket {name:?}: {e}"))
-            .and_then(|(input, output)| {
-                serve(input, output, main_entered_ns).map_err(|e| error_chain(&e))
-            }),
+            .map(|(input, output)| serve(input, output, &options)),
         None => frame_stdio()
             .map_err(|e| format!("cannot set up stdin/stdout: {e}"))
-            .and_then(|(input, output)| {
-                serve(input, output, main_entered_ns).map_err(|e| error_chain(&e))
-            }),
+            .map(|(input, output)| serve(input, output, &options)),
+    };
+    let result = match served {
+        Ok(Err(ServeError::InjectedClose)) => loop {
+            // The frame streams are closed: the coordinator sees the end of
+            // this worker's output while the process lives on.
+            std::thread::park();
+        },
+        Ok(served) => served.map_err(|e| error_chain(&e)),
+        Err(message) => Err(message),
     };
     match result {
         Ok(_) => ExitCode::SUCCESS,

@@ -1,0 +1,142 @@
+//! Fault injection, for tests only: `FIBPOOL_TEST_FAULT` makes a worker fail
+//! on purpose so that the coordinator's recovery can be exercised with real
+//! processes. Nothing sets it outside tests.
+//!
+//! `KIND@N[;once=PATH]`, where KIND is one of
+//! - `crash@N`: abort (SIGABRT) on a chunk holding index N;
+//! - `hang@N`: stop answering, forever, on a chunk holding index N;
+//! - `close@N`: close both frame streams on a chunk holding index N, then hang;
+//! - `garbage@N`: answer a chunk holding index N with bytes that are no frame;
+//! - `exit-after@K`: exit with status 3 after answering K chunks.
+//!
+//! With `once=PATH`, only the first worker to create the file PATH fails.
+
+use fibpool_protocol::Chunk;
+
+/// The environment variable that carries a fault.
+pub const FAULT_ENV: &str = "FIBPOOL_TEST_FAULT";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    Crash(u64),
+    Hang(u64),
+    Close(u64),
+    Garbage(u64),
+    ExitAfter(u64),
+}
+
+/// A fault and whether it is limited to one worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultPlan {
+    pub fault: Fault,
+    pub once: Option<std::path::PathBuf>,
+}
+
+/// What the serve loop must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Crash,
+    Hang,
+    Close,
+    Garbage,
+    Exit,
+}
+
+impl FaultPlan {
+    pub fn parse(spec: &str) -> Result<FaultPlan, String> {
+        let bad = || format!("{FAULT_ENV}={spec:?}: expected KIND@N[;once=PATH]");
+        let (fault, once) = match spec.split_once(';') {
+            Some((fault, option)) => {
+                let path = option.strip_prefix("once=").ok_or_else(bad)?;
+                (fault, Some(std::path::PathBuf::from(path)))
+            }
+            None => (spec, None),
+        };
+        let (kind, n) = fault.split_once('@').ok_or_else(bad)?;
+        let n: u64 = n.parse().map_err(|_| bad())?;
+        let fault = match kind {
+            "crash" => Fault::Crash(n),
+            "hang" => Fault::Hang(n),
+            "close" => Fault::Close(n),
+            "garbage" => Fault::Garbage(n),
+            "exit-after" => Fault::ExitAfter(n),
+            _ => return Err(bad()),
+        };
+        Ok(FaultPlan { fault, once })
+    }
+
+    /// What to do before computing `chunk`, with `answered` chunks answered so far.
+    pub fn before(&self, chunk: &Chunk, answered: u64) -> Option<Action> {
+        let holds = |n: u64| {
+            chunk
+                .runs
+                .iter()
+                .any(|r| n >= r.start && n - r.start < r.len)
+        };
+        let action = match self.fault {
+            Fault::Crash(n) if holds(n) => Action::Crash,
+            Fault::Hang(n) if holds(n) => Action::Hang,
+            Fault::Close(n) if holds(n) => Action::Close,
+            Fault::Garbage(n) if holds(n) => Action::Garbage,
+            Fault::ExitAfter(k) if answered >= k => Action::Exit,
+            _ => return None,
+        };
+        // Only the worker that creates the file fails.
+        if let Some(path) = &self.once
+            && std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .is_err()
+        {
+            return None;
+        }
+        Some(action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fibpool_protocol::{Encoding, Run};
+
+    fn chunk(runs: &[(u64, u64)]) -> Chunk {
+        Chunk {
+            id: 0,
+            encoding: Encoding::Raw,
+            runs: runs
+                .iter()
+                .map(|&(start, len)| Run { start, len })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn parses_and_fires_on_the_right_chunk() {
+        let plan = FaultPlan::parse("crash@15").unwrap();
+        assert_eq!(plan.before(&chunk(&[(10, 5)]), 0), None);
+        assert_eq!(plan.before(&chunk(&[(10, 6)]), 0), Some(Action::Crash));
+        let plan = FaultPlan::parse("exit-after@2").unwrap();
+        assert_eq!(plan.before(&chunk(&[(1, 1)]), 1), None);
+        assert_eq!(plan.before(&chunk(&[(1, 1)]), 2), Some(Action::Exit));
+        assert_eq!(FaultPlan::parse("hang@3").unwrap().fault, Fault::Hang(3));
+        assert_eq!(FaultPlan::parse("close@3").unwrap().fault, Fault::Close(3));
+        assert_eq!(
+            FaultPlan::parse("garbage@3").unwrap().fault,
+            Fault::Garbage(3)
+        );
+        for bad in ["crash", "crash@x", "melt@3", "crash@3;twice=/x"] {
+            assert!(FaultPlan::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn once_fires_for_one_worker_only() {
+        let path = std::env::temp_dir().join(format!("fibpool-fault-once-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let plan = FaultPlan::parse(&format!("crash@1;once={}", path.display())).unwrap();
+        assert_eq!(plan.before(&chunk(&[(1, 1)]), 0), Some(Action::Crash));
+        assert_eq!(plan.before(&chunk(&[(1, 1)]), 0), None);
+        std::fs::remove_file(&path).unwrap();
+    }
+}
