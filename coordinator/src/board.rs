@@ -45,6 +45,11 @@ impl Board {
         self.entries.insert(plan.id, Entry { plan, values: None });
     }
 
+    /// The plan of an issued chunk not yet delivered.
+    pub fn plan(&self, id: u64) -> Option<&ChunkPlan> {
+        self.entries.get(&id).map(|e| &e.plan)
+    }
+
     /// Records a chunk's values; refuses a second answer or a wrong count.
     pub fn complete(&mut self, id: u64, values: Vec<Bytes<'static>>) -> Result<(), String> {
         let entry = match self.entries.get_mut(&id) {

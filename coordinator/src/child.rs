@@ -86,10 +86,19 @@ pub(crate) fn connect(
         }
     };
 
+    // Spawned under the registry's lock, so that a signal handler stopping
+    // everything either sees this child or stops it from being started.
+    let mut live = live();
+    if live.stopping {
+        drop(live);
+        wait_for_exit();
+    }
     let spawned_at = Instant::now();
     let spawned_at_ns = monotonic_ns();
     let child = cmd.spawn().map_err(failed)?;
     let spawn_call = spawned_at.elapsed();
+    live.pids.push(child.id());
+    drop(live);
     let mut child = OwnedChild::new(child);
 
     let (reader, writer): (Reader, Writer) = match listener {
@@ -226,6 +235,63 @@ fn poll_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
     }
 }
 
+/// Every child this process has started and not yet reaped, so that a signal
+/// handler can stop them all whatever the other threads are doing.
+struct Live {
+    pids: Vec<u32>,
+    /// Set by [`stop_all`]: no child may be started any more.
+    stopping: bool,
+}
+
+static LIVE: std::sync::Mutex<Live> = std::sync::Mutex::new(Live {
+    pids: Vec::new(),
+    stopping: false,
+});
+
+fn live() -> std::sync::MutexGuard<'static, Live> {
+    LIVE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn forget(pid: u32) {
+    live().pids.retain(|&p| p != pid);
+}
+
+/// True once [`stop_all`] has run: the process is about to exit.
+pub(crate) fn stopping() -> bool {
+    live().stopping
+}
+
+/// Blocks a thread for good while the thread that called [`stop_all`] exits
+/// the process, so that no other outcome (an error, a new worker) races it.
+pub(crate) fn wait_for_exit() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Kills every live child (SIGKILL to its process group), reaps them all, and
+/// makes any thread that tries to start another wait for the process to exit.
+/// Returns how many there were. For a signal handler thread that exits the
+/// process right after.
+pub(crate) fn stop_all() -> usize {
+    let pids = {
+        let mut live = live();
+        live.stopping = true;
+        std::mem::take(&mut live.pids)
+    };
+    for &pid in &pids {
+        // SAFETY: kill(2) on process groups whose leaders are our unreaped children.
+        unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+    }
+    for &pid in &pids {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child; ECHILD if another thread reaped it first.
+        unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    }
+    pids.len()
+}
+
 /// A child process that is killed and reaped when dropped.
 pub(crate) struct OwnedChild {
     child: Child,
@@ -266,6 +332,7 @@ impl OwnedChild {
             }
         };
         self.status = Some(status);
+        forget(self.pid());
         Ok(status)
     }
 
@@ -282,6 +349,7 @@ impl Drop for OwnedChild {
             if let Ok(status) = self.child.wait() {
                 self.status = Some(status);
             }
+            forget(self.pid());
         }
     }
 }

@@ -57,6 +57,32 @@ pub enum PoolError {
     #[error("{worker} broke the protocol: {what}")]
     WorkerMisbehaved { worker: WorkerName, what: String },
 
+    #[error("{worker} spent longer than the task timeout ({timeout:?}) on a chunk")]
+    TaskTimeout {
+        worker: WorkerName,
+        timeout: Duration,
+    },
+
+    /// A chunk took its worker down again and again.
+    #[error(
+        "poison chunk {chunk} (indices {indices}) took its worker down {failures} times in a row; the last, {worker}, {cause}"
+    )]
+    PoisonChunk {
+        chunk: u64,
+        indices: String,
+        failures: u32,
+        worker: WorkerName,
+        cause: String,
+    },
+
+    /// A worker slot kept dying before its handshake.
+    #[error("{worker} {cause} before its handshake; {attempts} workers in a row failed to start")]
+    StartFailed {
+        worker: WorkerName,
+        attempts: u32,
+        cause: String,
+    },
+
     #[error("cannot write results")]
     Sink(#[source] io::Error),
 }

@@ -25,6 +25,7 @@ pub mod input;
 mod pool;
 mod process;
 pub mod report;
+mod spawn;
 pub mod startup;
 pub mod stats;
 pub mod stress;

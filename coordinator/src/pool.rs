@@ -1,12 +1,12 @@
-//! The pool: spawning, dynamic scheduling with a bounded number of chunks in
-//! flight per worker, reassembly in input order with bounded memory, and
-//! shutdown. A worker gets work as soon as its own handshake arrives, so no
-//! worker waits for a slower sibling.
+//! The pool: dynamic scheduling with a bounded number of chunks in flight per
+//! worker, reassembly in input order with bounded memory, recovery from
+//! workers that die or hang, and shutdown. A worker gets work as soon as its
+//! own handshake arrives, so no worker waits for a slower sibling.
 
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::num::NonZeroU64;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fibpool_protocol::{Chunk, Encoding, MAX_INDEX, Request, Response, Run};
@@ -18,12 +18,18 @@ use crate::child::{Transport, describe_status};
 use crate::error::PoolError;
 use crate::process::{Event, WorkerProcess};
 use crate::report::WorkerReport;
+use crate::spawn::{Spawners, spawn_all};
 use crate::tasks::{ChunkPlan, Chunker, TaskList, auto_chunk_size};
 
 /// How long a worker may take from spawn to its handshake by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times in a row a chunk may take its worker down (or a worker
+/// slot fail to start) before the run stops.
+pub const DEFAULT_RETRIES: u32 = 3;
 /// How long workers get to exit after Shutdown before they are killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a worker whose output ended gets to exit before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
 /// Reassembly keeps at most this many chunks per in-flight slot ahead of the
 /// oldest undelivered one.
 const WINDOW_PER_SLOT: usize = 4;
@@ -37,6 +43,8 @@ pub struct PoolBuilder {
     command: Option<WorkerCommand>,
     in_flight: usize,
     handshake_timeout: Duration,
+    task_timeout: Option<Duration>,
+    retries: u32,
     spawn_threads: usize,
     transport: Transport,
 }
@@ -48,6 +56,8 @@ impl Default for PoolBuilder {
             command: None,
             in_flight: 2,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            task_timeout: None,
+            retries: DEFAULT_RETRIES,
             spawn_threads: 1,
             transport: Transport::Pipe,
         }
@@ -85,6 +95,21 @@ impl PoolBuilder {
         self
     }
 
+    /// A worker that spends longer than this on one chunk is killed and
+    /// replaced, and the chunk retried (default: no limit).
+    pub fn task_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.task_timeout = timeout;
+        self
+    }
+
+    /// How many times in a row a chunk may take its worker down before it is
+    /// called a poison chunk and the run stops (default 3). Also how many
+    /// times in a row a worker may fail to start.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
     /// Spawn the workers from this many threads at once (default 1: from the
     /// calling thread). The threads then wait, parked, until the pool is
     /// dropped, because a worker's PR_SET_PDEATHSIG fires when the thread that
@@ -112,6 +137,9 @@ impl PoolBuilder {
                 "at least one chunk must be in flight per worker".into(),
             ));
         }
+        if self.retries == 0 {
+            return Err(PoolError::Config("retries must be at least 1".into()));
+        }
         let command = match self.command {
             Some(command) => command,
             None => WorkerCommand::this_program().map_err(|source| PoolError::Spawn {
@@ -131,10 +159,17 @@ impl PoolBuilder {
         Ok(Pool {
             workers: processes.into_iter().map(Worker::new).collect(),
             events,
-            _sender: sender,
+            sender,
+            command,
+            transport: self.transport,
             in_flight: self.in_flight,
             handshake_timeout: self.handshake_timeout,
+            task_timeout: self.task_timeout,
+            retries: self.retries,
+            next_process_id: self.workers as u64,
             started,
+            start_failures: vec![0; self.workers],
+            retired: Vec::new(),
             shut_down: false,
             _spawners: spawners,
         })
@@ -143,13 +178,16 @@ impl PoolBuilder {
 
 /// A pool of worker processes computing Fibonacci numbers, used as Python's
 /// `ProcessPoolExecutor` is: build it, [`map`](Pool::map) over indices, shut it
-/// down. Dropping a pool kills and reaps its workers: no process outlives it.
+/// down. A worker that dies or hangs is replaced and its chunks computed
+/// again, so every value arrives exactly once. Dropping a pool kills and
+/// reaps its workers: no process outlives it.
 ///
 /// By default workers are this very program started again with
 /// `FIBPOOL_WORKER=1`, so `main` must begin with [`crate::run_if_worker`]
 /// (as a Python program using the "spawn" start method guards its main module).
-/// Workers die with the thread that spawned them (PR_SET_PDEATHSIG), so keep
-/// the pool on a thread that outlives it.
+/// Workers die with the thread that spawned them (PR_SET_PDEATHSIG); the
+/// thread that runs the pool also spawns replacements, so keep the pool on a
+/// thread that outlives it.
 ///
 /// ```rust,standalone_crate
 /// use fibpool_coordinator::Pool;
@@ -173,11 +211,21 @@ pub struct Pool {
     // threads that spawned them are released.
     workers: Vec<Worker>,
     events: Receiver<Event>,
-    /// Keeps the channel open whatever the workers do.
-    _sender: Sender<Event>,
+    /// Reader threads of replacements get clones; the pool's own copy also
+    /// keeps the channel open whatever the workers do.
+    sender: Sender<Event>,
+    command: WorkerCommand,
+    transport: Transport,
     in_flight: usize,
     handshake_timeout: Duration,
+    task_timeout: Option<Duration>,
+    retries: u32,
+    next_process_id: u64,
     started: Instant,
+    /// Per slot: workers in a row that died before their handshake.
+    start_failures: Vec<u32>,
+    /// Workers that died or hung and were replaced.
+    retired: Vec<WorkerReport>,
     shut_down: bool,
     _spawners: Spawners,
 }
@@ -187,6 +235,8 @@ struct Worker {
     process: WorkerProcess,
     /// Ids of the chunks sent and not yet answered, oldest first.
     in_flight: Vec<u64>,
+    /// Since when the worker has been on its oldest chunk in flight.
+    busy_since: Option<Instant>,
     chunks: u64,
     busy_ns: u64,
 }
@@ -196,6 +246,7 @@ impl Worker {
         Worker {
             process,
             in_flight: Vec::new(),
+            busy_since: None,
             chunks: 0,
             busy_ns: 0,
         }
@@ -208,6 +259,7 @@ impl Worker {
             phases: self.process.life.phases(),
             chunks: self.chunks,
             busy_seconds: self.busy_ns as f64 * 1e-9,
+            ended: None,
         }
     }
 }
@@ -238,6 +290,29 @@ pub struct RunSummary {
     pub tasks: u64,
     pub chunks: u64,
     pub chunk_size: u64,
+    /// Workers that died or hung and were replaced during the run.
+    pub worker_restarts: u64,
+    /// Chunks sent again because their worker died or hung.
+    pub retried_chunks: u64,
+}
+
+/// What the next wait brought.
+enum Next {
+    Event(Event),
+    /// A worker passed a deadline: its handshake, or its current chunk.
+    Expired {
+        slot: usize,
+        task: bool,
+    },
+}
+
+/// Chunks waiting to be sent again, and how often each has taken its worker down.
+#[derive(Default)]
+struct Retries {
+    queue: VecDeque<u64>,
+    failures: HashMap<u64, u32>,
+    restarts: u64,
+    resent: u64,
 }
 
 impl Pool {
@@ -284,6 +359,10 @@ impl Pool {
 
     /// Computes every index of `tasks` and hands each value to `sink`, in input
     /// order unless `options.ordered` is false. A `sink` error stops the run.
+    /// A worker that dies, or spends longer than the task timeout on a chunk,
+    /// is replaced and its chunks sent again; a chunk that takes its worker
+    /// down `retries` times in a row stops the run with
+    /// [`PoolError::PoisonChunk`]. Every value is delivered exactly once.
     pub fn run(
         &mut self,
         tasks: &TaskList,
@@ -296,19 +375,34 @@ impl Pool {
         );
         let mut chunks = tasks.chunks(chunk_size, options.encoding);
         let mut board = Board::new(options.ordered);
+        let mut retries = Retries::default();
         let window = (self.size() * self.in_flight * WINDOW_PER_SLOT) as u64;
         loop {
-            self.dispatch(&mut chunks, &mut board, window, options.encoding)?;
+            self.dispatch(
+                &mut chunks,
+                &mut board,
+                &mut retries,
+                window,
+                options.encoding,
+            )?;
             if board.is_empty() && chunks.peek_id().is_none() {
                 break;
             }
-            let event = self.next_event()?;
-            self.handle(event, &mut board, &mut sink)?;
+            let (slot, timed_out) = match self.next_event()? {
+                Next::Event(event) => match self.handle(event, &mut board, &mut sink)? {
+                    Some(slot) => (slot, None),
+                    None => continue,
+                },
+                Next::Expired { slot, task } => (slot, Some(task)),
+            };
+            self.replace(slot, timed_out, &board, &mut retries)?;
         }
         Ok(RunSummary {
             tasks: tasks.len(),
             chunks: board.issued,
             chunk_size,
+            worker_restarts: retries.restarts,
+            retried_chunks: retries.resent,
         })
     }
 
@@ -316,15 +410,15 @@ impl Pool {
     pub fn wait_ready(&mut self) -> Result<(), PoolError> {
         let mut board = Board::new(true);
         while self.workers.iter().any(|w| !w.process.is_ready()) {
-            let event = self.next_event()?;
-            self.handle(event, &mut board, &mut |_| Ok(()))?;
+            self.step_strictly(&mut board, &mut |_| Ok(()))?;
         }
         Ok(())
     }
 
     /// Runs one tiny task (F(10)) on every worker, each sent as soon as that
     /// worker is ready, and checks the answers: afterwards every worker is
-    /// known to compute. `fibpool startup` times pools this way.
+    /// known to compute. A worker that dies meanwhile is an error, not
+    /// replaced. `fibpool startup` times pools this way.
     pub fn warm_up(&mut self) -> Result<(), PoolError> {
         let mut board = Board::new(false);
         let mut answers: Vec<Option<Vec<u8>>> = vec![None; self.size()];
@@ -344,14 +438,14 @@ impl Pool {
                     };
                     next_id += 1;
                     *sent = true;
-                    self.send_chunk(slot, plan, Encoding::Raw, &mut board)?;
+                    board.issue(plan.clone());
+                    self.send_chunk(slot, &plan, Encoding::Raw)?;
                 }
             }
             if sent.iter().all(|&s| s) && board.is_empty() {
                 break;
             }
-            let event = self.next_event()?;
-            self.handle(event, &mut board, &mut |item| {
+            self.step_strictly(&mut board, &mut |item| {
                 answers[item.position as usize] = Some(item.value.to_vec());
                 Ok(())
             })?;
@@ -376,9 +470,11 @@ impl Pool {
         Some((last - self.started).as_secs_f64())
     }
 
-    /// Per-process figures for every worker.
+    /// Per-process figures for every worker, those replaced included.
     pub fn worker_reports(&self) -> Vec<WorkerReport> {
-        self.workers.iter().map(Worker::report).collect()
+        let mut reports = self.retired.clone();
+        reports.extend(self.workers.iter().map(Worker::report));
+        reports
     }
 
     /// Tells every worker to finish, waits for them to exit (killing any that
@@ -411,29 +507,64 @@ impl Pool {
         }
     }
 
-    /// The next event, or a handshake timeout for the worker that has waited
-    /// longest for its own.
-    fn next_event(&self) -> Result<Event, PoolError> {
-        let waiting = self
-            .workers
-            .iter()
-            .filter(|w| !w.process.is_ready())
-            .min_by_key(|w| w.process.life.spawned_at);
-        let Some(waiting) = waiting else {
-            // The pool holds a sender itself, so the channel never disconnects.
-            return Ok(self.events.recv().expect("the pool holds a sender"));
+    /// One event outside a run: any death or missed deadline is an error.
+    fn step_strictly(
+        &mut self,
+        board: &mut Board,
+        sink: &mut impl FnMut(Item<'_>) -> io::Result<()>,
+    ) -> Result<(), PoolError> {
+        match self.next_event()? {
+            Next::Event(event) => match self.handle(event, board, sink)? {
+                None => Ok(()),
+                Some(slot) => {
+                    let process = &mut self.workers[slot].process;
+                    let when = if process.is_ready() {
+                        "during the run"
+                    } else {
+                        "before its handshake"
+                    };
+                    Err(process.lost(None, when))
+                }
+            },
+            Next::Expired { slot, task } => {
+                let worker = self.workers[slot].process.name;
+                Err(match (task, self.task_timeout) {
+                    (true, Some(timeout)) => PoolError::TaskTimeout { worker, timeout },
+                    _ => PoolError::HandshakeTimeout {
+                        worker,
+                        timeout: self.handshake_timeout,
+                    },
+                })
+            }
+        }
+    }
+
+    /// The next event, or the first deadline a worker passes: its handshake
+    /// if it has not completed one, else its current chunk's task timeout.
+    fn next_event(&self) -> Result<Next, PoolError> {
+        let deadlines = self.workers.iter().enumerate().filter_map(|(slot, w)| {
+            if !w.process.is_ready() {
+                Some((
+                    w.process.life.spawned_at + self.handshake_timeout,
+                    slot,
+                    false,
+                ))
+            } else {
+                Some((w.busy_since? + self.task_timeout?, slot, true))
+            }
+        });
+        let Some((deadline, slot, task)) = deadlines.min_by_key(|&(at, ..)| at) else {
+            return Ok(Next::Event(
+                self.events.recv().expect("the pool holds a sender"),
+            ));
         };
-        let deadline = waiting.process.life.spawned_at + self.handshake_timeout;
         match self
             .events
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
         {
-            Ok(event) => Ok(event),
+            Ok(event) => Ok(Next::Event(event)),
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                Err(PoolError::HandshakeTimeout {
-                    worker: waiting.process.name,
-                    timeout: self.handshake_timeout,
-                })
+                Ok(Next::Expired { slot, task })
             }
         }
     }
@@ -443,11 +574,13 @@ impl Pool {
     }
 
     /// Sends chunks to ready workers with free in-flight slots, breadth first
-    /// so that every worker has one before any has two.
+    /// so that every worker has one before any has two. Chunks to retry go
+    /// first; new chunks stay within the reassembly window.
     fn dispatch(
         &mut self,
         chunks: &mut Chunker<'_>,
         board: &mut Board,
+        retries: &mut Retries,
         window: u64,
         encoding: Encoding,
     ) -> Result<(), PoolError> {
@@ -457,25 +590,36 @@ impl Pool {
                 if !worker.process.is_ready() || worker.in_flight.len() >= depth {
                     continue;
                 }
-                let Some(id) = chunks.peek_id() else {
-                    return Ok(());
+                let plan = if let Some(id) = retries.queue.pop_front() {
+                    retries.resent += 1;
+                    board
+                        .plan(id)
+                        .expect("a chunk to retry is on the board")
+                        .clone()
+                } else {
+                    let Some(id) = chunks.peek_id() else {
+                        return Ok(());
+                    };
+                    if board.ordered && id >= board.next_emit + window {
+                        return Ok(());
+                    }
+                    let plan = chunks.next().expect("peeked");
+                    board.issue(plan.clone());
+                    plan
                 };
-                if board.ordered && id >= board.next_emit + window {
-                    return Ok(());
-                }
-                let plan = chunks.next().expect("peeked");
-                self.send_chunk(slot, plan, encoding, board)?;
+                self.send_chunk(slot, &plan, encoding)?;
             }
         }
         Ok(())
     }
 
+    /// Sends a chunk. A worker that cannot take it is left for its reader
+    /// thread to report: its output ends too.
     fn send_chunk(
         &mut self,
         slot: usize,
-        plan: ChunkPlan,
+        plan: &ChunkPlan,
         encoding: Encoding,
-        board: &mut Board,
     ) -> Result<(), PoolError> {
         let request = Request::Compute(Chunk {
             id: plan.id,
@@ -483,23 +627,26 @@ impl Pool {
             runs: plan.runs.clone(),
         });
         let worker = &mut self.workers[slot];
+        if worker.in_flight.is_empty() {
+            worker.busy_since = Some(Instant::now());
+        }
         worker.in_flight.push(plan.id);
-        board.issue(plan);
         match worker.process.send(&request) {
             Ok(()) => Ok(()),
-            Err(error) => {
-                let error = (!error.is_disconnect()).then_some(error);
-                Err(worker.process.lost(error, "during the run"))
-            }
+            Err(error) if error.is_disconnect() => Ok(()),
+            Err(error) => Err(worker.process.lost(Some(error), "during the run")),
         }
     }
 
+    /// Applies one event. Returns the slot of a worker whose output ended
+    /// (a death to recover from); errors are the pool's or a worker's fault
+    /// that retrying cannot mend.
     fn handle(
         &mut self,
         event: Event,
         board: &mut Board,
         sink: &mut impl FnMut(Item<'_>) -> io::Result<()>,
-    ) -> Result<(), PoolError> {
+    ) -> Result<Option<usize>, PoolError> {
         let (id, response, at) = match event {
             Event::Response {
                 worker,
@@ -509,27 +656,27 @@ impl Pool {
             Event::Closed { worker, error } => {
                 // Events from a process that is no longer in the pool are stale.
                 let Some(slot) = self.slot_of(worker) else {
-                    return Ok(());
+                    return Ok(None);
                 };
-                let process = &mut self.workers[slot].process;
-                let when = if process.is_ready() {
-                    "during the run"
-                } else {
-                    "before its handshake"
+                return match error.filter(|e| !e.is_disconnect()) {
+                    // A bad frame is not mended by a new worker of the same kind.
+                    Some(error) => Err(self.workers[slot].process.lost(Some(error), "")),
+                    None => Ok(Some(slot)),
                 };
-                return Err(process.lost(error, when));
             }
         };
         let Some(slot) = self.slot_of(id) else {
-            return Ok(());
+            return Ok(None);
         };
+        let start_failures = &mut self.start_failures[slot];
         let w = &mut self.workers[slot];
         let name = w.process.name;
         let misbehaved = |what: String| PoolError::WorkerMisbehaved { worker: name, what };
         match response {
             Response::Ready(hello) if !w.process.is_ready() => {
                 w.process.life.ready = Some((at, hello));
-                Ok(())
+                *start_failures = 0;
+                Ok(None)
             }
             Response::Ready(_) => Err(misbehaved("sent a second handshake".into())),
             _ if !w.process.is_ready() => Err(misbehaved(format!(
@@ -547,10 +694,12 @@ impl Pool {
                     .complete(result.id, result.values)
                     .map_err(misbehaved)?;
                 w.in_flight.remove(at_slot);
+                w.busy_since = (!w.in_flight.is_empty()).then_some(at);
                 w.chunks += 1;
                 w.busy_ns += result.busy_ns;
                 w.process.life.first_result.get_or_insert(at);
-                board.drain(sink).map_err(PoolError::Sink)
+                board.drain(sink).map_err(PoolError::Sink)?;
+                Ok(None)
             }
             Response::Failed(failure) => Err(PoolError::WorkerFailed {
                 worker: name,
@@ -561,6 +710,77 @@ impl Pool {
                 reply.seq
             ))),
         }
+    }
+
+    /// A worker died (`timed_out: None`), or passed a deadline (`Some(true)`
+    /// for its chunk, `Some(false)` for its handshake): kill and reap it,
+    /// blame its oldest chunk, queue its chunks again, start a replacement.
+    fn replace(
+        &mut self,
+        slot: usize,
+        timed_out: Option<bool>,
+        board: &Board,
+        retries: &mut Retries,
+    ) -> Result<(), PoolError> {
+        let worker = &mut self.workers[slot];
+        if timed_out.is_some() {
+            worker.process.kill();
+        }
+        let status = worker.process.reap(EXIT_GRACE);
+        let name = worker.process.name;
+        let cause = match (timed_out, self.task_timeout, status) {
+            (Some(true), Some(timeout), _) => {
+                format!("spent longer than the task timeout ({timeout:?}) on a chunk")
+            }
+            (Some(false), ..) => format!(
+                "did not complete its handshake within {:?}",
+                self.handshake_timeout
+            ),
+            (_, _, Ok(status)) => describe_status(status),
+            (_, _, Err(e)) => format!("could not be reaped ({e})"),
+        };
+        let mut report = worker.report();
+        report.ended = Some(cause.clone());
+        self.retired.push(report);
+
+        if !worker.process.is_ready() {
+            self.start_failures[slot] += 1;
+            if self.start_failures[slot] >= self.retries {
+                return Err(PoolError::StartFailed {
+                    worker: name,
+                    attempts: self.start_failures[slot],
+                    cause,
+                });
+            }
+        } else if let Some(&oldest) = worker.in_flight.first() {
+            // The worker computes its chunks in order: the oldest was the one
+            // it was on.
+            let failures = retries.failures.entry(oldest).or_insert(0);
+            *failures += 1;
+            if *failures >= self.retries {
+                let plan = board
+                    .plan(oldest)
+                    .expect("an unanswered chunk is on the board");
+                return Err(PoolError::PoisonChunk {
+                    chunk: oldest,
+                    indices: describe_indices(&plan.runs),
+                    failures: *failures,
+                    worker: name,
+                    cause,
+                });
+            }
+        }
+        for &id in worker.in_flight.iter().rev() {
+            retries.queue.push_front(id);
+        }
+        retries.restarts += 1;
+
+        let id = self.next_process_id;
+        self.next_process_id += 1;
+        let process =
+            WorkerProcess::spawn(&self.command, self.transport, slot, id, self.sender.clone())?;
+        self.workers[slot] = Worker::new(process);
+        Ok(())
     }
 }
 
@@ -585,70 +805,39 @@ fn describe(response: &Response<'_>) -> String {
     }
 }
 
-/// Spawns `n` workers from `threads` threads (the calling one when 1).
-fn spawn_all(
-    command: &WorkerCommand,
-    transport: Transport,
-    n: usize,
-    threads: usize,
-    events: &Sender<Event>,
-) -> Result<(Vec<WorkerProcess>, Spawners), PoolError> {
-    let threads = threads.clamp(1, n);
-    let spawn =
-        |slot: usize| WorkerProcess::spawn(command, transport, slot, slot as u64, events.clone());
-    if threads == 1 {
-        let processes = (0..n).map(spawn).collect::<Result<_, _>>()?;
-        return Ok((processes, Spawners::default()));
+/// "5, 7..=9, 12", shortened after a few runs.
+fn describe_indices(runs: &[Run]) -> String {
+    const SHOWN: usize = 5;
+    let mut parts: Vec<String> = runs
+        .iter()
+        .take(SHOWN)
+        .map(|r| match r.len {
+            1 => r.start.to_string(),
+            n => format!("{}..={}", r.start, r.start + n - 1),
+        })
+        .collect();
+    if runs.len() > SHOWN {
+        let total: u64 = runs.iter().map(|r| r.len).sum();
+        parts.push(format!("... ({total} indices in all)"));
     }
-    let (done, spawned) = mpsc::channel();
-    let mut spawners = Spawners::default();
-    for first in 0..threads {
-        let (release, parked) = mpsc::channel::<()>();
-        let (command, events, done) = (command.clone(), events.clone(), done.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("fibpool-spawner-{first}"))
-            .spawn(move || {
-                for slot in (first..n).step_by(threads) {
-                    let process = WorkerProcess::spawn(
-                        &command,
-                        transport,
-                        slot,
-                        slot as u64,
-                        events.clone(),
-                    );
-                    if done.send(process).is_err() {
-                        return;
-                    }
-                }
-                drop(done);
-                // Returns when the pool drops the sender.
-                let _ = parked.recv();
-            })
-            .map_err(|source| PoolError::Spawn {
-                command: "a spawner thread".to_owned(),
-                source,
-            })?;
-        spawners.release.push(release);
-        spawners.threads.push(thread);
-    }
-    drop(done);
-    let mut processes = spawned.iter().collect::<Result<Vec<_>, _>>()?;
-    processes.sort_by_key(|p| p.name.slot);
-    Ok((processes, spawners))
+    parts.join(", ")
 }
 
-/// Threads that spawned workers in parallel, parked until the pool is done.
-#[derive(Default)]
-struct Spawners {
-    release: Vec<Sender<()>>,
-    threads: Vec<JoinHandle<()>>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Drop for Spawners {
-    fn drop(&mut self) {
-        self.release.clear();
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
+    #[test]
+    fn indices_are_described_briefly() {
+        let run = |start, len| Run { start, len };
+        assert_eq!(
+            describe_indices(&[run(5, 1), run(7, 3), run(12, 1)]),
+            "5, 7..=9, 12"
+        );
+        let many: Vec<_> = (0..8).map(|i| run(i * 10, 2)).collect();
+        assert_eq!(
+            describe_indices(&many),
+            "0..=1, 10..=11, 20..=21, 30..=31, 40..=41, ... (16 indices in all)"
+        );
     }
 }

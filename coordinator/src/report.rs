@@ -52,6 +52,8 @@ pub struct WorkerReport {
     pub chunks: u64,
     /// Time the worker reported computing and encoding them.
     pub busy_seconds: f64,
+    /// For a worker that was replaced: how it ended.
+    pub ended: Option<String>,
 }
 
 /// A `fibpool run`.
@@ -62,6 +64,10 @@ pub struct RunReport {
     pub chunks: u64,
     pub chunk_size: u64,
     pub wall_seconds: f64,
+    /// Workers that died or hung and were replaced.
+    pub worker_restarts: u64,
+    /// Chunks sent again because their worker died or hung.
+    pub retried_chunks: u64,
     pub worker_stats: Vec<WorkerReport>,
 }
 
@@ -69,14 +75,22 @@ impl RunReport {
     /// The short human summary printed on stderr.
     pub fn summary(&self) -> String {
         let rate = self.tasks as f64 / self.wall_seconds.max(f64::MIN_POSITIVE);
-        format!(
+        let mut line = format!(
             "fibpool: {} in {} on {}: {:.3} s wall, {} indices/s",
             count(self.tasks, "index", "indices"),
             count(self.chunks, "chunk", "chunks"),
             count(self.workers as u64, "worker", "workers"),
             self.wall_seconds,
             human_rate(rate),
-        )
+        );
+        if self.worker_restarts > 0 {
+            line += &format!(
+                "; {} replaced, {} retried",
+                count(self.worker_restarts, "worker", "workers"),
+                count(self.retried_chunks, "chunk", "chunks"),
+            );
+        }
+        line
     }
 }
 

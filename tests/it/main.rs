@@ -1,8 +1,10 @@
 //! Integration tests: the `fibpool` binary with real worker processes, real
 //! pipes and real signals. One test binary, one module per capability.
 
+mod faults;
 mod report;
 mod run;
+mod signals;
 mod startup;
 mod stress;
 mod usage;

@@ -155,3 +155,159 @@ pub fn assert_same_lines(got: &str, want: &str) {
     }
     panic!("got {} lines, want {}", g.len(), w.len());
 }
+
+/// A `fibpool` that runs while the test acts on it.
+pub struct Running {
+    pub child: std::process::Child,
+    stdout: Option<thread::JoinHandle<String>>,
+    stderr: Option<thread::JoinHandle<String>>,
+}
+
+impl Running {
+    /// Starts `cmd` with stdout and stderr collected in the background.
+    pub fn start(cmd: &mut Command) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary under test starts");
+        let stdout = reader(child.stdout.take().unwrap());
+        let stderr = reader(child.stderr.take().unwrap());
+        Running {
+            child,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits, within the run limit, for `n` live worker processes and returns them.
+    pub fn workers(&self, n: usize) -> Vec<u32> {
+        let mut found = Vec::new();
+        wait_until(&format!("{n} workers are running"), RUN_LIMIT, || {
+            found = children(self.pid())
+                .into_iter()
+                .filter(|&p| alive(p))
+                .collect();
+            found.len() >= n
+        });
+        found
+    }
+
+    /// Waits for the exit, within the run limit.
+    pub fn finish(mut self) -> Outcome {
+        let mut status = None;
+        wait_until("fibpool exits", RUN_LIMIT, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        Outcome {
+            status: status.unwrap(),
+            stdout: self.stdout.take().unwrap().join().unwrap(),
+            stderr: self.stderr.take().unwrap().join().unwrap(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The children of every thread of `pid`, from /proc.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// True while `pid` is a process that has not exited (a zombie has).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
+/// True while /proc has any entry for `pid`, zombie or not.
+pub fn listed(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on a process this test started or found among its children.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+}
+
+/// F(n) mod 2^64 for every n up to `max`, by iteration: an oracle for
+/// indices too big to keep whole.
+pub fn fib_mod_2_64(max: u64) -> Vec<u64> {
+    let mut table = Vec::with_capacity(max as usize + 1);
+    let (mut a, mut b) = (0u64, 1u64);
+    for _ in 0..=max {
+        table.push(a);
+        (a, b) = (b, a.wrapping_add(b));
+    }
+    table
+}
+
+/// The number of hexadecimal digits of F(n), n >= 3: F(n) is the nearest
+/// integer to phi^n / sqrt(5), never close to a power of 16 after F(2) = 1.
+pub fn hex_digits(n: u64) -> usize {
+    let phi = (1.0 + 5f64.sqrt()) / 2.0;
+    ((n as f64) * phi.log(16.0) - 5f64.sqrt().log(16.0)).floor() as usize + 1
+}
+
+/// Checks `n<TAB>hex` lines of big values against F(n) mod 2^64 and digit
+/// counts, in the given index order.
+#[track_caller]
+pub fn assert_big_hex_lines(stdout: &str, indices: &[u64]) {
+    let table = fib_mod_2_64(*indices.iter().max().unwrap());
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines.len(), indices.len(), "one line per index");
+    for (line, &n) in lines.iter().zip(indices) {
+        let (got_n, hex) = line.split_once('\t').expect("n<TAB>value");
+        assert_eq!(got_n, n.to_string(), "indices in input order");
+        assert_eq!(hex.len(), hex_digits(n), "digits of F({n})");
+        let low = u64::from_str_radix(&hex[hex.len().saturating_sub(16)..], 16).unwrap();
+        assert_eq!(low, table[n as usize], "F({n}) mod 2^64");
+    }
+}
+
+/// CPU time `pid` has used, in clock ticks (utime + stime from /proc).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return 0;
+    };
+    // After the name: state is field 3; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(14) + field(15)
+}

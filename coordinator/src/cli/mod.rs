@@ -78,6 +78,10 @@ pub fn main(main_entered_ns: u64) -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
     };
+    if let Err(e) = stop_on_signals() {
+        eprintln!("fibpool: error: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Startup(args) => startup::startup(args),
@@ -86,6 +90,8 @@ pub fn main(main_entered_ns: u64) -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // A signal is stopping everything: its handler thread exits the process.
+        Err(_) if crate::child::stopping() => crate::child::wait_for_exit(),
         Err(e) => {
             eprintln!("fibpool: error: {e:#}");
             if e.downcast_ref::<UsageError>().is_some() {
@@ -95,6 +101,30 @@ pub fn main(main_entered_ns: u64) -> ExitCode {
             }
         }
     }
+}
+
+/// SIGINT or SIGTERM: kill and reap every worker, whatever the main thread is
+/// doing, and exit with 128 + the signal number (130, 143).
+fn stop_on_signals() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("fibpool-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let stopped = crate::child::stop_all();
+                let name = if signal == SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                eprintln!(
+                    "fibpool: stopped by {name}; {stopped} worker processes killed and reaped"
+                );
+                std::process::exit(128 + signal);
+            }
+        })?;
+    Ok(())
 }
 
 /// Help and version print as clap renders them; a usage error becomes one line.

@@ -5,7 +5,7 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
@@ -13,8 +13,12 @@ use fibpool_protocol::{Encoding, MAX_INDEX};
 
 use super::{ReportFile, check_workers, create_report, usage, worker_command};
 use crate::input::{DEFAULT_MAX_INDEX, Parser};
+use crate::pool::DEFAULT_RETRIES;
 use crate::report::RunReport;
 use crate::{Pool, PoolError, RunOptions, TaskList, WorkerCommand, default_workers};
+
+/// The longest --task-timeout accepted: a day.
+const MAX_TASK_TIMEOUT_SECONDS: f64 = 86_400.0;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -50,6 +54,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "CMD")]
     worker_cmd: Option<String>,
 
+    /// Stop when one chunk has taken its worker down this many times in a row
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RETRIES)]
+    retries: u32,
+
+    /// Kill and replace a worker that spends longer than this on one chunk, and retry the chunk
+    #[arg(long, value_name = "SECONDS")]
+    task_timeout: Option<f64>,
+
     /// Indices: N, A..B (half-open), A..=B, NxK (K copies of N)
     #[arg(value_name = "INDICES", allow_negative_numbers = true)]
     indices: Vec<String>,
@@ -74,6 +86,8 @@ struct RunConfig {
     tasks: TaskList,
     report: Option<ReportFile>,
     command: WorkerCommand,
+    retries: u32,
+    task_timeout: Option<Duration>,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -82,6 +96,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let mut pool = Pool::builder()
         .workers(config.workers)
         .worker_command(config.command.clone())
+        .retries(config.retries)
+        .task_timeout(config.task_timeout)
         .build()
         .context("cannot start the pool")?;
 
@@ -124,6 +140,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         chunks: summary.chunks,
         chunk_size: summary.chunk_size,
         wall_seconds: started.elapsed().as_secs_f64(),
+        worker_restarts: summary.worker_restarts,
+        retried_chunks: summary.retried_chunks,
         worker_stats,
     };
     eprintln!("{}", report.summary());
@@ -149,6 +167,16 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
         );
     }
     let tasks = read_tasks(&args.indices, args.input.as_deref(), args.max_index)?;
+    if args.retries == 0 {
+        usage!("--retries must be at least 1");
+    }
+    let task_timeout = match args.task_timeout {
+        None => None,
+        Some(s) if s > 0.0 && s <= MAX_TASK_TIMEOUT_SECONDS => Some(Duration::from_secs_f64(s)),
+        Some(s) => usage!(
+            "--task-timeout must be more than 0 and at most {MAX_TASK_TIMEOUT_SECONDS} seconds, got {s}"
+        ),
+    };
     let command = worker_command(args.worker_cmd.as_deref())?;
     let report = create_report(args.report)?;
     Ok(RunConfig {
@@ -159,6 +187,8 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
         tasks,
         report,
         command,
+        retries: args.retries,
+        task_timeout,
     })
 }
 

@@ -1,0 +1,207 @@
+//! Workers that die, hang, close their pipes or send garbage, for real: the
+//! run completes with every value right, or stops with a clear error.
+
+use serde_json::Value;
+
+use crate::util::*;
+
+const FAULT: &str = "FIBPOOL_TEST_FAULT";
+
+fn report(path: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The replaced workers' `ended` descriptions, from a run report.
+fn ended(report: &Value) -> Vec<String> {
+    report["worker_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["ended"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_worker_killed_mid_run_is_replaced_and_every_value_is_right() {
+    let dir = scratch_dir("sigkill-worker");
+    let path = dir.join("run.json");
+    let indices: Vec<u64> = (0..300).map(|i| 1_000_000 + 7 * i).collect();
+    let tokens: Vec<String> = indices.iter().map(u64::to_string).collect();
+    let running = Running::start(
+        fibpool()
+            .args(["run", "-w", "2", "-c", "1", "--output", "hex", "--report"])
+            .arg(&path)
+            .args(&tokens),
+    );
+    let victim = running.workers(2)[0];
+    // Past its handshake and into its chunks: it has used CPU time.
+    wait_until(
+        "the worker is computing",
+        std::time::Duration::from_secs(60),
+        || cpu_ticks(victim) >= 2,
+    );
+    signal(victim, libc::SIGKILL);
+    let out = running.finish();
+    out.assert_success();
+    assert_big_hex_lines(&out.stdout, &indices);
+    let report = report(&path);
+    assert_eq!(report["worker_restarts"], 1, "{report}");
+    assert!(report["retried_chunks"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(ended(&report), ["was killed by signal 9 (SIGKILL)"]);
+    let pids: Vec<_> = report["worker_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["pid"].as_u64().unwrap())
+        .collect();
+    assert!(
+        pids.contains(&(victim as u64)),
+        "the killed worker is in the report"
+    );
+}
+
+/// Runs 0..200 with a fault, and checks every value and the recovery counts.
+fn survive(fault: &str, extra: &[&str], restarts: u64, ending: &str) {
+    let dir = scratch_dir(&format!(
+        "fault-{}",
+        fault.replace(['@', ';', '/', '='], "-")
+    ));
+    let path = dir.join("run.json");
+    let once = dir.join("fired");
+    let out = run(fibpool()
+        .env(FAULT, format!("{fault};once={}", once.display()))
+        .args(["run", "-w", "2", "-c", "8", "--report"])
+        .arg(&path)
+        .args(extra)
+        .arg("0..200"));
+    out.assert_success();
+    assert_same_lines(
+        &out.stdout,
+        &expected_lines(&(0..200).collect::<Vec<_>>(), 10),
+    );
+    let report = report(&path);
+    assert_eq!(report["worker_restarts"], restarts, "{fault}: {report}");
+    let retried = report["retried_chunks"].as_u64().unwrap();
+    // The worker had one or two chunks in flight when it went.
+    assert!((1..=2).contains(&retried), "{fault}: retried {retried}");
+    let ended = ended(&report);
+    assert_eq!(ended.len(), 1, "{fault}: {ended:?}");
+    assert!(ended[0].contains(ending), "{fault}: {ended:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("; 1 worker replaced, {retried} chunk")),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_crash_is_survived() {
+    survive("crash@100", &[], 1, "was killed by signal 6 (SIGABRT)");
+}
+
+#[test]
+fn an_exit_is_survived() {
+    survive("exit-after@3", &[], 1, "exited with status 3");
+}
+
+#[test]
+fn a_closed_pipe_is_survived() {
+    // The worker closes its streams and lives on: it is killed after a grace period.
+    survive("close@100", &[], 1, "was killed by signal 9 (SIGKILL)");
+}
+
+#[test]
+fn a_hang_is_killed_after_the_task_timeout() {
+    survive(
+        "hang@100",
+        &["--task-timeout", "0.5"],
+        1,
+        "spent longer than the task timeout (500ms) on a chunk",
+    );
+}
+
+/// A fault that fires in every worker: the chunk holding index 100 is poison.
+fn poison(fault: &str, extra: &[&str], failures: u32, cause: &str) {
+    let out = run(fibpool()
+        .env(FAULT, fault)
+        .args(["run", "-w", "2", "-c", "8"])
+        .args(extra)
+        .arg("0..200"));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    let line = out.stderr.trim_end();
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    let prefix = format!(
+        "fibpool: error: the run failed: poison chunk 12 (indices 96..=103) took its worker down {failures} times in a row; the last, worker "
+    );
+    assert!(line.starts_with(&prefix), "{line}");
+    assert!(line.ends_with(cause), "{line}");
+    // What was printed before the stop is a correct prefix of the output.
+    let want = expected_lines(&(0..96).collect::<Vec<_>>(), 10);
+    assert!(
+        want.starts_with(&out.stdout),
+        "stdout is not a prefix of the right values"
+    );
+}
+
+#[test]
+fn a_chunk_that_crashes_every_worker_is_poison() {
+    poison("crash@100", &[], 3, "was killed by signal 6 (SIGABRT)");
+}
+
+#[test]
+fn retries_sets_how_often_a_chunk_may_fail() {
+    poison(
+        "crash@100",
+        &["--retries", "1"],
+        1,
+        "was killed by signal 6 (SIGABRT)",
+    );
+}
+
+#[test]
+fn a_chunk_that_hangs_every_worker_is_poison() {
+    poison(
+        "hang@100",
+        &["--task-timeout", "0.2", "--retries", "2"],
+        2,
+        "spent longer than the task timeout (200ms) on a chunk",
+    );
+}
+
+#[test]
+fn a_worker_that_cannot_start_stops_the_run() {
+    let out = run(fibpool().args(["run", "-w", "2", "5", "--worker-cmd", "sh -c 'exit 7'"]));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    let line = out.stderr.trim_end();
+    assert!(
+        line.starts_with("fibpool: error: the run failed: worker "),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(
+            ") exited with status 7 before its handshake; 3 workers in a row failed to start"
+        ),
+        "{line}"
+    );
+    assert_eq!(out.stdout, "");
+}
+
+#[test]
+fn garbage_from_a_worker_is_fatal_and_named() {
+    let out = run(fibpool()
+        .env(FAULT, "garbage@100")
+        .args(["run", "-w", "2", "-c", "8", "0..200"]));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    let line = out.stderr.lines().last().unwrap();
+    assert!(
+        line.starts_with("fibpool: error: the run failed: worker "),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        line.contains(") sent a bad frame: undecodable frame payload: "),
+        "{}",
+        out.stderr
+    );
+}

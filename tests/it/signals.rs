@@ -1,0 +1,126 @@
+//! The coordinator's own end: signals, SIGKILL, and a reader that goes away.
+//! Every wait is a bounded poll.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::util::*;
+
+/// A run long enough to be interrupted: about 15 s of work on two workers.
+fn long_run() -> std::process::Command {
+    let mut cmd = fibpool();
+    cmd.args([
+        "run",
+        "-w",
+        "2",
+        "-c",
+        "1",
+        "--output",
+        "none",
+        "2000x2000000",
+    ]);
+    cmd
+}
+
+#[test]
+fn sigint_and_sigterm_stop_the_run_and_reap_every_worker() {
+    for (sig, name, code) in [
+        (libc::SIGINT, "SIGINT", 130),
+        (libc::SIGTERM, "SIGTERM", 143),
+    ] {
+        let running = Running::start(&mut long_run());
+        let workers = running.workers(2);
+        signal(running.pid(), sig);
+        let out = running.finish();
+        assert_eq!(out.code(), Some(code), "{name}: {}", out.stderr);
+        assert_eq!(
+            out.stderr,
+            format!("fibpool: stopped by {name}; 2 worker processes killed and reaped\n")
+        );
+        // Reaped by the coordinator itself: not even a zombie is left.
+        for pid in workers {
+            assert!(!listed(pid), "{name}: worker {pid} is still in /proc");
+        }
+    }
+}
+
+#[test]
+fn workers_exit_within_a_second_of_the_coordinator_being_killed() {
+    let running = Running::start(&mut long_run());
+    let workers = running.workers(2);
+    signal(running.pid(), libc::SIGKILL);
+    wait_until("the workers exit", Duration::from_secs(1), || {
+        workers.iter().all(|&pid| !alive(pid))
+    });
+    let out = running.finish();
+    assert_eq!(out.status.code(), None, "killed by a signal");
+}
+
+#[test]
+fn output_into_a_closed_pipe_is_a_quiet_exit() {
+    let mut child = fibpool()
+        .args(["run", "-w", "2", "0..100000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first, "0\t0\n");
+    let workers = children(child.id());
+    drop(stdout); // like `| head -1`
+    let mut status = None;
+    wait_until("fibpool exits", Duration::from_secs(60), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(0));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(stderr, "", "no panic, no message");
+    for pid in workers {
+        assert!(!listed(pid), "worker {pid} is still in /proc");
+    }
+}
+
+#[test]
+fn garbage_piped_into_a_worker_gets_one_line_and_a_failure() {
+    let hello = fibpool_protocol::encode_frame(&fibpool_protocol::Request::Hello(
+        fibpool_protocol::CoordinatorHello { version: 1 },
+    ))
+    .unwrap();
+    let future_hello = [&[3u8, 0, 0, 0][..], &[0, 99, 7]].concat();
+    let mut garbage_after_hello = hello.clone();
+    garbage_after_hello.extend_from_slice(&[4, 0, 0, 0, 0xff, 0xfe, 0xfd, 0xfc]);
+    let cases: [(&[u8], &str); 5] = [
+        (
+            b"hello, worker\n",
+            "frame of 1819043176 bytes exceeds the maximum frame length of 67108864 bytes",
+        ),
+        (
+            &hello[..3],
+            "stream ended inside a frame header: got 3 of 4 bytes",
+        ),
+        (
+            &hello[..hello.len() - 1],
+            "stream ended inside a frame payload: got 1 of 2 bytes",
+        ),
+        (
+            &future_hello,
+            "protocol version mismatch: peer speaks version 99, this side speaks 1",
+        ),
+        (&garbage_after_hello, "undecodable frame payload: "),
+    ];
+    for (input, message) in cases {
+        let out = run_with_input(fibpool().arg("worker"), input);
+        assert_eq!(out.code(), Some(1), "{input:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{input:?}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with("fibpool worker (pid ") && out.stderr.contains(message),
+            "{input:?}: {}",
+            out.stderr
+        );
+    }
+}
