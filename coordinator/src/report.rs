@@ -236,6 +236,8 @@ pub struct StressResult {
     pub throughput_ratio: f64,
     pub coordinator_peak_rss_bytes: Option<u64>,
     pub worker_peak_rss_bytes: Option<u64>,
+    /// What went wrong, in words (empty when nothing did).
+    pub incidents: Vec<String>,
 }
 
 impl StressResult {
@@ -274,6 +276,7 @@ impl StressResult {
             throughput_ratio: throughput / raw_throughput,
             coordinator_peak_rss_bytes: cell.coordinator_peak_rss_bytes,
             worker_peak_rss_bytes: cell.worker_peak_rss_bytes,
+            incidents: cell.incidents.clone(),
         }
     }
 
@@ -351,6 +354,16 @@ impl StressReport {
             rss(|r| r.coordinator_peak_rss_bytes),
             rss(|r| r.worker_peak_rss_bytes)
         );
+        for r in &self.results {
+            for incident in &r.incidents {
+                out += &format!(
+                    "incident in {} {} {}: {incident}\n",
+                    r.transport,
+                    r.pattern,
+                    bytes(r.size_bytes)
+                );
+            }
+        }
         out
     }
 }

@@ -15,7 +15,9 @@ use fibpool_protocol::{
 };
 use hdrhistogram::Histogram;
 
-use crate::child::{Connection, OwnedChild, Reader, Transport, Writer, connect, peak_rss_bytes};
+use crate::child::{
+    Connection, OwnedChild, Reader, Transport, Writer, connect, describe_status, peak_rss_bytes,
+};
 use crate::error::{PoolError, WorkerName};
 use crate::{WorkerCommand, report};
 
@@ -139,6 +141,8 @@ pub struct Cell {
     pub raw_all: Tally,
     pub worker_peak_rss_bytes: Option<u64>,
     pub coordinator_peak_rss_bytes: Option<u64>,
+    /// What went wrong, in words: a stream that ended, a worker that stalled.
+    pub incidents: Vec<String>,
 }
 
 /// Runs every measurement of the plan; `progress` hears of each as it starts.
@@ -218,6 +222,7 @@ fn measure_cell(
         }
     };
     let mut tallies: Vec<[Tally; 2]> = phases.iter().map(|_| Default::default()).collect();
+    let mut incidents = Vec::new();
     for slice in 0..plan.slices {
         // ABBA order: neither codec always goes first.
         let order = if slice % 2 == 0 {
@@ -227,8 +232,13 @@ fn measure_cell(
         };
         for (p, phase) in phases.iter().enumerate() {
             for codec in order {
-                let tally = run_slice(&mut drivers[p], codec, slice_limit(phase))?;
+                let (tally, stalled) = run_slice(&mut drivers[p], codec, slice_limit(phase))?;
                 tallies[p][codec as usize].add_sequential(&tally);
+                if stalled {
+                    incidents.push(format!(
+                        "{codec:?} slice {slice}: no answer for {STALL_LIMIT:?}; the workers were killed"
+                    ));
+                }
             }
         }
     }
@@ -239,7 +249,7 @@ fn measure_cell(
         .filter_map(|d| d.child.peak_rss_bytes())
         .max();
     for driver in drivers.into_iter().flatten() {
-        driver.finish();
+        incidents.extend(driver.finish());
     }
     let mut framed_all = Tally::default();
     let mut raw_all = Tally::default();
@@ -272,6 +282,7 @@ fn measure_cell(
         raw_all,
         worker_peak_rss_bytes,
         coordinator_peak_rss_bytes: peak_rss_bytes("/proc/self/status"),
+        incidents,
     })
 }
 
@@ -282,8 +293,13 @@ enum SliceLimit {
 }
 
 /// Runs one slice in `codec` on every driver of a set at once (one thread
-/// each) and adds up what they did. A watchdog kills workers that stop answering.
-fn run_slice(drivers: &mut [Driver], codec: Codec, limit: SliceLimit) -> Result<Tally, PoolError> {
+/// each) and adds up what they did. A watchdog kills workers that stop
+/// answering; the flag says whether it had to.
+fn run_slice(
+    drivers: &mut [Driver],
+    codec: Codec,
+    limit: SliceLimit,
+) -> Result<(Tally, bool), PoolError> {
     let progress = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicBool::new(false));
     let pids: Vec<u32> = drivers.iter().map(|d| d.child.pid()).collect();
@@ -304,19 +320,21 @@ fn run_slice(drivers: &mut [Driver], codec: Codec, limit: SliceLimit) -> Result<
             .map(|r| r.join().expect("a driver thread does not panic"))
             .collect();
         finished.store(true, Ordering::Relaxed);
-        watchdog.join().expect("the watchdog does not panic");
-        results
+        let stalled = watchdog.join().expect("the watchdog does not panic");
+        (results, stalled)
     });
+    let (results, stalled) = results;
     let mut total = Tally::default();
     for tally in results {
         total.add_concurrent(&tally?);
     }
-    Ok(total)
+    Ok((total, stalled))
 }
 
 /// Kills the workers if no driver makes progress for [`STALL_LIMIT`]: their
-/// streams then end, and what they had in flight is counted lost.
-fn watch(pids: &[u32], progress: &AtomicU64, finished: &AtomicBool) {
+/// streams then end, and what they had in flight is counted lost. Returns
+/// whether it killed them.
+fn watch(pids: &[u32], progress: &AtomicU64, finished: &AtomicBool) -> bool {
     let mut last = progress.load(Ordering::Relaxed);
     let mut since = Instant::now();
     while !finished.load(Ordering::Relaxed) {
@@ -329,9 +347,10 @@ fn watch(pids: &[u32], progress: &AtomicU64, finished: &AtomicBool) {
                 // SAFETY: kill(2) on a process group whose leader the driver has not reaped.
                 unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
             }
-            return;
+            return true;
         }
     }
+    false
 }
 
 /// Frames sent and not yet answered, and the counts.
@@ -406,6 +425,8 @@ struct Driver {
     ledger: Ledger,
     /// The stream ended; nothing more can be measured on this worker.
     closed: bool,
+    /// How it ended, when it did.
+    incident: Option<String>,
 }
 
 impl Driver {
@@ -473,6 +494,7 @@ impl Driver {
                 tally: Tally::default(),
             },
             closed: false,
+            incident: None,
         })
     }
 
@@ -600,6 +622,13 @@ impl Driver {
         match result {
             Ok(()) => Ok(()),
             Err(e) if e.is_disconnect() => {
+                self.incident = Some(format!(
+                    "{} ({:?}, seq {}): the stream ended with {} frames in flight ({e})",
+                    self.name,
+                    self.codec,
+                    self.ledger.next_seq,
+                    self.ledger.in_flight.len()
+                ));
                 self.closed = true;
                 self.ledger.close();
                 Ok(())
@@ -609,15 +638,21 @@ impl Driver {
     }
 
     /// Ends the worker: Shutdown (back in framed mode), then the end of its
-    /// input; then reaps it.
-    fn finish(mut self) {
+    /// input; then reaps it. Returns what went wrong with it, if anything.
+    fn finish(mut self) -> Option<String> {
         if self.switch_to(Codec::Framed).is_ok()
             && let Some(writer) = &mut self.writer
         {
             let _ = writer.send(&Request::Shutdown);
         }
         self.writer = None;
-        let _ = self.child.reap(Duration::from_secs(5));
+        let status = self.child.reap(Duration::from_secs(5));
+        let mut incident = self.incident.take()?;
+        match status {
+            Ok(status) => incident += &format!("; the worker {}", describe_status(status)),
+            Err(e) => incident += &format!("; the worker could not be reaped ({e})"),
+        }
+        Some(incident)
     }
 }
 

@@ -40,7 +40,10 @@ fn a_worker_killed_mid_run_is_replaced_and_every_value_is_right() {
         std::time::Duration::from_secs(60),
         || cpu_ticks(victim) >= 2,
     );
-    signal(victim, libc::SIGKILL);
+    assert!(
+        signal_child_of(running.pid(), victim, libc::SIGKILL),
+        "the victim is gone"
+    );
     let out = running.finish();
     out.assert_success();
     assert_big_hex_lines(&out.stdout, &indices);

@@ -252,10 +252,42 @@ pub fn listed(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Sends `signal` to `pid`, a process this test started.
 pub fn signal(pid: u32, signal: i32) {
-    // SAFETY: kill(2) on a process this test started or found among its children.
+    // SAFETY: kill(2) on our own child, which is not reaped while we signal it.
     let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
     assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+}
+
+/// Sends `signal` to `pid` only if it is still a child of `parent`: a pidfd
+/// pins the process, so a pid that was reused meanwhile is never signalled.
+/// Returns whether the signal was sent.
+pub fn signal_child_of(parent: u32, pid: u32, signal: i32) -> bool {
+    // SAFETY: pidfd_open has no memory-safety preconditions.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return false;
+    }
+    let parent_now = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(") ")?;
+            rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+        });
+    // SAFETY: the pidfd was opened above; the call only reads its arguments.
+    let sent = parent_now == Some(parent)
+        && unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd,
+                signal,
+                std::ptr::null::<u8>(),
+                0,
+            )
+        } == 0;
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd as libc::c_int) };
+    sent
 }
 
 /// F(n) mod 2^64 for every n up to `max`, by iteration: an oracle for
