@@ -19,7 +19,7 @@ use crate::error::PoolError;
 use crate::process::{Event, WorkerProcess};
 use crate::report::WorkerReport;
 use crate::spawn::{Spawners, spawn_all};
-use crate::tasks::{ChunkPlan, Chunker, TaskList, auto_chunk_size};
+use crate::tasks::{ChunkPlan, ChunkSize, Chunker, TaskList};
 
 /// How long a worker may take from spawn to its handshake by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -267,7 +267,8 @@ impl Worker {
 /// What [`Pool::run`] is asked to do.
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
-    /// Indices per chunk; `None` chooses with [`auto_chunk_size`].
+    /// Indices per chunk; `None` sizes chunks by guided self-scheduling
+    /// ([`crate::tasks::guided_chunk_size`]).
     pub chunk_size: Option<NonZeroU64>,
     pub encoding: Encoding,
     /// Deliver values in input order (true) or as chunks complete.
@@ -289,7 +290,8 @@ pub struct Item<'a> {
 pub struct RunSummary {
     pub tasks: u64,
     pub chunks: u64,
-    pub chunk_size: u64,
+    /// The fixed chunk size, or `None` for guided chunks.
+    pub chunk_size: Option<u64>,
     /// Workers that died or hung and were replaced during the run.
     pub worker_restarts: u64,
     /// Chunks sent again because their worker died or hung.
@@ -369,11 +371,14 @@ impl Pool {
         options: &RunOptions,
         mut sink: impl FnMut(Item<'_>) -> io::Result<()>,
     ) -> Result<RunSummary, PoolError> {
-        let chunk_size = options.chunk_size.map_or_else(
-            || auto_chunk_size(tasks.len(), self.size()),
-            NonZeroU64::get,
+        let chunk_size = options.chunk_size.map(NonZeroU64::get);
+        let size = chunk_size.map_or(
+            ChunkSize::Guided {
+                workers: self.size(),
+            },
+            ChunkSize::Fixed,
         );
-        let mut chunks = tasks.chunks(chunk_size, options.encoding);
+        let mut chunks = tasks.chunks(size, options.encoding);
         let mut board = Board::new(options.ordered);
         let mut retries = Retries::default();
         let window = (self.size() * self.in_flight * WINDOW_PER_SLOT) as u64;

@@ -62,7 +62,8 @@ pub struct RunReport {
     pub workers: usize,
     pub tasks: u64,
     pub chunks: u64,
-    pub chunk_size: u64,
+    /// The fixed chunk size, or null for guided chunks.
+    pub chunk_size: Option<u64>,
     pub wall_seconds: f64,
     /// Workers that died or hung and were replaced.
     pub worker_restarts: u64,

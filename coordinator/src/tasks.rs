@@ -101,14 +101,15 @@ impl TaskList {
         })
     }
 
-    pub(crate) fn chunks(&self, chunk_size: u64, encoding: Encoding) -> Chunker<'_> {
+    pub(crate) fn chunks(&self, size: ChunkSize, encoding: Encoding) -> Chunker<'_> {
         Chunker {
             specs: &self.specs,
+            total: self.len,
             spec: 0,
             offset: 0,
             next_id: 0,
             next_position: 0,
-            chunk_size: chunk_size.max(1),
+            size,
             encoding,
         }
     }
@@ -124,14 +125,30 @@ impl FromIterator<u64> for TaskList {
     }
 }
 
-/// The chunk size used when none is given: about 16 chunks per worker, at most
-/// 4096 indices each. Sixteen chunks per worker keep the tail short when the
-/// last chunks finish (dynamic scheduling evens out chunks of unequal cost),
-/// while a chunk costs one small frame each way, so even 1000 light indices
-/// (32 per chunk on 2 workers) spend far more time computing than messaging.
-pub fn auto_chunk_size(tasks: u64, workers: usize) -> u64 {
-    let chunks = (workers as u64).max(1) * 16;
-    tasks.div_ceil(chunks).clamp(1, 4096)
+/// How many indices go in a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkSize {
+    /// This many (fewer when the answer would pass the byte budget).
+    Fixed(u64),
+    /// Guided self-scheduling for this many workers: see [`guided_chunk_size`].
+    Guided { workers: usize },
+}
+
+/// Parts of the remaining work per worker that a guided chunk takes.
+const GUIDED_PARTS: u64 = 4;
+/// The most indices in a guided chunk.
+const GUIDED_MAX: u64 = 4096;
+
+/// The size of the next chunk when none is given: the remaining indices over
+/// four times the worker count, between 1 and 4096. Chunks start large, so
+/// few frames are spent while much work remains, and shrink to single
+/// indices at the end, so no worker is left computing a big chunk alone
+/// while the others are idle. 200 indices on 2 workers make 29 chunks, from
+/// 25 indices down to 1.
+pub fn guided_chunk_size(remaining: u64, workers: usize) -> u64 {
+    remaining
+        .div_ceil((workers as u64).max(1) * GUIDED_PARTS)
+        .clamp(1, GUIDED_MAX)
 }
 
 /// One chunk as planned: where its values go and the runs a worker computes.
@@ -153,16 +170,17 @@ impl ChunkPlan {
     }
 }
 
-/// Cuts a task list into chunks of at most `chunk_size` indices and about
+/// Cuts a task list into chunks of at most the chunk size and about
 /// [`CHUNK_BYTES_BUDGET`] bytes of answer, lazily, in order.
 pub(crate) struct Chunker<'a> {
     specs: &'a [Spec],
+    total: u64,
     spec: usize,
     /// Indices of `specs[spec]` already handed out.
     offset: u64,
     next_id: u64,
     next_position: u64,
-    chunk_size: u64,
+    size: ChunkSize,
     encoding: Encoding,
 }
 
@@ -178,6 +196,12 @@ impl Iterator for Chunker<'_> {
 
     fn next(&mut self) -> Option<ChunkPlan> {
         self.peek_id()?;
+        let chunk_size = match self.size {
+            ChunkSize::Fixed(k) => k.max(1),
+            ChunkSize::Guided { workers } => {
+                guided_chunk_size(self.total - self.next_position, workers)
+            }
+        };
         let mut plan = ChunkPlan {
             id: self.next_id,
             first_position: self.next_position,
@@ -186,7 +210,7 @@ impl Iterator for Chunker<'_> {
         };
         let mut bytes = 0u64;
         while let Some(spec) = self.specs.get(self.spec) {
-            let room = self.chunk_size - plan.count;
+            let room = chunk_size - plan.count;
             let left = spec.len() - self.offset;
             let (start, step) = match *spec {
                 Spec::Range { start, .. } => (start + self.offset, 1),
@@ -219,7 +243,7 @@ impl Iterator for Chunker<'_> {
                 self.spec += 1;
                 self.offset = 0;
             }
-            if plan.count == self.chunk_size || take < left.min(room) {
+            if plan.count == chunk_size || take < left.min(room) {
                 break;
             }
         }
@@ -273,7 +297,7 @@ mod tests {
     #[test]
     fn chunks_cover_the_list_in_order() {
         let l = list(&[(0, 10, false), (5, 3, true), (20, 23, false)]);
-        let plans: Vec<_> = l.chunks(4, Encoding::Decimal).collect();
+        let plans: Vec<_> = l.chunks(ChunkSize::Fixed(4), Encoding::Decimal).collect();
         let ids: Vec<_> = plans.iter().map(|p| p.id).collect();
         assert_eq!(ids, [0, 1, 2, 3]);
         assert_eq!(plans[0].runs, [Run { start: 0, len: 4 }]);
@@ -297,21 +321,33 @@ mod tests {
     fn big_values_get_chunks_of_their_own() {
         // F(10^7) is about 2.1 MB of decimal text, over the budget alone.
         let l = list(&[(10_000_000, 10_000_003, false)]);
-        let plans: Vec<_> = l.chunks(100, Encoding::Decimal).collect();
+        let plans: Vec<_> = l.chunks(ChunkSize::Fixed(100), Encoding::Decimal).collect();
         assert_eq!(plans.iter().map(|p| p.count).collect::<Vec<_>>(), [1, 1, 1]);
         // F(200000) is about 42 KB: 24 fit in a megabyte.
         let l = list(&[(200_000, 200_100, false)]);
-        let counts: Vec<_> = l.chunks(1000, Encoding::Decimal).map(|p| p.count).collect();
+        let counts: Vec<_> = l
+            .chunks(ChunkSize::Fixed(1000), Encoding::Decimal)
+            .map(|p| p.count)
+            .collect();
         assert_eq!(counts.iter().sum::<u64>(), 100);
         assert!(counts[0] > 20 && counts[0] < 26, "{counts:?}");
     }
 
     #[test]
-    fn auto_chunk_size_rule() {
-        assert_eq!(auto_chunk_size(1000, 2), 32);
-        assert_eq!(auto_chunk_size(1, 8), 1);
-        assert_eq!(auto_chunk_size(0, 2), 1);
-        assert_eq!(auto_chunk_size(u64::MAX / 2, 1), 4096);
+    fn guided_chunks_shrink_to_single_indices() {
+        assert_eq!(guided_chunk_size(200, 2), 25);
+        assert_eq!(guided_chunk_size(1, 8), 1);
+        assert_eq!(guided_chunk_size(0, 2), 1);
+        assert_eq!(guided_chunk_size(u64::MAX / 2, 1), 4096);
+        let l = list(&[(199_800, 200_200, false)]);
+        let counts: Vec<u64> = l
+            .chunks(ChunkSize::Guided { workers: 2 }, Encoding::Raw)
+            .map(|p| p.count)
+            .collect();
+        assert_eq!(counts.iter().sum::<u64>(), 400);
+        assert_eq!(counts[0], 50);
+        assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
+        assert_eq!(counts[counts.len() - 7..], [1; 7]);
     }
 
     proptest! {
@@ -323,7 +359,7 @@ mod tests {
             let l = list(&items.iter().map(|&(a, n, r)| if r { (a, n, true) } else { (a, a + n, false) }).collect::<Vec<_>>());
             let mut position = 0;
             let mut seen = Vec::new();
-            for (i, plan) in l.chunks(chunk_size, Encoding::Raw).enumerate() {
+            for (i, plan) in l.chunks(ChunkSize::Fixed(chunk_size), Encoding::Raw).enumerate() {
                 prop_assert_eq!(plan.id, i as u64);
                 prop_assert_eq!(plan.first_position, position);
                 prop_assert!(plan.count >= 1 && plan.count <= chunk_size);

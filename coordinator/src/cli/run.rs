@@ -26,7 +26,7 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "N")]
     workers: Option<usize>,
 
-    /// Indices per chunk [default: about 16 chunks per worker, at most 4096 indices]
+    /// Indices per chunk [default: guided: a quarter of the remaining indices per worker, at most 4096]
     #[arg(short, long, value_name = "K")]
     chunk_size: Option<u64>,
 
