@@ -11,19 +11,24 @@
 //! - [`TaskList`] ([`tasks`]): a batch of indices and its chunking;
 //!   [`input`] parses index tokens into one.
 //! - [`report`]: the one serialisable result type that summaries and JSON come from.
+//! - [`startup`], [`stress`], [`bench`]: the three measurements, as raw
+//!   samples; `plot` draws the bench's SVG; `progress` is the bar on stderr.
 //! - [`cli`]: the `fibpool` command line.
 //!
 //! Only this crate spawns processes. It reaches the protocol through
 //! `fibpool-protocol` and never names the codec.
 
+pub mod bench;
 mod board;
 mod child;
 pub mod cli;
 mod command;
 mod error;
 pub mod input;
+mod plot;
 mod pool;
 mod process;
+mod progress;
 pub mod report;
 mod spawn;
 pub mod startup;

@@ -9,7 +9,7 @@ use std::num::NonZeroU64;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use fibpool_protocol::{Chunk, Encoding, MAX_INDEX, Request, Response, Run};
+use fibpool_protocol::{Chunk, Encoding, MAX_INDEX, Measured, Request, Response, Run};
 use num_bigint::BigUint;
 
 use crate::WorkerCommand;
@@ -235,6 +235,8 @@ struct Worker {
     process: WorkerProcess,
     /// Ids of the chunks sent and not yet answered, oldest first.
     in_flight: Vec<u64>,
+    /// A Measure request is out, or its answer in.
+    measure: Option<Option<Measured>>,
     /// Since when the worker has been on its oldest chunk in flight.
     busy_since: Option<Instant>,
     chunks: u64,
@@ -246,6 +248,7 @@ impl Worker {
         Worker {
             process,
             in_flight: Vec::new(),
+            measure: None,
             busy_since: None,
             chunks: 0,
             busy_ns: 0,
@@ -464,6 +467,38 @@ impl Pool {
             }
         }
         Ok(())
+    }
+
+    /// The machine's parallel ceiling for a batch: every worker computes a
+    /// share of equal cost, encoding each value and keeping none, all at
+    /// once. Returns the seconds from sending the shares until the last
+    /// answer: no start-up, no results moved, no scheduling; what this many
+    /// processes can do on this machine. Waits for every handshake first.
+    pub fn ceiling(&mut self, tasks: &TaskList, encoding: Encoding) -> Result<f64, PoolError> {
+        self.wait_ready()?;
+        let shares = tasks.split_by_cost(self.size());
+        let start = Instant::now();
+        for (slot, runs) in shares.into_iter().enumerate() {
+            let worker = &mut self.workers[slot];
+            worker.measure = Some(None);
+            let request = Request::Measure(Chunk {
+                id: slot as u64,
+                encoding,
+                runs,
+            });
+            if let Err(error) = worker.process.send(&request) {
+                return Err(worker.process.lost(Some(error), "during a measurement"));
+            }
+        }
+        let mut board = Board::new(true);
+        while self.workers.iter().any(|w| w.measure == Some(None)) {
+            self.step_strictly(&mut board, &mut |_| Ok(()))?;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        for worker in &mut self.workers {
+            worker.measure = None;
+        }
+        Ok(seconds)
     }
 
     /// From the first spawn until the last worker was ready, once all are.
@@ -714,6 +749,16 @@ impl Pool {
                 "sent an echo (seq {}) it was not asked for",
                 reply.seq
             ))),
+            Response::Measured(measured)
+                if w.measure == Some(None) && measured.id == slot as u64 =>
+            {
+                w.measure = Some(Some(measured));
+                Ok(None)
+            }
+            Response::Measured(measured) => Err(misbehaved(format!(
+                "sent a measurement (id {}) it was not asked for",
+                measured.id
+            ))),
         }
     }
 
@@ -807,6 +852,7 @@ fn describe(response: &Response<'_>) -> String {
         Response::Computed(result) => format!("a result for chunk {}", result.id),
         Response::Failed(failure) => format!("a failure ({})", failure.message),
         Response::Echo(reply) => format!("an echo (seq {})", reply.seq),
+        Response::Measured(measured) => format!("a measurement (id {})", measured.id),
     }
 }
 

@@ -369,11 +369,171 @@ impl StressReport {
     }
 }
 
+/// Rows of (header, cell) as right-aligned columns under their headers.
+fn aligned(rows: &[Vec<(&str, String)>]) -> String {
+    let Some(first) = rows.first() else {
+        return String::new();
+    };
+    let widths: Vec<usize> = (0..first.len())
+        .map(|i| {
+            rows.iter()
+                .map(|row| row[i].1.chars().count())
+                .chain([first[i].0.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:>width$}"))
+            .collect();
+        format!("  {}\n", padded.join("  "))
+    };
+    let mut out = line(first.iter().map(|(header, _)| *header).collect());
+    for row in rows {
+        out += &line(row.iter().map(|(_, cell)| cell.as_str()).collect());
+    }
+    out
+}
+
 /// A size for people: "8", "1K", "64K", "1M".
 pub fn bytes(n: usize) -> String {
     match n {
         n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}M", n >> 20),
         n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}K", n >> 10),
         n => n.to_string(),
+    }
+}
+
+/// `fibpool bench` for one worker count of one workload. Durations are
+/// medians of the repeats, with their minimum and maximum.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BenchRow {
+    pub workers: usize,
+    /// The batch computed in one process, no pool.
+    pub sequential_seconds: f64,
+    pub sequential_min_seconds: f64,
+    pub sequential_max_seconds: f64,
+    /// The pool's whole time: start the workers, run, shut down.
+    pub pool_seconds: f64,
+    pub pool_min_seconds: f64,
+    pub pool_max_seconds: f64,
+    /// `sequential_seconds / pool_seconds`.
+    pub speedup: f64,
+    /// `speedup / workers`.
+    pub efficiency: f64,
+    /// The machine's ceiling: as many worker processes as `workers`, each
+    /// computing an equal share of the batch with nothing moved back and no
+    /// start-up counted.
+    pub ceiling_seconds: f64,
+    /// `sequential_seconds / ceiling_seconds`: the best speedup this machine
+    /// allows for this batch.
+    pub ceiling_speedup: f64,
+    /// `ceiling_seconds / pool_seconds`: how much of that the pool reached.
+    pub pool_of_ceiling: f64,
+    /// The serial fraction that explains this speedup (none for one worker).
+    pub karp_flatt: Option<f64>,
+    /// Amdahl's prediction from the workload's serial fraction.
+    pub amdahl_speedup: Option<f64>,
+    /// Shares of the pool's wall time: until every worker was ready; the
+    /// workers' own computing (their busy time over the worker count); the
+    /// rest (IPC, waiting, reassembly, shutdown).
+    pub startup_share: f64,
+    pub compute_share: f64,
+    pub ipc_share: f64,
+    /// The Python peer, a whole process, and a whole `fibpool run` process
+    /// on the same indices, when measured.
+    pub python_seconds: Option<f64>,
+    pub fibpool_process_seconds: Option<f64>,
+    /// `python_seconds / fibpool_process_seconds`.
+    pub python_ratio: Option<f64>,
+}
+
+/// `fibpool bench` for one workload.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BenchWorkload {
+    pub name: String,
+    pub description: String,
+    pub tasks: u64,
+    /// The median of the Karp-Flatt figures: Amdahl's serial fraction, when
+    /// it lies between 0 and 1.
+    pub serial_fraction: Option<f64>,
+    /// True when the pool was slower than one process: the Karp-Flatt figures
+    /// exceed 1 and no Amdahl prediction is made.
+    pub overhead_bound: bool,
+    pub results: Vec<BenchRow>,
+}
+
+/// `fibpool bench`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BenchReport {
+    pub workers: Vec<usize>,
+    pub repeat: usize,
+    pub worker_command: String,
+    /// The Python version compared against, when one was.
+    pub python: Option<String>,
+    pub workloads: Vec<BenchWorkload>,
+}
+
+impl BenchReport {
+    /// The human tables, one per workload.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        for w in &self.workloads {
+            out += &format!(
+                "{}: {} ({} indices), median of {}{}\n",
+                w.name,
+                w.description,
+                w.tasks,
+                self.repeat,
+                match (w.serial_fraction, w.overhead_bound) {
+                    (Some(e), _) => format!(", serial fraction {e:.3}"),
+                    (None, true) =>
+                        ", the pool's overhead outweighs the work: no Amdahl prediction".to_owned(),
+                    (None, false) => String::new(),
+                },
+            );
+            let rows: Vec<Vec<(&str, String)>> = w
+                .results
+                .iter()
+                .map(|r| {
+                    let opt =
+                        |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".to_owned(), f);
+                    vec![
+                        ("workers", r.workers.to_string()),
+                        ("sequential", seconds(r.sequential_seconds)),
+                        ("pool", seconds(r.pool_seconds)),
+                        (
+                            "pool min..max",
+                            format!(
+                                "{}..{}",
+                                seconds(r.pool_min_seconds),
+                                seconds(r.pool_max_seconds)
+                            ),
+                        ),
+                        ("speedup", format!("{:.2}", r.speedup)),
+                        ("eff.", format!("{:.2}", r.efficiency)),
+                        ("ceiling", format!("{:.2}", r.ceiling_speedup)),
+                        ("of it", format!("{:.0}%", r.pool_of_ceiling * 100.0)),
+                        ("K-F", opt(r.karp_flatt, &|e| format!("{e:.3}"))),
+                        ("Amdahl", opt(r.amdahl_speedup, &|s| format!("{s:.2}"))),
+                        ("startup", format!("{:.0}%", r.startup_share * 100.0)),
+                        ("compute", format!("{:.0}%", r.compute_share * 100.0)),
+                        ("ipc", format!("{:.0}%", r.ipc_share * 100.0)),
+                        ("python", opt(r.python_seconds, &seconds)),
+                        ("fibpool", opt(r.fibpool_process_seconds, &seconds)),
+                        ("py/fib", opt(r.python_ratio, &|x| format!("{x:.0}x"))),
+                    ]
+                })
+                .collect();
+            out += &aligned(&rows);
+            out.push('\n');
+        }
+        if let Some(python) = &self.python {
+            out += &format!("python: {python}, the peer in bench/python_peer.py\n");
+        }
+        out
     }
 }

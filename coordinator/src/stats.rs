@@ -47,6 +47,20 @@ pub fn median(samples: &[f64]) -> f64 {
     quantile(&sorted, 0.5)
 }
 
+/// The Karp-Flatt metric: the serial fraction that explains a measured
+/// speedup on `workers` processors, e = (1/S - 1/p) / (1 - 1/p). `None` for
+/// one worker, where it is undefined.
+pub fn karp_flatt(speedup: f64, workers: usize) -> Option<f64> {
+    let p = workers as f64;
+    (workers > 1).then(|| (1.0 / speedup - 1.0 / p) / (1.0 - 1.0 / p))
+}
+
+/// Amdahl's law: the speedup on `workers` processors of a job whose serial
+/// fraction is `serial`, 1 / (s + (1 - s) / p).
+pub fn amdahl_speedup(serial: f64, workers: usize) -> f64 {
+    1.0 / (serial + (1.0 - serial) / workers as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +74,20 @@ mod tests {
         assert_eq!(quantile(&s, 1.0), 10.0);
         assert_eq!(quantile(&[3.0], 0.9), 3.0);
         assert!(quantile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn karp_flatt_and_amdahl_agree() {
+        assert_eq!(karp_flatt(1.0, 1), None);
+        // Perfect speedup: no serial part.
+        assert!(karp_flatt(4.0, 4).unwrap().abs() < 1e-12);
+        // No speedup at all: all serial.
+        assert!((karp_flatt(1.0, 4).unwrap() - 1.0).abs() < 1e-12);
+        // Amdahl with the Karp-Flatt fraction gives the measured speedup back.
+        let e = karp_flatt(1.9, 2).unwrap();
+        assert!((amdahl_speedup(e, 2) - 1.9).abs() < 1e-12);
+        assert!((e - (1.0 / 1.9 - 0.5) / 0.5).abs() < 1e-12);
+        assert!((amdahl_speedup(0.1, 4) - 1.0 / (0.1 + 0.9 / 4.0)).abs() < 1e-12);
     }
 
     #[test]

@@ -101,6 +101,77 @@ impl TaskList {
         })
     }
 
+    /// The batch as runs of consecutive indices, in order, each range whole:
+    /// what one process computing it alone would do.
+    pub fn runs(&self) -> impl Iterator<Item = Run> + '_ {
+        self.specs.iter().flat_map(|spec| {
+            let (run, copies) = match *spec {
+                Spec::Range { start, end } => (
+                    Run {
+                        start,
+                        len: end - start,
+                    },
+                    1,
+                ),
+                Spec::Repeat { index, count } => (
+                    Run {
+                        start: index,
+                        len: 1,
+                    },
+                    count,
+                ),
+            };
+            std::iter::repeat_n(run, copies as usize)
+        })
+    }
+
+    /// The batch cut into `parts` lists of runs of about equal cost, an
+    /// index n costing n + 64 (its size, plus a little for every value).
+    /// Ranges are cut where the cost falls due; whole runs otherwise.
+    pub fn split_by_cost(&self, parts: usize) -> Vec<Vec<Run>> {
+        let parts = parts.max(1);
+        // The cost of indices a..x.
+        let cost = |a: u64, x: u64| -> u128 {
+            let k = (x - a) as u128;
+            k * (a as u128 + x as u128 - 1) / 2 + 64 * k
+        };
+        let total: u128 = self.runs().map(|r| cost(r.start, r.start + r.len)).sum();
+        let mut out = vec![Vec::new(); parts];
+        let (mut part, mut spent) = (0usize, 0u128);
+        for run in self.runs() {
+            let (mut start, end) = (run.start, run.start + run.len);
+            while start < end {
+                let due = (total * (part as u128 + 1) / parts as u128).saturating_sub(spent);
+                if part == parts - 1 || cost(start, end) <= due {
+                    out[part].push(Run {
+                        start,
+                        len: end - start,
+                    });
+                    spent += cost(start, end);
+                    break;
+                }
+                // The first x with cost(start, x) >= due.
+                let (mut lo, mut hi) = (start, end);
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    if cost(start, mid) < due {
+                        lo = mid
+                    } else {
+                        hi = mid
+                    }
+                }
+                out[part].push(Run {
+                    start,
+                    len: hi - start,
+                });
+                spent += cost(start, hi);
+                start = hi;
+                part += 1;
+            }
+        }
+        out
+    }
+
     pub(crate) fn chunks(&self, size: ChunkSize, encoding: Encoding) -> Chunker<'_> {
         Chunker {
             specs: &self.specs,
@@ -291,6 +362,8 @@ mod tests {
         assert_eq!(l.len(), 7);
         assert_eq!(l.specs.len(), 3);
         assert_eq!(l.iter().collect::<Vec<_>>(), [0, 1, 2, 3, 7, 7, 1]);
+        let runs: Vec<_> = l.runs().map(|r| (r.start, r.len)).collect();
+        assert_eq!(runs, [(0, 4), (7, 1), (7, 1), (1, 1)]);
         assert_eq!(l.max_index(), Some(7));
     }
 
@@ -331,6 +404,34 @@ mod tests {
             .collect();
         assert_eq!(counts.iter().sum::<u64>(), 100);
         assert!(counts[0] > 20 && counts[0] < 26, "{counts:?}");
+    }
+
+    #[test]
+    fn splits_by_cost_cover_the_batch_evenly() {
+        let l = list(&[(0, 50_000, false)]);
+        let parts = l.split_by_cost(2);
+        assert_eq!(parts.len(), 2);
+        let cost = |runs: &Vec<Run>| -> u128 {
+            runs.iter()
+                .flat_map(|r| r.start..r.start + r.len)
+                .map(|n| n as u128 + 64)
+                .sum()
+        };
+        let (a, b) = (cost(&parts[0]), cost(&parts[1]));
+        assert!(a.abs_diff(b) * 1000 < a + b, "{a} vs {b}");
+        // The expensive end is the shorter part.
+        assert!(parts[0][0].len > parts[1][0].len);
+        let all: Vec<u64> = parts
+            .iter()
+            .flatten()
+            .flat_map(|r| r.start..r.start + r.len)
+            .collect();
+        assert_eq!(all, (0..50_000).collect::<Vec<_>>());
+        // Repeats are split whole, and too few indices leave parts empty.
+        let l = list(&[(7, 3, true)]);
+        let parts = l.split_by_cost(4);
+        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 3);
+        assert_eq!(l.split_by_cost(1), vec![l.runs().collect::<Vec<_>>()]);
     }
 
     #[test]

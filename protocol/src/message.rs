@@ -33,6 +33,11 @@ pub enum Request<'a> {
     /// stress test's baseline without bincode. Each raw frame is answered in
     /// kind; the empty frame is not answered.
     RawEcho(Reply),
+    /// Compute a chunk and encode every value, but send back only the time
+    /// and the counts ([`Response::Measured`]): how fast a worker computes
+    /// with nothing to ship. `fibpool bench` measures the machine's own
+    /// parallel ceiling this way.
+    Measure(Chunk),
 }
 
 /// Worker to coordinator. `'a` as for [`Request`].
@@ -46,6 +51,8 @@ pub enum Response<'a> {
     Failed(Failure),
     /// The answer to [`Request::Echo`].
     Echo(#[serde(borrow)] EchoReply<'a>),
+    /// The answer to [`Request::Measure`].
+    Measured(Measured),
 }
 
 impl Request<'_> {
@@ -60,6 +67,7 @@ impl Request<'_> {
                 ..echo
             }),
             Request::RawEcho(reply) => Request::RawEcho(reply),
+            Request::Measure(chunk) => Request::Measure(chunk),
         }
     }
 }
@@ -78,6 +86,7 @@ impl Response<'_> {
                 payload: reply.payload.into_owned(),
                 ..reply
             }),
+            Response::Measured(measured) => Response::Measured(measured),
         }
     }
 }
@@ -145,6 +154,17 @@ pub struct ChunkResult<'a> {
     pub busy_ns: u64,
     #[serde(borrow)]
     pub values: Vec<Bytes<'a>>,
+}
+
+/// What a worker did for [`Request::Measure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Measured {
+    pub id: u64,
+    /// Time spent computing and encoding.
+    pub busy_ns: u64,
+    pub values: u64,
+    /// Encoded bytes, all values together.
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,6 +33,14 @@ fn every_message() -> (Vec<Request<'static>>, Vec<Response<'static>>) {
             payload: Bytes::borrowed(b"payload"),
         }),
         Request::RawEcho(Reply::Payload),
+        Request::Measure(Chunk {
+            id: 3,
+            encoding: Encoding::Raw,
+            runs: vec![Run {
+                start: 0,
+                len: 50_000,
+            }],
+        }),
     ];
     let responses = vec![
         Response::Ready(WorkerHello {
@@ -62,6 +70,12 @@ fn every_message() -> (Vec<Request<'static>>, Vec<Response<'static>>) {
             seq: u64::MAX,
             intact: false,
             payload: Bytes::from(vec![1; 300]),
+        }),
+        Response::Measured(Measured {
+            id: 3,
+            busy_ns: 24_000_000,
+            values: 50_000,
+            bytes: 108_000_000,
         }),
     ];
     (requests, responses)
@@ -255,9 +269,9 @@ fn huge_announced_length_is_refused_before_allocating() {
 #[test]
 fn garbage_payloads_are_undecodable() {
     let cases: &[(&[u8], &str)] = &[
-        (&[9], "expected variant index 0 <= i < 5"), // no Request variant 9
+        (&[9], "expected variant index 0 <= i < 6"), // no Request variant 9
         (&[1, 0], "ends"),                           // Compute with a truncated chunk
-        (&[5, 0, 0], "expected variant index"),
+        (&[6, 0, 0], "expected variant index"),
         (&[2, 0], "1 trailing bytes"), // Shutdown then junk
         (&[], "ends"),
     ];

@@ -1,6 +1,7 @@
 //! Integration tests: the `fibpool` binary with real worker processes, real
 //! pipes and real signals. One test binary, one module per capability.
 
+mod bench;
 mod faults;
 mod report;
 mod run;

@@ -17,5 +17,5 @@ pub mod kernels;
 mod serve;
 mod stdio;
 
-pub use serve::{ServeError, ServeOptions, ServeSummary, compute, serve};
+pub use serve::{ServeError, ServeOptions, ServeSummary, compute, measure, serve};
 pub use stdio::{ANSWER_AT_ONCE_ENV, PARENT_PID_ENV, SOCKET_ENV, SharedStream, run_stdio};

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use fibpool_protocol::{
     Bytes, Chunk, ChunkResult, CoordinatorHello, EchoReply, Failure, FrameReader, FrameWriter,
-    MAX_FRAME_LEN, MAX_INDEX, PROTOCOL_VERSION, Reply, Request, Response, WorkerHello, checksum,
-    raw,
+    MAX_FRAME_LEN, MAX_INDEX, Measured, PROTOCOL_VERSION, Reply, Request, Response, WorkerHello,
+    checksum, raw,
 };
 
 use crate::clock::monotonic_ns;
@@ -143,6 +143,21 @@ pub fn serve<R: Read, W: Write>(
             Request::RawEcho(reply) => {
                 summary.echoes += raw_echo(&mut rx, &mut tx, reply)?;
             }
+            Request::Measure(chunk) => match measure(&chunk) {
+                Ok(measured) => {
+                    tx.send(&Response::Measured(measured))?;
+                }
+                Err(reason) => {
+                    let _ = tx.send(&Response::Failed(Failure {
+                        chunk: Some(chunk.id),
+                        message: reason.clone(),
+                    }));
+                    return Err(ServeError::BadChunk {
+                        id: chunk.id,
+                        reason,
+                    });
+                }
+            },
             Request::Hello(_) => {
                 return Err(fibpool_protocol::Error::Unexpected {
                     expected: "Compute, Echo, RawEcho or Shutdown",
@@ -185,10 +200,8 @@ fn raw_echo<R: Read, W: Write>(
     Ok(answered)
 }
 
-/// Checks a chunk against the worker's limits, then computes it.
-pub fn compute(chunk: &Chunk) -> Result<ChunkResult<'static>, String> {
-    let started = Instant::now();
-    let mut bound = 0u64; // encoded size bound of the answer
+/// Checks every run's indices against the worker's limit.
+fn check_indices(chunk: &Chunk) -> Result<(), String> {
     for run in &chunk.runs {
         let last = run
             .len
@@ -200,7 +213,38 @@ pub fn compute(chunk: &Chunk) -> Result<ChunkResult<'static>, String> {
                 "index {last} exceeds the largest index a worker computes ({MAX_INDEX})"
             ));
         }
+    }
+    Ok(())
+}
+
+/// Computes and encodes every value of a chunk, keeping none: the time and
+/// the counts only.
+pub fn measure(chunk: &Chunk) -> Result<Measured, String> {
+    check_indices(chunk)?;
+    let started = Instant::now();
+    let (mut values, mut bytes) = (0u64, 0u64);
+    for run in &chunk.runs {
+        kernels::encode_run(run.start, run.len, chunk.encoding, |v| {
+            values += 1;
+            bytes += v.len() as u64;
+        });
+    }
+    Ok(Measured {
+        id: chunk.id,
+        busy_ns: started.elapsed().as_nanos() as u64,
+        values,
+        bytes,
+    })
+}
+
+/// Checks a chunk against the worker's limits, then computes it.
+pub fn compute(chunk: &Chunk) -> Result<ChunkResult<'static>, String> {
+    let started = Instant::now();
+    check_indices(chunk)?;
+    let mut bound = 0u64; // encoded size bound of the answer
+    for run in &chunk.runs {
         // each value also costs its length prefix, at least one byte
+        let last = run.start + run.len - 1;
         let per_value = kernels::encoded_len_bound(last, chunk.encoding) + 1;
         bound = bound.saturating_add(run.len.saturating_mul(per_value));
     }
@@ -230,6 +274,7 @@ fn describe(request: &Request) -> String {
         Request::Shutdown => "Shutdown".to_owned(),
         Request::Echo(echo) => format!("Echo (seq {})", echo.seq),
         Request::RawEcho(_) => "RawEcho".to_owned(),
+        Request::Measure(chunk) => format!("Measure (chunk {})", chunk.id),
     }
 }
 
@@ -482,6 +527,41 @@ mod tests {
                 (9, raw::INTACT, vec![])
             ]
         );
+    }
+
+    #[test]
+    fn measure_counts_without_sending_values() {
+        let input = frames(&[
+            HELLO,
+            Request::Measure(Chunk {
+                id: 4,
+                encoding: Encoding::Raw,
+                runs: vec![
+                    Run {
+                        start: 0,
+                        len: 1000,
+                    },
+                    Run { start: 5, len: 1 },
+                ],
+            }),
+        ]);
+        let (result, responses) = serve_bytes(&input);
+        result.unwrap();
+        // Raw zero is empty (num-bigint writes one zero byte).
+        let raw_len = |n| {
+            if n == 0 {
+                0
+            } else {
+                oracle(n).to_bytes_le().len() as u64
+            }
+        };
+        let want_bytes: u64 = (0..1000).chain([5]).map(raw_len).sum();
+        match &responses[1] {
+            Response::Measured(m) => {
+                assert_eq!((m.id, m.values, m.bytes), (4, 1001, want_bytes));
+            }
+            other => panic!("expected Measured, got {other:?}"),
+        }
     }
 
     #[test]

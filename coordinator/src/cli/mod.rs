@@ -3,6 +3,7 @@
 //! rest never re-checks input. Bad usage exits 2 with one line; runtime
 //! failures exit 1 with the whole error chain on one line.
 
+mod bench;
 mod run;
 mod startup;
 mod stress;
@@ -59,6 +60,8 @@ enum Command {
     Startup(startup::StartupArgs),
     /// Stress the IPC: latency, throughput and integrity, over pipes and local sockets.
     Stress(stress::StressArgs),
+    /// Measure speedup against workers, with Amdahl's law, against Python too.
+    Bench(bench::BenchArgs),
     /// Serve the worker protocol on stdin/stdout (the pool starts workers this way).
     #[command(hide = true)]
     Worker,
@@ -86,6 +89,7 @@ pub fn main(main_entered_ns: u64) -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Startup(args) => startup::startup(args),
         Command::Stress(args) => stress::stress(args),
+        Command::Bench(args) => bench::bench(args),
         Command::Worker => return fibpool_worker::run_stdio("fibpool worker", main_entered_ns),
     };
     match result {

@@ -14,6 +14,7 @@ use fibpool_protocol::{Encoding, MAX_INDEX};
 use super::{ReportFile, check_workers, create_report, usage, worker_command};
 use crate::input::{DEFAULT_MAX_INDEX, Parser};
 use crate::pool::DEFAULT_RETRIES;
+use crate::progress::Progress;
 use crate::report::RunReport;
 use crate::{Pool, PoolError, RunOptions, TaskList, WorkerCommand, default_workers};
 
@@ -113,8 +114,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let print = config.output != Output::None;
+    let mut progress = Progress::new(config.tasks.len(), "run");
     let outcome = pool
         .run(&config.tasks, &options, |item| {
+            progress.inc(1);
             if print {
                 write!(out, "{}\t", item.index)?;
                 out.write_all(item.value)?;
@@ -123,6 +126,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             Ok(())
         })
         .and_then(|summary| out.flush().map(|()| summary).map_err(PoolError::Sink));
+    progress.finish();
     let summary = match outcome {
         Ok(summary) => summary,
         // A reader that stopped reading (`| head`) is a normal end: dropping the pool reaps the workers.

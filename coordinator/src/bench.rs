@@ -1,0 +1,448 @@
+//! `fibpool bench`'s measurement: for each workload and worker count, the
+//! in-process sequential time, the pool's whole time (start, run, stop), and
+//! optionally the Python peer against a whole `fibpool run` process. Raw
+//! samples only: statistics are in [`crate::stats`], the report in
+//! [`crate::report`].
+
+use std::io;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use fibpool_protocol::Encoding;
+use fibpool_worker::kernels::encode_run;
+
+use crate::report::{BenchReport, BenchRow, BenchWorkload};
+use crate::stats::{amdahl_speedup, karp_flatt, median};
+use crate::{Pool, PoolError, RunOptions, TaskList, WorkerCommand};
+
+/// The Python peer, embedded so that an installed `fibpool` can run it.
+const PYTHON_PEER: &str = include_str!("../../bench/python_peer.py");
+
+/// A named batch.
+pub struct Preset {
+    pub name: &'static str,
+    pub description: &'static str,
+    build: fn() -> TaskList,
+}
+
+impl Preset {
+    pub fn tasks(&self) -> TaskList {
+        (self.build)()
+    }
+}
+
+/// The seed's table, and two heavy batches.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "seed-100x1000",
+        description: "100 x F(1000): 100 distinct indices near 1000",
+        build: || near(1000, 100),
+    },
+    Preset {
+        name: "seed-1000x1000",
+        description: "1000 x F(1000): 500 distinct indices near 1000, each twice",
+        build: || near(1000, 1000),
+    },
+    Preset {
+        name: "seed-10000x100",
+        description: "10000 x F(100): 50 distinct indices near 100, in turn",
+        build: || near(100, 10_000),
+    },
+    Preset {
+        name: "seed-range-1000",
+        description: "the range 0..1000",
+        build: || range(0, 1000),
+    },
+    Preset {
+        name: "heavy-200x200000",
+        description: "200 distinct indices near 200000",
+        build: || near(200_000, 200),
+    },
+    Preset {
+        name: "heavy-range-50000",
+        description: "the range 0..50000",
+        build: || range(0, 50_000),
+    },
+];
+
+pub fn preset(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+/// `count` indices around `n`: at most n/2 distinct ones, two apart, taken
+/// in turn. No two neighbours in the list are consecutive, so none becomes
+/// part of a run: every index is computed alone, by fast doubling, in fibpool
+/// and in the Python peer alike.
+pub fn near(n: u64, count: u64) -> TaskList {
+    let distinct = count.min((n / 2).max(1));
+    let first = n.saturating_sub(2 * (distinct / 2));
+    (0..count).map(|j| first + 2 * (j % distinct)).collect()
+}
+
+fn range(start: u64, end: u64) -> TaskList {
+    let mut tasks = TaskList::new();
+    tasks.push_range(start, end);
+    tasks
+}
+
+/// A batch to measure.
+pub struct Workload {
+    pub name: String,
+    pub description: String,
+    pub tasks: TaskList,
+}
+
+/// The Python side of the comparison.
+pub struct PythonPeer {
+    /// The interpreter itself (not a shim that starts it).
+    pub interpreter: PathBuf,
+    pub version: String,
+    pub repeat: usize,
+}
+
+pub struct BenchPlan {
+    pub workloads: Vec<Workload>,
+    pub workers: Vec<usize>,
+    pub repeat: usize,
+    pub command: WorkerCommand,
+    /// This program, for whole-process runs against the Python peer.
+    pub fibpool: PathBuf,
+    pub python: Option<PythonPeer>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("cannot run {what}")]
+    Run {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what} failed ({status}): {stderr}")]
+    Failed {
+        what: String,
+        status: String,
+        stderr: String,
+    },
+}
+
+/// Finds a Python 3 interpreter through `python3` on PATH and returns its
+/// real path (a pyenv shim costs a shell script's start on every run), or
+/// `None` when there is none.
+pub fn find_python(repeat: usize) -> Option<PythonPeer> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, platform; print(sys.executable); print(platform.python_version())",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut lines = text.lines();
+    let (executable, version) = (lines.next()?, lines.next()?);
+    (out.status.success() && !executable.is_empty()).then(|| PythonPeer {
+        interpreter: PathBuf::from(executable),
+        version: version.to_owned(),
+        repeat,
+    })
+}
+
+/// Steps of progress a plan takes, for a progress bar.
+pub fn steps(plan: &BenchPlan) -> u64 {
+    let python = plan.python.as_ref().map_or(0, |p| 2 * p.repeat);
+    (plan.workloads.len()
+        * (plan.repeat * (1 + 2 * plan.workers.len()) + plan.workers.len() * python)) as u64
+}
+
+/// Runs the plan; `tick` is called once per step.
+pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, BenchError> {
+    let scratch = Scratch::new()?;
+    let script = scratch.file("python_peer.py", PYTHON_PEER.as_bytes())?;
+    let mut workloads = Vec::new();
+    for (w, workload) in plan.workloads.iter().enumerate() {
+        let indices: String = workload.tasks.iter().map(|n| format!("{n}\n")).collect();
+        let input = scratch.file(&format!("indices-{w}.txt"), indices.as_bytes())?;
+
+        let mut sequential = Vec::new();
+        let mut pools: Vec<Vec<PoolSample>> = plan.workers.iter().map(|_| Vec::new()).collect();
+        // Interleaved, so that every figure sees the same machine.
+        for _ in 0..plan.repeat {
+            sequential.push(sequential_seconds(&workload.tasks));
+            tick();
+            for (samples, &n) in pools.iter_mut().zip(&plan.workers) {
+                let mut sample = pool_sample(plan, &workload.tasks, n)?;
+                tick();
+                sample.ceiling = ceiling_sample(plan, &workload.tasks, n)?;
+                tick();
+                samples.push(sample);
+            }
+        }
+        let mut processes = Vec::new();
+        if let Some(python) = &plan.python {
+            for &n in &plan.workers {
+                let (mut py, mut fib) = (Vec::new(), Vec::new());
+                for _ in 0..python.repeat {
+                    let mut peer = Command::new(&python.interpreter);
+                    peer.arg(&script)
+                        .args(["--workers", &n.to_string(), "--input"])
+                        .arg(&input);
+                    py.push(time_process("the Python peer", peer)?);
+                    tick();
+                    let mut run = Command::new(&plan.fibpool);
+                    run.args(["run", "-w", &n.to_string(), "--output", "none", "--input"])
+                        .arg(&input);
+                    fib.push(time_process("fibpool run", run)?);
+                    tick();
+                }
+                processes.push((median(&py), median(&fib)));
+            }
+        }
+        workloads.push(summarise(plan, workload, &sequential, &pools, &processes));
+    }
+    Ok(BenchReport {
+        workers: plan.workers.clone(),
+        repeat: plan.repeat,
+        worker_command: plan.command.to_string(),
+        python: plan
+            .python
+            .as_ref()
+            .map(|p| format!("Python {}", p.version)),
+        workloads,
+    })
+}
+
+/// The batch computed in this process, one run at a time, each range whole.
+fn sequential_seconds(tasks: &TaskList) -> f64 {
+    let start = Instant::now();
+    let mut bytes = 0usize;
+    for run in tasks.runs() {
+        encode_run(run.start, run.len, Encoding::Raw, |v| bytes += v.len());
+    }
+    std::hint::black_box(bytes);
+    start.elapsed().as_secs_f64()
+}
+
+struct PoolSample {
+    wall: f64,
+    ready: f64,
+    busy: f64,
+    /// The machine's ceiling for the same batch and worker count.
+    ceiling: f64,
+}
+
+/// A whole pool: start, run the batch (values returned raw), stop.
+fn pool_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<PoolSample, PoolError> {
+    let start = Instant::now();
+    let mut pool = Pool::builder()
+        .workers(n)
+        .worker_command(plan.command.clone())
+        .build()?;
+    let mut bytes = 0usize;
+    let options = RunOptions {
+        chunk_size: None,
+        encoding: Encoding::Raw,
+        ordered: true,
+    };
+    pool.run(tasks, &options, |item| {
+        bytes += item.value.len();
+        Ok(())
+    })?;
+    let ready = pool.ready_seconds().unwrap_or(0.0);
+    let workers = pool.shutdown()?;
+    std::hint::black_box(bytes);
+    Ok(PoolSample {
+        wall: start.elapsed().as_secs_f64(),
+        ready,
+        busy: workers.iter().map(|w| w.busy_seconds).sum(),
+        ceiling: f64::NAN,
+    })
+}
+
+/// `n` worker processes each computing an equal share of the batch, with
+/// nothing moved back: what this machine allows (see [`Pool::ceiling`]).
+fn ceiling_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<f64, PoolError> {
+    let mut pool = Pool::builder()
+        .workers(n)
+        .worker_command(plan.command.clone())
+        .build()?;
+    let seconds = pool.ceiling(tasks, Encoding::Raw)?;
+    pool.shutdown()?;
+    Ok(seconds)
+}
+
+fn time_process(what: &str, mut command: Command) -> Result<f64, BenchError> {
+    let start = Instant::now();
+    let out = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|source| BenchError::Run {
+            what: what.to_owned(),
+            source,
+        })?;
+    let seconds = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(BenchError::Failed {
+            what: what.to_owned(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(seconds)
+}
+
+fn summarise(
+    plan: &BenchPlan,
+    workload: &Workload,
+    sequential: &[f64],
+    pools: &[Vec<PoolSample>],
+    processes: &[(f64, f64)],
+) -> BenchWorkload {
+    let seq = median(sequential);
+    let mut rows: Vec<BenchRow> = plan
+        .workers
+        .iter()
+        .zip(pools)
+        .enumerate()
+        .map(|(i, (&n, samples))| {
+            let wall: Vec<f64> = samples.iter().map(|s| s.wall).collect();
+            let pool = median(&wall);
+            let speedup = seq / pool;
+            let share = |part: fn(&PoolSample) -> f64| {
+                median(&samples.iter().map(|s| part(s) / s.wall).collect::<Vec<_>>())
+            };
+            let startup = share(|s| s.ready);
+            let compute = share(|s| s.busy) / n as f64;
+            let ceiling = median(&samples.iter().map(|s| s.ceiling).collect::<Vec<_>>());
+            BenchRow {
+                workers: n,
+                sequential_seconds: seq,
+                sequential_min_seconds: min(sequential),
+                sequential_max_seconds: max(sequential),
+                pool_seconds: pool,
+                pool_min_seconds: min(&wall),
+                pool_max_seconds: max(&wall),
+                speedup,
+                efficiency: speedup / n as f64,
+                ceiling_seconds: ceiling,
+                ceiling_speedup: seq / ceiling,
+                pool_of_ceiling: ceiling / pool,
+                karp_flatt: karp_flatt(speedup, n),
+                amdahl_speedup: None,
+                startup_share: startup,
+                compute_share: compute,
+                ipc_share: (1.0 - startup - compute).max(0.0),
+                python_seconds: processes.get(i).map(|p| p.0),
+                fibpool_process_seconds: processes.get(i).map(|p| p.1),
+                python_ratio: processes.get(i).map(|p| p.0 / p.1),
+            }
+        })
+        .collect();
+    // One serial fraction for the workload: the median of the Karp-Flatt
+    // figures; the Amdahl prediction for every worker count comes from it.
+    // Above 1 the pool is slower than one process (its overhead outweighs
+    // the work) and Amdahl's law, which knows no overhead, does not apply.
+    let fractions: Vec<f64> = rows.iter().filter_map(|r| r.karp_flatt).collect();
+    let serial_fraction = (!fractions.is_empty())
+        .then(|| median(&fractions))
+        .filter(|e| (0.0..=1.0).contains(e));
+    for row in &mut rows {
+        row.amdahl_speedup = serial_fraction.map(|e| amdahl_speedup(e, row.workers));
+    }
+    BenchWorkload {
+        name: workload.name.clone(),
+        description: workload.description.clone(),
+        tasks: workload.tasks.len(),
+        serial_fraction,
+        overhead_bound: !fractions.is_empty() && serial_fraction.is_none(),
+        results: rows,
+    }
+}
+
+fn min(samples: &[f64]) -> f64 {
+    samples.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(samples: &[f64]) -> f64 {
+    samples.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// A temporary directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch, BenchError> {
+        let dir = std::env::temp_dir().join(format!("fibpool-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|source| BenchError::Run {
+            what: format!("mkdir {}", dir.display()),
+            source,
+        })?;
+        Ok(Scratch(dir))
+    }
+
+    fn file(&self, name: &str, contents: &[u8]) -> Result<PathBuf, BenchError> {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).map_err(|source| BenchError::Run {
+            what: format!("write {}", path.display()),
+            source,
+        })?;
+        Ok(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_gives_distinct_isolated_indices() {
+        let l = near(1000, 100);
+        let v: Vec<u64> = l.iter().collect();
+        assert_eq!(v.len(), 100);
+        assert_eq!((v[0], v[99]), (900, 1098));
+        assert!(l.runs().all(|r| r.len == 1), "no two indices form a run");
+        let l = near(100, 10_000);
+        assert_eq!(l.len(), 10_000);
+        assert!(l.runs().all(|r| r.len == 1));
+        let distinct: std::collections::BTreeSet<u64> = l.iter().collect();
+        assert_eq!(distinct.len(), 50);
+        assert_eq!(
+            near(1000, 1000)
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            500
+        );
+    }
+
+    #[test]
+    fn presets_are_what_they_say() {
+        let sizes: Vec<(&str, u64)> = PRESETS.iter().map(|p| (p.name, p.tasks().len())).collect();
+        assert_eq!(
+            sizes,
+            [
+                ("seed-100x1000", 100),
+                ("seed-1000x1000", 1000),
+                ("seed-10000x100", 10_000),
+                ("seed-range-1000", 1000),
+                ("heavy-200x200000", 200),
+                ("heavy-range-50000", 50_000),
+            ]
+        );
+        assert_eq!(
+            preset("heavy-range-50000").unwrap().tasks().runs().count(),
+            1
+        );
+    }
+}

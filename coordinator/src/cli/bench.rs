@@ -1,0 +1,165 @@
+//! `fibpool bench`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::{check_workers, create_report, usage, worker_command};
+use crate::bench::{BenchPlan, PRESETS, Workload, find_python, measure, preset, steps};
+use crate::cli::run::read_tasks;
+use crate::input::DEFAULT_MAX_INDEX;
+use crate::progress::Progress;
+use crate::{default_workers, plot};
+
+/// The most repeats accepted.
+const MAX_REPEAT: usize = 1000;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Presets to run, comma-separated, or `all` [default: all, unless INDICES are given]
+    #[arg(
+        long,
+        value_name = "NAME[,NAME...]",
+        value_delimiter = ',',
+        conflicts_with = "indices"
+    )]
+    preset: Vec<String>,
+
+    /// Worker counts to measure, comma-separated [default: 1, 2, 4, ... up to the cores]
+    #[arg(short, long, value_name = "N[,N...]", value_delimiter = ',')]
+    workers: Vec<usize>,
+
+    /// Runs of every measurement; the median is reported, with min and max
+    #[arg(long, value_name = "R", default_value_t = 3)]
+    repeat: usize,
+
+    /// Also time the Python peer (bench/python_peer.py) against a whole `fibpool run`
+    #[arg(long)]
+    vs_python: bool,
+
+    /// Runs of the Python comparison [default: as --repeat]
+    #[arg(long, value_name = "R")]
+    python_repeat: Option<usize>,
+
+    /// Write the report as JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+
+    /// Draw speedup against workers, with the ideal line and the Amdahl curve, to FILE (SVG)
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+
+    /// Start workers with this command instead of `fibpool worker`
+    #[arg(long, value_name = "CMD")]
+    worker_cmd: Option<String>,
+
+    /// Indices to benchmark instead of presets (as for `fibpool run`)
+    #[arg(value_name = "INDICES", allow_negative_numbers = true)]
+    indices: Vec<String>,
+}
+
+pub fn bench(args: BenchArgs) -> Result<ExitCode> {
+    let workloads = workloads(&args)?;
+    let workers = if args.workers.is_empty() {
+        default_worker_counts()
+    } else {
+        args.workers.clone()
+    };
+    for &n in &workers {
+        check_workers(n)?;
+    }
+    for (flag, value) in [
+        ("--repeat", Some(args.repeat)),
+        ("--python-repeat", args.python_repeat),
+    ] {
+        if let Some(r) = value
+            && !(1..=MAX_REPEAT).contains(&r)
+        {
+            usage!("{flag} must be between 1 and {MAX_REPEAT}, got {r}");
+        }
+    }
+    let command = worker_command(args.worker_cmd.as_deref())?;
+    let report_file = create_report(args.report)?;
+    if let Some(path) = &args.plot
+        && let Err(e) = std::fs::File::create(path)
+    {
+        usage!("cannot create --plot file '{}': {e}", path.display());
+    }
+    let python = if args.vs_python {
+        let found = find_python(args.python_repeat.unwrap_or(args.repeat));
+        if found.is_none() {
+            eprintln!("fibpool: python3 not found: measuring without the Python comparison");
+        }
+        found
+    } else {
+        None
+    };
+    let plan = BenchPlan {
+        workloads,
+        workers,
+        repeat: args.repeat,
+        command,
+        fibpool: std::env::current_exe().context("cannot find this program")?,
+        python,
+    };
+    let mut progress = Progress::new(steps(&plan), "bench");
+    let report = measure(&plan, || progress.inc(1)).context("the benchmark failed")?;
+    progress.finish();
+    print!("{}", report.table());
+    if let Some(file) = report_file {
+        file.write(&report)?;
+    }
+    if let Some(path) = &args.plot {
+        plot::speedup_svg(&report, path)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("cannot draw the plot to '{}'", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The presets asked for, or the INDICES as one workload.
+fn workloads(args: &BenchArgs) -> Result<Vec<Workload>> {
+    if !args.indices.is_empty() {
+        let tasks = read_tasks(&args.indices, None, DEFAULT_MAX_INDEX)?;
+        return Ok(vec![Workload {
+            name: "indices".to_owned(),
+            description: args.indices.join(" "),
+            tasks,
+        }]);
+    }
+    let names: Vec<&str> = if args.preset.is_empty() || args.preset.iter().any(|p| p == "all") {
+        PRESETS.iter().map(|p| p.name).collect()
+    } else {
+        args.preset.iter().map(String::as_str).collect()
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let Some(p) = preset(name) else {
+            let known: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
+            usage!(
+                "unknown preset '{name}': use one of {}, or all",
+                known.join(", ")
+            );
+        };
+        out.push(Workload {
+            name: p.name.to_owned(),
+            description: p.description.to_owned(),
+            tasks: p.tasks(),
+        });
+    }
+    Ok(out)
+}
+
+/// 1, 2, 4, ... up to the number of cores, and the number of cores itself.
+fn default_worker_counts() -> Vec<usize> {
+    let cores = default_workers();
+    let mut counts: Vec<usize> = std::iter::successors(Some(1usize), |n| Some(n * 2))
+        .take_while(|&n| n <= cores)
+        .collect();
+    if counts.last() != Some(&cores) {
+        counts.push(cores);
+    }
+    counts
+}
