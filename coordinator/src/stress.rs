@@ -520,7 +520,9 @@ impl Driver {
         self.outcome(sent)
     }
 
-    /// Sends and receives until the limit, then waits for every answer.
+    /// Sends and receives until the limit, then waits for every answer. It
+    /// only ever waits with a frame in flight: with the time limit, the limit
+    /// can pass between two checks, and waiting then would wait for ever.
     fn run(
         &mut self,
         codec: Codec,
@@ -534,15 +536,14 @@ impl Driver {
             SliceLimit::Until(d) => start.elapsed() < d,
             SliceLimit::Messages(k) => sent < k,
         };
-        while !self.closed && more(sent) {
+        loop {
             while !self.closed && self.ledger.in_flight.len() < self.window && more(sent) {
                 self.send()?;
                 sent += 1;
             }
-            self.receive()?;
-            progress.fetch_add(1, Ordering::Relaxed);
-        }
-        while !self.closed && !self.ledger.in_flight.is_empty() {
+            if self.closed || self.ledger.in_flight.is_empty() {
+                break;
+            }
             self.receive()?;
             progress.fetch_add(1, Ordering::Relaxed);
         }
