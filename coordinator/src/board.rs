@@ -6,8 +6,6 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use fibpool_protocol::Bytes;
-
 use crate::pool::Item;
 use crate::tasks::ChunkPlan;
 
@@ -22,7 +20,36 @@ pub(crate) struct Board {
 
 struct Entry {
     plan: ChunkPlan,
-    values: Option<Vec<Bytes<'static>>>,
+    values: Option<Values>,
+}
+
+/// A chunk's values as they arrived: the frame's payload, and where in it
+/// each value lies. One buffer per chunk, not one per value.
+#[derive(Debug, Default)]
+pub(crate) struct Values {
+    pub buf: Vec<u8>,
+    pub spans: Vec<(usize, usize)>,
+}
+
+impl Values {
+    /// The values copied into one buffer.
+    pub fn concatenated(values: &[fibpool_protocol::Bytes<'_>]) -> Values {
+        let mut out = Values::default();
+        for value in values {
+            out.spans.push((out.buf.len(), value.as_slice().len()));
+            out.buf.extend_from_slice(value.as_slice());
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn get(&self, i: usize) -> &[u8] {
+        let (start, len) = self.spans[i];
+        &self.buf[start..start + len]
+    }
 }
 
 impl Board {
@@ -51,7 +78,7 @@ impl Board {
     }
 
     /// Records a chunk's values; refuses a second answer or a wrong count.
-    pub fn complete(&mut self, id: u64, values: Vec<Bytes<'static>>) -> Result<(), String> {
+    pub fn complete(&mut self, id: u64, values: Values) -> Result<(), String> {
         let entry = match self.entries.get_mut(&id) {
             Some(entry) if entry.values.is_none() => entry,
             _ => return Err(format!("answered chunk {id} twice")),
@@ -88,11 +115,11 @@ impl Board {
                 .first_key_value()
                 .map_or(self.issued, |(&id, _)| id);
             let values = values.expect("only complete entries are delivered");
-            for ((offset, index), value) in plan.indices().enumerate().zip(&values) {
+            for (offset, index) in plan.indices().enumerate() {
                 sink(Item {
                     position: plan.first_position + offset as u64,
                     index,
-                    value: value.as_slice(),
+                    value: values.get(offset),
                 })?;
             }
         }

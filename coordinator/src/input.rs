@@ -116,6 +116,13 @@ impl Parser {
                 start: token.chars().take(16).collect(),
             });
         }
+        // Most tokens in a long file are plain indices: skip the searches.
+        if !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()) {
+            let index = self.index(token, token, "index")?;
+            self.tasks_fit(token, 1)?;
+            self.tasks.push(index);
+            return Ok(());
+        }
         let (first, count) = if let Some((a, b)) = token.split_once("..=") {
             let (a, b) = (
                 self.index(token, a, "range start")?,

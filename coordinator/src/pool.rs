@@ -13,7 +13,7 @@ use fibpool_protocol::{Chunk, Encoding, MAX_INDEX, Measured, Request, Response, 
 use num_bigint::BigUint;
 
 use crate::WorkerCommand;
-use crate::board::Board;
+use crate::board::{Board, Values};
 use crate::child::{Transport, describe_status};
 use crate::error::PoolError;
 use crate::process::{Event, WorkerProcess};
@@ -299,6 +299,16 @@ pub struct RunSummary {
     pub worker_restarts: u64,
     /// Chunks sent again because their worker died or hung.
     pub retried_chunks: u64,
+}
+
+/// A worker's message, with a chunk's values in their frame.
+enum Arrived {
+    Computed {
+        chunk: u64,
+        busy_ns: u64,
+        values: Values,
+    },
+    Other(Response<'static>),
 }
 
 /// What the next wait brought.
@@ -687,12 +697,42 @@ impl Pool {
         board: &mut Board,
         sink: &mut impl FnMut(Item<'_>) -> io::Result<()>,
     ) -> Result<Option<usize>, PoolError> {
-        let (id, response, at) = match event {
+        let (id, arrived, at) = match event {
+            // Results normally come as Event::Computed; one that does not is
+            // copied into the same form.
+            Event::Response {
+                worker,
+                response: Response::Computed(result),
+                at,
+            } => (
+                worker,
+                Arrived::Computed {
+                    chunk: result.id,
+                    busy_ns: result.busy_ns,
+                    values: Values::concatenated(&result.values),
+                },
+                at,
+            ),
             Event::Response {
                 worker,
                 response,
                 at,
-            } => (worker, response, at),
+            } => (worker, Arrived::Other(response), at),
+            Event::Computed {
+                worker,
+                id,
+                busy_ns,
+                values,
+                at,
+            } => (
+                worker,
+                Arrived::Computed {
+                    chunk: id,
+                    busy_ns,
+                    values,
+                },
+                at,
+            ),
             Event::Closed { worker, error } => {
                 // Events from a process that is no longer in the pool are stale.
                 let Some(slot) = self.slot_of(worker) else {
@@ -712,6 +752,33 @@ impl Pool {
         let w = &mut self.workers[slot];
         let name = w.process.name;
         let misbehaved = |what: String| PoolError::WorkerMisbehaved { worker: name, what };
+        let response = match arrived {
+            Arrived::Computed { chunk, .. } if !w.process.is_ready() => {
+                return Err(misbehaved(format!(
+                    "sent a result for chunk {chunk} before its handshake"
+                )));
+            }
+            Arrived::Computed {
+                chunk,
+                busy_ns,
+                values,
+            } => {
+                let Some(at_slot) = w.in_flight.iter().position(|&id| id == chunk) else {
+                    return Err(misbehaved(format!(
+                        "answered chunk {chunk}, which it was not given"
+                    )));
+                };
+                board.complete(chunk, values).map_err(misbehaved)?;
+                w.in_flight.remove(at_slot);
+                w.busy_since = (!w.in_flight.is_empty()).then_some(at);
+                w.chunks += 1;
+                w.busy_ns += busy_ns;
+                w.process.life.first_result.get_or_insert(at);
+                board.drain(sink).map_err(PoolError::Sink)?;
+                return Ok(None);
+            }
+            Arrived::Other(response) => response,
+        };
         match response {
             Response::Ready(hello) if !w.process.is_ready() => {
                 w.process.life.ready = Some((at, hello));
@@ -723,24 +790,7 @@ impl Pool {
                 "sent {} before its handshake",
                 describe(&response)
             ))),
-            Response::Computed(result) => {
-                let Some(at_slot) = w.in_flight.iter().position(|&id| id == result.id) else {
-                    return Err(misbehaved(format!(
-                        "answered chunk {}, which it was not given",
-                        result.id
-                    )));
-                };
-                board
-                    .complete(result.id, result.values)
-                    .map_err(misbehaved)?;
-                w.in_flight.remove(at_slot);
-                w.busy_since = (!w.in_flight.is_empty()).then_some(at);
-                w.chunks += 1;
-                w.busy_ns += result.busy_ns;
-                w.process.life.first_result.get_or_insert(at);
-                board.drain(sink).map_err(PoolError::Sink)?;
-                Ok(None)
-            }
+            Response::Computed(_) => unreachable!("results arrive as Arrived::Computed"),
             Response::Failed(failure) => Err(PoolError::WorkerFailed {
                 worker: name,
                 message: failure.message,

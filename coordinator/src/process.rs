@@ -2,6 +2,7 @@
 //! thread that turns the worker's output into events, the stamps of its life,
 //! and reaping. Its `OwnedChild` kills and reaps it when dropped.
 
+use std::borrow::Cow;
 use std::io;
 use std::process::ExitStatus;
 use std::sync::mpsc::Sender;
@@ -12,6 +13,7 @@ use fibpool_protocol::{
 };
 
 use crate::WorkerCommand;
+use crate::board::Values;
 use crate::child::{Connection, OwnedChild, Reader, Transport, Writer, connect, describe_status};
 use crate::error::{PoolError, WorkerName};
 use crate::report::Phases;
@@ -22,6 +24,14 @@ pub(crate) enum Event {
     Response {
         worker: u64,
         response: Response<'static>,
+        at: Instant,
+    },
+    /// A chunk's result, its values left in the frame they came in.
+    Computed {
+        worker: u64,
+        id: u64,
+        busy_ns: u64,
+        values: Values,
         at: Instant,
     },
     /// The worker's stdout ended: cleanly (`None`) or with a bad frame.
@@ -207,32 +217,93 @@ fn read_events(reader: Reader, worker: u64, events: Sender<Event>) {
     let mut frames = FrameReader::new(reader);
     let mut first = true;
     loop {
-        // The pool keeps values after the next frame is read: own them.
-        let received = if first {
-            frames.recv_handshake::<Response>()
+        let event = if first {
+            first = false;
+            match frames.recv_handshake::<Response>() {
+                Ok(Some(response)) => Event::Response {
+                    worker,
+                    response: response.into_owned(),
+                    at: Instant::now(),
+                },
+                Ok(None) => Event::Closed {
+                    worker,
+                    error: None,
+                },
+                Err(error) => Event::Closed {
+                    worker,
+                    error: Some(error),
+                },
+            }
         } else {
-            frames.recv::<Response>()
-        }
-        .map(|r| r.map(Response::into_owned));
-        first = false;
-        let event = match received {
-            Ok(Some(response)) => Event::Response {
-                worker,
-                response,
-                at: Instant::now(),
-            },
-            Ok(None) => Event::Closed {
-                worker,
-                error: None,
-            },
-            Err(error) => Event::Closed {
-                worker,
-                error: Some(error),
-            },
+            match next_event(&mut frames, worker) {
+                Ok(Some(event)) => event,
+                Ok(None) => Event::Closed {
+                    worker,
+                    error: None,
+                },
+                Err(error) => Event::Closed {
+                    worker,
+                    error: Some(error),
+                },
+            }
         };
         let closed = matches!(event, Event::Closed { .. });
         if events.send(event).is_err() || closed {
             return;
         }
     }
+}
+
+/// Decodes the next frame. A chunk's values stay in the frame's buffer,
+/// which the event takes over; anything else is copied out.
+fn next_event(
+    frames: &mut FrameReader<Reader>,
+    worker: u64,
+) -> Result<Option<Event>, fibpool_protocol::Error> {
+    let Some(payload) = frames.recv_payload()? else {
+        return Ok(None);
+    };
+    let computed = match fibpool_protocol::codec::decode::<Response>(payload)? {
+        Response::Computed(result) => {
+            let base = payload.as_ptr() as usize;
+            // Decoding borrows every value from the payload: keep where each lies.
+            let spans: Option<Vec<(usize, usize)>> = result
+                .values
+                .iter()
+                .map(|v| match &v.0 {
+                    Cow::Borrowed(slice) => Some((slice.as_ptr() as usize - base, slice.len())),
+                    Cow::Owned(_) => None,
+                })
+                .collect();
+            let values = match spans {
+                Some(spans) => Err(spans),
+                // Not borrowed after all: copy them into one buffer.
+                None => Ok(Values::concatenated(&result.values)),
+            };
+            (result.id, result.busy_ns, values)
+        }
+        other => {
+            return Ok(Some(Event::Response {
+                worker,
+                response: other.into_owned(),
+                at: Instant::now(),
+            }));
+        }
+    };
+    let at = Instant::now();
+    let (id, busy_ns, values) = computed;
+    let values = match values {
+        Ok(values) => values,
+        Err(spans) => Values {
+            buf: frames.take_payload(),
+            spans,
+        },
+    };
+    Ok(Some(Event::Computed {
+        worker,
+        id,
+        busy_ns,
+        values,
+        at,
+    }))
 }

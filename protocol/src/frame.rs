@@ -195,6 +195,13 @@ impl<R: Read> FrameReader<R> {
         }
     }
 
+    /// Takes the buffer holding the last payload, leaving an empty one: a
+    /// decoded message's borrowed byte strings can then be kept as offsets
+    /// into it, with no copy.
+    pub fn take_payload(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     pub fn get_ref(&self) -> &R {
         self.inner.get_ref()
     }
