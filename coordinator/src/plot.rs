@@ -55,7 +55,14 @@ fn draw(report: &BenchReport, path: &Path) -> Result<(), Box<dyn std::error::Err
         .x_desc("worker processes")
         .y_desc("speedup over one process, no pool")
         .x_labels(max_workers as usize + 1)
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        // Worker counts are whole: label only whole ticks.
+        .x_label_formatter(&|x| {
+            if x.fract() == 0.0 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        })
         .draw()?;
 
     chart
@@ -78,6 +85,22 @@ fn draw(report: &BenchReport, path: &Path) -> Result<(), Box<dyn std::error::Err
             .label(format!("{} measured", workload.name))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
+        let ceiling: Vec<(f64, f64)> = workload
+            .results
+            .iter()
+            .map(|r| (r.workers as f64, r.ceiling_speedup))
+            .filter(|&(_, s)| s.is_finite())
+            .collect();
+        let faint = colour.mix(0.5);
+        chart
+            .draw_series(LineSeries::new(ceiling.clone(), faint.stroke_width(1)))?
+            .label(format!("{} machine ceiling", workload.name))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], faint));
+        chart.draw_series(
+            ceiling
+                .iter()
+                .map(|&p| TriangleMarker::new(p, 5, faint.filled())),
+        )?;
         if let Some(serial) = workload.serial_fraction {
             let curve = (0..=60).map(|k| {
                 let p = 1.0 + (max_workers - 1.0) * k as f64 / 60.0;

@@ -99,7 +99,12 @@ fn a_tiny_bench_is_consistent_and_draws_a_plot() {
         .filter_map(|n| n.text())
         .map(str::trim)
         .collect();
-    for label in ["worker processes", "ideal", "indices measured"] {
+    for label in [
+        "worker processes",
+        "ideal",
+        "indices measured",
+        "indices machine ceiling",
+    ] {
         assert!(
             texts.contains(&label),
             "no '{label}' in the plot: {texts:?}"
