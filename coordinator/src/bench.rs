@@ -343,14 +343,11 @@ fn summarise(
             }
         })
         .collect();
-    // One serial fraction for the workload: the median of the Karp-Flatt
-    // figures; the Amdahl prediction for every worker count comes from it.
-    // Above 1 the pool is slower than one process (its overhead outweighs
-    // the work) and Amdahl's law, which knows no overhead, does not apply.
-    let fractions: Vec<f64> = rows.iter().filter_map(|r| r.karp_flatt).collect();
-    let serial_fraction = (!fractions.is_empty())
-        .then(|| median(&fractions))
-        .filter(|e| (0.0..=1.0).contains(e));
+    let fit = SerialFit::of(rows.iter().filter_map(|r| r.karp_flatt).collect());
+    let serial_fraction = match fit {
+        SerialFit::Fraction(e) => Some(e),
+        _ => None,
+    };
     for row in &mut rows {
         row.amdahl_speedup = serial_fraction.map(|e| amdahl_speedup(e, row.workers));
     }
@@ -359,8 +356,39 @@ fn summarise(
         description: workload.description.clone(),
         tasks: workload.tasks.len(),
         serial_fraction,
-        overhead_bound: !fractions.is_empty() && serial_fraction.is_none(),
+        overhead_bound: matches!(fit, SerialFit::OverheadBound(_)),
+        superlinear: matches!(fit, SerialFit::Superlinear(_)),
         results: rows,
+    }
+}
+
+/// What the median of a workload's Karp-Flatt figures says. One serial
+/// fraction for the workload; the Amdahl prediction for every worker count
+/// comes from it, when it is one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SerialFit {
+    /// No figure: only one worker count was measured.
+    None,
+    /// Between 0 and 1: Amdahl's serial fraction.
+    Fraction(f64),
+    /// Above 1: the pool is slower than one process (its overhead outweighs
+    /// the work), which Amdahl's law, knowing no overhead, does not model.
+    OverheadBound(f64),
+    /// Below 0: the speedup exceeds the worker count (noise, or the
+    /// baseline run slower than one worker), so no serial fraction shows.
+    Superlinear(f64),
+}
+
+impl SerialFit {
+    fn of(karp_flatt: Vec<f64>) -> SerialFit {
+        if karp_flatt.is_empty() {
+            return SerialFit::None;
+        }
+        match median(&karp_flatt) {
+            e if e > 1.0 => SerialFit::OverheadBound(e),
+            e if e < 0.0 => SerialFit::Superlinear(e),
+            e => SerialFit::Fraction(e),
+        }
     }
 }
 
@@ -404,6 +432,20 @@ impl Drop for Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_karp_flatt_decides_the_fit() {
+        assert_eq!(SerialFit::of(vec![]), SerialFit::None);
+        assert_eq!(SerialFit::of(vec![0.3, 0.1, 0.2]), SerialFit::Fraction(0.2));
+        assert_eq!(SerialFit::of(vec![0.0]), SerialFit::Fraction(0.0));
+        assert_eq!(SerialFit::of(vec![1.0]), SerialFit::Fraction(1.0));
+        assert_eq!(SerialFit::of(vec![5.6]), SerialFit::OverheadBound(5.6));
+        assert_eq!(SerialFit::of(vec![-0.036]), SerialFit::Superlinear(-0.036));
+        assert_eq!(
+            SerialFit::of(vec![-0.5, 0.4, 2.0]),
+            SerialFit::Fraction(0.4)
+        );
+    }
 
     #[test]
     fn near_gives_distinct_isolated_indices() {

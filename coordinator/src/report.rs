@@ -463,6 +463,9 @@ pub struct BenchWorkload {
     /// True when the pool was slower than one process: the Karp-Flatt figures
     /// exceed 1 and no Amdahl prediction is made.
     pub overhead_bound: bool,
+    /// True when the speedup exceeded the worker count: the Karp-Flatt
+    /// figures are below 0 and no Amdahl prediction is made.
+    pub superlinear: bool,
     pub results: Vec<BenchRow>,
 }
 
@@ -488,11 +491,13 @@ impl BenchReport {
                 w.description,
                 w.tasks,
                 self.repeat,
-                match (w.serial_fraction, w.overhead_bound) {
-                    (Some(e), _) => format!(", serial fraction {e:.3}"),
-                    (None, true) =>
+                match (w.serial_fraction, w.overhead_bound, w.superlinear) {
+                    (Some(e), _, _) => format!(", serial fraction {e:.3}"),
+                    (None, true, _) =>
                         ", the pool's overhead outweighs the work: no Amdahl prediction".to_owned(),
-                    (None, false) => String::new(),
+                    (None, _, true) =>
+                        ", speedup above the worker count: no Amdahl prediction".to_owned(),
+                    (None, false, false) => String::new(),
                 },
             );
             let rows: Vec<Vec<(&str, String)>> = w

@@ -76,6 +76,14 @@ fn a_tiny_bench_is_consistent_and_draws_a_plot() {
         }
         assert!(r["python_seconds"].is_null(), "no --vs-python");
     }
+    let flag = |key: &str| w[key].as_bool().unwrap_or_else(|| panic!("{key}: {w}"));
+    let (overhead_bound, superlinear) = (flag("overhead_bound"), flag("superlinear"));
+    assert!(!(overhead_bound && superlinear), "{w}");
+    assert_eq!(
+        w["serial_fraction"].is_null(),
+        overhead_bound || superlinear,
+        "a serial fraction, or the reason there is none: {w}"
+    );
     if let Some(e) = w["serial_fraction"].as_f64() {
         for r in rows {
             let p = f(r, "workers");
