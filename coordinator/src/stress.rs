@@ -560,6 +560,10 @@ impl Driver {
         self.data[..n].copy_from_slice(&stamp[..n]);
         let sum = checksum(&self.data);
         let writer = self.writer.as_mut().expect("open until finish");
+        // Stamped before the write: a worker woken by the write can answer
+        // before this thread runs again, and a stamp taken after the write
+        // returned would then miss most of the round trip.
+        let at = Instant::now();
         let sent = match self.codec {
             Codec::Framed => writer
                 .send(&Request::Echo(Echo {
@@ -574,7 +578,7 @@ impl Driver {
         self.ledger.in_flight.push_back(Sent {
             seq,
             checksum: sum,
-            at: Instant::now(),
+            at,
         });
         self.outcome(sent)
     }
