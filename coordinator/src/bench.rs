@@ -349,7 +349,7 @@ fn summarise(
         _ => None,
     };
     for row in &mut rows {
-        row.amdahl_speedup = serial_fraction.map(|e| amdahl_speedup(e, row.workers));
+        row.amdahl_speedup = serial_fraction.map(|e| amdahl_speedup(e, row.workers as f64));
     }
     BenchWorkload {
         name: workload.name.clone(),

@@ -104,9 +104,8 @@ fn draw(report: &BenchReport, path: &Path) -> Result<(), Box<dyn std::error::Err
         if let Some(serial) = workload.serial_fraction {
             let curve = (0..=60).map(|k| {
                 let p = 1.0 + (max_workers - 1.0) * k as f64 / 60.0;
-                (p, 1.0 / (serial + (1.0 - serial) / p))
+                (p, amdahl_speedup(serial, p))
             });
-            debug_assert!((amdahl_speedup(serial, 1) - 1.0).abs() < 1e-9);
             chart
                 .draw_series(DashedLineSeries::new(curve, 6, 4, colour.stroke_width(1)))?
                 .label(format!(

@@ -9,7 +9,7 @@ use std::num::NonZeroU64;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use fibpool_protocol::{Chunk, Encoding, MAX_INDEX, Measured, Request, Response, Run};
+use fibpool_protocol::{Chunk, Encoding, MAX_INDEX, Request, Response, Run};
 use num_bigint::BigUint;
 
 use crate::WorkerCommand;
@@ -235,8 +235,8 @@ struct Worker {
     process: WorkerProcess,
     /// Ids of the chunks sent and not yet answered, oldest first.
     in_flight: Vec<u64>,
-    /// A Measure request is out, or its answer in.
-    measure: Option<Option<Measured>>,
+    /// A Measure request is out and not yet answered.
+    measuring: bool,
     /// Since when the worker has been on its oldest chunk in flight.
     busy_since: Option<Instant>,
     chunks: u64,
@@ -248,7 +248,7 @@ impl Worker {
         Worker {
             process,
             in_flight: Vec::new(),
-            measure: None,
+            measuring: false,
             busy_since: None,
             chunks: 0,
             busy_ns: 0,
@@ -490,7 +490,7 @@ impl Pool {
         let start = Instant::now();
         for (slot, runs) in shares.into_iter().enumerate() {
             let worker = &mut self.workers[slot];
-            worker.measure = Some(None);
+            worker.measuring = true;
             let request = Request::Measure(Chunk {
                 id: slot as u64,
                 encoding,
@@ -501,14 +501,10 @@ impl Pool {
             }
         }
         let mut board = Board::new(true);
-        while self.workers.iter().any(|w| w.measure == Some(None)) {
+        while self.workers.iter().any(|w| w.measuring) {
             self.step_strictly(&mut board, &mut |_| Ok(()))?;
         }
-        let seconds = start.elapsed().as_secs_f64();
-        for worker in &mut self.workers {
-            worker.measure = None;
-        }
-        Ok(seconds)
+        Ok(start.elapsed().as_secs_f64())
     }
 
     /// From the first spawn until the last worker was ready, once all are.
@@ -698,21 +694,6 @@ impl Pool {
         sink: &mut impl FnMut(Item<'_>) -> io::Result<()>,
     ) -> Result<Option<usize>, PoolError> {
         let (id, arrived, at) = match event {
-            // Results normally come as Event::Computed; one that does not is
-            // copied into the same form.
-            Event::Response {
-                worker,
-                response: Response::Computed(result),
-                at,
-            } => (
-                worker,
-                Arrived::Computed {
-                    chunk: result.id,
-                    busy_ns: result.busy_ns,
-                    values: Values::concatenated(&result.values),
-                },
-                at,
-            ),
             Event::Response {
                 worker,
                 response,
@@ -790,7 +771,9 @@ impl Pool {
                 "sent {} before its handshake",
                 describe(&response)
             ))),
-            Response::Computed(_) => unreachable!("results arrive as Arrived::Computed"),
+            // The reader sends results as Event::Computed from the second
+            // frame on; a first frame is caught above, before the handshake.
+            Response::Computed(_) => unreachable!("results arrive as Event::Computed"),
             Response::Failed(failure) => Err(PoolError::WorkerFailed {
                 worker: name,
                 message: failure.message,
@@ -799,10 +782,8 @@ impl Pool {
                 "sent an echo (seq {}) it was not asked for",
                 reply.seq
             ))),
-            Response::Measured(measured)
-                if w.measure == Some(None) && measured.id == slot as u64 =>
-            {
-                w.measure = Some(Some(measured));
+            Response::Measured(measured) if w.measuring && measured.id == slot as u64 => {
+                w.measuring = false;
                 Ok(None)
             }
             Response::Measured(measured) => Err(misbehaved(format!(

@@ -217,35 +217,28 @@ fn read_events(reader: Reader, worker: u64, events: Sender<Event>) {
     let mut frames = FrameReader::new(reader);
     let mut first = true;
     loop {
-        let event = if first {
+        let next = if first {
             first = false;
-            match frames.recv_handshake::<Response>() {
-                Ok(Some(response)) => Event::Response {
+            frames.recv_handshake::<Response>().map(|r| {
+                r.map(|response| Event::Response {
                     worker,
                     response: response.into_owned(),
                     at: Instant::now(),
-                },
-                Ok(None) => Event::Closed {
-                    worker,
-                    error: None,
-                },
-                Err(error) => Event::Closed {
-                    worker,
-                    error: Some(error),
-                },
-            }
+                })
+            })
         } else {
-            match next_event(&mut frames, worker) {
-                Ok(Some(event)) => event,
-                Ok(None) => Event::Closed {
-                    worker,
-                    error: None,
-                },
-                Err(error) => Event::Closed {
-                    worker,
-                    error: Some(error),
-                },
-            }
+            next_event(&mut frames, worker)
+        };
+        let event = match next {
+            Ok(Some(event)) => event,
+            Ok(None) => Event::Closed {
+                worker,
+                error: None,
+            },
+            Err(error) => Event::Closed {
+                worker,
+                error: Some(error),
+            },
         };
         let closed = matches!(event, Event::Closed { .. });
         if events.send(event).is_err() || closed {
@@ -263,7 +256,7 @@ fn next_event(
     let Some(payload) = frames.recv_payload()? else {
         return Ok(None);
     };
-    let computed = match fibpool_protocol::codec::decode::<Response>(payload)? {
+    let (id, busy_ns, spans) = match fibpool_protocol::codec::decode::<Response>(payload)? {
         Response::Computed(result) => {
             let base = payload.as_ptr() as usize;
             // Decoding borrows every value from the payload: keep where each lies.
@@ -275,12 +268,19 @@ fn next_event(
                     Cow::Owned(_) => None,
                 })
                 .collect();
-            let values = match spans {
-                Some(spans) => Err(spans),
+            match spans {
+                Some(spans) => (result.id, result.busy_ns, spans),
                 // Not borrowed after all: copy them into one buffer.
-                None => Ok(Values::concatenated(&result.values)),
-            };
-            (result.id, result.busy_ns, values)
+                None => {
+                    return Ok(Some(Event::Computed {
+                        worker,
+                        id: result.id,
+                        busy_ns: result.busy_ns,
+                        values: Values::concatenated(&result.values),
+                        at: Instant::now(),
+                    }));
+                }
+            }
         }
         other => {
             return Ok(Some(Event::Response {
@@ -291,13 +291,9 @@ fn next_event(
         }
     };
     let at = Instant::now();
-    let (id, busy_ns, values) = computed;
-    let values = match values {
-        Ok(values) => values,
-        Err(spans) => Values {
-            buf: frames.take_payload(),
-            spans,
-        },
+    let values = Values {
+        buf: frames.take_payload(),
+        spans,
     };
     Ok(Some(Event::Computed {
         worker,

@@ -57,8 +57,8 @@ pub fn karp_flatt(speedup: f64, workers: usize) -> Option<f64> {
 
 /// Amdahl's law: the speedup on `workers` processors of a job whose serial
 /// fraction is `serial`, 1 / (s + (1 - s) / p).
-pub fn amdahl_speedup(serial: f64, workers: usize) -> f64 {
-    1.0 / (serial + (1.0 - serial) / workers as f64)
+pub fn amdahl_speedup(serial: f64, workers: f64) -> f64 {
+    1.0 / (serial + (1.0 - serial) / workers)
 }
 
 #[cfg(test)]
@@ -85,9 +85,9 @@ mod tests {
         assert!((karp_flatt(1.0, 4).unwrap() - 1.0).abs() < 1e-12);
         // Amdahl with the Karp-Flatt fraction gives the measured speedup back.
         let e = karp_flatt(1.9, 2).unwrap();
-        assert!((amdahl_speedup(e, 2) - 1.9).abs() < 1e-12);
+        assert!((amdahl_speedup(e, 2.0) - 1.9).abs() < 1e-12);
         assert!((e - (1.0 / 1.9 - 0.5) / 0.5).abs() < 1e-12);
-        assert!((amdahl_speedup(0.1, 4) - 1.0 / (0.1 + 0.9 / 4.0)).abs() < 1e-12);
+        assert!((amdahl_speedup(0.1, 4.0) - 1.0 / (0.1 + 0.9 / 4.0)).abs() < 1e-12);
     }
 
     #[test]

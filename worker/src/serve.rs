@@ -102,21 +102,7 @@ pub fn serve<R: Read, W: Write>(
                         }
                     }
                 }
-                let result = match compute(&chunk) {
-                    Ok(result) => result,
-                    Err(reason) => {
-                        // Tell the coordinator why before going: a pipe that
-                        // just closes says nothing.
-                        let _ = tx.send(&Response::Failed(Failure {
-                            chunk: Some(chunk.id),
-                            message: reason.clone(),
-                        }));
-                        return Err(ServeError::BadChunk {
-                            id: chunk.id,
-                            reason,
-                        });
-                    }
-                };
+                let result = compute(&chunk).map_err(|reason| refuse(&mut tx, chunk.id, reason))?;
                 summary.chunks += 1;
                 summary.values += result.values.len() as u64;
                 tx.send(&Response::Computed(result))?;
@@ -143,24 +129,14 @@ pub fn serve<R: Read, W: Write>(
             Request::RawEcho(reply) => {
                 summary.echoes += raw_echo(&mut rx, &mut tx, reply)?;
             }
-            Request::Measure(chunk) => match measure(&chunk) {
-                Ok(measured) => {
-                    tx.send(&Response::Measured(measured))?;
-                }
-                Err(reason) => {
-                    let _ = tx.send(&Response::Failed(Failure {
-                        chunk: Some(chunk.id),
-                        message: reason.clone(),
-                    }));
-                    return Err(ServeError::BadChunk {
-                        id: chunk.id,
-                        reason,
-                    });
-                }
-            },
+            Request::Measure(chunk) => {
+                let measured =
+                    measure(&chunk).map_err(|reason| refuse(&mut tx, chunk.id, reason))?;
+                tx.send(&Response::Measured(measured))?;
+            }
             Request::Hello(_) => {
                 return Err(fibpool_protocol::Error::Unexpected {
-                    expected: "Compute, Echo, RawEcho or Shutdown",
+                    expected: "Compute, Echo, RawEcho, Measure or Shutdown",
                     got: "a second Hello".to_owned(),
                 }
                 .into());
@@ -198,6 +174,16 @@ fn raw_echo<R: Read, W: Write>(
         answered += 1;
     }
     Ok(answered)
+}
+
+/// A chunk the worker will not compute: the coordinator is told why before
+/// the worker goes (a pipe that just closes says nothing).
+fn refuse<W: Write>(tx: &mut FrameWriter<W>, id: u64, reason: String) -> ServeError {
+    let _ = tx.send(&Response::Failed(Failure {
+        chunk: Some(id),
+        message: reason.clone(),
+    }));
+    ServeError::BadChunk { id, reason }
 }
 
 /// Checks every run's indices against the worker's limit.
