@@ -41,11 +41,9 @@ impl Transport {
 pub(crate) type Reader = Box<dyn Read + Send>;
 pub(crate) type Writer = Box<dyn Write + Send>;
 
-/// A started worker: its process and both ends of its channel.
-pub(crate) struct Connection {
+/// A started worker's process, and the stamps of its spawn.
+pub(crate) struct Started {
     pub child: OwnedChild,
-    pub reader: Reader,
-    pub writer: Writer,
     /// When the spawn call began, on the Instant clock and on CLOCK_MONOTONIC.
     pub spawned_at: Instant,
     pub spawned_at_ns: u64,
@@ -53,13 +51,19 @@ pub(crate) struct Connection {
     pub spawn_call: Duration,
 }
 
-/// Starts `command` as a worker on `transport`. For a socket, waits up to
-/// `connect_timeout` for the worker to connect.
-pub(crate) fn connect(
+/// Starts `command` as a worker on `transport`, and hands both ends of its
+/// channel to `channel` as soon as they exist. With pipes that is before the
+/// spawn: the pipes are made and grown first, and whatever `channel` does
+/// with its ends (queue the handshake, start a reader thread) is done by the
+/// time the process starts, so none of it competes with the worker's start
+/// for a CPU (docs/STARTUP.md). With a socket it is after the worker has
+/// connected, within `connect_timeout`.
+pub(crate) fn connect<T>(
     command: &WorkerCommand,
     transport: Transport,
     connect_timeout: Duration,
-) -> Result<Connection, PoolError> {
+    channel: impl FnOnce(Reader, Writer) -> Result<T, PoolError>,
+) -> Result<(Started, T), PoolError> {
     let failed = |source: io::Error| PoolError::Spawn {
         command: command.to_string(),
         source,
@@ -72,17 +76,21 @@ pub(crate) fn connect(
         // pre-exec hook, would force fork() instead of posix_spawn and cost
         // about 0.3 ms per worker (docs/STARTUP.md).
         .env(PARENT_PID_ENV, std::process::id().to_string());
-    let listener = match transport {
+    let ends = match transport {
         Transport::Pipe => {
-            cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
-            None
+            let (stdin, input) = io::pipe().map_err(failed)?;
+            let (output, stdout) = io::pipe().map_err(failed)?;
+            grow_pipe(input.as_raw_fd());
+            grow_pipe(output.as_raw_fd());
+            cmd.stdin(stdin).stdout(stdout);
+            Ends::Made(channel(Box::new(output), Box::new(input))?)
         }
         Transport::Socket => {
             let (name, listener) = listen().map_err(failed)?;
             cmd.stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .env(SOCKET_ENV, name);
-            Some(listener)
+            Ends::OnConnect(listener, channel)
         }
     };
 
@@ -99,30 +107,33 @@ pub(crate) fn connect(
     let spawn_call = spawned_at.elapsed();
     live.pids.push(child.id());
     drop(live);
+    // The worker's ends of its pipes, which only the worker may hold.
+    drop(cmd);
     let mut child = OwnedChild::new(child);
 
-    let (reader, writer): (Reader, Writer) = match listener {
-        None => {
-            let stdout = child.child.stdout.take().expect("stdout is piped");
-            let stdin = child.child.stdin.take().expect("stdin is piped");
-            grow_pipe(stdout.as_raw_fd());
-            grow_pipe(stdin.as_raw_fd());
-            (Box::new(stdout), Box::new(stdin))
-        }
-        Some(listener) => {
+    let made = match ends {
+        Ends::Made(made) => made,
+        Ends::OnConnect(listener, channel) => {
             let stream = accept(&listener, &mut child, connect_timeout).map_err(failed)?;
             let shared = SharedStream::new(stream);
-            (Box::new(shared.clone()), Box::new(SocketWriter(shared)))
+            channel(Box::new(shared.clone()), Box::new(SocketWriter(shared)))?
         }
     };
-    Ok(Connection {
+    let started = Started {
         child,
-        reader,
-        writer,
         spawned_at,
         spawned_at_ns,
         spawn_call,
-    })
+    };
+    Ok((started, made))
+}
+
+/// What became of a worker's channel before its spawn.
+enum Ends<T, F> {
+    /// Pipes: made, and handed over already.
+    Made(T),
+    /// A socket: handed over once the worker connects to this listener.
+    OnConnect(Listener, F),
 }
 
 /// The pipe buffer a worker's pipes get: the unprivileged maximum on Linux

@@ -14,7 +14,7 @@ use fibpool_protocol::{
 
 use crate::WorkerCommand;
 use crate::board::Values;
-use crate::child::{Connection, OwnedChild, Reader, Transport, Writer, connect, describe_status};
+use crate::child::{OwnedChild, Reader, Started, Transport, Writer, connect, describe_status};
 use crate::error::{PoolError, WorkerName};
 use crate::report::Phases;
 
@@ -107,19 +107,32 @@ impl WorkerProcess {
         id: u64,
         events: Sender<Event>,
     ) -> Result<Self, PoolError> {
-        let Connection {
-            child,
-            reader,
-            writer,
-            spawned_at,
-            spawned_at_ns,
-            spawn_call,
-        } = connect(command, transport, CONNECT_TIMEOUT)?;
-        let mut input = FrameWriter::new(writer);
-        // A worker that is already gone shows up as a Closed event from the reader.
-        let _ = input.send(&Request::Hello(CoordinatorHello {
-            version: PROTOCOL_VERSION,
-        }));
+        // Both start before the process, while the pipes are still empty:
+        // the Hello waits in the worker's input, the reader on its output.
+        let channel = |reader: Reader, writer: Writer| {
+            let mut input = FrameWriter::new(writer);
+            // A worker that is already gone shows up as a Closed event from the reader.
+            let _ = input.send(&Request::Hello(CoordinatorHello {
+                version: PROTOCOL_VERSION,
+            }));
+            std::thread::Builder::new()
+                .name(format!("fibpool-reader-{slot}"))
+                .spawn(move || read_events(reader, id, events))
+                .map_err(|source| PoolError::Spawn {
+                    command: "a reader thread".to_owned(),
+                    source,
+                })?;
+            Ok(input)
+        };
+        let (
+            Started {
+                child,
+                spawned_at,
+                spawned_at_ns,
+                spawn_call,
+            },
+            input,
+        ) = connect(command, transport, CONNECT_TIMEOUT, channel)?;
         let name = WorkerName {
             slot,
             pid: child.pid(),
@@ -139,13 +152,6 @@ impl WorkerProcess {
             child,
             input: Some(input),
         };
-        std::thread::Builder::new()
-            .name(format!("fibpool-reader-{slot}"))
-            .spawn(move || read_events(reader, id, events))
-            .map_err(|source| PoolError::Spawn {
-                command: "a reader thread".to_owned(),
-                source,
-            })?;
         Ok(process)
     }
 

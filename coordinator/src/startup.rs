@@ -121,24 +121,29 @@ fn first_bytes(n: usize, command: impl Fn() -> Command) -> Result<Vec<f64>, Pool
     for _ in 0..n {
         let mut command = command();
         let program = format!("{:?}", command.get_program());
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let start = Instant::now();
-        let child = command.spawn().map_err(|source| PoolError::Spawn {
+        let failed = |source| PoolError::Spawn {
             command: program.clone(),
             source,
-        })?;
-        children.push((program, start, child, None));
+        };
+        // Made before the clock starts, as the pool makes its workers' pipes.
+        let (output, stdout) = std::io::pipe().map_err(failed)?;
+        command
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::null());
+        let start = Instant::now();
+        let child = command.spawn().map_err(failed)?;
+        // The child's end of the pipe, which only the child may hold.
+        drop(command);
+        children.push((program, start, child, output, None));
     }
     let mut answered = 0;
     while answered < n {
         let mut fds: Vec<libc::pollfd> = children
             .iter()
-            .map(|(_, _, child, got)| libc::pollfd {
+            .map(|(_, _, _, output, got)| libc::pollfd {
                 fd: match got {
-                    None => child.stdout.as_ref().expect("piped").as_raw_fd(),
+                    None => output.as_raw_fd(),
                     Some(_) => -1, // poll skips negative descriptors
                 },
                 events: libc::POLLIN,
@@ -162,12 +167,12 @@ fn first_bytes(n: usize, command: impl Fn() -> Command) -> Result<Vec<f64>, Pool
                 },
             });
         }
-        for (fd, (program, start, child, got)) in fds.iter().zip(&mut children) {
+        for (fd, (program, start, _, output, got)) in fds.iter().zip(&mut children) {
             if fd.revents == 0 || got.is_some() {
                 continue;
             }
             let mut byte = [0u8; 1];
-            let read = child.stdout.as_mut().expect("piped").read(&mut byte);
+            let read = output.read(&mut byte);
             if !matches!(read, Ok(1)) {
                 return Err(PoolError::Spawn {
                     command: program.clone(),
@@ -182,7 +187,7 @@ fn first_bytes(n: usize, command: impl Fn() -> Command) -> Result<Vec<f64>, Pool
         }
     }
     let mut times = Vec::with_capacity(n);
-    for (program, _, mut child, got) in children {
+    for (program, _, mut child, _, got) in children {
         child.wait().map_err(|source| PoolError::Spawn {
             command: program,
             source,

@@ -16,7 +16,7 @@ use fibpool_protocol::{
 use hdrhistogram::Histogram;
 
 use crate::child::{
-    Connection, OwnedChild, Reader, Transport, Writer, connect, describe_status, peak_rss_bytes,
+    OwnedChild, Reader, Started, Transport, Writer, connect, describe_status, peak_rss_bytes,
 };
 use crate::error::{PoolError, WorkerName};
 use crate::{WorkerCommand, report};
@@ -437,12 +437,10 @@ impl Driver {
         size: usize,
         slot: usize,
     ) -> Result<Driver, PoolError> {
-        let Connection {
-            child,
-            reader,
-            writer,
-            ..
-        } = connect(command, transport, Duration::from_secs(30))?;
+        let (Started { child, .. }, (reader, writer)) =
+            connect(command, transport, Duration::from_secs(30), |r, w| {
+                Ok((r, w))
+            })?;
         let name = WorkerName {
             slot,
             pid: child.pid(),
