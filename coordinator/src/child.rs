@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fibpool_worker::clock::monotonic_ns;
-use fibpool_worker::{PARENT_PID_ENV, SOCKET_ENV, SharedStream};
+use fibpool_worker::{SOCKET_ENV, SharedStream};
 use interprocess::local_socket::{
     GenericNamespaced, Listener, ListenerNonblockingMode, ListenerOptions, prelude::*,
 };
@@ -71,11 +71,12 @@ pub(crate) fn connect<T>(
     let mut cmd = command.to_command();
     cmd.stderr(Stdio::inherit())
         // Terminal signals go to the coordinator alone, which then stops its workers.
-        .process_group(0)
-        // The worker asks for PR_SET_PDEATHSIG itself. Doing it here, in a
-        // pre-exec hook, would force fork() instead of posix_spawn and cost
-        // about 0.3 ms per worker (docs/STARTUP.md).
-        .env(PARENT_PID_ENV, std::process::id().to_string());
+        .process_group(0);
+    // No environment is set for pipes: any change to it makes std copy the
+    // whole environment at each spawn, which measured 12-18 µs. The worker
+    // asks for PR_SET_PDEATHSIG itself once the Hello gives it this
+    // process's pid: a pre-exec hook here would force fork() instead of
+    // posix_spawn and cost about 0.3 ms per worker (docs/STARTUP.md).
     let ends = match transport {
         Transport::Pipe => {
             let (stdin, input) = io::pipe().map_err(failed)?;

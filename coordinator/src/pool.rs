@@ -511,7 +511,7 @@ impl Pool {
     pub fn ready_seconds(&self) -> Option<f64> {
         let mut last = self.started;
         for worker in &self.workers {
-            last = last.max(worker.process.life.ready.as_ref()?.0);
+            last = last.max(worker.process.life.ready_at()?);
         }
         Some((last - self.started).as_secs_f64())
     }

@@ -59,8 +59,17 @@ pub(crate) struct Lifeline {
 }
 
 impl Lifeline {
+    /// When the worker became usable: its handshake decoded and its spawn
+    /// call returned. The reader thread starts before the spawn, so on a busy
+    /// machine it can decode the handshake before the spawning thread runs
+    /// again, and the pool cannot send work before then.
+    pub fn ready_at(&self) -> Option<Instant> {
+        let (decoded, _) = self.ready.as_ref()?;
+        Some((*decoded).max(self.spawned_at + self.spawn_call))
+    }
+
     pub fn phases(&self) -> Phases {
-        let ready_at = self.ready.as_ref().map(|(at, _)| *at);
+        let ready_at = self.ready_at();
         let hello = self.ready.as_ref().map(|(_, hello)| hello);
         // The worker's stamps share our clock only on the same machine: a
         // launcher such as ssh gives stamps that are not comparable.
@@ -114,6 +123,7 @@ impl WorkerProcess {
             // A worker that is already gone shows up as a Closed event from the reader.
             let _ = input.send(&Request::Hello(CoordinatorHello {
                 version: PROTOCOL_VERSION,
+                pid: std::process::id(),
             }));
             std::thread::Builder::new()
                 .name(format!("fibpool-reader-{slot}"))
@@ -308,4 +318,50 @@ fn next_event(
         values,
         at,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lifeline(spawn_call_us: u64, decoded_after_us: u64) -> Lifeline {
+        let spawned_at = Instant::now();
+        let spawned_at_ns = 1_000_000;
+        Lifeline {
+            spawned_at,
+            spawned_at_ns,
+            spawn_call: Duration::from_micros(spawn_call_us),
+            ready: Some((
+                spawned_at + Duration::from_micros(decoded_after_us),
+                WorkerHello {
+                    version: PROTOCOL_VERSION,
+                    pid: 7,
+                    main_entered_ns: spawned_at_ns + 50_000,
+                    ready_ns: spawned_at_ns + 60_000,
+                },
+            )),
+            first_result: Some(spawned_at + Duration::from_micros(500)),
+            shutdown_sent: None,
+            reaped: None,
+        }
+    }
+
+    #[test]
+    fn ready_is_when_the_handshake_was_decoded() {
+        let phases = lifeline(30, 80).phases();
+        assert_eq!(phases.spawn_seconds, 30e-6);
+        assert_eq!(phases.exec_seconds, Some(50e-6));
+        assert_eq!(phases.init_seconds, Some(10e-6));
+        assert_eq!(phases.ready_seconds, Some(80e-6));
+        assert_eq!(phases.first_task_seconds, Some(420e-6));
+    }
+
+    #[test]
+    fn a_handshake_decoded_before_the_spawn_call_returned_is_ready_at_its_return() {
+        // The reader thread decoded it at 40 µs, the spawn call returned at 70 µs.
+        let phases = lifeline(70, 40).phases();
+        assert_eq!(phases.ready_seconds, Some(70e-6));
+        assert_eq!(phases.first_task_seconds, Some(430e-6));
+        assert!(phases.exec_seconds.unwrap() <= phases.ready_seconds.unwrap());
+    }
 }

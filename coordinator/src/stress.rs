@@ -454,6 +454,7 @@ impl Driver {
         writer
             .send(&Request::Hello(CoordinatorHello {
                 version: PROTOCOL_VERSION,
+                pid: std::process::id(),
             }))
             .map_err(protocol)?;
         match reader.recv_handshake::<Response>().map_err(protocol)? {

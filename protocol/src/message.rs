@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version both handshakes carry. Bump it on any change to a
 /// message's layout.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest index a worker computes. The decimal text of F(n) has about
 /// 0.209 n digits, so F(300 000 000) (62.7 MB of text) is the last whose value
@@ -95,6 +95,10 @@ impl Response<'_> {
 pub struct CoordinatorHello {
     /// Must stay the first field.
     pub version: u32,
+    /// The coordinator's process id. A worker whose parent this is asks to be
+    /// killed when it dies (PR_SET_PDEATHSIG); a worker started through a
+    /// wrapper (a shell, ssh) has another parent and does not.
+    pub pid: u32,
 }
 
 /// The worker's handshake, with its own start-up stamps on CLOCK_MONOTONIC,

@@ -8,6 +8,7 @@ fn every_message() -> (Vec<Request<'static>>, Vec<Response<'static>>) {
     let requests = vec![
         Request::Hello(CoordinatorHello {
             version: PROTOCOL_VERSION,
+            pid: 1,
         }),
         Request::Compute(Chunk {
             id: 7,
@@ -172,7 +173,7 @@ fn truncated_header_on_a_stream() {
 
 #[test]
 fn truncated_payload_on_a_stream() {
-    let frame = encode_frame(&Request::Hello(CoordinatorHello { version: 1 })).unwrap();
+    let frame = encode_frame(&Request::Hello(CoordinatorHello { version: 1, pid: 1 })).unwrap();
     let cut = &frame[..frame.len() - 1];
     let err = FrameReader::new(cut).recv::<Request>().unwrap_err();
     let payload = frame.len() - HEADER_LEN;
@@ -318,11 +319,12 @@ fn handshake_of_another_version_is_a_version_error() {
     );
     assert_eq!(
         err.to_string(),
-        "protocol version mismatch: peer speaks version 7, this side speaks 1"
+        "protocol version mismatch: peer speaks version 7, this side speaks 2"
     );
     // The same version decodes normally.
     let hello = Request::Hello(CoordinatorHello {
         version: PROTOCOL_VERSION,
+        pid: 1,
     });
     let frame = encode_frame(&hello).unwrap();
     assert_eq!(
@@ -377,7 +379,7 @@ fn variant_indices_are_frozen() {
     // bincode encodes variants by index: appending is fine, reordering is not.
     let first_byte = |r: &Request| encode_frame(r).unwrap()[HEADER_LEN];
     assert_eq!(
-        first_byte(&Request::Hello(CoordinatorHello { version: 1 })),
+        first_byte(&Request::Hello(CoordinatorHello { version: 1, pid: 1 })),
         0
     );
     assert_eq!(first_byte(&Request::Shutdown), 2);

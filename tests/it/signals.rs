@@ -88,7 +88,7 @@ fn output_into_a_closed_pipe_is_a_quiet_exit() {
 #[test]
 fn garbage_piped_into_a_worker_gets_one_line_and_a_failure() {
     let hello = fibpool_protocol::encode_frame(&fibpool_protocol::Request::Hello(
-        fibpool_protocol::CoordinatorHello { version: 1 },
+        fibpool_protocol::CoordinatorHello { version: 2, pid: 1 },
     ))
     .unwrap();
     let future_hello = [&[3u8, 0, 0, 0][..], &[0, 99, 7]].concat();
@@ -105,11 +105,11 @@ fn garbage_piped_into_a_worker_gets_one_line_and_a_failure() {
         ),
         (
             &hello[..hello.len() - 1],
-            "stream ended inside a frame payload: got 1 of 2 bytes",
+            "stream ended inside a frame payload: got 2 of 3 bytes",
         ),
         (
             &future_hello,
-            "protocol version mismatch: peer speaks version 99, this side speaks 1",
+            "protocol version mismatch: peer speaks version 99, this side speaks 2",
         ),
         (&garbage_after_hello, "undecodable frame payload: "),
     ];

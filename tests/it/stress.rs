@@ -112,6 +112,7 @@ fn hello_frame() -> Vec<u8> {
     fibpool_protocol::encode_frame(&fibpool_protocol::Request::Hello(
         fibpool_protocol::CoordinatorHello {
             version: fibpool_protocol::PROTOCOL_VERSION,
+            pid: 1,
         },
     ))
     .unwrap()

@@ -18,4 +18,4 @@ mod serve;
 mod stdio;
 
 pub use serve::{ServeError, ServeOptions, ServeSummary, compute, measure, serve};
-pub use stdio::{ANSWER_AT_ONCE_ENV, PARENT_PID_ENV, SOCKET_ENV, SharedStream, run_stdio};
+pub use stdio::{ANSWER_AT_ONCE_ENV, SOCKET_ENV, SharedStream, run_stdio};

@@ -20,6 +20,10 @@ pub struct ServeOptions {
     pub main_entered_ns: u64,
     /// A fault to inject (tests only; see [`crate::fault`]).
     pub fault: Option<FaultPlan>,
+    /// Ask to be killed with the coordinator once its Hello names it, if it
+    /// is this process's parent (worker processes; not a test serving in
+    /// memory, whose parent is the test runner).
+    pub die_with_coordinator: bool,
 }
 
 /// Why a worker stopped before being told to.
@@ -29,6 +33,10 @@ pub enum ServeError {
     Protocol(#[from] fibpool_protocol::Error),
     #[error("coordinator closed the stream before its handshake")]
     NoHandshake,
+    #[error("prctl(PR_SET_PDEATHSIG) failed")]
+    DeathSignal(#[source] std::io::Error),
+    #[error("coordinator (pid {0}) exited before this worker started")]
+    CoordinatorGone(u32),
     #[error("refused chunk {id}: {reason}")]
     BadChunk { id: u64, reason: String },
     #[error("raw frame of {len} bytes is shorter than its {header}-byte header", header = raw::HEADER_LEN)]
@@ -69,7 +77,12 @@ pub fn serve<R: Read, W: Write>(
     }))?;
 
     match rx.recv_handshake::<Request>()? {
-        Some(Request::Hello(CoordinatorHello { .. })) => {}
+        Some(Request::Hello(CoordinatorHello { pid, .. })) => {
+            // After the handshake is written, so that `ready` does not wait for it.
+            if options.die_with_coordinator {
+                crate::stdio::die_with_parent(pid)?;
+            }
+        }
         Some(other) => {
             return Err(fibpool_protocol::Error::Unexpected {
                 expected: "the coordinator's Hello",
@@ -272,6 +285,7 @@ mod tests {
 
     const HELLO: Request<'static> = Request::Hello(CoordinatorHello {
         version: PROTOCOL_VERSION,
+        pid: 1,
     });
 
     fn frames(requests: &[Request]) -> Vec<u8> {
@@ -290,6 +304,7 @@ mod tests {
         let options = ServeOptions {
             main_entered_ns: 17,
             fault: None,
+            die_with_coordinator: false,
         };
         let result = serve(input, &mut output, &options);
         let mut reader = FrameReader::new(&output[..]);
@@ -387,7 +402,10 @@ mod tests {
 
     #[test]
     fn wrong_version_is_refused() {
-        let (result, _) = serve_bytes(&frames(&[Request::Hello(CoordinatorHello { version: 99 })]));
+        let (result, _) = serve_bytes(&frames(&[Request::Hello(CoordinatorHello {
+            version: 99,
+            pid: 1,
+        })]));
         let err = result.unwrap_err();
         assert!(
             matches!(

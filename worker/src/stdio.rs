@@ -11,10 +11,6 @@ use crate::serve::{ServeError, ServeOptions, serve};
 /// the binary costs from what the worker does before its handshake.
 pub const ANSWER_AT_ONCE_ENV: &str = "FIBPOOL_ANSWER_AT_ONCE";
 
-/// Set by the coordinator to its own pid: the worker then asks to be killed
-/// when that parent dies (see [`die_with_parent`]).
-pub const PARENT_PID_ENV: &str = "FIBPOOL_PARENT_PID";
-
 /// Set by the coordinator to a local socket name (abstract namespace on
 /// Linux): the worker then connects and serves over it instead of stdin/stdout.
 pub const SOCKET_ENV: &str = "FIBPOOL_SOCKET";
@@ -30,10 +26,6 @@ pub fn run_stdio(name: &str, main_entered_ns: u64) -> ExitCode {
             Err(_) => ExitCode::FAILURE,
         };
     }
-    if let Err(message) = die_with_parent() {
-        eprintln!("{name} (pid {}): {message}", std::process::id());
-        return ExitCode::FAILURE;
-    }
     let fault = match std::env::var(FAULT_ENV) {
         Ok(spec) => match FaultPlan::parse(&spec) {
             Ok(plan) => Some(plan),
@@ -47,6 +39,7 @@ pub fn run_stdio(name: &str, main_entered_ns: u64) -> ExitCode {
     let options = ServeOptions {
         main_entered_ns,
         fault,
+        die_with_coordinator: true,
     };
     let served = match std::env::var_os(SOCKET_ENV) {
         Some(name) => socket_streams(&name)
@@ -147,16 +140,15 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     message
 }
 
-/// Asks for SIGKILL when the coordinator dies (PR_SET_PDEATHSIG), if the
-/// coordinator is this process's parent. The parent may die before prctl
-/// takes effect, and then no signal would ever come: so the parent is checked
-/// again afterwards, and a worker whose coordinator is already gone stops. A
-/// worker started through a wrapper (a shell, ssh) has another parent and
-/// relies on end of stream on stdin instead.
-fn die_with_parent() -> Result<(), String> {
-    let Some(expected) =
-        std::env::var_os(PARENT_PID_ENV).and_then(|v| v.to_str()?.parse::<libc::pid_t>().ok())
-    else {
+/// Asks for SIGKILL when the coordinator (pid `coordinator`, from its Hello)
+/// dies (PR_SET_PDEATHSIG), if it is this process's parent. The parent may die
+/// before prctl takes effect, and then no signal would ever come: so the
+/// parent is checked again afterwards, and a worker whose coordinator is
+/// already gone stops. A worker started through a wrapper (a shell, ssh) has
+/// another parent and relies on end of stream on stdin instead. Nothing is
+/// computed before this runs: work only comes after the Hello.
+pub(crate) fn die_with_parent(coordinator: u32) -> Result<(), ServeError> {
+    let Ok(expected) = libc::pid_t::try_from(coordinator) else {
         return Ok(());
     };
     // SAFETY: getppid and prctl have no memory-safety preconditions.
@@ -165,15 +157,10 @@ fn die_with_parent() -> Result<(), String> {
             return Ok(());
         }
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-            return Err(format!(
-                "prctl(PR_SET_PDEATHSIG): {}",
-                io::Error::last_os_error()
-            ));
+            return Err(ServeError::DeathSignal(io::Error::last_os_error()));
         }
         if libc::getppid() != expected {
-            return Err(format!(
-                "coordinator (pid {expected}) exited before this worker started"
-            ));
+            return Err(ServeError::CoordinatorGone(coordinator));
         }
     }
     Ok(())
