@@ -4,9 +4,10 @@
 //! statistics are in [`crate::stats`], the report in [`crate::report`].
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use fibpool_worker::ANSWER_AT_ONCE_ENV;
@@ -125,12 +126,12 @@ fn first_bytes(n: usize, command: impl Fn() -> Command) -> Result<Vec<f64>, Pool
             command: program.clone(),
             source,
         };
-        // Made before the clock starts, as the pool makes its workers' pipes.
+        // Made before the clock starts, as the pool makes its workers' pipes;
+        // so is /dev/null, which `Stdio::null()` would open inside the spawn.
         let (output, stdout) = std::io::pipe().map_err(failed)?;
-        command
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(Stdio::null());
+        let null = File::open("/dev/null").map_err(failed)?;
+        let null_too = null.try_clone().map_err(failed)?;
+        command.stdin(null).stdout(stdout).stderr(null_too);
         let start = Instant::now();
         let child = command.spawn().map_err(failed)?;
         // The child's end of the pipe, which only the child may hold.
