@@ -772,8 +772,12 @@ impl Pool {
                 describe(&response)
             ))),
             // The reader sends results as Event::Computed from the second
-            // frame on; a first frame is caught above, before the handshake.
-            Response::Computed(_) => unreachable!("results arrive as Event::Computed"),
+            // frame on, and a first frame is caught above, before the
+            // handshake: an error, not a panic, should that ever change.
+            Response::Computed(result) => Err(misbehaved(format!(
+                "sent a result for chunk {} outside the result path",
+                result.id
+            ))),
             Response::Failed(failure) => Err(PoolError::WorkerFailed {
                 worker: name,
                 message: failure.message,

@@ -5,9 +5,9 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::Read;
+use std::io::{PipeReader, Read};
 use std::os::fd::AsRawFd;
-use std::process::Command;
+use std::process::{Child, Command};
 use std::time::Instant;
 
 use fibpool_worker::ANSWER_AT_ONCE_ENV;
@@ -136,15 +136,21 @@ fn first_bytes(n: usize, command: impl Fn() -> Command) -> Result<Vec<f64>, Pool
         let child = command.spawn().map_err(failed)?;
         // The child's end of the pipe, which only the child may hold.
         drop(command);
-        children.push((program, start, child, output, None));
+        children.push(Timed {
+            program,
+            start,
+            child,
+            output,
+            first_byte: None,
+        });
     }
     let mut answered = 0;
     while answered < n {
         let mut fds: Vec<libc::pollfd> = children
             .iter()
-            .map(|(_, _, _, output, got)| libc::pollfd {
-                fd: match got {
-                    None => output.as_raw_fd(),
+            .map(|c| libc::pollfd {
+                fd: match c.first_byte {
+                    None => c.output.as_raw_fd(),
                     Some(_) => -1, // poll skips negative descriptors
                 },
                 events: libc::POLLIN,
@@ -160,7 +166,7 @@ fn first_bytes(n: usize, command: impl Fn() -> Command) -> Result<Vec<f64>, Pool
                 continue;
             }
             return Err(PoolError::Spawn {
-                command: children[0].0.clone(),
+                command: children[0].program.clone(),
                 source: if ready == 0 {
                     std::io::ErrorKind::TimedOut.into()
                 } else {
@@ -168,34 +174,53 @@ fn first_bytes(n: usize, command: impl Fn() -> Command) -> Result<Vec<f64>, Pool
                 },
             });
         }
-        for (fd, (program, start, _, output, got)) in fds.iter().zip(&mut children) {
-            if fd.revents == 0 || got.is_some() {
+        for (fd, c) in fds.iter().zip(&mut children) {
+            if fd.revents == 0 || c.first_byte.is_some() {
                 continue;
             }
             let mut byte = [0u8; 1];
-            let read = output.read(&mut byte);
-            if !matches!(read, Ok(1)) {
+            if !matches!(c.output.read(&mut byte), Ok(1)) {
                 return Err(PoolError::Spawn {
-                    command: program.clone(),
+                    command: c.program.clone(),
                     source: std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
                         "it exited without writing a byte",
                     ),
                 });
             }
-            *got = Some((now - *start).as_secs_f64());
+            c.first_byte = Some((now - c.start).as_secs_f64());
             answered += 1;
         }
     }
     let mut times = Vec::with_capacity(n);
-    for (program, _, mut child, _, got) in children {
-        child.wait().map_err(|source| PoolError::Spawn {
-            command: program,
+    for mut c in children {
+        c.child.wait().map_err(|source| PoolError::Spawn {
+            command: c.program.clone(),
             source,
         })?;
-        times.extend(got);
+        times.extend(c.first_byte);
     }
     Ok(times)
+}
+
+/// A baseline program being timed. Dropped before it was reaped (an early
+/// return on an error), it is killed and reaped, so none outlives the run.
+struct Timed {
+    program: String,
+    /// When its spawn call began.
+    start: Instant,
+    child: Child,
+    output: PipeReader,
+    /// Seconds from `start` to its first byte, once it came.
+    first_byte: Option<f64>,
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        // Both do nothing for a child already reaped.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn report(plan: &StartupPlan, n: usize, samples: &Samples) -> StartupReport {
