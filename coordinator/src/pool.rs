@@ -39,7 +39,8 @@ const WARM_UP_INDEX: u64 = 10;
 /// Builds a [`Pool`].
 #[derive(Debug, Clone)]
 pub struct PoolBuilder {
-    workers: usize,
+    /// `None`: one per core, asked of the OS only when the pool is built.
+    workers: Option<usize>,
     command: Option<WorkerCommand>,
     in_flight: usize,
     handshake_timeout: Duration,
@@ -52,7 +53,7 @@ pub struct PoolBuilder {
 impl Default for PoolBuilder {
     fn default() -> Self {
         PoolBuilder {
-            workers: default_workers(),
+            workers: None,
             command: None,
             in_flight: 2,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -72,7 +73,7 @@ pub fn default_workers() -> usize {
 impl PoolBuilder {
     /// The number of worker processes (default: one per core).
     pub fn workers(mut self, workers: usize) -> Self {
-        self.workers = workers;
+        self.workers = Some(workers);
         self
     }
 
@@ -129,7 +130,8 @@ impl PoolBuilder {
     /// Starts every worker. It does not wait for their handshakes: each worker
     /// gets work as soon as its own arrives (see [`Pool::wait_ready`]).
     pub fn build(self) -> Result<Pool, PoolError> {
-        if self.workers == 0 {
+        let workers = self.workers.unwrap_or_else(default_workers);
+        if workers == 0 {
             return Err(PoolError::Config("a pool needs at least one worker".into()));
         }
         if self.in_flight == 0 {
@@ -152,7 +154,7 @@ impl PoolBuilder {
         let (processes, spawners) = spawn_all(
             &command,
             self.transport,
-            self.workers,
+            workers,
             self.spawn_threads,
             &sender,
         )?;
@@ -166,9 +168,9 @@ impl PoolBuilder {
             handshake_timeout: self.handshake_timeout,
             task_timeout: self.task_timeout,
             retries: self.retries,
-            next_process_id: self.workers as u64,
+            next_process_id: workers as u64,
             started,
-            start_failures: vec![0; self.workers],
+            start_failures: vec![0; workers],
             retired: Vec::new(),
             shut_down: false,
             _spawners: spawners,
