@@ -88,7 +88,10 @@ fn output_into_a_closed_pipe_is_a_quiet_exit() {
 #[test]
 fn garbage_piped_into_a_worker_gets_one_line_and_a_failure() {
     let hello = fibpool_protocol::encode_frame(&fibpool_protocol::Request::Hello(
-        fibpool_protocol::CoordinatorHello { version: 2, pid: 1 },
+        fibpool_protocol::CoordinatorHello {
+            version: fibpool_protocol::PROTOCOL_VERSION,
+            pid: 1,
+        },
     ))
     .unwrap();
     let future_hello = [&[3u8, 0, 0, 0][..], &[0, 99, 7]].concat();
