@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use fibpool_protocol::Encoding;
-use fibpool_worker::kernels::encode_run;
+use fibpool_worker::kernels::{Tally, encode_run};
 
 use crate::report::{BenchReport, BenchRow, BenchWorkload};
 use crate::stats::{amdahl_speedup, karp_flatt, median};
@@ -218,11 +218,11 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
 /// The batch computed in this process, one run at a time, each range whole.
 fn sequential_seconds(tasks: &TaskList) -> f64 {
     let start = Instant::now();
-    let mut bytes = 0usize;
+    let mut tally = Tally::default();
     for run in tasks.runs() {
-        encode_run(run.start, run.len, Encoding::Raw, |v| bytes += v.len());
+        encode_run(run.start, run.len, Encoding::Raw, &mut tally);
     }
-    std::hint::black_box(bytes);
+    std::hint::black_box(tally.bytes);
     start.elapsed().as_secs_f64()
 }
 

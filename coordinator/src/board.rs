@@ -5,6 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::ops::Range;
+
+use fibpool_protocol::PackedValues;
+use fibpool_protocol::packed::END_LEN;
 
 use crate::pool::Item;
 use crate::tasks::ChunkPlan;
@@ -24,31 +28,37 @@ struct Entry {
 }
 
 /// A chunk's values as they arrived: the frame's payload, and where in it
-/// each value lies. One buffer per chunk, not one per value.
+/// the packed values' ends table and bytes lie. One buffer per chunk, not one
+/// per value.
 #[derive(Debug, Default)]
 pub(crate) struct Values {
     pub buf: Vec<u8>,
-    pub spans: Vec<(usize, usize)>,
+    pub ends: Range<usize>,
+    pub data: Range<usize>,
 }
 
 impl Values {
-    /// The values copied into one buffer.
-    pub fn concatenated(values: &[fibpool_protocol::Bytes<'_>]) -> Values {
-        let mut out = Values::default();
-        for value in values {
-            out.spans.push((out.buf.len(), value.as_slice().len()));
-            out.buf.extend_from_slice(value.as_slice());
+    /// Values that do not lie in a frame, copied into one buffer.
+    pub fn copied(values: &PackedValues<'_>) -> Values {
+        let (ends, data) = (values.ends(), values.data());
+        Values {
+            buf: [ends, data].concat(),
+            ends: 0..ends.len(),
+            data: ends.len()..ends.len() + data.len(),
         }
-        out
     }
 
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.ends.len() / END_LEN
     }
 
-    pub fn get(&self, i: usize) -> &[u8] {
-        let (start, len) = self.spans[i];
-        &self.buf[start..start + len]
+    /// The `i`th value; `None` past the end.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let (ends, data) = (
+            self.buf.get(self.ends.clone())?,
+            self.buf.get(self.data.clone())?,
+        );
+        fibpool_protocol::packed::value(ends, data, i)
     }
 }
 
@@ -116,10 +126,14 @@ impl Board {
                 .map_or(self.issued, |(&id, _)| id);
             let values = values.expect("only complete entries are delivered");
             for (offset, index) in plan.indices().enumerate() {
+                // Decoding checked the table and `complete` the count.
+                let value = values.get(offset).ok_or_else(|| {
+                    io::Error::other(format!("chunk {} lost value {offset}", plan.id))
+                })?;
                 sink(Item {
                     position: plan.first_position + offset as u64,
                     index,
-                    value: values.get(offset),
+                    value,
                 })?;
             }
         }

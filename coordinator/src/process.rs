@@ -2,7 +2,6 @@
 //! thread that turns the worker's output into events, the stamps of its life,
 //! and reaping. Its `OwnedChild` kills and reaps it when dropped.
 
-use std::borrow::Cow;
 use std::io;
 use std::process::ExitStatus;
 use std::sync::mpsc::Sender;
@@ -272,27 +271,22 @@ fn next_event(
     let Some(payload) = frames.recv_payload()? else {
         return Ok(None);
     };
-    let (id, busy_ns, spans) = match fibpool_protocol::codec::decode::<Response>(payload)? {
+    let (id, busy_ns, ends, data) = match fibpool_protocol::codec::decode::<Response>(payload)? {
         Response::Computed(result) => {
-            let base = payload.as_ptr() as usize;
-            // Decoding borrows every value from the payload: keep where each lies.
-            let spans: Option<Vec<(usize, usize)>> = result
-                .values
-                .iter()
-                .map(|v| match &v.0 {
-                    Cow::Borrowed(slice) => Some((slice.as_ptr() as usize - base, slice.len())),
-                    Cow::Owned(_) => None,
-                })
-                .collect();
-            match spans {
-                Some(spans) => (result.id, result.busy_ns, spans),
-                // Not borrowed after all: copy them into one buffer.
-                None => {
+            // Decoding borrows both blocks from the payload: keep where they lie.
+            let within = |part: &[u8]| {
+                let start = (part.as_ptr() as usize).checked_sub(payload.as_ptr() as usize)?;
+                (start + part.len() <= payload.len()).then_some(start..start + part.len())
+            };
+            match (within(result.values.ends()), within(result.values.data())) {
+                (Some(ends), Some(data)) => (result.id, result.busy_ns, ends, data),
+                // Not borrowed after all: copy them.
+                _ => {
                     return Ok(Some(Event::Computed {
                         worker,
                         id: result.id,
                         busy_ns: result.busy_ns,
-                        values: Values::concatenated(&result.values),
+                        values: Values::copied(&result.values),
                         at: Instant::now(),
                     }));
                 }
@@ -309,7 +303,8 @@ fn next_event(
     let at = Instant::now();
     let values = Values {
         buf: frames.take_payload(),
-        spans,
+        ends,
+        data,
     };
     Ok(Some(Event::Computed {
         worker,

@@ -21,6 +21,11 @@ fuzz_target!(|data: &[u8]| {
     let mut coordinator_side = FrameReader::new(data);
     if let Ok(Some(_)) = coordinator_side.recv_handshake::<Response>() {
         while let Ok(Some(response)) = coordinator_side.recv::<Response>() {
+            if let Response::Computed(result) = &response {
+                // A decoded table is well-formed: every value is in its block.
+                let total: usize = result.values.iter().map(<[u8]>::len).sum();
+                assert_eq!(total, result.values.data().len());
+            }
             let _ = response.into_owned();
         }
     }

@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fibpool_protocol::{
-    Bytes, Chunk, ChunkResult, Encoding, FrameReader, FrameWriter, Request, Response, Run,
+    Chunk, ChunkResult, Encoding, FrameReader, FrameWriter, Request, Response, Run,
 };
 
 fn results(c: &mut Criterion) {
@@ -18,7 +18,7 @@ fn results(c: &mut Criterion) {
         let message = Response::Computed(ChunkResult {
             id: 7,
             busy_ns: 123_456,
-            values: values.iter().map(|v| Bytes::borrowed(v)).collect(),
+            values: values.iter().map(Vec::as_slice).collect(),
         });
         let mut frame = Vec::new();
         FrameWriter::new(&mut frame).send(&message).unwrap();

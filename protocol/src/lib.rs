@@ -9,6 +9,8 @@
 //!   handshake variant is first and variants are only ever appended.
 //! - [`frame`]: [`FrameWriter`] and [`FrameReader`] over any `Write`/`Read`,
 //!   and the in-memory [`frame::check`] / [`decode_frame`] pair.
+//! - [`packed`]: a chunk's values as they travel, in one block with a table
+//!   of where each ends.
 //! - [`codec`]: the only module that names bincode, so the codec can be swapped.
 //! - [`Error`]: what can go wrong on the wire, with distinct kinds for a frame
 //!   that is too large, truncated, or undecodable.
@@ -20,7 +22,9 @@ pub mod codec;
 mod error;
 pub mod frame;
 pub mod message;
+pub mod packed;
 
 pub use error::{Error, FramePart};
 pub use frame::{FrameReader, FrameWriter, HEADER_LEN, MAX_FRAME_LEN, decode_frame, encode_frame};
 pub use message::*;
+pub use packed::{PackedBuf, PackedValues};

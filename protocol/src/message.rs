@@ -7,9 +7,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::PackedValues;
+
 /// The protocol version both handshakes carry. Bump it on any change to a
 /// message's layout.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest index a worker computes. The decimal text of F(n) has about
 /// 0.209 n digits, so F(300 000 000) (62.7 MB of text) is the last whose value
@@ -78,7 +80,7 @@ impl Response<'_> {
         match self {
             Response::Ready(hello) => Response::Ready(hello),
             Response::Computed(result) => Response::Computed(ChunkResult {
-                values: result.values.into_iter().map(Bytes::into_owned).collect(),
+                values: result.values.into_owned(),
                 ..result
             }),
             Response::Failed(failure) => Response::Failed(failure),
@@ -156,8 +158,9 @@ pub struct ChunkResult<'a> {
     pub id: u64,
     /// Time the worker spent computing and encoding this chunk.
     pub busy_ns: u64,
+    /// The values in the chunk's order, packed in one block.
     #[serde(borrow)]
-    pub values: Vec<Bytes<'a>>,
+    pub values: PackedValues<'a>,
 }
 
 /// What a worker did for [`Request::Measure`].

@@ -53,11 +53,9 @@ fn every_message() -> (Vec<Request<'static>>, Vec<Response<'static>>) {
         Response::Computed(ChunkResult {
             id: 7,
             busy_ns: 12345,
-            values: vec![
-                Bytes::from(vec![]),
-                Bytes::borrowed(b"354224848179261915075"),
-                Bytes::from(vec![0xff; 70_000]),
-            ],
+            values: [&b""[..], b"354224848179261915075", &[0xff; 70_000]]
+                .into_iter()
+                .collect(),
         }),
         Response::Failed(Failure {
             chunk: Some(3),
@@ -131,10 +129,36 @@ fn byte_strings_travel_as_one_block() {
     let msg = Response::Computed(ChunkResult {
         id: 1,
         busy_ns: 1,
-        values: vec![Bytes::from(vec![0xff; 70_000])],
+        values: [&[0xff; 70_000][..]].into_iter().collect(),
     });
     let frame = encode_frame(&msg).unwrap();
-    assert!(frame.len() < 70_000 + 16, "{}", frame.len());
+    assert!(frame.len() < 70_000 + 20, "{}", frame.len());
+    // 1000 values cost their bytes and a 4-byte end each, and nothing else.
+    let values = vec![vec![7u8; 10]; 1000];
+    let msg = Response::Computed(ChunkResult {
+        id: 1,
+        busy_ns: 1,
+        values: values.iter().map(Vec::as_slice).collect(),
+    });
+    let frame = encode_frame(&msg).unwrap();
+    assert!(frame.len() < 1000 * (10 + 4) + 20, "{}", frame.len());
+}
+
+#[test]
+fn a_result_whose_ends_do_not_fit_its_values_is_undecodable() {
+    // Computed { id 1, busy 0, ends [3, 1], data "abc" }: value 1 ends before value 0.
+    let mut payload = vec![1u8, 1, 0, 8];
+    payload.extend_from_slice(&3u32.to_le_bytes());
+    payload.extend_from_slice(&1u32.to_le_bytes());
+    payload.extend_from_slice(&[3, b'a', b'b', b'c']);
+    let frame = [&(payload.len() as u32).to_le_bytes()[..], &payload].concat();
+    match decode_frame::<Response>(&frame) {
+        Err(Error::Undecodable { reason }) => assert_eq!(
+            reason, "value 1 ends at byte 1, before value 0 does (3)",
+            "{reason}"
+        ),
+        other => panic!("expected Undecodable, got {other:?}"),
+    }
 }
 
 #[test]
@@ -241,7 +265,7 @@ fn encoder_refuses_a_message_over_the_cap() {
     let msg = Response::Computed(ChunkResult {
         id: 1,
         busy_ns: 0,
-        values: vec![Bytes::from(vec![0; 2000])],
+        values: [&[0; 2000][..]].into_iter().collect(),
     });
     let mut wire = Vec::new();
     let err = FrameWriter::with_max_len(&mut wire, 1000)
@@ -290,9 +314,9 @@ fn garbage_payloads_are_undecodable() {
 
 #[test]
 fn a_byte_string_longer_than_its_frame_is_refused_without_allocating_it() {
-    // Computed { id 1, busy 0, one value claiming 2^32 bytes }: the value's
+    // Computed { id 1, busy 0, an ends table claiming 2^32 bytes }: the
     // length exceeds the payload, and the decoder must not reserve it.
-    let mut payload = vec![1u8, 1, 0, 1, 252];
+    let mut payload = vec![1u8, 1, 0, 252];
     payload.extend_from_slice(&u32::MAX.to_le_bytes());
     let frame = [&(payload.len() as u32).to_le_bytes()[..], &payload].concat();
     let err = decode_frame::<Response>(&frame).unwrap_err();
@@ -319,7 +343,9 @@ fn handshake_of_another_version_is_a_version_error() {
     );
     assert_eq!(
         err.to_string(),
-        "protocol version mismatch: peer speaks version 7, this side speaks 2"
+        format!(
+            "protocol version mismatch: peer speaks version 7, this side speaks {PROTOCOL_VERSION}"
+        )
     );
     // The same version decodes normally.
     let hello = Request::Hello(CoordinatorHello {
@@ -368,7 +394,7 @@ proptest! {
 
     #[test]
     fn results_round_trip(id in any::<u64>(), values in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..20)) {
-        let msg = Response::Computed(ChunkResult { id, busy_ns: id / 3, values: values.into_iter().map(Bytes::from).collect() });
+        let msg = Response::Computed(ChunkResult { id, busy_ns: id / 3, values: values.iter().map(Vec::as_slice).collect() });
         let frame = encode_frame(&msg).unwrap();
         prop_assert_eq!(decode_frame::<Response>(&frame).unwrap(), Some((msg, frame.len())));
     }

@@ -97,6 +97,10 @@ fn garbage_piped_into_a_worker_gets_one_line_and_a_failure() {
     let future_hello = [&[3u8, 0, 0, 0][..], &[0, 99, 7]].concat();
     let mut garbage_after_hello = hello.clone();
     garbage_after_hello.extend_from_slice(&[4, 0, 0, 0, 0xff, 0xfe, 0xfd, 0xfc]);
+    let version_mismatch = format!(
+        "protocol version mismatch: peer speaks version 99, this side speaks {}",
+        fibpool_protocol::PROTOCOL_VERSION
+    );
     let cases: [(&[u8], &str); 5] = [
         (
             b"hello, worker\n",
@@ -110,10 +114,7 @@ fn garbage_piped_into_a_worker_gets_one_line_and_a_failure() {
             &hello[..hello.len() - 1],
             "stream ended inside a frame payload: got 2 of 3 bytes",
         ),
-        (
-            &future_hello,
-            "protocol version mismatch: peer speaks version 99, this side speaks 2",
-        ),
+        (&future_hello, &version_mismatch),
         (&garbage_after_hello, "undecodable frame payload: "),
     ];
     for (input, message) in cases {

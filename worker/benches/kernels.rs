@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use fibpool_protocol::Encoding;
-use fibpool_worker::kernels::{encode, encode_run, fib, fib_iterative, for_each_in_run};
+use fibpool_worker::kernels::{Tally, encode, encode_run, fib, fib_iterative, for_each_in_run};
 
 fn fast_doubling_vs_iteration(c: &mut Criterion) {
     let mut group = c.benchmark_group("fib");
@@ -46,11 +46,9 @@ fn run_stepping(c: &mut Criterion) {
     });
     group.bench_function("decimal_stepped_10000+1000", |b| {
         b.iter(|| {
-            let mut bytes = 0;
-            encode_run(black_box(start), len, Encoding::Decimal, |v| {
-                bytes += v.len()
-            });
-            bytes
+            let mut tally = Tally::default();
+            encode_run(black_box(start), len, Encoding::Decimal, &mut tally);
+            tally.bytes
         })
     });
     group.bench_function("decimal_converted_10000+1000", |b| {

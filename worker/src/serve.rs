@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use fibpool_protocol::{
     Bytes, Chunk, ChunkResult, CoordinatorHello, EchoReply, Failure, FrameReader, FrameWriter,
-    MAX_FRAME_LEN, MAX_INDEX, Measured, PROTOCOL_VERSION, Reply, Request, Response, WorkerHello,
-    checksum, raw,
+    MAX_FRAME_LEN, MAX_INDEX, Measured, PROTOCOL_VERSION, PackedBuf, Reply, Request, Response,
+    WorkerHello, checksum, packed::END_LEN, raw,
 };
 
 use crate::clock::monotonic_ns;
@@ -94,6 +94,8 @@ pub fn serve<R: Read, W: Write>(
     }
 
     let mut summary = ServeSummary::default();
+    // Every chunk's values are packed here: its memory is reused, not freed.
+    let mut packed = PackedBuf::default();
     while let Some(request) = rx.recv::<Request>()? {
         match request {
             Request::Compute(chunk) => {
@@ -115,7 +117,8 @@ pub fn serve<R: Read, W: Write>(
                         }
                     }
                 }
-                let result = compute(&chunk).map_err(|reason| refuse(&mut tx, chunk.id, reason))?;
+                let result = compute(&chunk, &mut packed)
+                    .map_err(|reason| refuse(&mut tx, chunk.id, reason))?;
                 summary.chunks += 1;
                 summary.values += result.values.len() as u64;
                 tx.send(&Response::Computed(result))?;
@@ -221,31 +224,30 @@ fn check_indices(chunk: &Chunk) -> Result<(), String> {
 pub fn measure(chunk: &Chunk) -> Result<Measured, String> {
     check_indices(chunk)?;
     let started = Instant::now();
-    let (mut values, mut bytes) = (0u64, 0u64);
+    let mut tally = kernels::Tally::default();
     for run in &chunk.runs {
-        kernels::encode_run(run.start, run.len, chunk.encoding, |v| {
-            values += 1;
-            bytes += v.len() as u64;
-        });
+        kernels::encode_run(run.start, run.len, chunk.encoding, &mut tally);
     }
     Ok(Measured {
         id: chunk.id,
         busy_ns: started.elapsed().as_nanos() as u64,
-        values,
-        bytes,
+        values: tally.values,
+        bytes: tally.bytes,
     })
 }
 
-/// Checks a chunk against the worker's limits, then computes it.
-pub fn compute(chunk: &Chunk) -> Result<ChunkResult<'static>, String> {
+/// Checks a chunk against the worker's limits, then computes it into `packed`
+/// (cleared first), which the answer borrows.
+pub fn compute<'p>(chunk: &Chunk, packed: &'p mut PackedBuf) -> Result<ChunkResult<'p>, String> {
     let started = Instant::now();
     check_indices(chunk)?;
-    let mut bound = 0u64; // encoded size bound of the answer
+    let (mut bound, mut data_bound) = (0u64, 0u64); // the answer's size, bounded
     for run in &chunk.runs {
-        // each value also costs its length prefix, at least one byte
         let last = run.start + run.len - 1;
-        let per_value = kernels::encoded_len_bound(last, chunk.encoding) + 1;
-        bound = bound.saturating_add(run.len.saturating_mul(per_value));
+        let per_value = kernels::encoded_len_bound(last, chunk.encoding);
+        data_bound = data_bound.saturating_add(run.len.saturating_mul(per_value));
+        // each value also takes an entry of the ends table
+        bound = bound.saturating_add(run.len.saturating_mul(per_value + END_LEN as u64));
     }
     if bound > MAX_FRAME_LEN as u64 {
         return Err(format!(
@@ -253,16 +255,16 @@ pub fn compute(chunk: &Chunk) -> Result<ChunkResult<'static>, String> {
         ));
     }
 
-    let mut values = Vec::with_capacity(chunk.task_count() as usize);
+    packed.clear();
+    // Both fit a frame, checked above.
+    packed.reserve(chunk.task_count() as usize, data_bound as usize);
     for run in &chunk.runs {
-        kernels::encode_run(run.start, run.len, chunk.encoding, |v| {
-            values.push(Bytes::from(v))
-        });
+        kernels::encode_run(run.start, run.len, chunk.encoding, packed);
     }
     Ok(ChunkResult {
         id: chunk.id,
         busy_ns: started.elapsed().as_nanos() as u64,
-        values,
+        values: packed.as_packed(),
     })
 }
 
@@ -369,10 +371,7 @@ mod tests {
         let values = |i: usize| match &responses[i] {
             Response::Computed(r) => {
                 assert_eq!(r.id, i as u64 - 1);
-                r.values
-                    .iter()
-                    .map(|b| b.as_slice().to_vec())
-                    .collect::<Vec<_>>()
+                r.values.iter().map(<[u8]>::to_vec).collect::<Vec<_>>()
             }
             other => panic!("expected Computed, got {other:?}"),
         };
