@@ -211,15 +211,26 @@ const GUIDED_PARTS: u64 = 4;
 /// The most indices in a guided chunk.
 const GUIDED_MAX: u64 = 4096;
 
-/// The size of the next chunk when none is given: the remaining indices over
-/// four times the worker count, between 1 and 4096. Chunks start large, so
-/// few frames are spent while much work remains, and shrink to single
-/// indices at the end, so no worker is left computing a big chunk alone
-/// while the others are idle. 200 indices on 2 workers make 29 chunks, from
-/// 25 indices down to 1.
-pub fn guided_chunk_size(remaining: u64, workers: usize) -> u64 {
+/// The least work a guided chunk is given, in the cost units of
+/// [`TaskList::split_by_cost`] (index n costs n + 64): about 30 indices near
+/// F(1000), 200 near F(100), one from F(32704) up. A chunk's round trip costs
+/// tens of microseconds whatever it holds, so cheap indices are not cut
+/// into chunks that cost more to move than to compute.
+pub const GUIDED_MIN_COST: u64 = 1 << 15;
+
+/// The size of the next chunk when none is given, with `next_index` the
+/// first index it would hold: the remaining indices over four times the
+/// worker count, at most 4096, and at least enough indices to cost
+/// [`GUIDED_MIN_COST`]. Chunks start large, so few frames are spent while
+/// much work remains, and shrink towards single indices at the end, so no
+/// worker is left computing a big chunk alone while the others are idle.
+/// 200 indices near F(200000) on 2 workers make 29 chunks, from 25 indices
+/// down to 1; 100 indices near F(1000) on one worker make 4.
+pub fn guided_chunk_size(remaining: u64, workers: usize, next_index: u64) -> u64 {
+    let floor = GUIDED_MIN_COST / next_index.saturating_add(64);
     remaining
         .div_ceil((workers as u64).max(1) * GUIDED_PARTS)
+        .max(floor)
         .clamp(1, GUIDED_MAX)
 }
 
@@ -271,7 +282,11 @@ impl Iterator for Chunker<'_> {
         let chunk_size = match self.size {
             ChunkSize::Fixed(k) => k.max(1),
             ChunkSize::Guided { workers } => {
-                guided_chunk_size(self.total - self.next_position, workers)
+                let next_index = match self.specs[self.spec] {
+                    Spec::Range { start, .. } => start + self.offset,
+                    Spec::Repeat { index, .. } => index,
+                };
+                guided_chunk_size(self.total - self.next_position, workers, next_index)
             }
         };
         let mut plan = ChunkPlan {
@@ -438,10 +453,12 @@ mod tests {
 
     #[test]
     fn guided_chunks_shrink_to_single_indices() {
-        assert_eq!(guided_chunk_size(200, 2), 25);
-        assert_eq!(guided_chunk_size(1, 8), 1);
-        assert_eq!(guided_chunk_size(0, 2), 1);
-        assert_eq!(guided_chunk_size(u64::MAX / 2, 1), 4096);
+        assert_eq!(guided_chunk_size(200, 2, 200_000), 25);
+        assert_eq!(guided_chunk_size(1, 8, 200_000), 1);
+        assert_eq!(guided_chunk_size(0, 2, 200_000), 1);
+        assert_eq!(guided_chunk_size(u64::MAX / 2, 1, 200_000), 4096);
+        assert_eq!(guided_chunk_size(1, 1, 0), 512);
+        assert_eq!(guided_chunk_size(u64::MAX / 2, 1, 0), 4096);
         let l = list(&[(199_800, 200_200, false)]);
         let counts: Vec<u64> = l
             .chunks(ChunkSize::Guided { workers: 2 }, Encoding::Raw)
@@ -451,6 +468,25 @@ mod tests {
         assert_eq!(counts[0], 50);
         assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
         assert_eq!(counts[counts.len() - 7..], [1; 7]);
+    }
+
+    #[test]
+    fn cheap_indices_are_not_cut_below_the_floor() {
+        let counts = |l: &TaskList, workers| {
+            l.chunks(ChunkSize::Guided { workers }, Encoding::Raw)
+                .map(|p| p.count)
+                .collect::<Vec<u64>>()
+        };
+        // 32768 / (1000 + 64) = 30 indices at least, 29 from index 1030 on.
+        let near_1000 = list(&[(1000, 1100, false)]);
+        assert_eq!(counts(&near_1000, 1), [30, 29, 29, 12]);
+        // 32768 / (100 + 64) = 199.
+        let near_100 = list(&[(100, 10_000, true)]);
+        let c = counts(&near_100, 2);
+        assert_eq!(c[0], 1250);
+        assert_eq!(c.iter().sum::<u64>(), 10_000);
+        assert!(c[..c.len() - 1].iter().all(|&n| n >= 199), "{c:?}");
+        assert_eq!(c.len(), 22, "{c:?}");
     }
 
     proptest! {

@@ -27,7 +27,7 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "N")]
     workers: Option<usize>,
 
-    /// Indices per chunk [default: guided: a quarter of the remaining indices per worker, at most 4096]
+    /// Indices per chunk [default: guided: a quarter of the remaining indices per worker, at most 4096, at least a floor of work]
     #[arg(short, long, value_name = "K")]
     chunk_size: Option<u64>,
 
