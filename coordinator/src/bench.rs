@@ -251,6 +251,12 @@ fn pool_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<PoolSampl
         bytes += item.value.len();
         Ok(())
     })?;
+    // A small batch can be done before the last worker is up. That worker
+    // must start before it can exit, and shutting down waits for its exit
+    // either way: its start-up is counted rather than read as 0.
+    if pool.ready_seconds().is_none() {
+        pool.wait_ready()?;
+    }
     let ready = pool.ready_seconds().unwrap_or(0.0);
     let workers = pool.shutdown()?;
     std::hint::black_box(bytes);
