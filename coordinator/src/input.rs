@@ -15,6 +15,9 @@ pub const DEFAULT_MAX_INDEX: u64 = 10_000_000;
 /// size, but a billion tasks is days of output: more is surely a mistake.
 pub const MAX_TASKS: u64 = 1_000_000_000;
 
+/// The most task-list entries reserved ahead of parsing (24 MiB).
+const RESERVE_LIMIT: u64 = 1 << 20;
+
 /// No valid token is longer (two 20-digit numbers and `..=`).
 const MAX_TOKEN_LEN: usize = 48;
 
@@ -45,6 +48,13 @@ impl Parser {
             max_index,
             tasks: TaskList::new(),
         }
+    }
+
+    /// Makes room for about `bytes` bytes of input: a plain index and its
+    /// separator take at least two, and at most [`RESERVE_LIMIT`] entries
+    /// are reserved, so a huge file cannot reserve a huge list up front.
+    pub fn reserve_for(&mut self, bytes: u64) {
+        self.tasks.reserve((bytes / 2).min(RESERVE_LIMIT) as usize);
     }
 
     pub fn finish(self) -> TaskList {
@@ -101,6 +111,10 @@ impl Parser {
     }
 
     fn byte_token(&mut self, token: &[u8]) -> Result<(), InputError> {
+        // Most tokens in a long file are plain indices: one pass over them.
+        if let Some(index) = plain_index(token) {
+            return self.push_index(index, token);
+        }
         match std::str::from_utf8(token) {
             Ok(text) => self.token(text),
             Err(_) => Err(InputError::NotText {
@@ -117,11 +131,8 @@ impl Parser {
             });
         }
         // Most tokens in a long file are plain indices: skip the searches.
-        if !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()) {
-            let index = self.index(token, token, "index")?;
-            self.tasks_fit(token, 1)?;
-            self.tasks.push(index);
-            return Ok(());
+        if let Some(index) = plain_index(token.as_bytes()) {
+            return self.push_index(index, token.as_bytes());
         }
         let (first, count) = if let Some((a, b)) = token.split_once("..=") {
             let (a, b) = (
@@ -152,6 +163,18 @@ impl Parser {
         };
         self.tasks_fit(token, count as u128)?;
         self.tasks.push_repeat(first, count);
+        Ok(())
+    }
+
+    /// Adds a plain index, `token` being its digits.
+    fn push_index(&mut self, index: u64, token: &[u8]) -> Result<(), InputError> {
+        if index > self.max_index || self.tasks.len() >= MAX_TASKS {
+            // Digits are ASCII: the slow path words the error.
+            let token = String::from_utf8_lossy(token);
+            self.check_max(&token, index)?;
+            self.tasks_fit(&token, 1)?;
+        }
+        self.tasks.push(index);
         Ok(())
     }
 
@@ -218,6 +241,17 @@ fn bad(token: &str, reason: &str) -> InputError {
         token: token.to_owned(),
         reason: reason.to_owned(),
     }
+}
+
+/// The value of a token of 1 to 19 ASCII digits; `None` for anything else,
+/// which takes the careful path (and its error messages).
+fn plain_index(token: &[u8]) -> Option<u64> {
+    if token.is_empty() || token.len() > 19 {
+        return None;
+    }
+    token.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
 
 fn is_separator(c: char) -> bool {
@@ -307,6 +341,46 @@ mod tests {
                 "'5x1000000001' brings the batch to 1000000001 indices, more than the limit of 1000000000",
             ),
         );
+    }
+
+    #[test]
+    fn plain_indices_are_checked_the_same_on_both_paths() {
+        let above = |token: &str, index: &str| {
+            format!(
+                "index {index} in '{token}' is above the maximum index 1000 (raise it with --max-index, up to 300000000)"
+            )
+        };
+        let full = "'7' brings the batch to 1000000001 indices, more than the limit of 1000000000";
+        let cases = [
+            ("1000 0 7", Ok(vec![1000, 0, 7])),
+            ("0001", Ok(vec![1])),
+            (
+                "9999999999999999999",
+                Err(above("9999999999999999999", "9999999999999999999")),
+            ),
+            (
+                "18446744073709551615",
+                Err(above("18446744073709551615", "18446744073709551615")),
+            ),
+            ("5x1000000000 7", Err(full.to_owned())),
+        ];
+        for (text, want) in cases {
+            let mut p = Parser::new(1000);
+            let got = p.parse_str(text).map_err(|e| e.to_string());
+            let from_str = got.map(|()| p.finish().iter().take(3).collect::<Vec<_>>());
+            let mut p = Parser::new(1000);
+            p.reserve_for(text.len() as u64);
+            let got = p
+                .parse_reader(text.as_bytes())
+                .map_err(|(_, e)| e.to_string());
+            let from_reader = got.map(|()| p.finish().iter().take(3).collect::<Vec<_>>());
+            assert_eq!(from_str, want, "{text}");
+            assert_eq!(from_reader, want, "{text}");
+        }
+        assert_eq!(plain_index(b"12345"), Some(12345));
+        assert_eq!(plain_index(b""), None);
+        assert_eq!(plain_index(b"12a"), None);
+        assert_eq!(plain_index(b"99999999999999999999"), None);
     }
 
     #[test]

@@ -40,6 +40,12 @@ impl TaskList {
         Self::default()
     }
 
+    /// Makes room for `entries` more pushes of isolated indices, ranges or
+    /// repeats.
+    pub fn reserve(&mut self, entries: usize) {
+        self.specs.reserve(entries);
+    }
+
     /// Appends `start..end` (nothing when empty). Panics if `start > end`.
     pub fn push_range(&mut self, start: u64, end: u64) {
         assert!(start <= end, "reversed range {start}..{end}");

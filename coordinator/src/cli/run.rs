@@ -221,11 +221,13 @@ pub(crate) fn read_tasks(
                     Ok(file) => file,
                     Err(e) => usage!("cannot read --input '{}': {e}", path.display()),
                 };
-                if file.metadata().is_ok_and(|m| m.is_dir()) {
-                    usage!(
+                match file.metadata() {
+                    Ok(m) if m.is_dir() => usage!(
                         "cannot read --input '{}': it is a directory",
                         path.display()
-                    );
+                    ),
+                    Ok(m) => parser.reserve_for(m.len()),
+                    Err(_) => {}
                 }
                 parser.parse_reader(BufReader::new(file))
             };
