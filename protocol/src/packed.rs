@@ -122,7 +122,7 @@ fn end_at(ends: &[u8], i: usize) -> Option<usize> {
 }
 
 fn check(ends: &[u8], data: &[u8]) -> Result<(), String> {
-    if ends.len() % END_LEN != 0 {
+    if !ends.len().is_multiple_of(END_LEN) {
         return Err(format!(
             "value ends table of {} bytes is not a whole number of {END_LEN}-byte entries",
             ends.len()
