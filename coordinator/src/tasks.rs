@@ -1,9 +1,8 @@
 //! A batch of indices held compactly (ranges and repeats, never one entry per
 //! index unless the input lists them so), and its division into chunks.
 
-use fibpool_protocol::packed::END_LEN;
 use fibpool_protocol::{Encoding, Run};
-use fibpool_worker::kernels::encoded_len_bound;
+use fibpool_worker::kernels::packed_len_bound;
 
 /// A chunk's answer is kept under this many bytes (estimated from the indices)
 /// unless a single value is bigger: it bounds the memory the coordinator holds
@@ -311,8 +310,7 @@ impl Iterator for Chunker<'_> {
             };
             let mut take = room.min(left);
             // every value in this piece is at most this big
-            let per_value =
-                encoded_len_bound(start + step * (take - 1), self.encoding) + END_LEN as u64;
+            let per_value = packed_len_bound(start + step * (take - 1), self.encoding);
             let affordable = CHUNK_BYTES_BUDGET.saturating_sub(bytes) / per_value;
             if affordable < take {
                 take = if plan.count == 0 {

@@ -310,6 +310,12 @@ pub fn encoded_len_bound(n: u64, encoding: Encoding) -> u64 {
     }
 }
 
+/// An upper bound on what F(n) adds to a chunk's answer: its encoded bytes
+/// and its entry in the packed values' ends table.
+pub fn packed_len_bound(n: u64, encoding: Encoding) -> u64 {
+    encoded_len_bound(n, encoding) + fibpool_protocol::packed::END_LEN as u64
+}
+
 /// A run's values, one `Vec` each (tests only).
 #[cfg(test)]
 fn run_values(start: u64, len: u64, encoding: Encoding) -> Vec<Vec<u8>> {

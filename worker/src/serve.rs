@@ -6,7 +6,7 @@ use std::time::Instant;
 use fibpool_protocol::{
     Bytes, Chunk, ChunkResult, CoordinatorHello, EchoReply, Failure, FrameReader, FrameWriter,
     MAX_FRAME_LEN, MAX_INDEX, Measured, PROTOCOL_VERSION, PackedBuf, Reply, Request, Response,
-    WorkerHello, checksum, packed::END_LEN, raw,
+    WorkerHello, checksum, raw,
 };
 
 use crate::clock::monotonic_ns;
@@ -241,13 +241,11 @@ pub fn measure(chunk: &Chunk) -> Result<Measured, String> {
 pub fn compute<'p>(chunk: &Chunk, packed: &'p mut PackedBuf) -> Result<ChunkResult<'p>, String> {
     let started = Instant::now();
     check_indices(chunk)?;
-    let (mut bound, mut data_bound) = (0u64, 0u64); // the answer's size, bounded
+    let mut bound = 0u64; // the answer's size, bounded
     for run in &chunk.runs {
         let last = run.start + run.len - 1;
-        let per_value = kernels::encoded_len_bound(last, chunk.encoding);
-        data_bound = data_bound.saturating_add(run.len.saturating_mul(per_value));
-        // each value also takes an entry of the ends table
-        bound = bound.saturating_add(run.len.saturating_mul(per_value + END_LEN as u64));
+        let per_value = kernels::packed_len_bound(last, chunk.encoding);
+        bound = bound.saturating_add(run.len.saturating_mul(per_value));
     }
     if bound > MAX_FRAME_LEN as u64 {
         return Err(format!(
@@ -256,8 +254,8 @@ pub fn compute<'p>(chunk: &Chunk, packed: &'p mut PackedBuf) -> Result<ChunkResu
     }
 
     packed.clear();
-    // Both fit a frame, checked above.
-    packed.reserve(chunk.task_count() as usize, data_bound as usize);
+    // Within a frame, checked above (the data's share is less).
+    packed.reserve(chunk.task_count() as usize, bound as usize);
     for run in &chunk.runs {
         kernels::encode_run(run.start, run.len, chunk.encoding, packed);
     }
