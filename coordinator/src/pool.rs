@@ -1,7 +1,8 @@
 //! The pool: dynamic scheduling with a bounded number of chunks in flight per
 //! worker, reassembly in input order with bounded memory, recovery from
-//! workers that die or hang, and shutdown. A worker gets work as soon as its
-//! own handshake arrives, so no worker waits for a slower sibling.
+//! workers that die or hang, and shutdown. A run queues each worker's first
+//! chunks in its pipe while it is still starting, so it computes as soon as
+//! it is up, and no worker waits for a slower sibling.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -127,8 +128,9 @@ impl PoolBuilder {
         self
     }
 
-    /// Starts every worker. It does not wait for their handshakes: each worker
-    /// gets work as soon as its own arrives (see [`Pool::wait_ready`]).
+    /// Starts every worker. It does not wait for their handshakes: a run sends
+    /// a worker its first chunks while it is still starting (see
+    /// [`Pool::wait_ready`] to wait).
     pub fn build(self) -> Result<Pool, PoolError> {
         let workers = self.workers.unwrap_or_else(default_workers);
         if workers == 0 {
@@ -621,8 +623,13 @@ impl Pool {
         self.workers.iter().position(|w| w.process.id == process_id)
     }
 
-    /// Sends chunks to ready workers with free in-flight slots, breadth first
-    /// so that every worker has one before any has two. Chunks to retry go
+    /// Sends chunks to workers with free in-flight slots, breadth first so
+    /// that every worker has one before any has two. A worker still starting
+    /// gets its chunks too: they wait in its pipe behind the coordinator's
+    /// Hello, so it computes as soon as it is up, without a round trip for
+    /// its handshake first (A/B at 234c919: 80 to 310 µs less per whole
+    /// 1-worker `fibpool run`). Should it die before its handshake, its chunks
+    /// are sent again, blamed on no chunk (see `replace`). Chunks to retry go
     /// first; new chunks stay within the reassembly window.
     fn dispatch(
         &mut self,
@@ -635,7 +642,7 @@ impl Pool {
         for depth in 1..=self.in_flight {
             for slot in 0..self.workers.len() {
                 let worker = &self.workers[slot];
-                if !worker.process.is_ready() || worker.in_flight.len() >= depth {
+                if worker.in_flight.len() >= depth {
                     continue;
                 }
                 let plan = if let Some(id) = retries.queue.pop_front() {
@@ -765,6 +772,11 @@ impl Pool {
         match response {
             Response::Ready(hello) if !w.process.is_ready() => {
                 w.process.life.ready = Some((at, hello));
+                // Chunks sent while it was starting: its task timeout runs
+                // from now, not from their sending.
+                if !w.in_flight.is_empty() {
+                    w.busy_since = Some(at);
+                }
                 *start_failures = 0;
                 Ok(None)
             }

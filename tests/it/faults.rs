@@ -191,6 +191,31 @@ fn a_worker_that_cannot_start_stops_the_run() {
 }
 
 #[test]
+fn chunks_queued_for_a_worker_that_never_starts_go_to_its_replacement() {
+    let dir = scratch_dir("dies-before-handshake");
+    let path = dir.join("run.json");
+    // The first worker exits before its handshake; the second starts.
+    let script = format!(
+        "mkdir {} 2>/dev/null && exit 7; exec {}",
+        dir.join("failed-once").display(),
+        worker_bin()
+    );
+    let out = run(fibpool()
+        .args(["run", "-w", "1", "-c", "10", "--report"])
+        .arg(&path)
+        .args(["--worker-cmd", &format!("sh -c '{script}'"), "0..100"]));
+    out.assert_success();
+    let indices: Vec<u64> = (0..100).collect();
+    assert_same_lines(&out.stdout, &expected_lines(&indices, 10));
+    let report = report(&path);
+    assert_eq!(report["worker_restarts"], 1, "{report}");
+    // A run queues two chunks (the default in flight) before any handshake:
+    // both went to the worker that died, and both were sent again.
+    assert_eq!(report["retried_chunks"], 2, "{report}");
+    assert_eq!(ended(&report), ["exited with status 7"]);
+}
+
+#[test]
 fn garbage_from_a_worker_is_fatal_and_named() {
     let out = run(fibpool()
         .env(FAULT, "garbage@100")
