@@ -55,6 +55,50 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+/// A copy of an I/O error: the same OS error code, or the same kind and
+/// message (an `io::Error` itself cannot be cloned).
+pub fn clone_io(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+impl Clone for Error {
+    fn clone(&self) -> Self {
+        match self {
+            Error::TooLarge { len, max } => Error::TooLarge {
+                len: *len,
+                max: *max,
+            },
+            Error::Truncated {
+                part,
+                expected,
+                got,
+            } => Error::Truncated {
+                part: *part,
+                expected: *expected,
+                got: *got,
+            },
+            Error::Undecodable { reason } => Error::Undecodable {
+                reason: reason.clone(),
+            },
+            Error::VersionMismatch { ours, theirs } => Error::VersionMismatch {
+                ours: *ours,
+                theirs: *theirs,
+            },
+            Error::Unexpected { expected, got } => Error::Unexpected {
+                expected,
+                got: got.clone(),
+            },
+            Error::Encode { reason } => Error::Encode {
+                reason: reason.clone(),
+            },
+            Error::Io(e) => Error::Io(clone_io(e)),
+        }
+    }
+}
+
 impl Error {
     /// True when the peer went away: a broken pipe, a reset connection, or a
     /// stream that ended mid-frame.

@@ -14,17 +14,21 @@
 //! - [`codec`]: the only module that names bincode, so the codec can be swapped.
 //! - [`Error`]: what can go wrong on the wire, with distinct kinds for a frame
 //!   that is too large, truncated, or undecodable.
+//! - [`clock`]: CLOCK_MONOTONIC stamps, which both sides lay side by side.
+//! - [`env`]: the environment variables a coordinator sets for its workers.
 //!
 //! This crate has no process code: it moves bytes through whatever reader and
 //! writer it is given.
 
+pub mod clock;
 pub mod codec;
+pub mod env;
 mod error;
 pub mod frame;
 pub mod message;
 pub mod packed;
 
-pub use error::{Error, FramePart};
+pub use error::{Error, FramePart, clone_io};
 pub use frame::{FrameReader, FrameWriter, HEADER_LEN, MAX_FRAME_LEN, decode_frame, encode_frame};
 pub use message::*;
 pub use packed::{PackedBuf, PackedValues};

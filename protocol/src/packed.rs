@@ -7,10 +7,29 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Bytes, Error, MAX_FRAME_LEN};
+use crate::{Bytes, Encoding, Error, MAX_FRAME_LEN};
 
 /// Bytes per entry of the ends table: a `u32`, little-endian.
 pub const END_LEN: usize = 4;
+
+/// An upper bound on the encoded size of F(n), in bytes. F(n) < phi^n, and
+/// log2(phi) = 0.694..., log10(phi) = 0.208... Both sides size buffers and
+/// budgets with it: the coordinator when it cuts chunks, the worker before
+/// it computes one.
+pub fn encoded_len_bound(n: u64, encoding: Encoding) -> u64 {
+    let bits = n.saturating_mul(7) / 10 + 1;
+    match encoding {
+        Encoding::Raw => bits / 8 + 1,
+        Encoding::Hex => bits / 4 + 1,
+        Encoding::Decimal => n.saturating_mul(21) / 100 + 1,
+    }
+}
+
+/// An upper bound on what F(n) adds to a chunk's answer: its encoded bytes
+/// and its entry in the ends table.
+pub fn packed_len_bound(n: u64, encoding: Encoding) -> u64 {
+    encoded_len_bound(n, encoding) + END_LEN as u64
+}
 
 /// Values packed for the wire: `data` holds them back to back, `ends` holds
 /// for each value the offset in `data` where it ends. A `PackedValues` from

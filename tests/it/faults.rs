@@ -178,7 +178,7 @@ fn a_worker_that_cannot_start_stops_the_run() {
     assert_eq!(out.code(), Some(1), "{}", out.stderr);
     let line = out.stderr.trim_end();
     assert!(
-        line.starts_with("fibpool: error: the run failed: worker "),
+        line.starts_with("fibpool: error: the run failed: the pool is broken: worker "),
         "{line}"
     );
     assert!(
@@ -212,7 +212,10 @@ fn chunks_queued_for_a_worker_that_never_starts_go_to_its_replacement() {
     // A run queues two chunks (the default in flight) before any handshake:
     // both went to the worker that died, and both were sent again.
     assert_eq!(report["retried_chunks"], 2, "{report}");
-    assert_eq!(ended(&report), ["exited with status 7"]);
+    assert_eq!(
+        ended(&report),
+        ["exited with status 7 before its handshake"]
+    );
 }
 
 #[test]

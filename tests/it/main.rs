@@ -3,6 +3,7 @@
 
 mod bench;
 mod faults;
+mod library;
 mod report;
 mod run;
 mod signals;

@@ -147,12 +147,13 @@ fn the_coordinator_refuses_a_frame_over_the_cap() {
         .arg(r"sh -c 'printf \\377\\377\\377\\377; exec cat >/dev/null'"));
     assert_eq!(out.code(), Some(1), "{}", out.stderr);
     let line = out.stderr.trim_end();
+    // No worker of that kind can start: the pool is broken, and says why.
     assert!(
-        line.starts_with("fibpool: error: the run failed: worker 0 (pid "),
+        line.starts_with("fibpool: error: the run failed: the pool is broken: worker 0 (pid "),
         "{line}"
     );
     assert!(
-        line.ends_with(") sent a bad frame: frame of 4294967295 bytes exceeds the maximum frame length of 67108864 bytes"),
+        line.ends_with(") sent a bad frame before its handshake: frame of 4294967295 bytes exceeds the maximum frame length of 67108864 bytes; 3 workers in a row failed to start"),
         "{line}"
     );
     assert_eq!(out.stdout, "");

@@ -299,22 +299,7 @@ impl Decimal {
     }
 }
 
-/// An upper bound on the encoded size of F(n), in bytes. F(n) < phi^n, and
-/// log2(phi) = 0.694..., log10(phi) = 0.208...
-pub fn encoded_len_bound(n: u64, encoding: Encoding) -> u64 {
-    let bits = n.saturating_mul(7) / 10 + 1;
-    match encoding {
-        Encoding::Raw => bits / 8 + 1,
-        Encoding::Hex => bits / 4 + 1,
-        Encoding::Decimal => n.saturating_mul(21) / 100 + 1,
-    }
-}
-
-/// An upper bound on what F(n) adds to a chunk's answer: its encoded bytes
-/// and its entry in the packed values' ends table.
-pub fn packed_len_bound(n: u64, encoding: Encoding) -> u64 {
-    encoded_len_bound(n, encoding) + fibpool_protocol::packed::END_LEN as u64
-}
+pub use fibpool_protocol::packed::{encoded_len_bound, packed_len_bound};
 
 /// A run's values, one `Vec` each (tests only).
 #[cfg(test)]

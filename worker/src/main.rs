@@ -3,6 +3,6 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let entered = fibpool_worker::clock::monotonic_ns();
+    let entered = fibpool_protocol::clock::monotonic_ns();
     fibpool_worker::run_stdio("fibpool-worker", entered)
 }

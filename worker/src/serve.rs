@@ -9,7 +9,9 @@ use fibpool_protocol::{
     WorkerHello, checksum, raw,
 };
 
-use crate::clock::monotonic_ns;
+use fibpool_protocol::clock::monotonic_ns;
+
+#[cfg(feature = "fault-injection")]
 use crate::fault::{Action, FaultPlan};
 use crate::kernels;
 
@@ -18,7 +20,8 @@ use crate::kernels;
 pub struct ServeOptions {
     /// The CLOCK_MONOTONIC stamp of the process's start.
     pub main_entered_ns: u64,
-    /// A fault to inject (tests only; see [`crate::fault`]).
+    /// A fault to inject (test builds only; see `crate::fault`).
+    #[cfg(feature = "fault-injection")]
     pub fault: Option<FaultPlan>,
     /// Ask to be killed with the coordinator once its Hello names it, if it
     /// is this process's parent (worker processes; not a test serving in
@@ -42,9 +45,11 @@ pub enum ServeError {
     #[error("raw frame of {len} bytes is shorter than its {header}-byte header", header = raw::HEADER_LEN)]
     ShortRawFrame { len: usize },
     /// An injected fault asked the worker to close its streams and go quiet.
+    #[cfg(feature = "fault-injection")]
     #[error("closed its streams on purpose (injected fault)")]
     InjectedClose,
     /// An injected fault made the worker send garbage.
+    #[cfg(feature = "fault-injection")]
     #[error("sent garbage on purpose (injected fault)")]
     InjectedGarbage,
 }
@@ -99,6 +104,7 @@ pub fn serve<R: Read, W: Write>(
     while let Some(request) = rx.recv::<Request>()? {
         match request {
             Request::Compute(chunk) => {
+                #[cfg(feature = "fault-injection")]
                 if let Some(action) = options
                     .fault
                     .as_ref()
@@ -303,8 +309,8 @@ mod tests {
         let mut output = Vec::new();
         let options = ServeOptions {
             main_entered_ns: 17,
-            fault: None,
             die_with_coordinator: false,
+            ..ServeOptions::default()
         };
         let result = serve(input, &mut output, &options);
         let mut reader = FrameReader::new(&output[..]);
@@ -346,7 +352,9 @@ mod tests {
             Request::Shutdown,
             compute_request(3, Encoding::Raw, &[(1, 1)]), // after Shutdown: never read
         ]);
+        let before = monotonic_ns();
         let (result, responses) = serve_bytes(&input);
+        let after = monotonic_ns();
         assert_eq!(
             result.unwrap(),
             ServeSummary {
@@ -362,7 +370,12 @@ mod tests {
                 assert_eq!(hello.version, PROTOCOL_VERSION);
                 assert_eq!(hello.pid, std::process::id());
                 assert_eq!(hello.main_entered_ns, 17);
-                assert!(hello.ready_ns > 17);
+                // Stamped on this process's CLOCK_MONOTONIC while serving.
+                assert!(
+                    (before..=after).contains(&hello.ready_ns),
+                    "{before} <= {} <= {after}",
+                    hello.ready_ns
+                );
             }
             other => panic!("expected Ready first, got {other:?}"),
         }

@@ -1,47 +1,32 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
-use crate::fault::{FAULT_ENV, FaultPlan};
+use fibpool_protocol::env;
+
 use crate::serve::{ServeError, ServeOptions, serve};
-
-/// Set in a worker's environment to make it write one byte and exit at once,
-/// before any set-up: `fibpool startup` times this to separate what loading
-/// the binary costs from what the worker does before its handshake.
-pub const ANSWER_AT_ONCE_ENV: &str = "FIBPOOL_ANSWER_AT_ONCE";
-
-/// Set by the coordinator to a local socket name (abstract namespace on
-/// Linux): the worker then connects and serves over it instead of stdin/stdout.
-pub const SOCKET_ENV: &str = "FIBPOOL_SOCKET";
 
 /// Runs a worker process on its stdin and stdout until the coordinator says
 /// Shutdown or goes away. Errors are one line on stderr, prefixed with `name`,
 /// and exit status 1.
 pub fn run_stdio(name: &str, main_entered_ns: u64) -> ExitCode {
-    if std::env::var_os(ANSWER_AT_ONCE_ENV).is_some() {
+    if std::env::var_os(env::ANSWER_AT_ONCE).is_some() {
         let mut out = io::stdout().lock();
         return match out.write_all(b"!").and_then(|()| out.flush()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(_) => ExitCode::FAILURE,
         };
     }
-    let fault = match std::env::var(FAULT_ENV) {
-        Ok(spec) => match FaultPlan::parse(&spec) {
-            Ok(plan) => Some(plan),
-            Err(message) => {
-                eprintln!("{name} (pid {}): error: {message}", std::process::id());
-                return ExitCode::FAILURE;
-            }
-        },
-        Err(_) => None,
+    let options = match options(main_entered_ns) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{name} (pid {}): error: {message}", std::process::id());
+            return ExitCode::FAILURE;
+        }
     };
-    let options = ServeOptions {
-        main_entered_ns,
-        fault,
-        die_with_coordinator: true,
-    };
-    let served = match std::env::var_os(SOCKET_ENV) {
+    let served = match std::env::var_os(env::SOCKET) {
         Some(name) => socket_streams(&name)
             .map_err(|e| format!("cannot connect to local socket {name:?}: {e}"))
             .map(|(input, output)| serve(input, output, &options)),
@@ -50,6 +35,7 @@ pub fn run_stdio(name: &str, main_entered_ns: u64) -> ExitCode {
             .map(|(input, output)| serve(input, output, &options)),
     };
     let result = match served {
+        #[cfg(feature = "fault-injection")]
         Ok(Err(ServeError::InjectedClose)) => loop {
             // The frame streams are closed: the coordinator sees the end of
             // this worker's output while the process lives on.
@@ -67,66 +53,48 @@ pub fn run_stdio(name: &str, main_entered_ns: u64) -> ExitCode {
     }
 }
 
+/// How this process serves. Only a test build reads a fault to inject.
+fn options(main_entered_ns: u64) -> Result<ServeOptions, String> {
+    #[cfg(feature = "fault-injection")]
+    let fault = match std::env::var(crate::fault::FAULT_ENV) {
+        Ok(spec) => Some(crate::fault::FaultPlan::parse(&spec)?),
+        Err(_) => None,
+    };
+    Ok(ServeOptions {
+        main_entered_ns,
+        #[cfg(feature = "fault-injection")]
+        fault,
+        die_with_coordinator: true,
+    })
+}
+
 /// Unbuffered handles on the frame streams. The frame output is a duplicate of
 /// fd 1, and fd 1 itself then points at stderr.
 fn frame_stdio() -> io::Result<(File, File)> {
     let input: OwnedFd = io::stdin().as_fd().try_clone_to_owned()?;
     let output: OwnedFd = io::stdout().as_fd().try_clone_to_owned()?;
-    // SAFETY: dup2 on two descriptors this process holds open.
-    if unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    point_stdout_at_stderr()?;
     Ok((File::from(input), File::from(output)))
 }
 
-/// Both ends of a connection to the coordinator's local socket. fd 1 is
-/// pointed at stderr here too, so that nothing printed reaches the
-/// coordinator's stdout.
-fn socket_streams(name: &std::ffi::OsStr) -> io::Result<(SharedStream, SharedStream)> {
+/// Both ends of a connection to the coordinator's local socket, as two
+/// handles on one socket. fd 1 is pointed at stderr here too, so that nothing
+/// printed reaches the coordinator's stdout.
+fn socket_streams(name: &std::ffi::OsStr) -> io::Result<(UnixStream, UnixStream)> {
     use interprocess::local_socket::{GenericNamespaced, Stream, prelude::*};
-    let stream = Stream::connect(name.to_ns_name::<GenericNamespaced>()?)?;
+    let Stream::UdSocket(stream) = Stream::connect(name.to_ns_name::<GenericNamespaced>()?)?;
+    let input = stream.inner().try_clone()?;
+    let output = stream.inner().try_clone()?;
+    point_stdout_at_stderr()?;
+    Ok((input, output))
+}
+
+fn point_stdout_at_stderr() -> io::Result<()> {
     // SAFETY: dup2 on two descriptors this process holds open.
     if unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let shared = SharedStream::new(stream);
-    Ok((shared.clone(), shared))
-}
-
-/// A local socket stream shared by a reading and a writing owner (`&Stream`
-/// reads and writes; interprocess deprecates splitting in favour of this).
-#[derive(Clone)]
-pub struct SharedStream(std::sync::Arc<interprocess::local_socket::Stream>);
-
-impl SharedStream {
-    pub fn new(stream: interprocess::local_socket::Stream) -> Self {
-        SharedStream(std::sync::Arc::new(stream))
-    }
-
-    /// Shuts the writing side down: the peer reads the end of its stream,
-    /// while this side can still read.
-    pub fn shutdown_write(&self) {
-        use std::os::fd::{AsFd, AsRawFd};
-        let interprocess::local_socket::Stream::UdSocket(stream) = &*self.0;
-        // SAFETY: shutdown(2) on a socket this stream owns.
-        unsafe { libc::shutdown(stream.as_fd().as_raw_fd(), libc::SHUT_WR) };
-    }
-}
-
-impl io::Read for SharedStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
-    }
-}
-
-impl io::Write for SharedStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        (&*self.0).flush()
-    }
+    Ok(())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -147,6 +115,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// already gone stops. A worker started through a wrapper (a shell, ssh) has
 /// another parent and relies on end of stream on stdin instead. Nothing is
 /// computed before this runs: work only comes after the Hello.
+///
+/// The signal follows the parent *thread* that started this process: the
+/// coordinator starts workers only from threads that outlive them.
 pub(crate) fn die_with_parent(coordinator: u32) -> Result<(), ServeError> {
     let Ok(expected) = libc::pid_t::try_from(coordinator) else {
         return Ok(());

@@ -6,12 +6,15 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use super::progress::Progress;
+use super::run::read_tasks;
 use super::{check_workers, create_report, usage, worker_command};
-use crate::bench::{BenchPlan, PRESETS, Workload, find_python, measure, preset, steps};
-use crate::cli::run::read_tasks;
-use crate::input::DEFAULT_MAX_INDEX;
-use crate::progress::Progress;
-use crate::{default_workers, plot};
+use fibpool_coordinator::default_workers;
+use fibpool_coordinator::input::DEFAULT_MAX_INDEX;
+use fibpool_coordinator::measure::bench::{
+    BenchPlan, PRESETS, Workload, find_python, measure, preset, steps,
+};
+use fibpool_coordinator::report::plot;
 
 /// The most repeats accepted.
 const MAX_REPEAT: usize = 1000;

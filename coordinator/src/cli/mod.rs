@@ -4,6 +4,7 @@
 //! failures exit 1 with the whole error chain on one line.
 
 mod bench;
+mod progress;
 mod run;
 mod startup;
 mod stress;
@@ -17,10 +18,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::WorkerCommand;
+use fibpool_coordinator::WorkerCommand;
+use fibpool_coordinator::pool::registry;
 
 /// The most workers a pool may have.
-pub const MAX_WORKERS: usize = 1024;
+pub use fibpool_coordinator::pool::MAX_WORKERS;
 
 /// Bad usage or bad input: one line on stderr and exit status 2, always
 /// before any worker is spawned.
@@ -95,7 +97,7 @@ pub fn main(main_entered_ns: u64) -> ExitCode {
     match result {
         Ok(code) => code,
         // A signal is stopping everything: its handler thread exits the process.
-        Err(_) if crate::child::stopping() => crate::child::wait_for_exit(),
+        Err(_) if registry::stopping() => registry::wait_for_exit(),
         Err(e) => {
             eprintln!("fibpool: error: {e:#}");
             if e.downcast_ref::<UsageError>().is_some() {
@@ -116,7 +118,7 @@ fn stop_on_signals() -> std::io::Result<()> {
         .name("fibpool-signals".into())
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                let stopped = crate::child::stop_all();
+                let stopped = registry::stop_all();
                 let name = if signal == SIGINT {
                     "SIGINT"
                 } else {

@@ -11,12 +11,14 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use fibpool_protocol::{Encoding, MAX_INDEX};
 
+use super::progress::Progress;
 use super::{ReportFile, check_workers, create_report, usage, worker_command};
-use crate::input::{DEFAULT_MAX_INDEX, Parser};
-use crate::pool::DEFAULT_RETRIES;
-use crate::progress::Progress;
-use crate::report::RunReport;
-use crate::{Pool, PoolError, RunOptions, TaskList, WorkerCommand, default_workers};
+use fibpool_coordinator::input::{DEFAULT_MAX_INDEX, Parser};
+use fibpool_coordinator::pool::DEFAULT_RETRIES;
+use fibpool_coordinator::report::RunReport;
+use fibpool_coordinator::{
+    Pool, PoolError, RunOptions, TaskList, Transport, WorkerCommand, default_workers,
+};
 
 /// The longest --task-timeout accepted: a day.
 const MAX_TASK_TIMEOUT_SECONDS: f64 = 86_400.0;
@@ -63,9 +65,34 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS")]
     task_timeout: Option<f64>,
 
+    /// Replace each worker by a fresh process after it has been sent N chunks
+    #[arg(long, value_name = "N")]
+    max_tasks_per_child: Option<u64>,
+
+    /// How frames travel between the coordinator and its workers
+    #[arg(long, value_enum, default_value_t = TransportArg::Pipe)]
+    transport: TransportArg,
+
     /// Indices: N, A..B (half-open), A..=B, NxK (K copies of N)
     #[arg(value_name = "INDICES", allow_negative_numbers = true)]
     indices: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TransportArg {
+    /// Anonymous pipes on the worker's stdin and stdout
+    Pipe,
+    /// A Unix local socket (interprocess local_socket)
+    Socket,
+}
+
+impl From<TransportArg> for Transport {
+    fn from(arg: TransportArg) -> Transport {
+        match arg {
+            TransportArg::Pipe => Transport::Pipe,
+            TransportArg::Socket => Transport::Socket,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -89,16 +116,20 @@ struct RunConfig {
     command: WorkerCommand,
     retries: u32,
     task_timeout: Option<Duration>,
+    max_tasks_per_child: Option<u64>,
+    transport: Transport,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let config = validate(args)?;
     let started = Instant::now();
-    let mut pool = Pool::builder()
+    let pool = Pool::builder()
         .workers(config.workers)
         .worker_command(config.command.clone())
         .retries(config.retries)
         .task_timeout(config.task_timeout)
+        .max_tasks_per_child(config.max_tasks_per_child)
+        .transport(config.transport)
         .build()
         .context("cannot start the pool")?;
 
@@ -136,7 +167,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         Err(e) => return Err(e).context("the run failed"),
     };
-    let worker_stats = pool.shutdown().context("shutting the pool down failed")?;
+    pool.shutdown(true, false)
+        .context("shutting the pool down failed")?;
+    let worker_stats = pool.worker_stats();
 
     let report = RunReport {
         workers: config.workers,
@@ -146,7 +179,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         wall_seconds: started.elapsed().as_secs_f64(),
         worker_restarts: summary.worker_restarts,
         retried_chunks: summary.retried_chunks,
+        recycled: summary.recycled,
         worker_stats,
+        worker_stats_dropped: pool.counts().stats_dropped,
     };
     eprintln!("{}", report.summary());
     if let Some(file) = config.report {
@@ -181,6 +216,9 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
             "--task-timeout must be more than 0 and at most {MAX_TASK_TIMEOUT_SECONDS} seconds, got {s}"
         ),
     };
+    if args.max_tasks_per_child == Some(0) {
+        usage!("--max-tasks-per-child must be at least 1");
+    }
     let command = worker_command(args.worker_cmd.as_deref())?;
     let report = create_report(args.report)?;
     Ok(RunConfig {
@@ -193,6 +231,8 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
         command,
         retries: args.retries,
         task_timeout,
+        max_tasks_per_child: args.max_tasks_per_child,
+        transport: args.transport.into(),
     })
 }
 

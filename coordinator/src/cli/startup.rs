@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::{check_workers, create_report, usage, worker_command};
-use crate::default_workers;
-use crate::startup::{StartupPlan, measure};
+use fibpool_coordinator::default_workers;
+use fibpool_coordinator::measure::startup::{StartupPlan, measure};
 
 /// The most rounds per pool size.
 const MAX_ROUNDS: usize = 100_000;
@@ -93,8 +93,8 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
 }
 
 /// How `pool_ready` grows with the pool size, from one thread and from several.
-fn growth_table(reports: &[crate::report::StartupReport]) -> String {
-    use crate::report::seconds;
+fn growth_table(reports: &[fibpool_coordinator::report::StartupReport]) -> String {
+    use fibpool_coordinator::report::seconds;
     let mut out = format!(
         "pool_ready medians  {:>8} {:>12} {:>12} {:>12}\n",
         "workers", "one thread", "threads", "per worker"

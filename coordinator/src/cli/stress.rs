@@ -7,10 +7,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
+use super::run::TransportArg;
 use super::{check_workers, create_report, usage, worker_command};
-use crate::report::StressReport;
-use crate::stress::{Limit, MAX_PAYLOAD, Pattern, StressPlan, measure};
-use crate::{Transport, default_workers};
+use fibpool_coordinator::measure::stress::{Limit, MAX_PAYLOAD, Pattern, StressPlan, measure};
+use fibpool_coordinator::report::StressReport;
+use fibpool_coordinator::{Transport, default_workers};
 
 /// Alternations of framed and raw slices per measurement.
 const SLICES: usize = 10;
@@ -77,14 +78,6 @@ enum PatternArg {
     Fanout,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum TransportArg {
-    /// Anonymous pipes on the worker's stdin and stdout
-    Pipe,
-    /// A Unix local socket (interprocess local_socket)
-    Socket,
-}
-
 pub fn stress(args: StressArgs) -> Result<ExitCode> {
     let workers = check_workers(args.workers.unwrap_or_else(default_workers))?;
     let mut sizes = Vec::new();
@@ -112,10 +105,7 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
             PatternArg::Fanout => Pattern::Fanout,
         })),
         sizes: dedup(sizes.into_iter()),
-        transports: dedup(args.transport.iter().map(|t| match t {
-            TransportArg::Pipe => Transport::Pipe,
-            TransportArg::Socket => Transport::Socket,
-        })),
+        transports: dedup(args.transport.iter().map(|&t| Transport::from(t))),
         limit,
         command,
         slices: SLICES,
@@ -185,7 +175,7 @@ mod tests {
         assert_eq!(parse_size("1K").unwrap(), 1024);
         assert_eq!(parse_size("64k").unwrap(), 65536);
         assert_eq!(parse_size("16M").unwrap(), 16 << 20);
-        assert_eq!(crate::report::bytes(16 << 20), "16M");
+        assert_eq!(fibpool_coordinator::report::bytes(16 << 20), "16M");
         let err = |t: &str| parse_size(t).unwrap_err().to_string();
         assert_eq!(
             err("0"),

@@ -11,11 +11,12 @@ use fibpool_protocol::{
     CoordinatorHello, FrameReader, FrameWriter, PROTOCOL_VERSION, Request, Response, WorkerHello,
 };
 
-use crate::WorkerCommand;
-use crate::board::Values;
-use crate::child::{OwnedChild, Reader, Started, Transport, Writer, connect, describe_status};
-use crate::error::{PoolError, WorkerName};
-use crate::report::Phases;
+use super::board::Values;
+use super::child::OwnedChild;
+use super::error::{PoolError, WorkerName};
+use super::launch::{Launch, Started, start};
+use super::stats::Phases;
+use super::transport::{Reader, Transport, Writer};
 
 /// What a reader thread reports. `worker` is the process's pool-unique id, so
 /// late events from a process that was already replaced can be told apart.
@@ -107,13 +108,16 @@ pub(crate) struct WorkerProcess {
 
 impl WorkerProcess {
     /// Starts a worker and sends it the coordinator's handshake. The worker's
-    /// own handshake arrives later as an [`Event::Response`].
-    pub fn spawn(
-        command: &WorkerCommand,
+    /// own handshake arrives later as an [`Event::Response`]; every event is
+    /// wrapped by `wrap` for the channel it goes to.
+    pub fn spawn<M: Send + 'static>(
+        launcher: &dyn Launch,
         transport: Transport,
+        connect_timeout: Duration,
         slot: usize,
         id: u64,
-        events: Sender<Event>,
+        events: Sender<M>,
+        wrap: fn(Event) -> M,
     ) -> Result<Self, PoolError> {
         // Both start before the process, while the pipes are still empty:
         // the Hello waits in the worker's input, the reader on its output.
@@ -126,7 +130,7 @@ impl WorkerProcess {
             }));
             std::thread::Builder::new()
                 .name(format!("fibpool-reader-{slot}"))
-                .spawn(move || read_events(reader, id, events))
+                .spawn(move || read_events(reader, id, |event| events.send(wrap(event)).is_ok()))
                 .map_err(|source| PoolError::Spawn {
                     command: "a reader thread".to_owned(),
                     source,
@@ -141,7 +145,7 @@ impl WorkerProcess {
                 spawn_call,
             },
             input,
-        ) = connect(command, transport, CONNECT_TIMEOUT, channel)?;
+        ) = start(launcher, transport, connect_timeout, channel)?;
         let name = WorkerName {
             slot,
             pid: child.pid(),
@@ -193,42 +197,12 @@ impl WorkerProcess {
         Ok(status)
     }
 
-    /// The worker's output ended or broke: reap it and say why.
-    pub fn lost(
-        &mut self,
-        error: Option<fibpool_protocol::Error>,
-        when: &'static str,
-    ) -> PoolError {
-        if let Some(source) = error.filter(|e| !e.is_disconnect()) {
-            self.kill();
-            let _ = self.reap(Duration::ZERO);
-            return PoolError::WorkerProtocol {
-                worker: self.name,
-                source,
-            };
-        }
-        let status = match self.reap(EXIT_GRACE) {
-            Ok(status) => describe_status(status),
-            Err(e) => format!("could not be reaped ({e})"),
-        };
-        PoolError::WorkerExited {
-            worker: self.name,
-            status,
-            when,
-        }
-    }
-
     pub fn is_ready(&self) -> bool {
         self.life.ready.is_some()
     }
 }
 
-/// How long a worker that closed its output gets to exit before it is killed.
-const EXIT_GRACE: Duration = Duration::from_secs(1);
-/// How long a worker on a socket gets to connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn read_events(reader: Reader, worker: u64, events: Sender<Event>) {
+fn read_events(reader: Reader, worker: u64, deliver: impl Fn(Event) -> bool) {
     let mut frames = FrameReader::new(reader);
     let mut first = true;
     loop {
@@ -256,7 +230,7 @@ fn read_events(reader: Reader, worker: u64, events: Sender<Event>) {
             },
         };
         let closed = matches!(event, Event::Closed { .. });
-        if events.send(event).is_err() || closed {
+        if !deliver(event) || closed {
             return;
         }
     }

@@ -17,7 +17,7 @@ use crate::stats::{amdahl_speedup, karp_flatt, median};
 use crate::{Pool, PoolError, RunOptions, TaskList, WorkerCommand};
 
 /// The Python peer, embedded so that an installed `fibpool` can run it.
-const PYTHON_PEER: &str = include_str!("../../bench/python_peer.py");
+const PYTHON_PEER: &str = include_str!("../../../bench/python_peer.py");
 
 /// A named batch.
 pub struct Preset {
@@ -237,7 +237,7 @@ struct PoolSample {
 /// A whole pool: start, run the batch (values returned raw), stop.
 fn pool_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<PoolSample, PoolError> {
     let start = Instant::now();
-    let mut pool = Pool::builder()
+    let pool = Pool::builder()
         .workers(n)
         .worker_command(plan.command.clone())
         .build()?;
@@ -254,11 +254,13 @@ fn pool_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<PoolSampl
     // A small batch can be done before the last worker is up. That worker
     // must start before it can exit, and shutting down waits for its exit
     // either way: its start-up is counted rather than read as 0.
-    if pool.ready_seconds().is_none() {
-        pool.wait_ready()?;
+    let probe = pool.probe();
+    if probe.ready_seconds().is_none() {
+        probe.wait_ready()?;
     }
-    let ready = pool.ready_seconds().unwrap_or(0.0);
-    let workers = pool.shutdown()?;
+    let ready = probe.ready_seconds().unwrap_or(0.0);
+    pool.shutdown(true, false)?;
+    let workers = pool.worker_stats();
     std::hint::black_box(bytes);
     Ok(PoolSample {
         wall: start.elapsed().as_secs_f64(),
@@ -269,14 +271,14 @@ fn pool_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<PoolSampl
 }
 
 /// `n` worker processes each computing an equal share of the batch, with
-/// nothing moved back: what this machine allows (see [`Pool::ceiling`]).
+/// nothing moved back: what this machine allows (see [`crate::pool::probe::Probe::ceiling`]).
 fn ceiling_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<f64, PoolError> {
-    let mut pool = Pool::builder()
+    let pool = Pool::builder()
         .workers(n)
         .worker_command(plan.command.clone())
         .build()?;
-    let seconds = pool.ceiling(tasks, Encoding::Raw)?;
-    pool.shutdown()?;
+    let seconds = pool.probe().ceiling(tasks, Encoding::Raw)?;
+    pool.shutdown(true, false)?;
     Ok(seconds)
 }
 

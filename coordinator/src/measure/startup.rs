@@ -10,9 +10,10 @@ use std::os::fd::AsRawFd;
 use std::process::{Child, Command};
 use std::time::Instant;
 
-use fibpool_worker::ANSWER_AT_ONCE_ENV;
+use fibpool_protocol::env::ANSWER_AT_ONCE;
 
-use crate::report::{PHASE_NAMES, PhaseSummaries, Phases, StartupReport};
+use crate::pool::{PHASE_NAMES, Phases};
+use crate::report::{PhaseSummaries, StartupReport};
 use crate::stats::{Summary, median};
 use crate::{Pool, PoolError, WorkerCommand};
 
@@ -57,7 +58,7 @@ pub fn measure(
             let floor = first_bytes(n, || Command::new(&plan.floor))?;
             let worker_at_once = first_bytes(n, || {
                 let mut command = plan.command.to_command();
-                command.env(ANSWER_AT_ONCE_ENV, "1");
+                command.env(ANSWER_AT_ONCE, "1");
                 command
             })?;
             let sequential = pool_round(plan, n, 1)?;
@@ -96,16 +97,17 @@ struct Round {
 /// One pool: spawned from `threads` threads, warmed up, shut down.
 fn pool_round(plan: &StartupPlan, n: usize, threads: usize) -> Result<Round, PoolError> {
     let start = Instant::now();
-    let mut pool = Pool::builder()
+    let pool = Pool::builder()
         .workers(n)
         .worker_command(plan.command.clone())
         .spawn_threads(threads)
         .build()?;
-    pool.warm_up()?;
-    let ready = pool
-        .ready_seconds()
-        .expect("every worker answered, so every one was ready");
-    let workers = pool.shutdown()?;
+    let probe = pool.probe();
+    probe.warm_up()?;
+    // Every worker answered, so every one was ready.
+    let ready = probe.ready_seconds().unwrap_or(f64::NAN);
+    pool.shutdown(true, false)?;
+    let workers = pool.worker_stats();
     Ok(Round {
         workers: workers.into_iter().map(|w| w.phases).collect(),
         ready,

@@ -64,7 +64,8 @@ impl WorkerCommand {
         &self.program
     }
 
-    pub(crate) fn to_command(&self) -> Command {
+    /// A `Command` that starts this worker, with its arguments and environment.
+    pub fn to_command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.args(&self.args);
         command.envs(self.env.iter().map(|(k, v)| (k, v)));

@@ -15,11 +15,11 @@ use fibpool_protocol::{
 };
 use hdrhistogram::Histogram;
 
-use crate::child::{
-    OwnedChild, Reader, Started, Transport, Writer, connect, describe_status, peak_rss_bytes,
+use crate::pool::probe::{
+    Connection, Reader, WorkerProcessHandle, Writer, describe_status, peak_rss_bytes,
 };
-use crate::error::{PoolError, WorkerName};
-use crate::{WorkerCommand, report};
+use crate::pool::{PoolError, Transport, WorkerCommand, WorkerName};
+use crate::report;
 
 /// The largest payload a stress frame may carry: the frame cap less room for
 /// the echo message's own fields.
@@ -145,6 +145,48 @@ pub struct Cell {
     pub incidents: Vec<String>,
 }
 
+impl Cell {
+    /// The measurement as reported.
+    pub fn result(&self) -> report::StressResult {
+        let cell = self;
+        let quantile = |t: &Tally, q: f64| t.rtt.value_at_quantile(q) as f64 * 1e-9;
+        let rate =
+            |amount: u64, t: &Tally| amount as f64 / t.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        let (f, r) = (&cell.framed_rtt, &cell.raw_rtt);
+        let throughput = rate(cell.framed_flow.payload_bytes, &cell.framed_flow);
+        let raw_throughput = rate(cell.raw_flow.payload_bytes, &cell.raw_flow);
+        report::StressResult {
+            transport: cell.transport.name(),
+            pattern: cell.pattern.name(),
+            size_bytes: cell.size,
+            workers: cell.workers,
+            messages: cell.framed_all.messages,
+            rtt_p50_seconds: quantile(f, 0.5),
+            rtt_p90_seconds: quantile(f, 0.9),
+            rtt_p99_seconds: quantile(f, 0.99),
+            rtt_p999_seconds: quantile(f, 0.999),
+            rtt_max_seconds: f.rtt.max() as f64 * 1e-9,
+            throughput_bytes_per_second: throughput,
+            messages_per_second: rate(cell.framed_flow.messages, &cell.framed_flow),
+            lost: cell.framed_all.lost,
+            duplicated: cell.framed_all.duplicated,
+            corrupted: cell.framed_all.corrupted,
+            raw_messages: cell.raw_all.messages,
+            raw_rtt_p50_seconds: quantile(r, 0.5),
+            raw_rtt_p99_seconds: quantile(r, 0.99),
+            raw_throughput_bytes_per_second: raw_throughput,
+            raw_lost: cell.raw_all.lost,
+            raw_duplicated: cell.raw_all.duplicated,
+            raw_corrupted: cell.raw_all.corrupted,
+            rtt_p50_ratio: quantile(f, 0.5) / quantile(r, 0.5),
+            throughput_ratio: throughput / raw_throughput,
+            coordinator_peak_rss_bytes: cell.coordinator_peak_rss_bytes,
+            worker_peak_rss_bytes: cell.worker_peak_rss_bytes,
+            incidents: cell.incidents.clone(),
+        }
+    }
+}
+
 /// Runs every measurement of the plan; `progress` hears of each as it starts.
 pub fn measure(
     plan: &StressPlan,
@@ -156,7 +198,7 @@ pub fn measure(
             for &size in &plan.sizes {
                 progress(transport, pattern, size);
                 let cell = measure_cell(plan, transport, pattern, size)?;
-                results.push(report::StressResult::from_cell(&cell));
+                results.push(cell.result());
             }
         }
     }
@@ -415,7 +457,7 @@ impl Ledger {
 /// on the same thread.
 struct Driver {
     name: WorkerName,
-    child: OwnedChild,
+    child: WorkerProcessHandle,
     reader: FrameReader<Reader>,
     writer: Option<FrameWriter<Writer>>,
     /// What the worker is speaking now.
@@ -437,20 +479,13 @@ impl Driver {
         size: usize,
         slot: usize,
     ) -> Result<Driver, PoolError> {
-        let (Started { child, .. }, (reader, writer)) =
-            connect(command, transport, Duration::from_secs(30), |r, w| {
-                Ok((r, w))
-            })?;
-        let name = WorkerName {
-            slot,
-            pid: child.pid(),
-        };
+        let (child, mut reader, mut writer) =
+            Connection::open(command, transport, Duration::from_secs(30), slot)?.into_parts();
+        let name = child.name;
         let protocol = |source| PoolError::WorkerProtocol {
             worker: name,
             source,
         };
-        let mut reader = FrameReader::new(reader);
-        let mut writer = FrameWriter::new(writer);
         writer
             .send(&Request::Hello(CoordinatorHello {
                 version: PROTOCOL_VERSION,

@@ -1,8 +1,10 @@
 //! A batch of indices held compactly (ranges and repeats, never one entry per
 //! index unless the input lists them so), and its division into chunks.
 
+use std::iter::Peekable;
+
+use fibpool_protocol::packed::packed_len_bound;
 use fibpool_protocol::{Encoding, Run};
-use fibpool_worker::kernels::packed_len_bound;
 
 /// A chunk's answer is kept under this many bytes (estimated from the indices)
 /// unless a single value is bigger: it bounds the memory the coordinator holds
@@ -11,8 +13,9 @@ pub const CHUNK_BYTES_BUDGET: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Spec {
-    /// `start..end`, half-open, never empty.
-    Range { start: u64, end: u64 },
+    /// `start, start + 1, ..., start + len - 1`, never empty: a range may end
+    /// at `u64::MAX` itself.
+    Range { start: u64, len: u64 },
     /// `count` copies of `index`, count >= 1.
     Repeat { index: u64, count: u64 },
 }
@@ -20,7 +23,7 @@ enum Spec {
 impl Spec {
     fn len(&self) -> u64 {
         match *self {
-            Spec::Range { start, end } => end - start,
+            Spec::Range { len, .. } => len,
             Spec::Repeat { count, .. } => count,
         }
     }
@@ -48,35 +51,44 @@ impl TaskList {
     /// Appends `start..end` (nothing when empty). Panics if `start > end`.
     pub fn push_range(&mut self, start: u64, end: u64) {
         assert!(start <= end, "reversed range {start}..{end}");
-        if start == end {
+        self.push_run(start, end - start);
+    }
+
+    /// Appends `len` consecutive indices from `start`. Panics if they would
+    /// pass `u64::MAX`.
+    pub fn push_run(&mut self, start: u64, len: u64) {
+        if len == 0 {
             return;
         }
-        self.len += end - start;
-        self.note_max(end - 1);
-        if let Some(Spec::Range { end: last_end, .. }) = self.specs.last_mut()
-            && *last_end == start
+        let last = start
+            .checked_add(len - 1)
+            .unwrap_or_else(|| panic!("the run {start}+{len} passes u64::MAX"));
+        self.len = self.len.saturating_add(len);
+        self.note_max(last);
+        if let Some(Spec::Range { start: s, len: l }) = self.specs.last_mut()
+            && s.checked_add(*l) == Some(start)
         {
-            *last_end = end;
+            *l += len;
             return;
         }
-        self.specs.push(Spec::Range { start, end });
+        self.specs.push(Spec::Range { start, len });
     }
 
     /// Appends `count` copies of `index`.
     pub fn push_repeat(&mut self, index: u64, count: u64) {
-        if count == 0 {
-            return;
+        match count {
+            0 => {}
+            1 => self.push_run(index, 1),
+            _ => {
+                self.len = self.len.saturating_add(count);
+                self.note_max(index);
+                self.specs.push(Spec::Repeat { index, count });
+            }
         }
-        if count == 1 {
-            return self.push_range(index, index + 1);
-        }
-        self.len += count;
-        self.note_max(index);
-        self.specs.push(Spec::Repeat { index, count });
     }
 
     pub fn push(&mut self, index: u64) {
-        self.push_range(index, index + 1);
+        self.push_run(index, 1);
     }
 
     fn note_max(&mut self, index: u64) {
@@ -99,11 +111,11 @@ impl TaskList {
     /// Every index, in order.
     pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         self.specs.iter().flat_map(|spec| {
-            let (range, repeat) = match *spec {
-                Spec::Range { start, end } => (start..end, None),
-                Spec::Repeat { index, count } => (index..index + 1, Some(count)),
+            let (first, len, copies) = match *spec {
+                Spec::Range { start, len } => (start, len, 1),
+                Spec::Repeat { index, count } => (index, 1, count),
             };
-            range.flat_map(move |i| std::iter::repeat_n(i, repeat.unwrap_or(1) as usize))
+            (0..len).flat_map(move |i| std::iter::repeat_n(first + i, copies as usize))
         })
     }
 
@@ -112,13 +124,7 @@ impl TaskList {
     pub fn runs(&self) -> impl Iterator<Item = Run> + '_ {
         self.specs.iter().flat_map(|spec| {
             let (run, copies) = match *spec {
-                Spec::Range { start, end } => (
-                    Run {
-                        start,
-                        len: end - start,
-                    },
-                    1,
-                ),
+                Spec::Range { start, len } => (Run { start, len }, 1),
                 Spec::Repeat { index, count } => (
                     Run {
                         start: index,
@@ -131,65 +137,78 @@ impl TaskList {
         })
     }
 
-    /// The batch cut into `parts` lists of runs of about equal cost, an
-    /// index n costing n + 64 (its size, plus a little for every value).
-    /// Ranges are cut where the cost falls due; whole runs otherwise.
-    pub fn split_by_cost(&self, parts: usize) -> Vec<Vec<Run>> {
+    /// The batch cut into `parts` lists of about equal cost, an index n
+    /// costing n + 64 (its size, plus a little for every value). Ranges and
+    /// repeats are cut where the cost falls due, and every part stays as
+    /// compact as the batch: a billion copies of one index are two entries.
+    pub fn split_by_cost(&self, parts: usize) -> Vec<TaskList> {
         let parts = parts.max(1);
-        // The cost of indices a..x.
-        let cost = |a: u64, x: u64| -> u128 {
-            let k = (x - a) as u128;
-            k * (a as u128 + x as u128 - 1) / 2 + 64 * k
+        let copies_cost = |n: u64, k: u64| (n as u128 + 64).saturating_mul(k as u128);
+        let spec_cost = |spec: &Spec| match *spec {
+            Spec::Range { start, len } => range_sum(start, len),
+            Spec::Repeat { index, count } => copies_cost(index, count),
         };
-        let total: u128 = self.runs().map(|r| cost(r.start, r.start + r.len)).sum();
-        let mut out = vec![Vec::new(); parts];
+        let total = self
+            .specs
+            .iter()
+            .map(spec_cost)
+            .fold(0u128, u128::saturating_add);
+        let mut out = vec![TaskList::new(); parts];
         let (mut part, mut spent) = (0usize, 0u128);
-        for run in self.runs() {
-            let (mut start, end) = (run.start, run.start + run.len);
-            while start < end {
+        for spec in &self.specs {
+            // Taken from this spec so far.
+            let mut taken = 0u64;
+            while taken < spec.len() {
+                let left = spec.len() - taken;
                 let due = (total * (part as u128 + 1) / parts as u128).saturating_sub(spent);
-                if part == parts - 1 || cost(start, end) <= due {
-                    out[part].push(Run {
-                        start,
-                        len: end - start,
-                    });
-                    spent += cost(start, end);
-                    break;
-                }
-                // The first x with cost(start, x) >= due.
-                let (mut lo, mut hi) = (start, end);
-                while hi - lo > 1 {
-                    let mid = lo + (hi - lo) / 2;
-                    if cost(start, mid) < due {
-                        lo = mid
-                    } else {
-                        hi = mid
+                // The cost of the next k indices of the spec.
+                let cost = |k: u64| match *spec {
+                    Spec::Range { start, .. } => range_sum(start + taken, k),
+                    Spec::Repeat { index, .. } => copies_cost(index, k),
+                };
+                let take = if part == parts - 1 || cost(left) <= due {
+                    left
+                } else {
+                    // The fewest indices whose cost reaches what is due.
+                    let (mut lo, mut hi) = (0u64, left);
+                    while hi - lo > 1 {
+                        let mid = lo + (hi - lo) / 2;
+                        if cost(mid) < due { lo = mid } else { hi = mid }
                     }
+                    hi
+                };
+                match *spec {
+                    Spec::Range { start, .. } => out[part].push_run(start + taken, take),
+                    Spec::Repeat { index, .. } => out[part].push_repeat(index, take),
                 }
-                out[part].push(Run {
-                    start,
-                    len: hi - start,
-                });
-                spent += cost(start, hi);
-                start = hi;
-                part += 1;
+                spent = spent.saturating_add(cost(take));
+                taken += take;
+                if taken < spec.len() {
+                    part += 1;
+                }
             }
         }
         out
     }
 
+    /// The chunks of the batch, in order.
+    #[cfg(test)]
     pub(crate) fn chunks(&self, size: ChunkSize, encoding: Encoding) -> Chunker<'_> {
         Chunker {
-            specs: &self.specs,
-            total: self.len,
-            spec: 0,
-            offset: 0,
-            next_id: 0,
-            next_position: 0,
+            tasks: self,
+            cursor: Cursor::default(),
             size,
             encoding,
         }
     }
+}
+
+/// The cost of the `k` indices from `start` (index n costs n + 64),
+/// saturating far beyond any batch a pool could compute.
+fn range_sum(start: u64, k: u64) -> u128 {
+    let (first, k) = (start as u128, k as u128);
+    let steps = k * k.saturating_sub(1) / 2;
+    (k * first).saturating_add(steps).saturating_add(64 * k)
 }
 
 impl FromIterator<u64> for TaskList {
@@ -209,6 +228,17 @@ pub enum ChunkSize {
     Fixed(u64),
     /// Guided self-scheduling for this many workers: see [`guided_chunk_size`].
     Guided { workers: usize },
+}
+
+impl ChunkSize {
+    /// The size of the next chunk, `remaining` indices being left and the
+    /// first of them `next_index`.
+    fn of_next(self, remaining: u64, next_index: u64) -> u64 {
+        match self {
+            ChunkSize::Fixed(k) => k.max(1),
+            ChunkSize::Guided { workers } => guided_chunk_size(remaining, workers, next_index),
+        }
+    }
 }
 
 /// Parts of the remaining work per worker that a guided chunk takes.
@@ -242,6 +272,7 @@ pub fn guided_chunk_size(remaining: u64, workers: usize, next_index: u64) -> u64
 /// One chunk as planned: where its values go and the runs a worker computes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ChunkPlan {
+    /// The chunk's place in its batch, from 0.
     pub id: u64,
     /// Position in the batch of the chunk's first index.
     pub first_position: u64,
@@ -250,58 +281,95 @@ pub(crate) struct ChunkPlan {
 }
 
 impl ChunkPlan {
+    fn new(id: u64, first_position: u64) -> Self {
+        ChunkPlan {
+            id,
+            first_position,
+            count: 0,
+            runs: Vec::new(),
+        }
+    }
+
     /// The chunk's indices in order.
     pub fn indices(&self) -> impl Iterator<Item = u64> + '_ {
         self.runs
             .iter()
-            .flat_map(|run| run.start..run.start + run.len)
+            .flat_map(|run| (0..run.len).map(move |i| run.start + i))
+    }
+
+    /// "5, 7..=9, 12", shortened after a few runs.
+    pub fn describe(&self) -> String {
+        describe_runs(&self.runs)
+    }
+
+    fn push(&mut self, start: u64, len: u64) {
+        self.count += len;
+        if let Some(last) = self.runs.last_mut()
+            && last.start.checked_add(last.len) == Some(start)
+        {
+            last.len += len;
+            return;
+        }
+        self.runs.push(Run { start, len });
     }
 }
 
-/// Cuts a task list into chunks of at most the chunk size and about
-/// [`CHUNK_BYTES_BUDGET`] bytes of answer, lazily, in order.
-pub(crate) struct Chunker<'a> {
-    specs: &'a [Spec],
-    total: u64,
+/// "5, 7..=9, 12", shortened after a few runs.
+pub(crate) fn describe_runs(runs: &[Run]) -> String {
+    const SHOWN: usize = 5;
+    let mut parts: Vec<String> = runs
+        .iter()
+        .take(SHOWN)
+        .map(|r| match r.len {
+            1 => r.start.to_string(),
+            n => format!("{}..={}", r.start, r.start + (n - 1)),
+        })
+        .collect();
+    if runs.len() > SHOWN {
+        let total: u64 = runs.iter().map(|r| r.len).sum();
+        parts.push(format!("... ({total} indices in all)"));
+    }
+    parts.join(", ")
+}
+
+/// Where the next chunk of a task list starts.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Cursor {
     spec: usize,
     /// Indices of `specs[spec]` already handed out.
     offset: u64,
     next_id: u64,
     next_position: u64,
-    size: ChunkSize,
-    encoding: Encoding,
 }
 
-impl Chunker<'_> {
-    /// The id the next chunk will have, or `None` when all are out.
-    pub fn peek_id(&self) -> Option<u64> {
-        (self.spec < self.specs.len()).then_some(self.next_id)
+impl Cursor {
+    /// True when every chunk of `tasks` has been handed out.
+    pub fn is_done(&self, tasks: &TaskList) -> bool {
+        self.spec >= tasks.specs.len()
     }
-}
 
-impl Iterator for Chunker<'_> {
-    type Item = ChunkPlan;
+    /// Chunks handed out so far.
+    pub fn chunks(&self) -> u64 {
+        self.next_id
+    }
 
-    fn next(&mut self) -> Option<ChunkPlan> {
-        self.peek_id()?;
-        let chunk_size = match self.size {
-            ChunkSize::Fixed(k) => k.max(1),
-            ChunkSize::Guided { workers } => {
-                let next_index = match self.specs[self.spec] {
-                    Spec::Range { start, .. } => start + self.offset,
-                    Spec::Repeat { index, .. } => index,
-                };
-                guided_chunk_size(self.total - self.next_position, workers, next_index)
-            }
+    /// The next chunk of `tasks`: at most the chunk size and about
+    /// [`CHUNK_BYTES_BUDGET`] bytes of answer, and never empty.
+    pub fn next(
+        &mut self,
+        tasks: &TaskList,
+        size: ChunkSize,
+        encoding: Encoding,
+    ) -> Option<ChunkPlan> {
+        let first = tasks.specs.get(self.spec)?;
+        let next_index = match *first {
+            Spec::Range { start, .. } => start + self.offset,
+            Spec::Repeat { index, .. } => index,
         };
-        let mut plan = ChunkPlan {
-            id: self.next_id,
-            first_position: self.next_position,
-            count: 0,
-            runs: Vec::new(),
-        };
+        let chunk_size = size.of_next(tasks.len - self.next_position, next_index);
+        let mut plan = ChunkPlan::new(self.next_id, self.next_position);
         let mut bytes = 0u64;
-        while let Some(spec) = self.specs.get(self.spec) {
+        while let Some(spec) = tasks.specs.get(self.spec) {
             let room = chunk_size - plan.count;
             let left = spec.len() - self.offset;
             let (start, step) = match *spec {
@@ -310,7 +378,7 @@ impl Iterator for Chunker<'_> {
             };
             let mut take = room.min(left);
             // every value in this piece is at most this big
-            let per_value = packed_len_bound(start + step * (take - 1), self.encoding);
+            let per_value = packed_len_bound(start + step * (take - 1), encoding);
             let affordable = CHUNK_BYTES_BUDGET.saturating_sub(bytes) / per_value;
             if affordable < take {
                 take = if plan.count == 0 {
@@ -323,11 +391,11 @@ impl Iterator for Chunker<'_> {
                 break;
             }
             bytes += take * per_value;
-            plan.count += take;
             self.offset += take;
             if step == 1 {
-                push_run(&mut plan.runs, start, take);
+                plan.push(start, take);
             } else {
+                plan.count += take;
                 plan.runs
                     .extend(std::iter::repeat_n(Run { start, len: 1 }, take as usize));
             }
@@ -345,14 +413,59 @@ impl Iterator for Chunker<'_> {
     }
 }
 
-fn push_run(runs: &mut Vec<Run>, start: u64, len: u64) {
-    if let Some(last) = runs.last_mut()
-        && last.start + last.len == start
-    {
-        last.len += len;
-        return;
+/// A task list's chunks as an iterator.
+#[cfg(test)]
+pub(crate) struct Chunker<'a> {
+    tasks: &'a TaskList,
+    cursor: Cursor,
+    size: ChunkSize,
+    encoding: Encoding,
+}
+
+#[cfg(test)]
+impl Iterator for Chunker<'_> {
+    type Item = ChunkPlan;
+
+    fn next(&mut self) -> Option<ChunkPlan> {
+        self.cursor.next(self.tasks, self.size, self.encoding)
     }
-    runs.push(Run { start, len });
+}
+
+/// Why a chunk could not be taken whole from an iterator of indices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooLarge(pub u64);
+
+/// The next chunk from a stream of indices, cut by the same rules as
+/// [`Cursor::next`]; the stream's size hint stands for the indices left.
+/// An index above `max` ends the chunk before it, and is reported with
+/// the chunk (which may be `None` when it came first); it stays unread.
+pub(crate) fn chunk_from_iter<I: Iterator<Item = u64>>(
+    indices: &mut Peekable<I>,
+    size: ChunkSize,
+    encoding: Encoding,
+    (id, first_position): (u64, u64),
+    max: u64,
+) -> (Option<ChunkPlan>, Option<TooLarge>) {
+    let Some(&first) = indices.peek() else {
+        return (None, None);
+    };
+    let chunk_size = size.of_next(indices.size_hint().0 as u64, first);
+    let mut plan = ChunkPlan::new(id, first_position);
+    let mut bytes = 0u64;
+    while plan.count < chunk_size {
+        let Some(&index) = indices.peek() else { break };
+        if index > max {
+            return ((plan.count > 0).then_some(plan), Some(TooLarge(index)));
+        }
+        let per_value = packed_len_bound(index, encoding);
+        if plan.count > 0 && bytes + per_value > CHUNK_BYTES_BUDGET {
+            break;
+        }
+        indices.next();
+        bytes += per_value;
+        plan.push(index, 1);
+    }
+    (Some(plan), None)
 }
 
 #[cfg(test)]
@@ -432,27 +545,100 @@ mod tests {
         let l = list(&[(0, 50_000, false)]);
         let parts = l.split_by_cost(2);
         assert_eq!(parts.len(), 2);
-        let cost = |runs: &Vec<Run>| -> u128 {
-            runs.iter()
-                .flat_map(|r| r.start..r.start + r.len)
-                .map(|n| n as u128 + 64)
-                .sum()
-        };
+        let cost = |part: &TaskList| -> u128 { part.iter().map(|n| n as u128 + 64).sum() };
         let (a, b) = (cost(&parts[0]), cost(&parts[1]));
         assert!(a.abs_diff(b) * 1000 < a + b, "{a} vs {b}");
         // The expensive end is the shorter part.
-        assert!(parts[0][0].len > parts[1][0].len);
-        let all: Vec<u64> = parts
-            .iter()
-            .flatten()
-            .flat_map(|r| r.start..r.start + r.len)
-            .collect();
+        assert!(parts[0].len() > parts[1].len());
+        let all: Vec<u64> = parts.iter().flat_map(TaskList::iter).collect();
         assert_eq!(all, (0..50_000).collect::<Vec<_>>());
-        // Repeats are split whole, and too few indices leave parts empty.
+        // Too few indices leave parts empty; one part is the batch itself.
         let l = list(&[(7, 3, true)]);
         let parts = l.split_by_cost(4);
-        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 3);
-        assert_eq!(l.split_by_cost(1), vec![l.runs().collect::<Vec<_>>()]);
+        assert_eq!(parts.iter().map(TaskList::len).sum::<u64>(), 3);
+        assert_eq!(l.split_by_cost(1), vec![l.clone()]);
+    }
+
+    #[test]
+    fn splits_of_repeats_stay_compact() {
+        // 35 million copies of F(5): the ceiling's shares must not hold one
+        // entry per copy (that was 560 MB of runs).
+        let l = list(&[(5, 35_000_000, true), (9, 12, false)]);
+        let parts = l.split_by_cost(2);
+        assert_eq!(parts.iter().map(TaskList::len).sum::<u64>(), l.len());
+        assert!(parts.iter().all(|p| p.specs.len() <= 2), "{parts:?}");
+        // Half of 35e6 x (5 + 64) + (73 + 74 + 75) is 1_207_500_111: the
+        // first part takes the fewest copies costing that much, 17_500_002.
+        assert_eq!(parts[0].len(), 17_500_002);
+        let tail: Vec<u64> = parts[1].iter().skip(17_499_997).collect();
+        assert_eq!(tail, [5, 9, 10, 11]);
+    }
+
+    #[test]
+    fn the_largest_index_is_a_task_like_any_other() {
+        let mut l = TaskList::new();
+        l.push(u64::MAX - 1);
+        l.push(u64::MAX);
+        l.push(u64::MAX);
+        assert_eq!(l.len(), 3);
+        assert_eq!(l.max_index(), Some(u64::MAX));
+        assert_eq!(
+            l.iter().collect::<Vec<_>>(),
+            [u64::MAX - 1, u64::MAX, u64::MAX]
+        );
+        assert_eq!(l.specs.len(), 2);
+        // Each value would pass a chunk's byte budget alone: one a chunk.
+        let plans: Vec<_> = l.chunks(ChunkSize::Fixed(10), Encoding::Raw).collect();
+        assert_eq!(plans.len(), 3);
+        let indices: Vec<u64> = plans.iter().flat_map(ChunkPlan::indices).collect();
+        assert_eq!(indices, l.iter().collect::<Vec<_>>());
+        let runs = [
+            Run {
+                start: u64::MAX - 1,
+                len: 2,
+            },
+            Run {
+                start: u64::MAX,
+                len: 1,
+            },
+        ];
+        assert_eq!(
+            describe_runs(&runs),
+            format!("{}..={}, {}", u64::MAX - 1, u64::MAX, u64::MAX)
+        );
+    }
+
+    #[test]
+    fn chunks_from_an_iterator_follow_the_same_rules() {
+        let mut it = [1u64, 2, 3, 7, 7, 8, 100, 5].into_iter().peekable();
+        let size = ChunkSize::Fixed(3);
+        let (a, bad) = chunk_from_iter(&mut it, size, Encoding::Raw, (0, 0), 50);
+        let a = a.unwrap();
+        assert_eq!((a.id, a.first_position, a.count, bad), (0, 0, 3, None));
+        assert_eq!(a.runs, [Run { start: 1, len: 3 }]);
+        let (b, bad) = chunk_from_iter(&mut it, size, Encoding::Raw, (1, 3), 50);
+        let b = b.unwrap();
+        assert_eq!(b.indices().collect::<Vec<_>>(), [7, 7, 8]);
+        assert_eq!(bad, None);
+        // 100 is above the maximum: nothing before it in this chunk, and it stays unread.
+        let (c, bad) = chunk_from_iter(&mut it, size, Encoding::Raw, (2, 6), 50);
+        assert_eq!((c, bad), (None, Some(TooLarge(100))));
+        assert_eq!(it.peek(), Some(&100));
+        // Big values get a chunk each, as with a task list.
+        let mut it = [3_000_000u64, 3_000_001].into_iter().peekable();
+        let (d, _) = chunk_from_iter(
+            &mut it,
+            ChunkSize::Fixed(100),
+            Encoding::Decimal,
+            (0, 0),
+            u64::MAX,
+        );
+        assert_eq!(d.unwrap().count, 1);
+        let mut empty = std::iter::empty::<u64>().peekable();
+        assert_eq!(
+            chunk_from_iter(&mut empty, size, Encoding::Raw, (0, 0), 9),
+            (None, None)
+        );
     }
 
     #[test]

@@ -1,60 +1,14 @@
-//! What a run measured, as one serialisable type that both the stderr summary
-//! and the `--report` JSON come from.
+//! The results behind every table and `--report` JSON: one serialisable
+//! type per measurement, and its human rendering (tables here, the bench's
+//! SVG in [`plot`]). The measurements in [`crate::measure`] build them;
+//! nothing here measures.
+
+pub mod plot;
 
 use serde::Serialize;
 
+use crate::pool::WorkerStats;
 use crate::stats::Summary;
-
-/// The phases of one worker process's start and end, in seconds. A phase is
-/// `None` when it did not happen, or when it rests on the worker's own clock
-/// stamps and those are not comparable (a worker on another machine).
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub struct Phases {
-    /// The spawn call itself.
-    pub spawn_seconds: f64,
-    /// Spawn start until the worker's `main` was entered.
-    pub exec_seconds: Option<f64>,
-    /// `main` entered until the worker's ready message was written.
-    pub init_seconds: Option<f64>,
-    /// Spawn start until the coordinator decoded the handshake.
-    pub ready_seconds: Option<f64>,
-    /// Handshake decoded until the first result was decoded.
-    pub first_task_seconds: Option<f64>,
-    /// Shutdown sent until the process was reaped.
-    pub shutdown_seconds: Option<f64>,
-}
-
-/// The names of the phases, in the order they happen.
-pub const PHASE_NAMES: [&str; 6] = ["spawn", "exec", "init", "ready", "first_task", "shutdown"];
-
-impl Phases {
-    /// The phases as (name, value) in [`PHASE_NAMES`] order.
-    pub fn named(&self) -> [(&'static str, Option<f64>); 6] {
-        [
-            ("spawn", Some(self.spawn_seconds)),
-            ("exec", self.exec_seconds),
-            ("init", self.init_seconds),
-            ("ready", self.ready_seconds),
-            ("first_task", self.first_task_seconds),
-            ("shutdown", self.shutdown_seconds),
-        ]
-    }
-}
-
-/// One worker process's life in a pool. Durations are in seconds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct WorkerReport {
-    pub slot: usize,
-    pub pid: u32,
-    #[serde(flatten)]
-    pub phases: Phases,
-    /// Chunks the worker answered.
-    pub chunks: u64,
-    /// Time the worker reported computing and encoding them.
-    pub busy_seconds: f64,
-    /// For a worker that was replaced: how it ended.
-    pub ended: Option<String>,
-}
 
 /// A `fibpool run`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -69,7 +23,13 @@ pub struct RunReport {
     pub worker_restarts: u64,
     /// Chunks sent again because their worker died or hung.
     pub retried_chunks: u64,
-    pub worker_stats: Vec<WorkerReport>,
+    /// Workers retired after `--max-tasks-per-child` chunks (their stats
+    /// say `ended: recycled`).
+    pub recycled: u64,
+    /// Every worker process, those replaced first, each with how it ended.
+    pub worker_stats: Vec<WorkerStats>,
+    /// Replaced processes left out of `worker_stats` to bound memory.
+    pub worker_stats_dropped: u64,
 }
 
 impl RunReport {
@@ -90,6 +50,9 @@ impl RunReport {
                 count(self.worker_restarts, "worker", "workers"),
                 count(self.retried_chunks, "chunk", "chunks"),
             );
+        }
+        if self.recycled > 0 {
+            line += &format!("; {} recycled", count(self.recycled, "worker", "workers"));
         }
         line
     }
@@ -242,45 +205,6 @@ pub struct StressResult {
 }
 
 impl StressResult {
-    pub fn from_cell(cell: &crate::stress::Cell) -> Self {
-        let quantile = |t: &crate::stress::Tally, q: f64| t.rtt.value_at_quantile(q) as f64 * 1e-9;
-        let rate = |amount: u64, t: &crate::stress::Tally| {
-            amount as f64 / t.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
-        };
-        let (f, r) = (&cell.framed_rtt, &cell.raw_rtt);
-        let throughput = rate(cell.framed_flow.payload_bytes, &cell.framed_flow);
-        let raw_throughput = rate(cell.raw_flow.payload_bytes, &cell.raw_flow);
-        StressResult {
-            transport: cell.transport.name(),
-            pattern: cell.pattern.name(),
-            size_bytes: cell.size,
-            workers: cell.workers,
-            messages: cell.framed_all.messages,
-            rtt_p50_seconds: quantile(f, 0.5),
-            rtt_p90_seconds: quantile(f, 0.9),
-            rtt_p99_seconds: quantile(f, 0.99),
-            rtt_p999_seconds: quantile(f, 0.999),
-            rtt_max_seconds: f.rtt.max() as f64 * 1e-9,
-            throughput_bytes_per_second: throughput,
-            messages_per_second: rate(cell.framed_flow.messages, &cell.framed_flow),
-            lost: cell.framed_all.lost,
-            duplicated: cell.framed_all.duplicated,
-            corrupted: cell.framed_all.corrupted,
-            raw_messages: cell.raw_all.messages,
-            raw_rtt_p50_seconds: quantile(r, 0.5),
-            raw_rtt_p99_seconds: quantile(r, 0.99),
-            raw_throughput_bytes_per_second: raw_throughput,
-            raw_lost: cell.raw_all.lost,
-            raw_duplicated: cell.raw_all.duplicated,
-            raw_corrupted: cell.raw_all.corrupted,
-            rtt_p50_ratio: quantile(f, 0.5) / quantile(r, 0.5),
-            throughput_ratio: throughput / raw_throughput,
-            coordinator_peak_rss_bytes: cell.coordinator_peak_rss_bytes,
-            worker_peak_rss_bytes: cell.worker_peak_rss_bytes,
-            incidents: cell.incidents.clone(),
-        }
-    }
-
     /// Lost, duplicated and corrupted frames, framed and raw together.
     pub fn integrity_failures(&self) -> u64 {
         self.lost

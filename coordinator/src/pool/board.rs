@@ -1,0 +1,207 @@
+//! Reassembly on the caller's side of a run: the chunks it fed to the pool,
+//! and the answers that came back before their turn. In order, a chunk is
+//! delivered when every chunk before it has been; out of order, as it comes.
+//! The caller feeds at most a window of chunks ahead of what it has taken,
+//! which bounds what is held here.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use fibpool_protocol::PackedValues;
+use fibpool_protocol::packed::END_LEN;
+
+use super::error::PoolError;
+use super::tasks::ChunkPlan;
+
+/// A chunk's values as they arrived: the frame's payload, and where in it
+/// the packed values' ends table and bytes lie. One buffer per chunk, not one
+/// per value.
+#[derive(Debug, Default)]
+pub(crate) struct Values {
+    pub buf: Vec<u8>,
+    pub ends: Range<usize>,
+    pub data: Range<usize>,
+}
+
+impl Values {
+    /// Values that do not lie in a frame, copied into one buffer.
+    pub fn copied(values: &PackedValues<'_>) -> Values {
+        let (ends, data) = (values.ends(), values.data());
+        Values {
+            buf: [ends, data].concat(),
+            ends: 0..ends.len(),
+            data: ends.len()..ends.len() + data.len(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len() / END_LEN
+    }
+
+    /// The `i`th value; `None` past the end.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let (ends, data) = (
+            self.buf.get(self.ends.clone())?,
+            self.buf.get(self.data.clone())?,
+        );
+        fibpool_protocol::packed::value(ends, data, i)
+    }
+}
+
+/// What became of one chunk.
+pub(crate) type Outcome = Result<Values, PoolError>;
+
+pub(crate) struct Board {
+    ordered: bool,
+    /// Chunks fed and not yet delivered, by their place in the batch.
+    fed: BTreeMap<u64, ChunkPlan>,
+    /// Outcomes that arrived before their chunk's turn.
+    arrived: BTreeMap<u64, Outcome>,
+}
+
+impl Board {
+    pub fn new(ordered: bool) -> Self {
+        Board {
+            ordered,
+            fed: BTreeMap::new(),
+            arrived: BTreeMap::new(),
+        }
+    }
+
+    /// A chunk handed to the pool.
+    pub fn feed(&mut self, plan: ChunkPlan) {
+        self.fed.insert(plan.id, plan);
+    }
+
+    /// Chunks fed and not yet delivered.
+    pub fn outstanding(&self) -> usize {
+        self.fed.len()
+    }
+
+    /// Records what became of chunk `id`. Refuses a chunk never fed, and a
+    /// second outcome for one.
+    pub fn arrive(&mut self, id: u64, outcome: Outcome) -> Result<(), String> {
+        if !self.fed.contains_key(&id) {
+            return Err(format!("chunk {id} came back but was never sent"));
+        }
+        if self.arrived.contains_key(&id) {
+            return Err(format!("chunk {id} came back twice"));
+        }
+        if let Ok(values) = &outcome {
+            let want = self.fed[&id].count;
+            if values.len() as u64 != want {
+                return Err(format!(
+                    "chunk {id} came back with {} values for {want} indices",
+                    values.len()
+                ));
+            }
+        }
+        self.arrived.insert(id, outcome);
+        Ok(())
+    }
+
+    /// Gives up on the oldest chunk fed and not delivered: its outcome will
+    /// never come.
+    pub fn abandon(&mut self) -> Option<ChunkPlan> {
+        let (&id, _) = self.fed.first_key_value()?;
+        self.arrived.remove(&id);
+        self.fed.remove(&id)
+    }
+
+    /// The next chunk to deliver, if its outcome is in: the oldest chunk in
+    /// order, any chunk out of order.
+    pub fn next_ready(&mut self) -> Option<(ChunkPlan, Outcome)> {
+        let id = if self.ordered {
+            let (&first, _) = self.fed.first_key_value()?;
+            self.arrived.contains_key(&first).then_some(first)?
+        } else {
+            *self.arrived.keys().next()?
+        };
+        let outcome = self.arrived.remove(&id)?;
+        let plan = self.fed.remove(&id)?;
+        Some((plan, outcome))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fibpool_protocol::Run;
+
+    fn plan(id: u64, first_position: u64, indices: &[u64]) -> ChunkPlan {
+        ChunkPlan {
+            id,
+            first_position,
+            count: indices.len() as u64,
+            runs: indices.iter().map(|&start| Run { start, len: 1 }).collect(),
+        }
+    }
+
+    /// Values holding `values`, packed as a worker packs them.
+    fn values(values: &[&[u8]]) -> Values {
+        let mut buf = fibpool_protocol::PackedBuf::default();
+        for v in values {
+            buf.data().extend_from_slice(v);
+            buf.end_value();
+        }
+        Values::copied(&buf.as_packed())
+    }
+
+    fn ids(board: &mut Board) -> Vec<u64> {
+        std::iter::from_fn(|| board.next_ready().map(|(p, _)| p.id)).collect()
+    }
+
+    #[test]
+    fn in_order_a_chunk_waits_for_those_before_it() {
+        let mut board = Board::new(true);
+        for id in 0..3 {
+            board.feed(plan(id, id * 2, &[id, id + 10]));
+        }
+        board.arrive(2, Ok(values(&[b"c", b"cc"]))).unwrap();
+        board.arrive(1, Ok(values(&[b"b", b"bb"]))).unwrap();
+        assert!(board.next_ready().is_none(), "chunk 0 is not in yet");
+        board.arrive(0, Ok(values(&[b"a", b""]))).unwrap();
+        let (plan, outcome) = board.next_ready().unwrap();
+        let got = outcome.unwrap();
+        assert_eq!(
+            (plan.id, got.get(0), got.get(1), got.get(2)),
+            (0, Some(&b"a"[..]), Some(&b""[..]), None)
+        );
+        assert_eq!(ids(&mut board), [1, 2]);
+        assert_eq!(board.outstanding(), 0);
+    }
+
+    #[test]
+    fn out_of_order_a_chunk_goes_as_it_comes() {
+        let mut board = Board::new(false);
+        for id in 0..3 {
+            board.feed(plan(id, id, &[id]));
+        }
+        board.arrive(2, Ok(values(&[b"2"]))).unwrap();
+        assert_eq!(ids(&mut board), [2]);
+        board.arrive(0, Err(PoolError::Cancelled)).unwrap();
+        let (plan, outcome) = board.next_ready().unwrap();
+        assert_eq!(plan.id, 0);
+        assert!(matches!(outcome, Err(PoolError::Cancelled)));
+        assert_eq!(board.outstanding(), 1);
+    }
+
+    #[test]
+    fn unknown_repeated_and_miscounted_outcomes_are_refused_by_name() {
+        let mut board = Board::new(true);
+        board.feed(plan(0, 0, &[5, 6]));
+        assert_eq!(
+            board.arrive(7, Ok(values(&[b"x"]))).unwrap_err(),
+            "chunk 7 came back but was never sent"
+        );
+        assert_eq!(
+            board.arrive(0, Ok(values(&[b"x"]))).unwrap_err(),
+            "chunk 0 came back with 1 values for 2 indices"
+        );
+        board.arrive(0, Ok(values(&[b"x", b"y"]))).unwrap();
+        assert_eq!(
+            board.arrive(0, Ok(values(&[b"x", b"y"]))).unwrap_err(),
+            "chunk 0 came back twice"
+        );
+    }
+}

@@ -1,0 +1,331 @@
+//! A started worker process and the guard that owns it: an `OwnedChild`
+//! kills and reaps its process when dropped, so no path leaves one behind,
+//! and it never signals a pid after reaping it (the pid may belong to
+//! someone else by then).
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+use super::registry;
+
+/// A worker process, however it was started: what the pool needs to stop it
+/// and learn how it ended. A launcher that does not spawn children itself
+/// (a fork server, say) brings its own.
+pub(crate) trait Process: Send + fmt::Debug {
+    fn pid(&self) -> u32;
+    /// SIGKILL to the process and everything in its process group.
+    fn kill(&mut self);
+    /// The exit status, if the process has exited; reaps it then.
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>>;
+    /// Waits up to `timeout` for the exit; reaps it if it came.
+    fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>>;
+}
+
+/// A child spawned by this process with `std::process::Command`, leading its
+/// own process group.
+#[derive(Debug)]
+pub(crate) struct Spawned(pub Child);
+
+impl Process for Spawned {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn kill(&mut self) {
+        // SAFETY: plain kill(2) on a process group this coordinator created,
+        // whose leader it has not reaped.
+        unsafe { libc::kill(-(self.pid() as libc::pid_t), libc::SIGKILL) };
+    }
+
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.0.try_wait()
+    }
+
+    fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        wait_timeout(&mut self.0, timeout)
+    }
+}
+
+/// A worker process that is killed and reaped when dropped.
+#[derive(Debug)]
+pub(crate) struct OwnedChild {
+    process: Box<dyn Process>,
+    status: Option<ExitStatus>,
+}
+
+impl OwnedChild {
+    pub fn new(process: Box<dyn Process>) -> Self {
+        OwnedChild {
+            process,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// SIGKILL to the child's process group, unless it was already reaped.
+    pub fn kill(&mut self) {
+        if self.status.is_none() {
+            self.process.kill();
+        }
+    }
+
+    /// The exit status if the child has exited, without waiting. A child
+    /// found exited here is reaped and will never be signalled again.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.status.is_none()
+            && let Some(status) = self.process.try_wait()?
+        {
+            self.reaped(status);
+        }
+        Ok(self.status)
+    }
+
+    /// Waits up to `grace` for the child to exit, then kills it; reaps it either way.
+    pub fn reap(&mut self, grace: Duration) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let status = match self.process.wait_timeout(grace)? {
+            Some(status) => status,
+            None => {
+                self.process.kill();
+                match self.process.wait_timeout(KILLED_GRACE)? {
+                    Some(status) => status,
+                    None => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("it did not exit within {KILLED_GRACE:?} of SIGKILL"),
+                        ));
+                    }
+                }
+            }
+        };
+        self.reaped(status);
+        Ok(status)
+    }
+
+    fn reaped(&mut self, status: ExitStatus) {
+        self.status = Some(status);
+        registry::forget(self.pid());
+    }
+
+    /// The child's peak resident set size (VmHWM), while it is alive.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        peak_rss_bytes(&format!("/proc/{}/status", self.pid()))
+    }
+}
+
+/// How long a process gets to disappear after SIGKILL before reaping gives up.
+const KILLED_GRACE: Duration = Duration::from_secs(10);
+
+impl Drop for OwnedChild {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            self.process.kill();
+            if let Ok(Some(status)) = self.process.wait_timeout(KILLED_GRACE) {
+                self.status = Some(status);
+            }
+            registry::forget(self.pid());
+        }
+    }
+}
+
+/// VmHWM from a /proc status file, in bytes.
+pub fn peak_rss_bytes(status_file: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(status_file).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// "exited with status 3", "was killed by signal 9 (SIGKILL)".
+pub fn describe_status(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal} ({})", signal_name(signal)),
+        _ => format!("ended ({status})"),
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTERM => "SIGTERM",
+        _ => "unnamed signal",
+    }
+}
+
+/// Waits for `child` to exit for at most `timeout`, without reaping early:
+/// a pidfd becomes readable when the process exits.
+fn wait_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(Some(status));
+    }
+    // SAFETY: pidfd_open on our own child, which is not reaped yet.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    if raw < 0 {
+        return wait_timeout_polling(child, timeout);
+    }
+    // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if poll_readable(pidfd.as_raw_fd(), left)? {
+            return child.wait().map(Some);
+        }
+        if left.is_zero() {
+            return child.try_wait();
+        }
+    }
+}
+
+fn wait_timeout_polling(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits until `fd` is readable or `timeout` passes; true when readable.
+pub(crate) fn poll_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd for an open descriptor.
+    match unsafe { libc::poll(&mut poll, 1, millis) } {
+        rc if rc > 0 => Ok(true),
+        0 => Ok(false),
+        _ => {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    use std::os::unix::process::CommandExt;
+
+    fn spawn(script: &str) -> OwnedChild {
+        let child = Command::new("sh")
+            .args(["-c", script])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        OwnedChild::new(Box::new(Spawned(child)))
+    }
+
+    #[test]
+    fn reap_waits_for_an_exit_and_keeps_the_status() {
+        let mut child = spawn("exit 3");
+        let status = child.reap(Duration::from_secs(30)).unwrap();
+        assert_eq!(describe_status(status), "exited with status 3");
+        // Asked again, the same status, without waiting on a reaped pid.
+        assert_eq!(child.reap(Duration::ZERO).unwrap().code(), Some(3));
+        assert_eq!(child.try_wait().unwrap().unwrap().code(), Some(3));
+    }
+
+    #[test]
+    fn reap_kills_a_child_that_outstays_its_grace() {
+        let mut child = spawn("exec sleep 1000");
+        let status = child.reap(Duration::from_millis(20)).unwrap();
+        assert_eq!(describe_status(status), "was killed by signal 9 (SIGKILL)");
+    }
+
+    /// A real child whose kill calls are counted.
+    #[derive(Debug)]
+    struct Counted(Spawned, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Process for Counted {
+        fn pid(&self) -> u32 {
+            self.0.pid()
+        }
+        fn kill(&mut self) {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.kill()
+        }
+        fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+            self.0.try_wait()
+        }
+        fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+            self.0.wait_timeout(timeout)
+        }
+    }
+
+    #[test]
+    fn a_child_found_exited_by_try_wait_is_never_signalled_again() {
+        let kills = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let child = Command::new("true").process_group(0).spawn().unwrap();
+        let mut child = OwnedChild::new(Box::new(Counted(Spawned(child), kills.clone())));
+        let mut status = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while status.is_none() {
+            assert!(Instant::now() < deadline, "`true` did not exit");
+            status = child.try_wait().unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(status.unwrap().code(), Some(0));
+        // Its pid is free now: neither kill() nor the drop may signal it.
+        child.kill();
+        drop(child);
+        assert_eq!(kills.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn dropping_kills_and_reaps() {
+        let child = spawn("exec sleep 1000");
+        let pid = child.pid();
+        drop(child);
+        // Reaped: not even a zombie is left in /proc.
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn statuses_are_described_in_words() {
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(7 << 8)),
+            "exited with status 7"
+        );
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(libc::SIGABRT)),
+            "was killed by signal 6 (SIGABRT)"
+        );
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(50)),
+            "was killed by signal 50 (unnamed signal)"
+        );
+    }
+}

@@ -1,0 +1,242 @@
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Names one worker process in messages: `worker 2 (pid 41234)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerName {
+    /// The worker's place in the pool, from 0; a replacement takes the same place.
+    pub slot: usize,
+    pub pid: u32,
+}
+
+impl fmt::Display for WorkerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "worker {} (pid {})", self.slot, self.pid)
+    }
+}
+
+/// What can go wrong in a [`crate::Pool`]. Errors that end one batch (a
+/// poison chunk, a worker that broke the protocol while computing it) leave
+/// the pool usable; [`PoolError::Broken`] is the pool's own end, which every
+/// later call returns.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("invalid pool configuration: {0}")]
+    Config(String),
+
+    /// An index no worker computes, refused before anything was sent.
+    #[error("index {index} is above the largest index a worker computes ({max})")]
+    IndexTooLarge { index: u64, max: u64 },
+
+    #[error("cannot start worker `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("cannot reap {worker}")]
+    Reap {
+        worker: WorkerName,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{worker} did not complete its handshake within {timeout:?}")]
+    HandshakeTimeout {
+        worker: WorkerName,
+        timeout: Duration,
+    },
+
+    #[error("{worker} {status} {when}")]
+    WorkerExited {
+        worker: WorkerName,
+        /// `exited with status 3`, `was killed by signal 9 (SIGKILL)`, ...
+        status: String,
+        /// `before its handshake`, `at shutdown`, ...
+        when: &'static str,
+    },
+
+    #[error("{worker} sent a bad frame")]
+    WorkerProtocol {
+        worker: WorkerName,
+        #[source]
+        source: fibpool_protocol::Error,
+    },
+
+    #[error("{worker} refused a chunk: {message}")]
+    WorkerFailed { worker: WorkerName, message: String },
+
+    #[error("{worker} broke the protocol: {what}")]
+    WorkerMisbehaved { worker: WorkerName, what: String },
+
+    #[error("{worker} spent longer than the task timeout ({timeout:?}) on a chunk")]
+    TaskTimeout {
+        worker: WorkerName,
+        timeout: Duration,
+    },
+
+    /// A chunk took its worker down again and again. `chunk` counts from 0
+    /// within its batch.
+    #[error(
+        "poison chunk {chunk} (indices {indices}) took its worker down {failures} times in a row; the last, {worker}, {cause}"
+    )]
+    PoisonChunk {
+        chunk: u64,
+        indices: String,
+        failures: u32,
+        worker: WorkerName,
+        cause: String,
+    },
+
+    /// A worker slot kept failing before its handshake. `cause` says how
+    /// the last one failed, "before its handshake" included.
+    #[error("{worker} {cause}; {attempts} workers in a row failed to start")]
+    StartFailed {
+        worker: WorkerName,
+        attempts: u32,
+        cause: String,
+    },
+
+    /// The coordinator could not encode its own request: no worker is to blame.
+    #[error("the coordinator cannot send chunk {chunk} (indices {indices})")]
+    Request {
+        chunk: u64,
+        indices: String,
+        #[source]
+        source: fibpool_protocol::Error,
+    },
+
+    /// No worker can be started any more: like Python's `BrokenProcessPool`,
+    /// every later call returns this, with the cause as its source.
+    #[error("the pool is broken")]
+    Broken(#[source] Arc<PoolError>),
+
+    #[error("the pool is shut down")]
+    ShutDown,
+
+    #[error("the pool was dropped before the batch finished")]
+    Dropped,
+
+    /// The thread that runs the pool is gone (it panicked): a bug.
+    #[error("the pool's manager thread has stopped")]
+    ManagerGone,
+
+    #[error("the batch was cancelled")]
+    Cancelled,
+
+    /// [`crate::Future::result_timeout`] waited this long; the batch goes on.
+    #[error("the batch did not finish within {0:?}")]
+    Timeout(Duration),
+
+    /// [`crate::Future::result_timeout`] already returned this batch's outcome.
+    #[error("the batch's result was already taken")]
+    ResultTaken,
+
+    #[error("cannot write results")]
+    Sink(#[source] io::Error),
+}
+
+/// Errors are handed to every future and caller they concern, so they are
+/// cloned; an I/O error inside keeps its OS error code, or its kind and message.
+impl Clone for PoolError {
+    fn clone(&self) -> Self {
+        use fibpool_protocol::clone_io;
+        match self {
+            PoolError::Config(what) => PoolError::Config(what.clone()),
+            PoolError::IndexTooLarge { index, max } => PoolError::IndexTooLarge {
+                index: *index,
+                max: *max,
+            },
+            PoolError::Spawn { command, source } => PoolError::Spawn {
+                command: command.clone(),
+                source: clone_io(source),
+            },
+            PoolError::Reap { worker, source } => PoolError::Reap {
+                worker: *worker,
+                source: clone_io(source),
+            },
+            PoolError::HandshakeTimeout { worker, timeout } => PoolError::HandshakeTimeout {
+                worker: *worker,
+                timeout: *timeout,
+            },
+            PoolError::WorkerExited {
+                worker,
+                status,
+                when,
+            } => PoolError::WorkerExited {
+                worker: *worker,
+                status: status.clone(),
+                when,
+            },
+            PoolError::WorkerProtocol { worker, source } => PoolError::WorkerProtocol {
+                worker: *worker,
+                source: source.clone(),
+            },
+            PoolError::WorkerFailed { worker, message } => PoolError::WorkerFailed {
+                worker: *worker,
+                message: message.clone(),
+            },
+            PoolError::WorkerMisbehaved { worker, what } => PoolError::WorkerMisbehaved {
+                worker: *worker,
+                what: what.clone(),
+            },
+            PoolError::TaskTimeout { worker, timeout } => PoolError::TaskTimeout {
+                worker: *worker,
+                timeout: *timeout,
+            },
+            PoolError::PoisonChunk {
+                chunk,
+                indices,
+                failures,
+                worker,
+                cause,
+            } => PoolError::PoisonChunk {
+                chunk: *chunk,
+                indices: indices.clone(),
+                failures: *failures,
+                worker: *worker,
+                cause: cause.clone(),
+            },
+            PoolError::StartFailed {
+                worker,
+                attempts,
+                cause,
+            } => PoolError::StartFailed {
+                worker: *worker,
+                attempts: *attempts,
+                cause: cause.clone(),
+            },
+            PoolError::Request {
+                chunk,
+                indices,
+                source,
+            } => PoolError::Request {
+                chunk: *chunk,
+                indices: indices.clone(),
+                source: source.clone(),
+            },
+            PoolError::Broken(cause) => PoolError::Broken(cause.clone()),
+            PoolError::ShutDown => PoolError::ShutDown,
+            PoolError::Dropped => PoolError::Dropped,
+            PoolError::ManagerGone => PoolError::ManagerGone,
+            PoolError::Cancelled => PoolError::Cancelled,
+            PoolError::Timeout(waited) => PoolError::Timeout(*waited),
+            PoolError::ResultTaken => PoolError::ResultTaken,
+            PoolError::Sink(source) => PoolError::Sink(clone_io(source)),
+        }
+    }
+}
+
+impl PoolError {
+    /// The pool's own end, whatever error it is wrapped in: the cause a
+    /// [`PoolError::Broken`] carries, or `self`.
+    pub fn root(&self) -> &PoolError {
+        match self {
+            PoolError::Broken(cause) => cause.root(),
+            other => other,
+        }
+    }
+}

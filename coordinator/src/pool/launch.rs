@@ -1,0 +1,235 @@
+//! How a worker is started: the pool's other seam. A launcher starts one
+//! process on the streams a [`Transport`] made for it; today's launcher
+//! spawns a [`WorkerCommand`]. A fork server, `fork` itself, or ssh to
+//! another host are launchers too.
+//!
+//! Workers die with the *thread* that started them (PR_SET_PDEATHSIG follows
+//! the parent thread), so the pool starts them only from threads it owns and
+//! keeps until every worker is reaped: its manager thread, and the spawner
+//! threads of a parallel start, which stay parked until the pool ends.
+
+use std::fmt;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fibpool_protocol::clock::monotonic_ns;
+
+use super::WorkerCommand;
+use super::child::{OwnedChild, Spawned};
+use super::error::PoolError;
+use super::registry;
+use super::transport::{ChildStdio, Ends, Reader, Transport, Writer};
+
+/// Starts worker processes.
+pub(crate) trait Launch: fmt::Debug + Send + Sync {
+    /// Starts one worker whose standard streams and environment are `stdio`.
+    /// The process is listed in the [`registry`] before this returns.
+    fn launch(&self, stdio: ChildStdio) -> io::Result<OwnedChild>;
+
+    /// What is started, for messages: the command line.
+    fn describe(&self) -> String;
+}
+
+/// Today's launcher: spawn a command (posix_spawn, since no pre-exec hook is
+/// set), in its own process group, with stderr inherited.
+#[derive(Debug)]
+pub(crate) struct SpawnCommand(pub WorkerCommand);
+
+impl Launch for SpawnCommand {
+    fn launch(&self, stdio: ChildStdio) -> io::Result<OwnedChild> {
+        let mut cmd = self.0.to_command();
+        cmd.stdin(stdio.stdin)
+            .stdout(stdio.stdout)
+            .stderr(Stdio::inherit())
+            // Terminal signals go to the coordinator alone, which then stops its workers.
+            .process_group(0);
+        // The worker asks for PR_SET_PDEATHSIG itself once the Hello gives
+        // it this process's pid: a pre-exec hook here would force fork()
+        // instead of posix_spawn and cost about 0.3 ms per worker
+        // (docs/STARTUP.md).
+        cmd.envs(stdio.env);
+        let child = registry::start(|| {
+            let child = cmd.spawn()?;
+            let pid = child.id();
+            Ok::<_, io::Error>((child, pid))
+        })?;
+        // `cmd` holds the worker's ends of its pipes, which only the worker may hold.
+        drop(cmd);
+        Ok(OwnedChild::new(Box::new(Spawned(child))))
+    }
+
+    fn describe(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+/// A started worker's process, and the stamps of its start.
+pub(crate) struct Started {
+    pub child: OwnedChild,
+    /// When the launch call began, on the Instant clock and on CLOCK_MONOTONIC.
+    pub spawned_at: Instant,
+    pub spawned_at_ns: u64,
+    /// How long the launch call took.
+    pub spawn_call: Duration,
+}
+
+/// Starts a worker on `transport` and hands both ends of its channel to
+/// `channel` as soon as they exist. With pipes that is before the launch:
+/// whatever `channel` does with its ends (queue the handshake, start a
+/// reader thread) is done by the time the process starts, so none of it
+/// competes with the worker's start for a CPU (docs/STARTUP.md). With a
+/// socket it is after the worker has connected, within `connect_timeout`.
+pub(crate) fn start<T>(
+    launcher: &dyn Launch,
+    transport: Transport,
+    connect_timeout: Duration,
+    channel: impl FnOnce(Reader, Writer) -> Result<T, PoolError>,
+) -> Result<(Started, T), PoolError> {
+    let failed = |source: io::Error| PoolError::Spawn {
+        command: launcher.describe(),
+        source,
+    };
+    let (stdio, ends) = transport.open().map_err(failed)?;
+    let (made, listening) = match ends {
+        Ends::Ready(reader, writer) => (Some(channel(reader, writer)?), None),
+        Ends::Listening(listening) => (None, Some((listening, channel))),
+    };
+    let spawned_at = Instant::now();
+    let spawned_at_ns = monotonic_ns();
+    let mut child = launcher.launch(stdio).map_err(failed)?;
+    let spawn_call = spawned_at.elapsed();
+    let made = match (made, listening) {
+        (Some(made), _) => made,
+        (None, Some((listening, channel))) => {
+            let (reader, writer) = listening
+                .accept(&mut child, connect_timeout)
+                .map_err(failed)?;
+            channel(reader, writer)?
+        }
+        (None, None) => unreachable!("a channel is made or awaited"),
+    };
+    let started = Started {
+        child,
+        spawned_at,
+        spawned_at_ns,
+        spawn_call,
+    };
+    Ok((started, made))
+}
+
+/// Threads that started workers in parallel, parked until released: the
+/// workers they started die with them.
+#[derive(Default)]
+pub(crate) struct Spawners {
+    release: Vec<Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Spawners {
+    /// Runs `spawn(slot)` for every slot from `threads` threads at once,
+    /// handing each outcome to `done`, which says whether to go on.
+    pub fn start<T: Send + 'static>(
+        slots: usize,
+        threads: usize,
+        spawn: Arc<dyn Fn(usize) -> T + Send + Sync>,
+        done: impl Fn(usize, T) -> bool + Clone + Send + 'static,
+    ) -> io::Result<Spawners> {
+        let threads = threads.clamp(1, slots.max(1));
+        let mut spawners = Spawners::default();
+        for first in 0..threads {
+            let (release, parked) = mpsc::channel::<()>();
+            let (spawn, done) = (spawn.clone(), done.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("fibpool-spawner-{first}"))
+                .spawn(move || {
+                    for slot in (first..slots).step_by(threads) {
+                        if !done(slot, spawn(slot)) {
+                            break;
+                        }
+                    }
+                    // Returns when the pool drops the sender.
+                    let _ = parked.recv();
+                })?;
+            spawners.release.push(release);
+            spawners.threads.push(thread);
+        }
+        Ok(spawners)
+    }
+}
+
+impl Drop for Spawners {
+    fn drop(&mut self) {
+        self.release.clear();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn spawners_run_every_slot_once_and_park_until_released() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let spawn = Arc::new(|slot: usize| slot * 10);
+        let record = {
+            let seen = seen.clone();
+            move |slot: usize, value: usize| {
+                seen.lock().unwrap().push((slot, value));
+                tx.send(()).is_ok()
+            }
+        };
+        let spawners = Spawners::start(7, 3, spawn, record).unwrap();
+        for _ in 0..7 {
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("every slot is spawned");
+        }
+        // Parked, not finished: the workers they started would die with them.
+        assert!(spawners.threads.iter().all(|t| !t.is_finished()));
+        drop(spawners);
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..7).map(|s| (s, s * 10)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_spawned_command_is_listed_until_reaped() {
+        let launcher = SpawnCommand(WorkerCommand::new("sh").arg("-c").arg("exit 4"));
+        let (stdio, _ends) = Transport::Pipe.open().unwrap();
+        let mut child = launcher.launch(stdio).unwrap();
+        assert!(registry::listed(child.pid()));
+        let status = child.reap(Duration::from_secs(30)).unwrap();
+        assert_eq!(status.code(), Some(4));
+        assert!(!registry::listed(child.pid()));
+    }
+
+    #[test]
+    fn a_command_that_does_not_exist_is_a_spawn_error() {
+        let launcher = SpawnCommand(WorkerCommand::new("/nonexistent/fibpool-worker"));
+        let err = start(
+            &launcher,
+            Transport::Pipe,
+            Duration::from_secs(1),
+            |_, _| Ok(()),
+        )
+        .err()
+        .expect("no such program");
+        assert_eq!(
+            err.to_string(),
+            "cannot start worker `/nonexistent/fibpool-worker`"
+        );
+        let PoolError::Spawn { source, .. } = err else {
+            panic!("not a spawn error: {err:?}")
+        };
+        assert_eq!(source.kind(), io::ErrorKind::NotFound);
+    }
+}

@@ -1,0 +1,148 @@
+//! The narrow interface measurement tools use to look inside the pool: wait
+//! for every handshake, run one tiny task per worker, time the machine's
+//! parallel ceiling, read when the workers were ready; and one worker
+//! process started the way a pool starts its workers, with its raw frame
+//! streams, for the IPC stress test.
+
+use std::io;
+use std::process::ExitStatus;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use fibpool_protocol::{Encoding, FrameReader, FrameWriter};
+
+use super::child::OwnedChild;
+use super::error::{PoolError, WorkerName};
+use super::launch::{SpawnCommand, start};
+use super::manager::{Msg, ProbeCall};
+use super::tasks::TaskList;
+use super::transport::Transport;
+use super::{Pool, WorkerCommand};
+
+pub use super::child::{describe_status, peak_rss_bytes};
+pub use super::transport::{Reader, Writer};
+
+/// Calls that look inside a pool: see [`Pool::probe`].
+pub struct Probe<'p> {
+    pool: &'p Pool,
+}
+
+impl<'p> Probe<'p> {
+    pub(crate) fn new(pool: &'p Pool) -> Self {
+        Probe { pool }
+    }
+
+    fn call<T>(&self, call: impl FnOnce(mpsc::Sender<T>) -> ProbeCall) -> Result<T, PoolError> {
+        let (reply, answer) = mpsc::channel();
+        self.pool.send(Msg::Probe(call(reply)))?;
+        answer.recv().map_err(|_| self.pool.gone())
+    }
+
+    /// Waits until every worker has completed its handshake.
+    pub fn wait_ready(&self) -> Result<(), PoolError> {
+        self.call(ProbeCall::WaitReady)?
+    }
+
+    /// Runs one tiny task (F(10)) on every worker, each sent as soon as that
+    /// worker is ready, and checks the answers: afterwards every worker is
+    /// known to compute. A worker lost meanwhile is this call's error (the
+    /// pool replaces it as always). `fibpool startup` times pools this way.
+    pub fn warm_up(&self) -> Result<(), PoolError> {
+        self.call(ProbeCall::WarmUp)?
+    }
+
+    /// The machine's parallel ceiling for a batch: every worker computes a
+    /// share of equal cost, encoding each value and keeping none, all at
+    /// once. Returns the seconds from sending the shares until the last
+    /// answer: no start-up, no results moved, no scheduling; what this many
+    /// processes can do on this machine. Waits for every handshake first,
+    /// and for the pool to be idle.
+    pub fn ceiling(&self, tasks: &TaskList, encoding: Encoding) -> Result<f64, PoolError> {
+        let tasks = tasks.clone();
+        self.call(|reply| ProbeCall::Ceiling {
+            tasks,
+            encoding,
+            reply,
+        })?
+    }
+
+    /// From the first spawn until the last worker was ready, once all are.
+    pub fn ready_seconds(&self) -> Option<f64> {
+        self.call(ProbeCall::ReadySeconds).ok().flatten()
+    }
+}
+
+/// One worker process, started as a pool starts its workers (the same
+/// launcher, the same transport), whose frame streams the caller drives
+/// itself. Killed and reaped when dropped.
+pub struct Connection {
+    pub name: WorkerName,
+    pub reader: FrameReader<Reader>,
+    pub writer: FrameWriter<Writer>,
+    child: OwnedChild,
+}
+
+impl Connection {
+    /// Starts `command` on `transport` as worker `slot`. No handshake is
+    /// exchanged: that is the caller's.
+    pub fn open(
+        command: &WorkerCommand,
+        transport: Transport,
+        connect_timeout: Duration,
+        slot: usize,
+    ) -> Result<Connection, PoolError> {
+        let launcher = SpawnCommand(command.clone());
+        let (started, (reader, writer)) =
+            start(&launcher, transport, connect_timeout, |r, w| Ok((r, w)))?;
+        let child = started.child;
+        Ok(Connection {
+            name: WorkerName {
+                slot,
+                pid: child.pid(),
+            },
+            reader: FrameReader::new(reader),
+            writer: FrameWriter::new(writer),
+            child,
+        })
+    }
+
+    /// Splits off the frame streams, keeping the process.
+    pub fn into_parts(
+        self,
+    ) -> (
+        WorkerProcessHandle,
+        FrameReader<Reader>,
+        FrameWriter<Writer>,
+    ) {
+        (
+            WorkerProcessHandle {
+                name: self.name,
+                child: self.child,
+            },
+            self.reader,
+            self.writer,
+        )
+    }
+}
+
+/// A probe's worker process, apart from its streams.
+pub struct WorkerProcessHandle {
+    pub name: WorkerName,
+    child: OwnedChild,
+}
+
+impl WorkerProcessHandle {
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// Its peak resident set size, while it is alive.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        self.child.peak_rss_bytes()
+    }
+
+    /// Waits up to `grace` for it to exit, then kills it; reaps it either way.
+    pub fn reap(&mut self, grace: Duration) -> io::Result<ExitStatus> {
+        self.child.reap(grace)
+    }
+}

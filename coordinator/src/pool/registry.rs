@@ -1,0 +1,89 @@
+//! Every worker process this program has started and not yet reaped, across
+//! all its pools, so that a signal handler can stop them all whatever the
+//! other threads are doing. A program using [`crate::Pool`] that handles
+//! SIGINT or SIGTERM itself calls [`stop_all`] from its handler thread, then
+//! exits; the `fibpool` binary does.
+//!
+//! Starting a child takes a shared gate, so several threads spawn at once;
+//! [`stop_all`] takes it exclusively, so it either sees a child being
+//! started or stops it from being started.
+
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+
+struct Live {
+    pids: Vec<u32>,
+    /// Set by [`stop_all`]: no child may be started any more.
+    stopping: bool,
+}
+
+/// Held shared while a child is started, exclusively by [`stop_all`].
+static GATE: RwLock<()> = RwLock::new(());
+
+static LIVE: Mutex<Live> = Mutex::new(Live {
+    pids: Vec::new(),
+    stopping: false,
+});
+
+fn live() -> MutexGuard<'static, Live> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Starts a child with `start`, which returns the child and its pid, and
+/// lists the pid before the gate opens again. A thread that arrives after
+/// [`stop_all`] never returns: the process is about to exit.
+pub(crate) fn start<T, E>(start: impl FnOnce() -> Result<(T, u32), E>) -> Result<T, E> {
+    let _gate = GATE.read().unwrap_or_else(PoisonError::into_inner);
+    if live().stopping {
+        drop(_gate);
+        wait_for_exit();
+    }
+    let (child, pid) = start()?;
+    live().pids.push(pid);
+    Ok(child)
+}
+
+/// Takes `pid` off the list: it was reaped, and may be reused.
+pub(crate) fn forget(pid: u32) {
+    live().pids.retain(|&p| p != pid);
+}
+
+/// True once [`stop_all`] has run: the process is about to exit.
+pub fn stopping() -> bool {
+    live().stopping
+}
+
+/// Blocks a thread for good while the thread that called [`stop_all`] exits
+/// the process, so that no other outcome (an error, a new worker) races it.
+pub fn wait_for_exit() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Kills every live child (SIGKILL to its process group), reaps them all, and
+/// makes any thread that tries to start another wait for the process to exit.
+/// Returns how many there were. For a signal handler thread that exits the
+/// process right after.
+pub fn stop_all() -> usize {
+    let _gate = GATE.write().unwrap_or_else(PoisonError::into_inner);
+    let pids = {
+        let mut live = live();
+        live.stopping = true;
+        std::mem::take(&mut live.pids)
+    };
+    for &pid in &pids {
+        // SAFETY: kill(2) on process groups whose leaders are our unreaped children.
+        unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+    }
+    for &pid in &pids {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child; ECHILD if another thread reaped it first.
+        unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    }
+    pids.len()
+}
+
+#[cfg(test)]
+pub(crate) fn listed(pid: u32) -> bool {
+    live().pids.contains(&pid)
+}

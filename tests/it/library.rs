@@ -1,0 +1,566 @@
+//! `Pool` as a library, with real worker processes (the lean
+//! `fibpool-worker` binary): every call's values against plain iteration,
+//! and a pool that saw each kind of failure used again.
+
+use std::cell::Cell;
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use fibpool_coordinator::{
+    Encoding, Pool, PoolBuilder, PoolError, RunOptions, TaskList, WorkerCommand, as_completed,
+};
+use num_bigint::BigUint;
+
+use crate::util::*;
+
+const FAULT: &str = "FIBPOOL_TEST_FAULT";
+
+fn worker() -> WorkerCommand {
+    WorkerCommand::new(worker_bin())
+}
+
+fn builder(workers: usize) -> PoolBuilder {
+    Pool::builder().workers(workers).worker_command(worker())
+}
+
+fn pool(workers: usize) -> Pool {
+    builder(workers).build().expect("the pool starts")
+}
+
+/// F(n) for each index, by iteration, keeping only the values asked for.
+fn oracle(indices: &[u64]) -> Vec<BigUint> {
+    let mut wanted: Vec<u64> = indices.to_vec();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut found = std::collections::HashMap::new();
+    let (mut a, mut b) = (BigUint::ZERO, BigUint::from(1u32));
+    let mut n = 0;
+    for &w in &wanted {
+        while n < w {
+            let next = &a + &b;
+            a = std::mem::replace(&mut b, next);
+            n += 1;
+        }
+        found.insert(w, a.clone());
+    }
+    indices.iter().map(|n| found[n].clone()).collect()
+}
+
+/// Values too big for the iterative oracle: F(n) mod 2^64 by iteration, and
+/// the bit length from phi.
+#[track_caller]
+fn assert_big_values(values: &[BigUint], indices: &[u64]) {
+    let low = fib_mod_2_64(indices.iter().copied().max().unwrap_or(0));
+    assert_eq!(values.len(), indices.len());
+    for (v, &n) in values.iter().zip(indices) {
+        assert_eq!(
+            v.iter_u64_digits().next().unwrap_or(0),
+            low[n as usize],
+            "F({n}) mod 2^64"
+        );
+        let phi = (1.0 + 5f64.sqrt()) / 2.0;
+        let bits = (n as f64 * phi.log2() - 5f64.sqrt().log2()).floor() as u64 + 1;
+        assert_eq!(v.bits(), bits, "bits of F({n})");
+    }
+}
+
+/// The pool computes `indices` right, by map and by submit.
+#[track_caller]
+fn assert_computes(pool: &Pool, indices: &[u64]) {
+    let want = oracle(indices);
+    let mapped: Vec<BigUint> = pool
+        .map(indices.iter().copied())
+        .collect::<Result<_, _>>()
+        .expect("map");
+    assert_eq!(mapped, want, "map");
+    let submitted = pool.submit(indices.iter().copied()).unwrap().result();
+    assert_eq!(submitted.expect("submit"), want, "submit");
+}
+
+#[test]
+fn a_pool_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Pool>();
+    check::<fibpool_coordinator::Future>();
+}
+
+#[test]
+fn submit_map_and_map_unordered_agree_with_iteration() {
+    let pool = pool(2);
+    let mut indices: Vec<u64> = (0..300).collect();
+    indices.extend([1000, 7, 7, 7, 2, 20_000]);
+    assert_computes(&pool, &indices);
+    // A fixed chunk size and a small buffer give the same values.
+    let mapped: Vec<BigUint> = pool
+        .map(indices.iter().copied())
+        .chunk_size(NonZeroU64::new(7).unwrap())
+        .buffersize(2)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(mapped, oracle(&indices));
+    let mut pairs: Vec<(u64, BigUint)> = pool
+        .map_unordered(indices.iter().copied())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut want: Vec<(u64, BigUint)> = indices.iter().copied().zip(oracle(&indices)).collect();
+    pairs.sort();
+    want.sort();
+    assert_eq!(pairs, want);
+    // An empty batch is done at once.
+    let empty = pool.submit([]).unwrap();
+    assert_eq!(empty.result().unwrap(), Vec::<BigUint>::new());
+    assert_eq!(pool.map([]).count(), 0);
+    pool.shutdown(true, false).unwrap();
+}
+
+#[test]
+fn map_reads_its_input_lazily_and_stays_within_its_buffer() {
+    let pool = pool(2);
+    let pulled = Cell::new(0u64);
+    let endless = (0u64..).inspect(|_| pulled.set(pulled.get() + 1));
+    let first: Vec<BigUint> = pool
+        .map(endless)
+        .chunk_size(NonZeroU64::new(1).unwrap())
+        .buffersize(4)
+        .take(10)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(first, oracle(&(0..10).collect::<Vec<_>>()));
+    // Ten taken, at most four chunks of one ahead, and one index peeked.
+    assert!(pulled.get() <= 15, "pulled {} indices", pulled.get());
+    assert_computes(&pool, &[5, 6]);
+}
+
+#[test]
+fn a_future_can_be_cancelled_only_while_pending() {
+    let dir = scratch_dir("cancel");
+    // One worker with one chunk in flight, which hangs on index 77 for good:
+    // a batch behind it stays pending for as long as the test needs.
+    let pool = builder(1)
+        .in_flight(1)
+        .worker_command(worker().env(
+            FAULT,
+            format!("hang@77;once={}", dir.join("hung").display()),
+        ))
+        .build()
+        .unwrap();
+    let hung = pool.submit([77]).unwrap();
+    wait_until("the first batch runs", Duration::from_secs(60), || {
+        hung.running()
+    });
+    let behind = pool.submit([1, 2, 3]).unwrap();
+    assert!(!behind.running() && !behind.done());
+    assert!(behind.cancel(), "a pending batch can be cancelled");
+    assert!(behind.cancel(), "and stays cancelled");
+    assert!(behind.cancelled() && behind.done());
+    assert!(!hung.cancel(), "a running batch cannot be cancelled");
+    assert!(matches!(behind.result(), Err(PoolError::Cancelled)));
+    let mut hung = hung;
+    assert!(matches!(
+        hung.result_timeout(Duration::from_millis(50)),
+        Err(PoolError::Timeout(_))
+    ));
+    // Dropping the pool fails what is left, and kills the hung worker.
+    drop(pool);
+    assert!(matches!(
+        hung.result_timeout(Duration::from_secs(60)),
+        Err(PoolError::Dropped)
+    ));
+    assert!(matches!(
+        hung.result_timeout(Duration::ZERO),
+        Err(PoolError::ResultTaken)
+    ));
+}
+
+#[test]
+fn as_completed_yields_every_future_as_it_finishes() {
+    let dir = scratch_dir("as-completed");
+    // The first worker to meet index 77 hangs until the task timeout kills
+    // it; the batch holding it finishes after the other, on a replacement.
+    let pool = builder(2)
+        .task_timeout(Some(Duration::from_millis(300)))
+        .worker_command(worker().env(
+            FAULT,
+            format!("hang@77;once={}", dir.join("hung").display()),
+        ))
+        .build()
+        .unwrap();
+    let slow = pool.submit([77, 78]).unwrap();
+    wait_until("the slow batch runs", Duration::from_secs(60), || {
+        slow.running()
+    });
+    let quick = pool.submit([5, 6, 7]).unwrap();
+    let order: Vec<Vec<BigUint>> = as_completed([slow, quick])
+        .map(|f| f.result().unwrap())
+        .collect();
+    assert_eq!(order, [oracle(&[5, 6, 7]), oracle(&[77, 78])]);
+    assert_eq!(pool.counts().worker_restarts, 1);
+    assert_eq!(as_completed([]).count(), 0);
+}
+
+#[test]
+fn a_run_stopped_by_its_sink_leaves_the_pool_clean() {
+    // Old failure: the second run was handed the first run's late answers
+    // (index 3000000 paired with F(1000000)'s digits).
+    let pool = pool(2);
+    let mut heavy = TaskList::new();
+    heavy.push_run(1_000_000, 6);
+    let options = RunOptions {
+        chunk_size: NonZeroU64::new(1),
+        encoding: Encoding::Hex,
+        ordered: true,
+    };
+    let stopped = pool.run(&heavy, &options, |_| Err(std::io::Error::other("enough")));
+    match stopped {
+        Err(PoolError::Sink(e)) => assert_eq!(e.to_string(), "enough"),
+        other => panic!("expected the sink's error, got {other:?}"),
+    }
+    let mut next = TaskList::new();
+    next.push_run(3000, 40);
+    let mut got = Vec::new();
+    pool.run(&next, &options, |item| {
+        got.push((item.position, item.index, item.value.to_vec()));
+        Ok(())
+    })
+    .unwrap();
+    let want: Vec<(u64, u64, Vec<u8>)> = (3000..3040)
+        .zip(oracle(&(3000..3040).collect::<Vec<_>>()))
+        .enumerate()
+        .map(|(i, (n, v))| (i as u64, n, v.to_str_radix(16).into_bytes()))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(pool.counts().worker_restarts, 0, "no worker was blamed");
+    assert_computes(&pool, &[10, 11, 30_000]);
+}
+
+#[test]
+fn indices_no_worker_computes_are_refused_up_front() {
+    let pool = pool(1);
+    let max = fibpool_protocol::MAX_INDEX;
+    // Old failures: `run` sent it (the worker refused it and the next map
+    // panicked), and `map` of u64::MAX panicked on `index + 1`.
+    let mut tasks = TaskList::new();
+    tasks.push(max + 1);
+    let options = RunOptions {
+        chunk_size: None,
+        encoding: Encoding::Raw,
+        ordered: true,
+    };
+    let err = pool.run(&tasks, &options, |_| Ok(())).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "index {} is above the largest index a worker computes ({max})",
+            max + 1
+        )
+    );
+    assert!(matches!(
+        pool.submit([u64::MAX]),
+        Err(PoolError::IndexTooLarge {
+            index: u64::MAX,
+            ..
+        })
+    ));
+    let mapped: Vec<_> = pool.map([3, 4, u64::MAX, 5]).collect();
+    assert_eq!(mapped.len(), 3, "two values, then the error: {mapped:?}");
+    assert_eq!(mapped[0].as_ref().unwrap(), &BigUint::from(2u32));
+    assert_eq!(mapped[1].as_ref().unwrap(), &BigUint::from(3u32));
+    assert!(matches!(
+        mapped[2],
+        Err(PoolError::IndexTooLarge {
+            index: u64::MAX,
+            ..
+        })
+    ));
+    assert_eq!(pool.counts().worker_restarts, 0);
+    assert_computes(&pool, &[0, 1, 2, 90]);
+}
+
+#[test]
+fn a_poison_chunk_fails_its_batch_and_the_pool_heals() {
+    // Every worker aborts on index 100: a poison chunk. Old failure: the
+    // reaped worker was never replaced and the next map blocked for ever.
+    let pool = builder(2)
+        .retries(2)
+        .worker_command(worker().env(FAULT, "crash@100"))
+        .build()
+        .unwrap();
+    let err = pool.submit(95..105).unwrap().result().unwrap_err();
+    let PoolError::PoisonChunk {
+        indices,
+        failures,
+        cause,
+        ..
+    } = &err
+    else {
+        panic!("expected a poison chunk, got {err:?}")
+    };
+    assert_eq!((indices.as_str(), *failures), ("95..=104", 2));
+    assert_eq!(cause, "was killed by signal 6 (SIGABRT)");
+    assert_eq!(pool.counts().worker_restarts, 2);
+    // Another batch, and one holding the poison again: the pool goes on.
+    assert_computes(&pool, &[1, 2, 3, 200]);
+    let mapped: Vec<_> = pool
+        .map([99, 100])
+        .chunk_size(NonZeroU64::new(1).unwrap())
+        .collect();
+    assert_eq!(mapped.len(), 2, "{mapped:?}");
+    assert_eq!(mapped[0].as_ref().unwrap(), &oracle(&[99])[0]);
+    assert!(matches!(&mapped[1], Err(PoolError::PoisonChunk { indices, .. }) if indices == "100"));
+    assert_computes(&pool, &[4, 5]);
+    pool.shutdown(true, false).unwrap();
+}
+
+#[test]
+fn a_worker_that_breaks_the_protocol_fails_only_its_batch() {
+    let dir = scratch_dir("garbage");
+    let pool = builder(2)
+        .worker_command(worker().env(
+            FAULT,
+            format!("garbage@50;once={}", dir.join("sent").display()),
+        ))
+        .build()
+        .unwrap();
+    let err = pool.submit(45..55).unwrap().result().unwrap_err();
+    assert!(matches!(err, PoolError::WorkerProtocol { .. }), "{err:?}");
+    let chain = format!("{:#}", anyhow::Error::new(err.clone()));
+    assert!(
+        chain.contains("sent a bad frame: undecodable frame payload: "),
+        "{chain}"
+    );
+    assert_eq!(pool.counts().worker_restarts, 1);
+    assert_computes(&pool, &(40..60).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_worker_killed_mid_batch_is_replaced_and_nothing_is_lost() {
+    let pool = pool(2);
+    let future = pool.submit((0..40).map(|i| 1_000_000 + 3 * i)).unwrap();
+    wait_until("the batch runs", Duration::from_secs(60), || {
+        future.running()
+    });
+    let victim = pool.worker_stats()[0].pid;
+    wait_until("the worker computes", Duration::from_secs(60), || {
+        cpu_ticks(victim) >= 2
+    });
+    assert!(signal_child_of(std::process::id(), victim, libc::SIGKILL));
+    let values = future.result().unwrap();
+    assert_big_values(
+        &values,
+        &(0..40).map(|i| 1_000_000 + 3 * i).collect::<Vec<_>>(),
+    );
+    assert_eq!(pool.counts().worker_restarts, 1);
+    let stats = pool.worker_stats();
+    let killed: Vec<_> = stats.iter().filter(|w| w.pid == victim).collect();
+    assert_eq!(killed.len(), 1);
+    assert_eq!(
+        killed[0].ended.as_deref(),
+        Some("was killed by signal 9 (SIGKILL)")
+    );
+}
+
+#[test]
+fn a_pool_that_cannot_start_a_worker_is_broken_and_says_so() {
+    // A worker that never completes its handshake, and one that exits.
+    for (command, cause) in [
+        (
+            WorkerCommand::new("sleep").arg("1000"),
+            "did not complete its handshake within 200ms; 2 workers in a row failed to start",
+        ),
+        (
+            WorkerCommand::new("sh").arg("-c").arg("exit 7"),
+            "exited with status 7 before its handshake; 2 workers in a row failed to start",
+        ),
+    ] {
+        let pool = Pool::builder()
+            .workers(2)
+            .worker_command(command)
+            .handshake_timeout(Duration::from_millis(200))
+            .retries(2)
+            .build()
+            .unwrap();
+        let err = pool.submit([1, 2, 3]).unwrap().result().unwrap_err();
+        let PoolError::Broken(root) = &err else {
+            panic!("expected a broken pool, got {err:?}")
+        };
+        assert!(matches!(**root, PoolError::StartFailed { attempts: 2, .. }));
+        assert!(root.to_string().ends_with(cause), "{root}");
+        assert_eq!(err.to_string(), "the pool is broken");
+        // Every later call says so at once, instead of hanging.
+        assert!(matches!(pool.submit([1]), Err(PoolError::Broken(_))));
+        assert!(matches!(
+            pool.map([1]).next(),
+            Some(Err(PoolError::Broken(_)))
+        ));
+        assert!(pool.broken().is_some());
+        // Nothing is left running: every worker it started was reaped.
+        let stats = pool.worker_stats();
+        assert_eq!(stats.len(), 4, "{stats:?}");
+        for w in &stats {
+            assert!(!listed(w.pid), "{} is still in /proc", w.pid);
+        }
+    }
+}
+
+#[test]
+fn a_command_that_cannot_be_spawned_fails_the_build() {
+    let err = Pool::builder()
+        .workers(2)
+        .worker_command(WorkerCommand::new("/nonexistent/fibpool-worker"))
+        .build()
+        .err()
+        .expect("no such program");
+    assert_eq!(
+        err.to_string(),
+        "cannot start worker `/nonexistent/fibpool-worker`"
+    );
+    for (builder, message) in [
+        (
+            builder(0),
+            "invalid pool configuration: a pool has 1 to 1024 workers, not 0",
+        ),
+        (
+            builder(1).in_flight(usize::MAX),
+            "invalid pool configuration: 1 to 64 chunks may be in flight per worker, not 18446744073709551615",
+        ),
+        (
+            builder(1).retries(0),
+            "invalid pool configuration: retries must be at least 1",
+        ),
+        (
+            builder(1).max_tasks_per_child(Some(0)),
+            "invalid pool configuration: max_tasks_per_child must be at least 1",
+        ),
+    ] {
+        assert_eq!(builder.build().err().unwrap().to_string(), message);
+    }
+}
+
+#[test]
+fn shutdown_drains_or_cancels_and_refuses_later_batches() {
+    let pool = builder(1).in_flight(1).build().unwrap();
+    let first = pool.submit([200_000, 200_002]).unwrap();
+    let second = pool.submit([5]).unwrap();
+    pool.shutdown(true, false).unwrap();
+    assert_eq!(first.result().unwrap(), oracle(&[200_000, 200_002]));
+    assert_eq!(second.result().unwrap(), oracle(&[5]));
+    assert!(matches!(pool.submit([1]), Err(PoolError::ShutDown)));
+    assert!(matches!(
+        pool.map([1]).next(),
+        Some(Err(PoolError::ShutDown))
+    ));
+    // The final stats have every worker's shutdown phase.
+    let stats = pool.worker_stats();
+    assert_eq!(stats.len(), 1);
+    assert!(stats[0].phases.shutdown_seconds.is_some(), "{stats:?}");
+
+    let dir = scratch_dir("shutdown-cancel");
+    let pool = builder(1)
+        .in_flight(1)
+        .worker_command(worker().env(
+            FAULT,
+            format!("hang@77;once={}", dir.join("hung").display()),
+        ))
+        .task_timeout(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let running = pool.submit([77]).unwrap();
+    wait_until("the first batch runs", Duration::from_secs(60), || {
+        running.running()
+    });
+    let pending = pool.submit([6]).unwrap();
+    pool.shutdown(true, true).unwrap();
+    assert!(matches!(pending.result(), Err(PoolError::Cancelled)));
+    assert_eq!(
+        running.result().unwrap(),
+        oracle(&[77]),
+        "a running batch finishes"
+    );
+}
+
+#[test]
+fn a_shutdown_without_waiting_finishes_in_the_background() {
+    let pool = pool(2);
+    let future = pool.submit(100_000..100_020).unwrap();
+    pool.shutdown(false, false).unwrap();
+    drop(pool);
+    assert_eq!(
+        future.result().unwrap(),
+        oracle(&(100_000..100_020).collect::<Vec<_>>())
+    );
+}
+
+#[test]
+fn several_threads_submit_and_map_at_once() {
+    let pool = pool(2);
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let pool = &pool;
+            scope.spawn(move || {
+                for round in 0..3u64 {
+                    let base = 1000 * t + 100 * round;
+                    let indices: Vec<u64> = (base..base + 60).collect();
+                    let future = pool.submit(indices.iter().copied()).unwrap();
+                    let mapped: Vec<BigUint> = pool
+                        .map(indices.iter().rev().copied())
+                        .collect::<Result<_, _>>()
+                        .unwrap();
+                    let mut want = oracle(&indices);
+                    assert_eq!(future.result().unwrap(), want);
+                    want.reverse();
+                    assert_eq!(mapped, want);
+                }
+            });
+        }
+    });
+    assert_eq!(pool.counts().worker_restarts, 0);
+}
+
+#[test]
+fn max_tasks_per_child_recycles_workers_after_so_many_chunks() {
+    let pool = builder(1).max_tasks_per_child(Some(2)).build().unwrap();
+    let values: Vec<BigUint> = pool
+        .map(0..10)
+        .chunk_size(NonZeroU64::new(1).unwrap())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(values, oracle(&(0..10).collect::<Vec<_>>()));
+    pool.shutdown(true, false).unwrap();
+    assert_eq!(pool.counts().recycled, 5);
+    assert_eq!(pool.counts().worker_restarts, 0);
+    let stats = pool.worker_stats();
+    let recycled: Vec<_> = stats
+        .iter()
+        .filter(|w| w.ended.as_deref() == Some("recycled"))
+        .collect();
+    assert_eq!(recycled.len(), 5, "{stats:?}");
+    assert!(recycled.iter().all(|w| w.chunks == 2), "{stats:?}");
+    // Ten chunks in all, each answered once, by the five recycled
+    // processes; a sixth, started after the fifth went, may have had none.
+    assert_eq!(stats.iter().map(|w| w.chunks).sum::<u64>(), 10);
+    assert!(stats.len() == 5 || stats.len() == 6, "{stats:?}");
+    let mut pids: Vec<u32> = stats.iter().map(|w| w.pid).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), stats.len(), "every process is new");
+}
+
+#[test]
+fn a_pool_built_on_a_thread_that_exits_keeps_its_workers() {
+    // Old failure: PR_SET_PDEATHSIG follows the thread that spawned a
+    // worker, so the workers died with the thread that built the pool.
+    let pool = std::thread::spawn(|| {
+        let pool = pool(2);
+        // Every worker computed: each has asked for its death signal.
+        pool.probe().warm_up().unwrap();
+        pool
+    })
+    .join()
+    .unwrap();
+    let before: Vec<u32> = pool.worker_stats().iter().map(|w| w.pid).collect();
+    assert_eq!(before.len(), 2);
+    assert_computes(&pool, &(0..200).map(|i| 50_000 + i).collect::<Vec<_>>());
+    let after: Vec<u32> = pool.worker_stats().iter().map(|w| w.pid).collect();
+    assert_eq!(after, before, "the same two workers");
+    assert_eq!(pool.counts().worker_restarts, 0);
+}
