@@ -344,6 +344,8 @@ struct Manager {
     ready_waiters: Vec<Sender<Result<(), PoolError>>>,
     /// Set once shutdown is asked for: who waits for it.
     shutdown: Option<Vec<Sender<Result<(), PoolError>>>>,
+    /// Finished chunks of fed batches, not yet handed to their callers.
+    outbox: Vec<(JobId, Sender<Delivery>, Delivery)>,
     exit: bool,
     /// Last: the threads that started workers outlive them.
     spawners: Option<Spawners>,
@@ -374,6 +376,7 @@ impl Manager {
             ceiling: None,
             ready_waiters: Vec::new(),
             shutdown: None,
+            outbox: Vec::new(),
             exit: false,
             spawners: None,
         }
@@ -485,6 +488,7 @@ impl Manager {
             }
             self.expire(Instant::now());
             self.dispatch();
+            self.deliver();
             self.progress_probes();
             if self.finish_shutdown() {
                 return;
@@ -673,15 +677,25 @@ impl Manager {
                 }
                 Err(error) => self.fail_job(issued.job, error),
             },
-            Sink::Stream(tx) => {
-                let delivered = tx.send(Delivery {
+            // Held until the workers have their next chunks: waking the
+            // caller is a system call the workers should not wait behind.
+            Sink::Stream(tx) => self.outbox.push((
+                issued.job,
+                tx.clone(),
+                Delivery {
                     chunk: issued.plan.id,
                     outcome,
-                });
-                if delivered.is_err() {
-                    // Its caller is gone.
-                    self.drop_job(issued.job);
-                }
+                },
+            )),
+        }
+    }
+
+    /// Hands the callers the chunks that finished.
+    fn deliver(&mut self) {
+        for (job, tx, delivery) in std::mem::take(&mut self.outbox) {
+            if tx.send(delivery).is_err() {
+                // Its caller is gone.
+                self.drop_job(job);
             }
         }
     }
@@ -1487,6 +1501,7 @@ impl Manager {
     /// `error`, and publishes the stats. The manager's last act.
     fn finish(&mut self, error: PoolError) {
         self.exit = true;
+        self.deliver();
         for worker in self.slots.iter_mut().filter_map(|s| s.worker.as_mut()) {
             worker.process.kill();
         }
