@@ -1,0 +1,114 @@
+//! Shutting down, and the manager's last act.
+
+use super::*;
+
+impl Manager {
+    /// Once shutdown is asked for and no batch is left: tells every worker
+    /// to finish, reaps them, and replies. True when the manager is done.
+    pub(super) fn finish_shutdown(&mut self) -> bool {
+        let Some(waiters) = &self.shutdown else {
+            return false;
+        };
+        if waiters.is_empty() || !self.jobs.is_empty() {
+            return false;
+        }
+        let waiters = self.shutdown.take().expect("present");
+        let mut workers: Vec<Worker> = self
+            .slots
+            .iter_mut()
+            .filter_map(|s| s.worker.take())
+            .collect();
+        for worker in &mut workers {
+            worker.process.shutdown();
+        }
+        let mut first_error = None;
+        for worker in &mut workers {
+            let name = worker.name();
+            let error = match worker.process.reap(SHUTDOWN_GRACE) {
+                Ok(status) if status.success() => continue,
+                Ok(status) => PoolError::WorkerExited {
+                    worker: name,
+                    status: describe_status(status),
+                    when: "at shutdown",
+                },
+                Err(source) => PoolError::Reap {
+                    worker: name,
+                    source,
+                },
+            };
+            first_error.get_or_insert(error);
+        }
+        for mut worker in std::mem::take(&mut self.retiring) {
+            let _ = worker.process.reap(SHUTDOWN_GRACE);
+            self.retire(worker.stats(Some("recycled".to_owned())));
+        }
+        for worker in workers {
+            self.retire(worker.stats(None));
+        }
+        self.publish_stats();
+        for waiter in waiters {
+            let _ = waiter.send(match &first_error {
+                None => Ok(()),
+                Some(e) => Err(e.clone()),
+            });
+        }
+        self.exit = true;
+        true
+    }
+
+    pub(super) fn publish_stats(&mut self) {
+        let stats = self.stats();
+        *self
+            .shared
+            .final_stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(stats);
+    }
+
+    /// Kills and reaps every worker still running, fails what is left with
+    /// `error`, and publishes the stats. The manager's last act.
+    pub(super) fn finish(&mut self, error: PoolError) {
+        self.exit = true;
+        self.deliver();
+        for worker in self.slots.iter_mut().filter_map(|s| s.worker.as_mut()) {
+            worker.process.kill();
+        }
+        for worker in &mut self.retiring {
+            worker.process.kill();
+        }
+        let workers: Vec<Worker> = self
+            .slots
+            .iter_mut()
+            .filter_map(|s| s.worker.take())
+            .collect();
+        for mut worker in workers {
+            let _ = worker.process.reap(EXIT_GRACE);
+            self.retire(worker.stats(Some("killed when the pool was dropped".to_owned())));
+        }
+        for mut worker in std::mem::take(&mut self.retiring) {
+            let _ = worker.process.reap(EXIT_GRACE);
+            self.retire(worker.stats(Some("recycled".to_owned())));
+        }
+        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        for id in ids {
+            self.fail_job(id, error.clone());
+        }
+        for waiter in self.ready_waiters.drain(..) {
+            let _ = waiter.send(Err(error.clone()));
+        }
+        if let Some(warm) = self.warm_up.take() {
+            let _ = warm.reply.send(Err(error.clone()));
+        }
+        if let Some(ceiling) = self.ceiling.take() {
+            let _ = ceiling.reply.send(Err(error.clone()));
+        }
+        if let Some(waiters) = self.shutdown.take() {
+            for waiter in waiters {
+                let _ = waiter.send(Err(error.clone()));
+            }
+        }
+        self.publish_stats();
+        // The spawner threads go last: the workers they started are reaped.
+        self.spawners = None;
+    }
+}

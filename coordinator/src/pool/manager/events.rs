@@ -1,0 +1,190 @@
+//! What the workers' reader threads report, and what the pool makes of it.
+
+use super::*;
+
+impl Manager {
+    pub(super) fn slot_of(&self, process: u64) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.worker.as_ref().is_some_and(|w| w.process.id == process))
+    }
+
+    pub(super) fn on_event(&mut self, event: Event) {
+        let process = match &event {
+            Event::Response { worker, .. }
+            | Event::Computed { worker, .. }
+            | Event::Closed { worker, .. } => *worker,
+        };
+        if let Some(slot) = self.slot_of(process) {
+            return self.on_worker_event(slot, event);
+        }
+        if let Some(i) = self.retiring.iter().position(|w| w.process.id == process) {
+            // A recycled worker: its output ends as it exits.
+            if matches!(event, Event::Closed { .. }) {
+                let mut worker = self.retiring.swap_remove(i);
+                let _ = worker.process.reap(EXIT_GRACE);
+                self.retire(worker.stats(Some("recycled".to_owned())));
+            }
+            return;
+        }
+        if self.expected.contains(&process) {
+            self.early.entry(process).or_default().push(event);
+        }
+        // Anything else is from a process already replaced: stale.
+    }
+
+    pub(super) fn on_worker_event(&mut self, slot: usize, event: Event) {
+        match event {
+            Event::Closed { error, .. } => match error.filter(|e| !e.is_disconnect()) {
+                Some(source) => {
+                    let worker = self.worker(slot).name();
+                    let error = PoolError::WorkerProtocol { worker, source };
+                    self.lose(slot, Loss::Fault { error, chunk: None });
+                }
+                None => self.lose(slot, Loss::Closed),
+            },
+            Event::Response { response, at, .. } => self.on_response(slot, response, at),
+            Event::Computed {
+                id,
+                busy_ns,
+                values,
+                at,
+                ..
+            } => self.on_computed(slot, id, busy_ns, values, at),
+        }
+    }
+
+    pub(super) fn worker(&mut self, slot: usize) -> &mut Worker {
+        self.slots[slot].worker.as_mut().expect("a live worker")
+    }
+
+    pub(super) fn misbehaved(&mut self, slot: usize, what: String, chunk: Option<u64>) {
+        let worker = self.worker(slot).name();
+        let error = PoolError::WorkerMisbehaved { worker, what };
+        self.lose(slot, Loss::Fault { error, chunk });
+    }
+
+    pub(super) fn on_computed(
+        &mut self,
+        slot: usize,
+        wire: u64,
+        busy_ns: u64,
+        values: Values,
+        at: Instant,
+    ) {
+        let w = self.worker(slot);
+        if !w.process.is_ready() {
+            let what = format!("sent a result for chunk {wire} before its handshake");
+            return self.misbehaved(slot, what, None);
+        }
+        let Some(at_slot) = w.in_flight.iter().position(|&id| id == wire) else {
+            let what = if w.answered.contains(&wire) {
+                format!("answered chunk {wire} twice")
+            } else {
+                format!("answered chunk {wire}, which it was not given")
+            };
+            return self.misbehaved(slot, what, None);
+        };
+        w.in_flight.remove(at_slot);
+        if w.answered.len() == ANSWERED_KEPT {
+            w.answered.pop_front();
+        }
+        w.answered.push_back(wire);
+        w.busy_since = (!w.in_flight.is_empty()).then_some(at);
+        w.chunks += 1;
+        w.busy_ns += busy_ns;
+        w.process.life.first_result.get_or_insert(at);
+
+        if self.warm_up_answer(slot, wire, &values) {
+            return;
+        }
+        match self.chunks.remove(&wire) {
+            // Its batch is gone (cancelled, or failed): nothing to do.
+            None => {}
+            Some(issued) if values.len() as u64 != issued.plan.count => {
+                let what = format!(
+                    "returned {} values for chunk {wire} of {} indices",
+                    values.len(),
+                    issued.plan.count
+                );
+                self.chunks.insert(wire, issued);
+                return self.misbehaved(slot, what, Some(wire));
+            }
+            Some(issued) => self.finish_chunk(issued, Ok(values)),
+        }
+        self.maybe_recycle(slot);
+    }
+
+    pub(super) fn on_response(&mut self, slot: usize, response: Response<'static>, at: Instant) {
+        let w = self.worker(slot);
+        match response {
+            Response::Ready(hello) if !w.process.is_ready() => {
+                w.process.life.ready = Some((at, hello));
+                // Chunks sent while it was starting: its task timeout runs
+                // from now, not from their sending.
+                if !w.in_flight.is_empty() {
+                    w.busy_since = Some(at);
+                }
+                self.slots[slot].start_failures = 0;
+            }
+            Response::Ready(_) => self.misbehaved(slot, "sent a second handshake".into(), None),
+            other if !w.process.is_ready() => {
+                let what = format!("sent {} before its handshake", describe(&other));
+                self.misbehaved(slot, what, None);
+            }
+            // The reader sends results as Event::Computed from the second
+            // frame on, and a first frame is caught above, before the
+            // handshake: an error, not a panic, should that ever change.
+            Response::Computed(result) => {
+                let what = format!(
+                    "sent a result for chunk {} outside the result path",
+                    result.id
+                );
+                self.misbehaved(slot, what, None);
+            }
+            Response::Failed(failure) => {
+                let worker = w.name();
+                let chunk = failure.chunk.filter(|id| w.in_flight.contains(id));
+                let error = PoolError::WorkerFailed {
+                    worker,
+                    message: failure.message,
+                };
+                self.lose(slot, Loss::Fault { error, chunk });
+            }
+            Response::Echo(reply) => {
+                let what = format!("sent an echo (seq {}) it was not asked for", reply.seq);
+                self.misbehaved(slot, what, None);
+            }
+            Response::Measured(m) if w.measuring > 0 && m.id == slot as u64 => {
+                w.measuring -= 1;
+                w.busy_ns += m.busy_ns;
+                if let Some(ceiling) = &mut self.ceiling {
+                    ceiling.outstanding -= 1;
+                }
+            }
+            Response::Measured(m) => {
+                let what = format!("sent a measurement (id {}) it was not asked for", m.id);
+                self.misbehaved(slot, what, None);
+            }
+        }
+    }
+
+    /// Retires a worker that has had its `max_tasks_per_child` chunks once
+    /// it has answered them all, and starts its successor.
+    pub(super) fn maybe_recycle(&mut self, slot: usize) {
+        let Some(max) = self.config.max_tasks_per_child else {
+            return;
+        };
+        let Some(worker) = &self.slots[slot].worker else {
+            return;
+        };
+        if worker.assigned < max || !worker.in_flight.is_empty() {
+            return;
+        }
+        let mut worker = self.slots[slot].worker.take().expect("checked");
+        worker.process.shutdown();
+        self.retiring.push(worker);
+        self.shared.count(|c| c.recycled += 1);
+        self.pending_spawns.push_front(slot);
+    }
+}

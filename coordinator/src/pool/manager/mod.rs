@@ -1,0 +1,639 @@
+//! The pool's own thread, which owns the workers and every batch, as the
+//! management thread of CPython's `ProcessPoolExecutor` does: callers on any
+//! thread send it messages, the workers' reader threads send it their
+//! events, and it alone schedules, recovers and replies. It also starts
+//! every worker, so workers never die with a caller's thread.
+//!
+//! Scheduling keeps up to `in_flight` chunks on every worker, breadth first,
+//! chunks to retry first, then batches in the order they came. A worker
+//! still starting gets its chunks too: they wait in its pipe behind the
+//! coordinator's Hello, so it computes as soon as it is up.
+//!
+//! Every chunk sent has a pool-wide id, never reused by another chunk:
+//! an answer can only ever be taken for the chunk it names, whatever
+//! batches came and went in between. A worker computes its chunks in order,
+//! so when it dies the oldest chunk it holds is the one it was on: that
+//! chunk's failure count goes up, and every chunk it held is sent again.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fibpool_protocol::{Chunk, Encoding, Request, Response, Run};
+
+mod batches;
+mod end;
+mod events;
+mod probes;
+mod recovery;
+mod schedule;
+
+use crate::pool::board::{Outcome, Values};
+use crate::pool::child::describe_status;
+use crate::pool::error::{PoolError, WorkerName};
+use crate::pool::future::{FutureState, Parts};
+use crate::pool::launch::{Launch, Spawners};
+use crate::pool::stats::{PoolCounts, WorkerStats};
+use crate::pool::tasks::{ChunkPlan, ChunkSize, Cursor, TaskList};
+use crate::pool::transport::Transport;
+use crate::pool::worker::{Event, WorkerProcess};
+
+/// How long workers get to exit after Shutdown before they are killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a worker whose output ended gets to exit before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+/// The index of the warm-up task: F(10) = 55.
+const WARM_UP_INDEX: u64 = 10;
+/// Runs per Measure request: a share of millions of repeats travels in
+/// requests of about a megabyte each.
+const MEASURE_RUNS: usize = 1 << 16;
+/// Stats of processes the pool no longer runs, kept for its callers; older
+/// ones are counted and dropped.
+const RETIRED_KEPT: usize = 4096;
+/// Chunk ids a worker answered, remembered to tell "twice" from "never given".
+const ANSWERED_KEPT: usize = 64;
+
+/// A batch's pool-wide number.
+pub(crate) type JobId = u64;
+
+/// The pool as configured.
+pub(crate) struct Config {
+    pub workers: usize,
+    pub launcher: Arc<dyn Launch>,
+    pub transport: Transport,
+    pub in_flight: usize,
+    pub handshake_timeout: Duration,
+    pub task_timeout: Option<Duration>,
+    pub retries: u32,
+    pub spawn_threads: usize,
+    pub max_tasks_per_child: Option<u64>,
+}
+
+/// What the pool's callers and the manager share without a message.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub broken: OnceLock<Arc<PoolError>>,
+    pub shutting_down: AtomicBool,
+    pub next_job: AtomicU64,
+    pub counts: Mutex<PoolCounts>,
+    /// Every process's stats, once the manager has finished.
+    pub final_stats: Mutex<Option<Vec<WorkerStats>>>,
+}
+
+impl Shared {
+    pub fn counts(&self) -> PoolCounts {
+        *self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn count(&self, add: impl FnOnce(&mut PoolCounts)) {
+        add(&mut self.counts.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}
+
+/// A message to the manager.
+pub(crate) enum Msg {
+    /// From a worker's reader thread.
+    Event(Event),
+    /// From a spawner thread: a worker of the initial set, or why not.
+    Spawned {
+        slot: usize,
+        id: u64,
+        result: Result<WorkerProcess, PoolError>,
+    },
+    Submit(Job),
+    /// More chunks for a fed batch.
+    Feed {
+        job: JobId,
+        chunks: Vec<ChunkPlan>,
+    },
+    /// The batch's owner is done with it: drop what is left.
+    Cancel(JobId),
+    Probe(ProbeCall),
+    Stats(Sender<Vec<WorkerStats>>),
+    Shutdown {
+        cancel_futures: bool,
+        reply: Sender<Result<(), PoolError>>,
+    },
+    /// The pool is dropped: kill everything now.
+    Kill,
+}
+
+/// A batch.
+pub(crate) struct Job {
+    pub id: JobId,
+    pub encoding: Encoding,
+    pub source: Source,
+    pub sink: Sink,
+}
+
+/// Where a batch's chunks come from.
+pub(crate) enum Source {
+    /// Cut here, from the whole batch ([`crate::Pool::submit`]).
+    Tasks {
+        tasks: TaskList,
+        cursor: Cursor,
+        size: ChunkSize,
+    },
+    /// Cut by the caller and fed a window at a time (`map`, `run`).
+    Fed(VecDeque<ChunkPlan>),
+}
+
+/// Where a batch's outcome goes.
+pub(crate) enum Sink {
+    Future(Arc<FutureState>),
+    /// Each chunk's outcome, to the caller that fed it.
+    Stream(Sender<Delivery>),
+}
+
+/// One chunk of a fed batch, done.
+pub(crate) struct Delivery {
+    /// The chunk's place in its batch.
+    pub chunk: u64,
+    pub outcome: Outcome,
+}
+
+/// Calls that measurement tools make ([`crate::pool::probe`]).
+pub(crate) enum ProbeCall {
+    WaitReady(Sender<Result<(), PoolError>>),
+    WarmUp(Sender<Result<(), PoolError>>),
+    Ceiling {
+        tasks: TaskList,
+        encoding: Encoding,
+        reply: Sender<Result<f64, PoolError>>,
+    },
+    ReadySeconds(Sender<Option<f64>>),
+}
+
+/// Starts the manager thread, which starts the workers. Returns once the
+/// first worker's spawn call has returned, so that a command that cannot
+/// be started at all is the build's error.
+pub(crate) fn start(
+    config: Config,
+    shared: Arc<Shared>,
+) -> Result<(Sender<Msg>, JoinHandle<()>), PoolError> {
+    let (tx, rx) = mpsc::channel();
+    let (started_tx, started_rx) = mpsc::sync_channel(1);
+    let manager_tx = tx.clone();
+    let thread = std::thread::Builder::new()
+        .name("fibpool-pool".into())
+        .spawn(move || {
+            let mut manager = Manager::new(config, rx, manager_tx, shared);
+            let first = manager.start_workers();
+            let ok = first.is_ok();
+            let _ = started_tx.send(first);
+            if ok {
+                manager.run();
+            }
+            manager.finish(PoolError::Dropped);
+        })
+        .map_err(|source| PoolError::Spawn {
+            command: "the pool's manager thread".to_owned(),
+            source,
+        })?;
+    match started_rx.recv() {
+        Ok(Ok(())) => Ok((tx, thread)),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(PoolError::ManagerGone)
+        }
+    }
+}
+
+/// A chunk sent and not yet done.
+struct Issued {
+    job: JobId,
+    encoding: Encoding,
+    plan: ChunkPlan,
+    /// Times in a row it took its worker down.
+    failures: u32,
+}
+
+/// A batch the manager holds.
+struct Entry {
+    job: Job,
+    started: bool,
+    /// In `ready_jobs`: it may have chunks to hand out.
+    queued: bool,
+    /// Chunks handed out and not yet done.
+    outstanding: u64,
+    /// A future's finished chunks.
+    parts: Parts,
+}
+
+impl Entry {
+    fn exhausted(&self) -> bool {
+        match &self.job.source {
+            Source::Tasks { tasks, cursor, .. } => cursor.is_done(tasks),
+            Source::Fed(queue) => queue.is_empty(),
+        }
+    }
+}
+
+/// A worker process and what the pool knows of it.
+struct Worker {
+    process: WorkerProcess,
+    /// Ids of the chunks sent and not yet answered, oldest first.
+    in_flight: Vec<u64>,
+    /// The last chunk ids it answered.
+    answered: VecDeque<u64>,
+    /// Measure requests out and not yet answered.
+    measuring: usize,
+    /// Since when the worker has been on its oldest chunk in flight.
+    busy_since: Option<Instant>,
+    /// Chunks sent to it, for `max_tasks_per_child`.
+    assigned: u64,
+    chunks: u64,
+    busy_ns: u64,
+}
+
+impl Worker {
+    fn new(process: WorkerProcess) -> Self {
+        Worker {
+            process,
+            in_flight: Vec::new(),
+            answered: VecDeque::new(),
+            measuring: 0,
+            busy_since: None,
+            assigned: 0,
+            chunks: 0,
+            busy_ns: 0,
+        }
+    }
+
+    fn stats(&self, ended: Option<String>) -> WorkerStats {
+        WorkerStats {
+            slot: self.process.name.slot,
+            pid: self.process.name.pid,
+            phases: self.process.life.phases(),
+            chunks: self.chunks,
+            busy_seconds: self.busy_ns as f64 * 1e-9,
+            ended,
+        }
+    }
+
+    fn name(&self) -> WorkerName {
+        self.process.name
+    }
+}
+
+/// One place in the pool: the worker in it, and how its starts went.
+#[derive(Default)]
+struct Slot {
+    worker: Option<Worker>,
+    /// Workers in a row that failed before their handshake.
+    start_failures: u32,
+    /// Too many failed in a row: no more are started here.
+    given_up: bool,
+}
+
+/// How a worker was lost.
+enum Loss {
+    /// Its output ended: it died, or closed its streams.
+    Closed,
+    HandshakeTimeout,
+    TaskTimeout,
+    /// It broke the protocol: `error` fails the batch of `chunk` (else of
+    /// its oldest chunk), which another worker of the same kind would fail too.
+    Fault {
+        error: PoolError,
+        chunk: Option<u64>,
+    },
+}
+
+struct WarmUp {
+    reply: Sender<Result<(), PoolError>>,
+    /// Per slot: the chunk sent, once sent, and whether it was answered.
+    sent: Vec<Option<u64>>,
+    answered: Vec<bool>,
+}
+
+struct Ceiling {
+    reply: Sender<Result<f64, PoolError>>,
+    tasks: TaskList,
+    encoding: Encoding,
+    started: Option<Instant>,
+    outstanding: usize,
+}
+
+struct Manager {
+    config: Config,
+    rx: Receiver<Msg>,
+    /// For reader threads and spawner threads.
+    tx: Sender<Msg>,
+    shared: Arc<Shared>,
+    slots: Vec<Slot>,
+    /// Recycled workers told to shut down, not yet reaped.
+    retiring: Vec<Worker>,
+    jobs: BTreeMap<JobId, Entry>,
+    /// Batches that may have chunks to hand out, oldest first.
+    ready_jobs: VecDeque<JobId>,
+    chunks: HashMap<u64, Issued>,
+    /// Chunks to send again, first out first.
+    retry: VecDeque<u64>,
+    next_chunk: u64,
+    next_process: u64,
+    /// Slots waiting for a worker to be started.
+    pending_spawns: VecDeque<usize>,
+    /// Processes a spawner thread is starting, and their early events.
+    expected: HashSet<u64>,
+    early: HashMap<u64, Vec<Event>>,
+    retired: VecDeque<WorkerStats>,
+    started: Instant,
+    warm_up: Option<WarmUp>,
+    ceiling: Option<Ceiling>,
+    ready_waiters: Vec<Sender<Result<(), PoolError>>>,
+    /// Set once shutdown is asked for: who waits for it.
+    shutdown: Option<Vec<Sender<Result<(), PoolError>>>>,
+    /// Finished chunks of fed batches, not yet handed to their callers.
+    outbox: Vec<(JobId, Sender<Delivery>, Delivery)>,
+    exit: bool,
+    /// Last: the threads that started workers outlive them.
+    spawners: Option<Spawners>,
+}
+
+impl Manager {
+    fn new(config: Config, rx: Receiver<Msg>, tx: Sender<Msg>, shared: Arc<Shared>) -> Self {
+        let slots = (0..config.workers).map(|_| Slot::default()).collect();
+        Manager {
+            next_process: config.workers as u64,
+            config,
+            rx,
+            tx,
+            shared,
+            slots,
+            retiring: Vec::new(),
+            jobs: BTreeMap::new(),
+            ready_jobs: VecDeque::new(),
+            chunks: HashMap::new(),
+            retry: VecDeque::new(),
+            next_chunk: 0,
+            pending_spawns: VecDeque::new(),
+            expected: HashSet::new(),
+            early: HashMap::new(),
+            retired: VecDeque::new(),
+            started: Instant::now(),
+            warm_up: None,
+            ceiling: None,
+            ready_waiters: Vec::new(),
+            shutdown: None,
+            outbox: Vec::new(),
+            exit: false,
+            spawners: None,
+        }
+    }
+
+    /// Starts the first worker here, or every worker from spawner threads;
+    /// returns how the first spawn went.
+    fn start_workers(&mut self) -> Result<(), PoolError> {
+        self.started = Instant::now();
+        let n = self.config.workers;
+        if self.config.spawn_threads <= 1 || n == 1 {
+            let first = self.spawn(0, 0)?;
+            self.slots[0].worker = Some(Worker::new(first));
+            self.pending_spawns.extend(1..n);
+            return Ok(());
+        }
+        let (launcher, transport, timeout) = (
+            self.config.launcher.clone(),
+            self.config.transport,
+            self.config.handshake_timeout,
+        );
+        let events = self.tx.clone();
+        let spawn = Arc::new(move |slot: usize| {
+            WorkerProcess::spawn(
+                &*launcher,
+                transport,
+                timeout,
+                slot,
+                slot as u64,
+                events.clone(),
+                Msg::Event,
+            )
+        });
+        let done = {
+            let tx = self.tx.clone();
+            move |slot: usize, result| {
+                tx.send(Msg::Spawned {
+                    slot,
+                    id: slot as u64,
+                    result,
+                })
+                .is_ok()
+            }
+        };
+        self.expected.extend(0..n as u64);
+        let spawners =
+            Spawners::start(n, self.config.spawn_threads, spawn, done).map_err(|source| {
+                PoolError::Spawn {
+                    command: "a spawner thread".to_owned(),
+                    source,
+                }
+            })?;
+        self.spawners = Some(spawners);
+        // Until the first spawn is in, only spawners and readers send.
+        loop {
+            match self.rx.recv() {
+                Ok(Msg::Spawned { slot, id, result }) => {
+                    let first = match result {
+                        Ok(process) => {
+                            self.install(slot, process);
+                            Ok(())
+                        }
+                        Err(e) => {
+                            self.expected.remove(&id);
+                            self.early.remove(&id);
+                            Err(e)
+                        }
+                    };
+                    return first;
+                }
+                Ok(other) => self.handle(other),
+                Err(_) => return Err(PoolError::ManagerGone),
+            }
+        }
+    }
+
+    fn spawn(&self, slot: usize, id: u64) -> Result<WorkerProcess, PoolError> {
+        WorkerProcess::spawn(
+            &*self.config.launcher,
+            self.config.transport,
+            self.config.handshake_timeout,
+            slot,
+            id,
+            self.tx.clone(),
+            Msg::Event,
+        )
+    }
+
+    /// Puts a spawned process in its slot and applies what it said already.
+    fn install(&mut self, slot: usize, process: WorkerProcess) {
+        let id = process.id;
+        self.expected.remove(&id);
+        self.slots[slot].worker = Some(Worker::new(process));
+        for event in self.early.remove(&id).unwrap_or_default() {
+            self.on_event(event);
+        }
+    }
+
+    fn run(&mut self) {
+        while !self.exit {
+            loop {
+                match self.rx.try_recv() {
+                    Ok(msg) => self.handle(msg),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+                if self.exit {
+                    return;
+                }
+            }
+            self.expire(Instant::now());
+            self.dispatch();
+            self.deliver();
+            self.progress_probes();
+            if self.finish_shutdown() {
+                return;
+            }
+            if let Some(slot) = self.pending_spawns.pop_front() {
+                self.respawn(slot);
+                continue;
+            }
+            let msg = match self.next_deadline() {
+                None => self.rx.recv().ok(),
+                Some(at) => self
+                    .rx
+                    .recv_timeout(at.saturating_duration_since(Instant::now()))
+                    .ok(),
+            };
+            if let Some(msg) = msg {
+                self.handle(msg);
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Event(event) => self.on_event(event),
+            Msg::Spawned { slot, id, result } => match result {
+                Ok(process) => self.install(slot, process),
+                Err(error) => {
+                    self.expected.remove(&id);
+                    self.early.remove(&id);
+                    self.start_failed(slot, error);
+                }
+            },
+            Msg::Submit(job) => self.submit(job),
+            Msg::Feed { job, chunks } => self.feed(job, chunks),
+            Msg::Cancel(job) => {
+                self.drop_job(job);
+            }
+            Msg::Probe(call) => self.probe(call),
+            Msg::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+            Msg::Shutdown {
+                cancel_futures,
+                reply,
+            } => {
+                self.shared.shutting_down.store(true, Ordering::SeqCst);
+                if cancel_futures {
+                    let pending: Vec<JobId> = self
+                        .jobs
+                        .iter()
+                        .filter(|(_, e)| !e.started)
+                        .filter(|(_, e)| match &e.job.sink {
+                            Sink::Future(state) => state.cancel(),
+                            Sink::Stream(_) => false,
+                        })
+                        .map(|(&id, _)| id)
+                        .collect();
+                    for id in pending {
+                        self.drop_job(id);
+                    }
+                }
+                self.shutdown.get_or_insert_with(Vec::new).push(reply);
+            }
+            Msg::Kill => self.exit = true,
+        }
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        // Only a panic leaves anything here: no future may wait for ever.
+        if !self.jobs.is_empty() || self.slots.iter().any(|s| s.worker.is_some()) {
+            let _ = self.shared.broken.set(Arc::new(PoolError::ManagerGone));
+            self.finish(PoolError::ManagerGone);
+        }
+    }
+}
+
+/// Fails a whole batch: its future, or every chunk its caller waits for
+/// (those sent, `issued`, and those still queued).
+fn fail_whole(job: &Job, issued: impl Iterator<Item = u64>, error: &PoolError) {
+    match &job.sink {
+        Sink::Future(state) => state.finish(Err(error.clone())),
+        Sink::Stream(tx) => {
+            let queued = match &job.source {
+                Source::Fed(queue) => queue.iter().map(|p| p.id).collect(),
+                Source::Tasks { .. } => Vec::new(),
+            };
+            for chunk in issued.chain(queued) {
+                let _ = tx.send(Delivery {
+                    chunk,
+                    outcome: Err(error.clone()),
+                });
+            }
+        }
+    }
+}
+
+/// A worker's fault in words, for its stats and its slot's error, with
+/// `when` after what it did ("sent a bad frame before its handshake: ...").
+fn fault_cause(error: &PoolError, when: &str) -> String {
+    use std::fmt::Write;
+    let mut cause = match error {
+        PoolError::WorkerProtocol { .. } => format!("sent a bad frame{when}"),
+        PoolError::WorkerFailed { message, .. } => format!("refused a chunk{when}: {message}"),
+        PoolError::WorkerMisbehaved { what, .. } => format!("broke the protocol{when}: {what}"),
+        other => format!("{other}{when}"),
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        let _ = write!(cause, ": {s}");
+        source = s.source();
+    }
+    cause
+}
+
+/// The error a probe waiting on a lost worker gets.
+fn loss_error(worker: WorkerName, loss: &Loss, cause: &str, was_ready: bool) -> PoolError {
+    match loss {
+        Loss::Fault { error, .. } => error.clone(),
+        _ => PoolError::WorkerExited {
+            worker,
+            status: cause.to_owned(),
+            when: if was_ready {
+                "during a measurement"
+            } else {
+                "before its handshake"
+            },
+        },
+    }
+}
+
+fn describe(response: &Response<'_>) -> String {
+    match response {
+        Response::Ready(_) => "its handshake".to_owned(),
+        Response::Computed(result) => format!("a result for chunk {}", result.id),
+        Response::Failed(failure) => format!("a failure ({})", failure.message),
+        Response::Echo(reply) => format!("an echo (seq {})", reply.seq),
+        Response::Measured(measured) => format!("a measurement (id {})", measured.id),
+    }
+}

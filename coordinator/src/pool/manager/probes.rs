@@ -1,0 +1,226 @@
+//! What measurement tools ask of the pool ([`crate::pool::probe`]).
+
+use super::*;
+
+impl Manager {
+    pub(super) fn probe(&mut self, call: ProbeCall) {
+        let broken = self.shared.broken.get().cloned();
+        match call {
+            ProbeCall::WaitReady(reply) => match broken {
+                Some(cause) => drop(reply.send(Err(PoolError::Broken(cause)))),
+                None => self.ready_waiters.push(reply),
+            },
+            ProbeCall::WarmUp(reply) => match broken {
+                Some(cause) => drop(reply.send(Err(PoolError::Broken(cause)))),
+                None => {
+                    let n = self.slots.len();
+                    self.warm_up = Some(WarmUp {
+                        reply,
+                        sent: vec![None; n],
+                        answered: vec![false; n],
+                    });
+                }
+            },
+            ProbeCall::Ceiling {
+                tasks,
+                encoding,
+                reply,
+            } => match broken {
+                Some(cause) => drop(reply.send(Err(PoolError::Broken(cause)))),
+                None => {
+                    self.ceiling = Some(Ceiling {
+                        reply,
+                        tasks,
+                        encoding,
+                        started: None,
+                        outstanding: 0,
+                    })
+                }
+            },
+            ProbeCall::ReadySeconds(reply) => {
+                let _ = reply.send(self.ready_seconds());
+            }
+        }
+    }
+
+    /// From the first spawn until the last worker was ready, once all are.
+    pub(super) fn ready_seconds(&self) -> Option<f64> {
+        let mut last = self.started;
+        for slot in &self.slots {
+            last = last.max(slot.worker.as_ref()?.process.life.ready_at()?);
+        }
+        Some((last - self.started).as_secs_f64())
+    }
+
+    pub(super) fn all_ready(&self) -> bool {
+        self.slots
+            .iter()
+            .filter(|s| !s.given_up)
+            .all(|s| s.worker.as_ref().is_some_and(|w| w.process.is_ready()))
+    }
+
+    /// Moves the probes on: replies when done, sends what became possible.
+    pub(super) fn progress_probes(&mut self) {
+        if !self.ready_waiters.is_empty() && self.all_ready() {
+            for waiter in self.ready_waiters.drain(..) {
+                let _ = waiter.send(Ok(()));
+            }
+        }
+        self.progress_warm_up();
+        self.progress_ceiling();
+    }
+
+    /// Sends each worker, as soon as it is ready, one tiny chunk of its own.
+    pub(super) fn progress_warm_up(&mut self) {
+        let Some(warm) = &mut self.warm_up else {
+            return;
+        };
+        for (slot, state) in self.slots.iter_mut().enumerate() {
+            let Some(worker) = &mut state.worker else {
+                continue;
+            };
+            if warm.sent[slot].is_some() || !worker.process.is_ready() {
+                continue;
+            }
+            let wire = self.next_chunk;
+            self.next_chunk += 1;
+            warm.sent[slot] = Some(wire);
+            if worker.in_flight.is_empty() {
+                worker.busy_since = Some(Instant::now());
+            }
+            worker.in_flight.push(wire);
+            let request = Request::Compute(Chunk {
+                id: wire,
+                encoding: Encoding::Raw,
+                runs: vec![Run {
+                    start: WARM_UP_INDEX,
+                    len: 1,
+                }],
+            });
+            if let Err(e) = worker.process.send(&request)
+                && !e.is_disconnect()
+            {
+                worker.process.kill();
+            }
+        }
+        if warm.answered.iter().all(|&a| a) {
+            let warm = self.warm_up.take().expect("present");
+            let _ = warm.reply.send(Ok(()));
+        }
+    }
+
+    /// True when `wire` was a warm-up chunk; checks its answer.
+    pub(super) fn warm_up_answer(&mut self, slot: usize, wire: u64, values: &Values) -> bool {
+        let Some(warm) = &mut self.warm_up else {
+            return false;
+        };
+        if warm.sent[slot] != Some(wire) {
+            return false;
+        }
+        warm.answered[slot] = true;
+        let answer: Vec<Option<&[u8]>> = (0..values.len()).map(|i| values.get(i)).collect();
+        if answer != [Some(&[55u8][..])] {
+            let warm = self.warm_up.take().expect("present");
+            let worker = self.worker(slot).name();
+            let _ = warm.reply.send(Err(PoolError::WorkerMisbehaved {
+                worker,
+                what: format!("answered F({WARM_UP_INDEX}) with the values {answer:?}"),
+            }));
+        }
+        true
+    }
+
+    /// Sends every worker its share once all are ready and idle, and replies
+    /// once every share is measured.
+    pub(super) fn progress_ceiling(&mut self) {
+        let Some(ceiling) = &mut self.ceiling else {
+            return;
+        };
+        if let Some(started) = ceiling.started {
+            if ceiling.outstanding == 0 {
+                let ceiling = self.ceiling.take().expect("present");
+                let _ = ceiling.reply.send(Ok(started.elapsed().as_secs_f64()));
+            }
+            return;
+        }
+        let live: Vec<usize> = (0..self.slots.len())
+            .filter(|&s| !self.slots[s].given_up)
+            .collect();
+        let idle = live.iter().all(|&s| {
+            self.slots[s]
+                .worker
+                .as_ref()
+                .is_some_and(|w| w.process.is_ready() && w.in_flight.is_empty())
+        });
+        if !idle || live.is_empty() {
+            return;
+        }
+        let shares = ceiling.tasks.split_by_cost(live.len());
+        let encoding = ceiling.encoding;
+        ceiling.started = Some(Instant::now());
+        let mut failure = None;
+        // Round robin, a megabyte-sized request at a time, so that every
+        // worker has work queued from the start and no share is ever held
+        // as one run per index.
+        let mut pieces: Vec<_> = live
+            .iter()
+            .zip(&shares)
+            .map(|(&slot, share)| (slot, share.runs()))
+            .collect();
+        let mut busy = true;
+        while busy {
+            busy = false;
+            for (slot, runs) in &mut pieces {
+                let piece: Vec<Run> = runs.by_ref().take(MEASURE_RUNS).collect();
+                if piece.is_empty() {
+                    continue;
+                }
+                busy = true;
+                let worker = self.slots[*slot].worker.as_mut().expect("all are ready");
+                let request = Request::Measure(Chunk {
+                    id: *slot as u64,
+                    encoding,
+                    runs: piece,
+                });
+                match worker.process.send(&request) {
+                    Ok(()) => {
+                        worker.measuring += 1;
+                        ceiling.outstanding += 1;
+                    }
+                    Err(e) if e.is_disconnect() => {}
+                    Err(source) => {
+                        let Request::Measure(chunk) = request else {
+                            unreachable!()
+                        };
+                        failure.get_or_insert(PoolError::Request {
+                            chunk: *slot as u64,
+                            indices: crate::pool::tasks::describe_runs(&chunk.runs),
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(error) = failure {
+            let ceiling = self.ceiling.take().expect("present");
+            let _ = ceiling.reply.send(Err(error));
+        }
+    }
+
+    /// A worker was lost: probes waiting on it fail.
+    pub(super) fn probe_lost(&mut self, slot: usize, error: impl Fn() -> PoolError) {
+        if self.warm_up.as_ref().is_some_and(|w| !w.answered[slot]) {
+            let warm = self.warm_up.take().expect("present");
+            let _ = warm.reply.send(Err(error()));
+        }
+        if self.ceiling.as_ref().is_some_and(|c| c.started.is_some()) {
+            let ceiling = self.ceiling.take().expect("present");
+            let _ = ceiling.reply.send(Err(error()));
+            for state in &mut self.slots {
+                if let Some(w) = &mut state.worker {
+                    w.measuring = 0;
+                }
+            }
+        }
+    }
+}

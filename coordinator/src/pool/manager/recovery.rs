@@ -1,0 +1,182 @@
+//! Recovery: a lost worker's chunks sent again or failed, its successor
+//! started, and the pool's end when no worker can be started.
+
+use super::*;
+
+impl Manager {
+    /// A worker is lost: kill and reap it, fail what cannot heal, send its
+    /// other chunks again, start its successor.
+    pub(super) fn lose(&mut self, slot: usize, loss: Loss) {
+        let mut worker = self.slots[slot].worker.take().expect("a live worker");
+        let name = worker.name();
+        let was_ready = worker.process.is_ready();
+        if !matches!(loss, Loss::Closed) {
+            worker.process.kill();
+        }
+        let status = worker.process.reap(EXIT_GRACE);
+        let before = if was_ready {
+            ""
+        } else {
+            " before its handshake"
+        };
+        let cause = match &loss {
+            Loss::Closed => match &status {
+                Ok(status) => format!("{}{before}", describe_status(*status)),
+                Err(e) => format!("could not be reaped ({e}){before}"),
+            },
+            Loss::TaskTimeout => format!(
+                "spent longer than the task timeout ({:?}) on a chunk",
+                self.config.task_timeout.unwrap_or_default()
+            ),
+            Loss::HandshakeTimeout => format!(
+                "did not complete its handshake within {:?}",
+                self.config.handshake_timeout
+            ),
+            Loss::Fault { error, .. } => fault_cause(error, before),
+        };
+        self.retire(worker.stats(Some(cause.clone())));
+        self.probe_lost(slot, || loss_error(name, &loss, &cause, was_ready));
+
+        let mut held = std::mem::take(&mut worker.in_flight);
+        held.retain(|id| self.chunks.contains_key(id));
+        // Decided first, failed last: whoever waits on a failed batch may
+        // look at the counts at once.
+        let mut give_up = None;
+        let mut failed = None;
+        if !was_ready {
+            let failures = &mut self.slots[slot].start_failures;
+            *failures += 1;
+            if *failures >= self.config.retries {
+                give_up = Some(PoolError::StartFailed {
+                    worker: name,
+                    attempts: *failures,
+                    cause: cause.clone(),
+                });
+            }
+        } else {
+            match loss {
+                Loss::Fault { error, chunk } => match chunk.or_else(|| held.first().copied()) {
+                    Some(wire) => failed = Some((wire, error)),
+                    // Misbehaving with nothing to blame: the slot pays.
+                    None => {
+                        let failures = &mut self.slots[slot].start_failures;
+                        *failures += 1;
+                        if *failures >= self.config.retries {
+                            give_up = Some(error);
+                        }
+                    }
+                },
+                Loss::Closed | Loss::TaskTimeout => {
+                    if let Some(&oldest) = held.first() {
+                        let issued = self.chunks.get_mut(&oldest).expect("held chunks are live");
+                        issued.failures += 1;
+                        if issued.failures >= self.config.retries {
+                            let error = PoolError::PoisonChunk {
+                                chunk: issued.plan.id,
+                                indices: issued.plan.describe(),
+                                failures: issued.failures,
+                                worker: name,
+                                cause,
+                            };
+                            failed = Some((oldest, error));
+                        }
+                    }
+                }
+                Loss::HandshakeTimeout => {}
+            }
+        }
+        if let Some((wire, _)) = &failed {
+            held.retain(|id| id != wire);
+        }
+        for &id in held.iter().rev() {
+            self.retry.push_front(id);
+        }
+        match give_up {
+            Some(error) => self.give_up(slot, error),
+            None if self.exit => {}
+            None => {
+                self.shared.count(|c| c.worker_restarts += 1);
+                self.pending_spawns.push_back(slot);
+            }
+        }
+        if let Some((wire, error)) = failed {
+            self.fail_chunk(wire, error);
+        }
+    }
+
+    /// A spawn call failed for `slot`.
+    pub(super) fn start_failed(&mut self, slot: usize, error: PoolError) {
+        self.probe_lost(slot, || error.clone());
+        let failures = &mut self.slots[slot].start_failures;
+        *failures += 1;
+        if *failures >= self.config.retries {
+            self.give_up(slot, error);
+        } else {
+            self.pending_spawns.push_back(slot);
+        }
+    }
+
+    pub(super) fn respawn(&mut self, slot: usize) {
+        if self.slots[slot].given_up || self.slots[slot].worker.is_some() {
+            return;
+        }
+        let id = self.next_process;
+        self.next_process += 1;
+        match self.spawn(slot, id) {
+            Ok(process) => self.slots[slot].worker = Some(Worker::new(process)),
+            Err(error) => self.start_failed(slot, error),
+        }
+    }
+
+    /// No more workers in `slot`; when no slot has one, the pool is broken.
+    pub(super) fn give_up(&mut self, slot: usize, error: PoolError) {
+        self.slots[slot].given_up = true;
+        if self.slots.iter().all(|s| s.given_up) {
+            self.break_pool(error);
+        }
+    }
+
+    /// The pool can no longer compute: every batch fails, and so does every
+    /// later call.
+    pub(super) fn break_pool(&mut self, cause: PoolError) {
+        let cause = self.shared.broken.get_or_init(|| Arc::new(cause)).clone();
+        let broken = || PoolError::Broken(cause.clone());
+        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        for id in ids {
+            self.fail_job(id, broken());
+        }
+        for waiter in self.ready_waiters.drain(..) {
+            let _ = waiter.send(Err(broken()));
+        }
+        if let Some(warm) = self.warm_up.take() {
+            let _ = warm.reply.send(Err(broken()));
+        }
+        if let Some(ceiling) = self.ceiling.take() {
+            let _ = ceiling.reply.send(Err(broken()));
+        }
+    }
+
+    pub(super) fn retire(&mut self, stats: WorkerStats) {
+        if self.retired.len() == RETIRED_KEPT {
+            self.retired.pop_front();
+            self.shared.count(|c| c.stats_dropped += 1);
+        }
+        self.retired.push_back(stats);
+    }
+
+    pub(super) fn stats(&self) -> Vec<WorkerStats> {
+        let mut stats: Vec<WorkerStats> = self.retired.iter().cloned().collect();
+        stats.extend(
+            self.retiring
+                .iter()
+                .map(|w| w.stats(Some("recycled".to_owned()))),
+        );
+        stats.extend(
+            self.slots
+                .iter()
+                .filter_map(|s| s.worker.as_ref())
+                .map(|w| w.stats(None)),
+        );
+        stats
+    }
+}
