@@ -63,8 +63,16 @@ fn a_worker_killed_mid_run_is_replaced_and_every_value_is_right() {
     );
 }
 
-/// Runs 0..200 with a fault, and checks every value and the recovery counts.
-fn survive(fault: &str, extra: &[&str], restarts: u64, ending: &str) {
+/// Runs 0..200 in chunks of 8 on 2 workers with a fault that fires once,
+/// early (index 12 is in chunk 1, and `exit-after@3` fires on a worker's
+/// fourth chunk), and checks every value and the recovery counts. The
+/// worker it fires in holds two chunks then, whatever the timing: the chunk
+/// it was on, and the one it was sent when it answered its previous chunk,
+/// both among the 16 the run hands the pool first. Both are sent again.
+/// (Later in a run the count can be one: the run keeps 16 chunks out
+/// beyond the oldest it has not printed, and a slow worker holding that
+/// one leaves no chunk to send.)
+fn survive(fault: &str, extra: &[&str], ending: &str) {
     let dir = scratch_dir(&format!(
         "fault-{}",
         fault.replace(['@', ';', '/', '='], "-")
@@ -83,16 +91,11 @@ fn survive(fault: &str, extra: &[&str], restarts: u64, ending: &str) {
         &expected_lines(&(0..200).collect::<Vec<_>>(), 10),
     );
     let report = report(&path);
-    assert_eq!(report["worker_restarts"], restarts, "{fault}: {report}");
-    let retried = report["retried_chunks"].as_u64().unwrap();
-    // The worker had one or two chunks in flight when it went.
-    assert!((1..=2).contains(&retried), "{fault}: retried {retried}");
-    let ended = ended(&report);
-    assert_eq!(ended.len(), 1, "{fault}: {ended:?}");
-    assert!(ended[0].contains(ending), "{fault}: {ended:?}");
+    assert_eq!(report["worker_restarts"], 1, "{fault}: {report}");
+    assert_eq!(report["retried_chunks"], 2, "{fault}: {report}");
+    assert_eq!(ended(&report), [ending], "{fault}");
     assert!(
-        out.stderr
-            .contains(&format!("; 1 worker replaced, {retried} chunk")),
+        out.stderr.contains("; 1 worker replaced, 2 chunks retried"),
         "{}",
         out.stderr
     );
@@ -100,26 +103,25 @@ fn survive(fault: &str, extra: &[&str], restarts: u64, ending: &str) {
 
 #[test]
 fn a_crash_is_survived() {
-    survive("crash@100", &[], 1, "was killed by signal 6 (SIGABRT)");
+    survive("crash@12", &[], "was killed by signal 6 (SIGABRT)");
 }
 
 #[test]
 fn an_exit_is_survived() {
-    survive("exit-after@3", &[], 1, "exited with status 3");
+    survive("exit-after@3", &[], "exited with status 3");
 }
 
 #[test]
 fn a_closed_pipe_is_survived() {
     // The worker closes its streams and lives on: it is killed after a grace period.
-    survive("close@100", &[], 1, "was killed by signal 9 (SIGKILL)");
+    survive("close@12", &[], "was killed by signal 9 (SIGKILL)");
 }
 
 #[test]
 fn a_hang_is_killed_after_the_task_timeout() {
     survive(
-        "hang@100",
+        "hang@12",
         &["--task-timeout", "0.5"],
-        1,
         "spent longer than the task timeout (500ms) on a chunk",
     );
 }
@@ -139,11 +141,11 @@ fn poison(fault: &str, extra: &[&str], failures: u32, cause: &str) {
     );
     assert!(line.starts_with(&prefix), "{line}");
     assert!(line.ends_with(cause), "{line}");
-    // What was printed before the stop is a correct prefix of the output.
-    let want = expected_lines(&(0..96).collect::<Vec<_>>(), 10);
-    assert!(
-        want.starts_with(&out.stdout),
-        "stdout is not a prefix of the right values"
+    // In input order, the run stops at the poison chunk's turn: every
+    // value before it was printed, and nothing after it.
+    assert_same_lines(
+        &out.stdout,
+        &expected_lines(&(0..96).collect::<Vec<_>>(), 10),
     );
 }
 

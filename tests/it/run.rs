@@ -29,14 +29,92 @@ fn ranges_lists_and_repeats_with_1_2_and_5_workers_and_several_chunk_sizes() {
 
 #[test]
 fn a_range_splits_across_workers() {
+    let path = scratch_dir("range").join("r.json");
     let out = run(fibpool()
         .args(["run", "-w", "2", "-c", "500", "--report"])
-        .arg(scratch_dir("range").join("r.json"))
+        .arg(&path)
         .arg("0..5000"));
     out.assert_success();
     assert_same_lines(
         &out.stdout,
         &expected_lines(&(0..5000).collect::<Vec<_>>(), 10),
+    );
+    // Ten chunks, each answered once, and each worker took its first two
+    // before any was answered.
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let chunks: Vec<u64> = report["worker_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["chunks"].as_u64().unwrap())
+        .collect();
+    assert_eq!(chunks.len(), 2);
+    assert_eq!(chunks.iter().sum::<u64>(), 10);
+    assert!(chunks.iter().all(|&c| c >= 2), "{chunks:?}");
+}
+
+#[test]
+fn the_socket_transport_computes_the_same_values() {
+    let out = run(fibpool().args([
+        "run",
+        "-w",
+        "2",
+        "-c",
+        "16",
+        "--transport",
+        "socket",
+        "0..300",
+        "20000",
+    ]));
+    out.assert_success();
+    let indices: Vec<u64> = (0..300).chain([20000]).collect();
+    assert_same_lines(&out.stdout, &expected_lines(&indices, 10));
+}
+
+#[test]
+fn max_tasks_per_child_recycles_workers_and_the_report_says_so() {
+    let path = scratch_dir("recycle").join("r.json");
+    let out = run(fibpool()
+        .args([
+            "run",
+            "-w",
+            "1",
+            "-c",
+            "1",
+            "--max-tasks-per-child",
+            "3",
+            "--report",
+        ])
+        .arg(&path)
+        .arg("0..10"));
+    out.assert_success();
+    assert_same_lines(
+        &out.stdout,
+        &expected_lines(&(0..10).collect::<Vec<_>>(), 10),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(report["recycled"], 3, "{report}");
+    assert_eq!(report["worker_restarts"], 0, "{report}");
+    let workers: Vec<(u64, Option<&str>)> = report["worker_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["chunks"].as_u64().unwrap(), w["ended"].as_str()))
+        .collect();
+    // Three processes did three chunks each, the fourth the last one.
+    assert_eq!(
+        workers,
+        [
+            (3, Some("recycled")),
+            (3, Some("recycled")),
+            (3, Some("recycled")),
+            (1, None)
+        ]
+    );
+    assert!(
+        out.stderr.contains("; 3 workers recycled"),
+        "{}",
+        out.stderr
     );
 }
 
@@ -132,4 +210,51 @@ fn big_indices_near_the_default_maximum() {
         as usize
         + 1;
     assert_eq!(hex.len(), digits);
+}
+
+#[test]
+fn only_the_worker_started_for_a_socket_may_connect_to_it() {
+    use interprocess::local_socket::{GenericNamespaced, Stream, prelude::*};
+    use std::io::Read;
+
+    let dir = scratch_dir("impostor");
+    let go = dir.join("go");
+    // The worker waits for the test's word before it connects, so the
+    // impostor is first in line.
+    let worker = format!(
+        "sh -c 'while [ ! -e {go} ]; do sleep 0.01; done; exec {bin}'",
+        go = go.display(),
+        bin = worker_bin()
+    );
+    let running = Running::start(fibpool().args([
+        "run",
+        "-w",
+        "1",
+        "--transport",
+        "socket",
+        "--worker-cmd",
+        &worker,
+        "0..50",
+    ]));
+    let shell = running.workers(1)[0];
+    // Anyone running as this user can read the name from the worker's environment.
+    let environ = std::fs::read(format!("/proc/{shell}/environ")).unwrap();
+    let name = environ
+        .split(|&b| b == 0)
+        .find_map(|var| var.strip_prefix(b"FIBPOOL_SOCKET="))
+        .map(|name| String::from_utf8(name.to_vec()).unwrap())
+        .expect("the worker has a socket name");
+    let mut impostor = Stream::connect(name.as_str().to_ns_name::<GenericNamespaced>().unwrap())
+        .expect("the socket accepts connections");
+    std::fs::write(&go, "").unwrap();
+    let out = running.finish();
+    out.assert_success();
+    assert_same_lines(
+        &out.stdout,
+        &expected_lines(&(0..50).collect::<Vec<_>>(), 10),
+    );
+    // The impostor was closed unanswered: not one byte of the protocol.
+    let mut got = Vec::new();
+    impostor.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"");
 }

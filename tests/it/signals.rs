@@ -31,6 +31,7 @@ fn sigint_and_sigterm_stop_the_run_and_reap_every_worker() {
     ] {
         let running = Running::start(&mut long_run());
         let workers = running.workers(2);
+        assert_eq!(workers.len(), 2, "{name}: {workers:?}");
         signal(running.pid(), sig);
         let out = running.finish();
         assert_eq!(out.code(), Some(code), "{name}: {}", out.stderr);
@@ -46,15 +47,36 @@ fn sigint_and_sigterm_stop_the_run_and_reap_every_worker() {
 }
 
 #[test]
-fn workers_exit_within_a_second_of_the_coordinator_being_killed() {
-    let running = Running::start(&mut long_run());
+fn workers_die_with_the_coordinator_by_their_death_signal() {
+    // Every worker hangs on its first chunk and never reads its input
+    // again, so the end of its input cannot stop it: only the
+    // PR_SET_PDEATHSIG it asked for when the Hello came can.
+    let running = Running::start(
+        fibpool()
+            .env("FIBPOOL_TEST_FAULT", "hang@5")
+            .args(["run", "-w", "2", "-c", "1", "5x100"]),
+    );
     let workers = running.workers(2);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    wait_until(
+        "both workers hang in their first chunk",
+        Duration::from_secs(60),
+        || workers.iter().all(|&pid| in_syscall(pid, libc::SYS_futex)),
+    );
     signal(running.pid(), libc::SIGKILL);
     wait_until("the workers exit", Duration::from_secs(1), || {
         workers.iter().all(|&pid| !alive(pid))
     });
     let out = running.finish();
     assert_eq!(out.status.code(), None, "killed by a signal");
+}
+
+/// True when `pid`'s (only) thread is blocked in system call `number`.
+fn in_syscall(pid: u32, number: libc::c_long) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<libc::c_long>().ok())
+        == Some(number)
 }
 
 #[test]
@@ -69,7 +91,11 @@ fn output_into_a_closed_pipe_is_a_quiet_exit() {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     stdout.read_line(&mut first).unwrap();
     assert_eq!(first, "0\t0\n");
-    let workers = children(child.id());
+    let mut workers = Vec::new();
+    wait_until("two workers run", Duration::from_secs(60), || {
+        workers = children(child.id());
+        workers.len() == 2
+    });
     drop(stdout); // like `| head -1`
     let mut status = None;
     wait_until("fibpool exits", Duration::from_secs(60), || {

@@ -22,7 +22,7 @@ pub fn run_stdio(name: &str, main_entered_ns: u64) -> ExitCode {
     let options = match options(main_entered_ns) {
         Ok(options) => options,
         Err(message) => {
-            eprintln!("{name} (pid {}): error: {message}", std::process::id());
+            say(name, &message);
             return ExitCode::FAILURE;
         }
     };
@@ -47,10 +47,18 @@ pub fn run_stdio(name: &str, main_entered_ns: u64) -> ExitCode {
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("{name} (pid {}): error: {message}", std::process::id());
+            say(name, &message);
             ExitCode::FAILURE
         }
     }
+}
+
+/// One line on stderr, in one write, so that it is never torn by another
+/// process's line on the same stderr (`eprintln!` writes in pieces). An
+/// unwritable stderr loses the line, nothing more.
+fn say(name: &str, message: &str) {
+    let line = format!("{name} (pid {}): error: {message}\n", std::process::id());
+    let _ = io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// How this process serves. Only a test build reads a fault to inject.

@@ -99,7 +99,7 @@ pub fn main(main_entered_ns: u64) -> ExitCode {
         // A signal is stopping everything: its handler thread exits the process.
         Err(_) if registry::stopping() => registry::wait_for_exit(),
         Err(e) => {
-            eprintln!("fibpool: error: {e:#}");
+            say(&format!("fibpool: error: {e:#}"));
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
             } else {
@@ -124,13 +124,21 @@ fn stop_on_signals() -> std::io::Result<()> {
                 } else {
                     "SIGTERM"
                 };
-                eprintln!(
+                say(&format!(
                     "fibpool: stopped by {name}; {stopped} worker processes killed and reaped"
-                );
+                ));
                 std::process::exit(128 + signal);
             }
         })?;
     Ok(())
+}
+
+/// One line on stderr, in one write, so that a worker's line on the same
+/// stderr cannot tear it (`eprintln!` writes in pieces).
+pub(crate) fn say(line: &str) {
+    let mut line = line.to_owned();
+    line.push('\n');
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// Help and version print as clap renders them; a usage error becomes one line.
@@ -149,7 +157,7 @@ fn clap_error(e: clap::Error) -> ExitCode {
             let rendered = e.render().to_string();
             let first = rendered.lines().next().unwrap_or("invalid usage");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("fibpool: error: {first} (see 'fibpool help')");
+            say(&format!("fibpool: error: {first} (see 'fibpool help')"));
             ExitCode::from(2)
         }
     }

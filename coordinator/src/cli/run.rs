@@ -183,7 +183,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         worker_stats,
         worker_stats_dropped: pool.counts().stats_dropped,
     };
-    eprintln!("{}", report.summary());
+    super::say(&report.summary());
     if let Some(file) = config.report {
         file.write(&report)?;
     }

@@ -484,6 +484,9 @@ impl Manager {
 
     fn run(&mut self) {
         while !self.exit {
+            // Every message waiting, each followed by a dispatch: a worker
+            // that answered gets its next chunk before anything else is
+            // looked at.
             loop {
                 match self.rx.try_recv() {
                     Ok(msg) => self.handle(msg),
@@ -492,6 +495,7 @@ impl Manager {
                 if self.exit {
                     return;
                 }
+                self.dispatch();
             }
             self.expire(Instant::now());
             self.dispatch();
@@ -513,6 +517,7 @@ impl Manager {
             };
             if let Some(msg) = msg {
                 self.handle(msg);
+                self.dispatch();
             }
         }
     }

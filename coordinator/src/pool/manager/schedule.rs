@@ -6,7 +6,10 @@ impl Manager {
     /// Sends chunks to workers with room, breadth first, so that every
     /// worker has one before any has two.
     pub(super) fn dispatch(&mut self) {
-        if self.shared.broken.get().is_some() {
+        // Most calls find nothing to send: no scan of the workers then.
+        if self.shared.broken.get().is_some()
+            || (self.retry.is_empty() && self.ready_jobs.is_empty())
+        {
             return;
         }
         for depth in 1..=self.config.in_flight {
