@@ -2,6 +2,7 @@
 //! pipes and real signals. One test binary, one module per capability.
 
 mod bench;
+mod examples;
 mod faults;
 mod library;
 mod report;
