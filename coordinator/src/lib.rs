@@ -46,3 +46,100 @@ pub fn run_if_worker() {
         });
     }
 }
+
+#[cfg(test)]
+mod layers {
+    use std::path::Path;
+
+    /// Every `crate::` path a source file's code names (comments, doc links
+    /// included, are not dependencies), by the module it reaches.
+    fn reaches(file: &Path) -> Vec<String> {
+        let text: String = std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let mut found = Vec::new();
+        let first_segment = |path: &str| {
+            let path = path.trim_start();
+            let end = path
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(path.len());
+            path[..end].to_owned()
+        };
+        for (i, _) in text.match_indices("crate::") {
+            let rest = &text[i + "crate::".len()..];
+            match rest.strip_prefix('{') {
+                // `crate::{a, b::c}`: every item's first segment.
+                Some(list) => {
+                    let list = &list[..list.find('}').unwrap_or(list.len())];
+                    found.extend(list.split(',').map(first_segment).filter(|s| !s.is_empty()));
+                }
+                None => found.push(first_segment(rest)),
+            }
+        }
+        found
+    }
+
+    fn sources(dir: &str) -> Vec<std::path::PathBuf> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir);
+        if root.is_file() {
+            return vec![root];
+        }
+        let mut out = Vec::new();
+        let mut stack = vec![root];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        assert!(!out.is_empty(), "no sources under {dir}");
+        out
+    }
+
+    /// Each layer names only the layers it may use ("pool" includes the
+    /// names the crate root re-exports from it).
+    #[test]
+    fn layers_import_only_downwards() {
+        let core = [
+            "pool",
+            "Pool",
+            "PoolError",
+            "WorkerCommand",
+            "TaskList",
+            "RunOptions",
+            "Transport",
+            "Encoding",
+            "run_if_worker",
+            "Future",
+            "default_workers",
+        ];
+        let allowed: [(&str, &[&str]); 5] = [
+            ("pool", &core),
+            (
+                "measure",
+                &[&core[..], &["report", "stats", "measure"]].concat(),
+            ),
+            ("report", &[&core[..], &["report", "stats"]].concat()),
+            ("stats.rs", &[]),
+            ("input.rs", &core),
+        ];
+        for (layer, may) in allowed {
+            for file in sources(layer) {
+                for module in reaches(&file) {
+                    assert!(
+                        may.contains(&module.as_str()),
+                        "{} reaches crate::{module}, outside what {layer} may use",
+                        file.display()
+                    );
+                }
+            }
+        }
+    }
+}

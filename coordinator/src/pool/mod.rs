@@ -168,10 +168,10 @@ impl PoolBuilder {
         self
     }
 
-    /// Starts the pool's thread, which starts the workers. Returns once the
-    /// first worker is spawned (not ready: a batch sends a worker its first
-    /// chunks while it is still starting); a worker command that cannot be
-    /// spawned at all is this call's error.
+    /// Starts the pool's thread, which starts the workers. Returns once
+    /// every worker is spawned (not ready: a batch sends a worker its first
+    /// chunks while it is still starting); a spawn call that fails (a
+    /// worker command that cannot be spawned at all) is this call's error.
     pub fn build(self) -> Result<Pool, PoolError> {
         let workers = self.workers.unwrap_or_else(default_workers);
         let config = |what: &str| Err(PoolError::Config(what.to_owned()));
