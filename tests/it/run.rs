@@ -1,5 +1,7 @@
 //! `fibpool run` against an independent computation, line by line.
 
+use std::time::Duration;
+
 use crate::util::*;
 
 fn check(args: &[&str], indices: &[u64]) {
@@ -237,13 +239,22 @@ fn only_the_worker_started_for_a_socket_may_connect_to_it() {
         "0..50",
     ]));
     let shell = running.workers(1)[0];
-    // Anyone running as this user can read the name from the worker's environment.
-    let environ = std::fs::read(format!("/proc/{shell}/environ")).unwrap();
-    let name = environ
-        .split(|&b| b == 0)
-        .find_map(|var| var.strip_prefix(b"FIBPOOL_SOCKET="))
-        .map(|name| String::from_utf8(name.to_vec()).unwrap())
-        .expect("the worker has a socket name");
+    // Anyone running as this user can read the name from the worker's
+    // environment, once it has exec'd.
+    let mut name = None;
+    wait_until(
+        "the worker's environment names its socket",
+        Duration::from_secs(60),
+        || {
+            let environ = std::fs::read(format!("/proc/{shell}/environ")).unwrap_or_default();
+            name = environ
+                .split(|&b| b == 0)
+                .find_map(|var| var.strip_prefix(b"FIBPOOL_SOCKET="))
+                .map(|name| String::from_utf8(name.to_vec()).unwrap());
+            name.is_some()
+        },
+    );
+    let name = name.unwrap();
     let mut impostor = Stream::connect(name.as_str().to_ns_name::<GenericNamespaced>().unwrap())
         .expect("the socket accepts connections");
     std::fs::write(&go, "").unwrap();
