@@ -564,3 +564,20 @@ fn a_pool_built_on_a_thread_that_exits_keeps_its_workers() {
     assert_eq!(after, before, "the same two workers");
     assert_eq!(pool.counts().worker_restarts, 0);
 }
+
+#[test]
+fn the_ceiling_of_millions_of_repeats_travels_in_requests_under_the_cap() {
+    // Old failure: 34 million copies of one index went to a worker as one
+    // Measure request of 68 MB, over the frame cap, and the coordinator's
+    // own refusal was reported as the worker's bad frame.
+    let pool = pool(2);
+    let mut tasks = TaskList::new();
+    tasks.push_repeat(5, 34_000_000);
+    let seconds = pool
+        .probe()
+        .ceiling(&tasks, Encoding::Raw)
+        .expect("the ceiling is measured");
+    assert!(seconds > 0.0 && seconds.is_finite(), "{seconds}");
+    assert_eq!(pool.counts().worker_restarts, 0, "no worker was blamed");
+    assert_computes(&pool, &[5, 6]);
+}
