@@ -227,8 +227,11 @@ fn garbage_from_a_worker_is_fatal_and_named() {
         .args(["run", "-w", "2", "-c", "8", "0..200"]));
     assert_eq!(out.code(), Some(1), "{}", out.stderr);
     let line = out.stderr.lines().last().unwrap();
+    // The chunk holding 100 (96..=103) failed, with the worker named.
     assert!(
-        line.starts_with("fibpool: error: the run failed: worker "),
+        line.starts_with(
+            "fibpool: error: the run failed: chunk 12 (indices 96..=103) failed: worker "
+        ),
         "{}",
         out.stderr
     );

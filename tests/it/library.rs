@@ -322,14 +322,91 @@ fn a_worker_that_breaks_the_protocol_fails_only_its_batch() {
         .build()
         .unwrap();
     let err = pool.submit(45..55).unwrap().result().unwrap_err();
-    assert!(matches!(err, PoolError::WorkerProtocol { .. }), "{err:?}");
     let chain = format!("{:#}", anyhow::Error::new(err.clone()));
+    let PoolError::ChunkFailed {
+        chunk,
+        indices,
+        source,
+    } = err
+    else {
+        panic!("expected a failed chunk, got {err:?}")
+    };
+    assert_eq!((chunk, indices.as_str()), (0, "45..=54"));
     assert!(
-        chain.contains("sent a bad frame: undecodable frame payload: "),
+        matches!(*source, PoolError::WorkerProtocol { .. }),
+        "{source:?}"
+    );
+    assert!(
+        chain.starts_with("chunk 0 (indices 45..=54) failed: worker "),
+        "{chain}"
+    );
+    assert!(
+        chain.contains(") sent a bad frame: undecodable frame payload: "),
         "{chain}"
     );
     assert_eq!(pool.counts().worker_restarts, 1);
     assert_computes(&pool, &(40..60).collect::<Vec<_>>());
+}
+
+/// Maps `indices` one per chunk on one worker with `fault` and returns what
+/// came out, after checking the pool computes right afterwards.
+fn map_with_fault(fault: &str, indices: &[u64]) -> Vec<Result<BigUint, PoolError>> {
+    let pool = builder(1)
+        .worker_command(worker().env(FAULT, fault))
+        .build()
+        .unwrap();
+    let out = pool
+        .map(indices.iter().copied())
+        .chunk_size(NonZeroU64::new(1).unwrap())
+        .collect();
+    assert_computes(&pool, &[1, 2, 3]);
+    out
+}
+
+/// The error a map ended with, as one line.
+fn chain(result: &Result<BigUint, PoolError>) -> String {
+    match result {
+        Err(e) => format!("{:#}", anyhow::Error::new(e.clone())),
+        Ok(v) => panic!("expected an error, got F = {v}"),
+    }
+}
+
+#[test]
+fn an_answer_under_an_id_never_given_is_named_as_such() {
+    // The worker answers the chunk holding 50 under another id: that
+    // chunk, the one it was on, fails, and the pool heals.
+    let out = map_with_fault("wrong-id@50", &[50, 51]);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let line = chain(&out[0]);
+    assert!(
+        line.starts_with("chunk 0 (indices 50) failed: worker 0 (pid "),
+        "{line}"
+    );
+    assert!(
+        line.contains(") broke the protocol: answered chunk "),
+        "{line}"
+    );
+    assert!(line.ends_with(", which it was not given"), "{line}");
+}
+
+#[test]
+fn a_second_answer_for_a_chunk_is_named_as_such() {
+    // One worker, two chunks in flight: the chunk holding 50 is answered
+    // twice; the first answer is taken, and the chunk the worker is on when
+    // the second comes (the one holding 51) fails with the fault.
+    let out = map_with_fault("twice@50", &[50, 51, 52]);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0].as_ref().unwrap(), &oracle(&[50])[0]);
+    let line = chain(&out[1]);
+    assert!(
+        line.starts_with("chunk 1 (indices 51) failed: worker 0 (pid "),
+        "{line}"
+    );
+    assert!(
+        line.contains(") broke the protocol: answered chunk "),
+        "{line}"
+    );
+    assert!(line.ends_with(" twice"), "{line}");
 }
 
 #[test]

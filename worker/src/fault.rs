@@ -7,7 +7,9 @@
 //! - `hang@N`: stop answering, forever, on a chunk holding index N;
 //! - `close@N`: close both frame streams on a chunk holding index N, then hang;
 //! - `garbage@N`: answer a chunk holding index N with bytes that are no frame;
-//! - `exit-after@K`: exit with status 3 after answering K chunks.
+//! - `exit-after@K`: exit with status 3 after answering K chunks;
+//! - `wrong-id@N`: answer a chunk holding index N under another chunk's id;
+//! - `twice@N`: answer a chunk holding index N twice.
 //!
 //! With `once=PATH`, only the first worker to create the file PATH fails.
 
@@ -23,6 +25,8 @@ pub enum Fault {
     Close(u64),
     Garbage(u64),
     ExitAfter(u64),
+    WrongId(u64),
+    Twice(u64),
 }
 
 /// A fault and whether it is limited to one worker.
@@ -40,6 +44,8 @@ pub enum Action {
     Close,
     Garbage,
     Exit,
+    WrongId,
+    Twice,
 }
 
 impl FaultPlan {
@@ -60,6 +66,8 @@ impl FaultPlan {
             "close" => Fault::Close(n),
             "garbage" => Fault::Garbage(n),
             "exit-after" => Fault::ExitAfter(n),
+            "wrong-id" => Fault::WrongId(n),
+            "twice" => Fault::Twice(n),
             _ => return Err(bad()),
         };
         Ok(FaultPlan { fault, once })
@@ -79,6 +87,8 @@ impl FaultPlan {
             Fault::Close(n) if holds(n) => Action::Close,
             Fault::Garbage(n) if holds(n) => Action::Garbage,
             Fault::ExitAfter(k) if answered >= k => Action::Exit,
+            Fault::WrongId(n) if holds(n) => Action::WrongId,
+            Fault::Twice(n) if holds(n) => Action::Twice,
             _ => return None,
         };
         // Only the worker that creates the file fails.
@@ -125,6 +135,12 @@ mod tests {
             FaultPlan::parse("garbage@3").unwrap().fault,
             Fault::Garbage(3)
         );
+        assert_eq!(
+            FaultPlan::parse("wrong-id@4").unwrap().fault,
+            Fault::WrongId(4)
+        );
+        let plan = FaultPlan::parse("twice@5").unwrap();
+        assert_eq!(plan.before(&chunk(&[(5, 1)]), 0), Some(Action::Twice));
         for bad in ["crash", "crash@x", "melt@3", "crash@3;twice=/x"] {
             assert!(FaultPlan::parse(bad).is_err(), "{bad}");
         }

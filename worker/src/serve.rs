@@ -105,6 +105,10 @@ pub fn serve<R: Read, W: Write>(
         match request {
             Request::Compute(chunk) => {
                 #[cfg(feature = "fault-injection")]
+                let mut answers = 1;
+                #[cfg(feature = "fault-injection")]
+                let mut chunk = chunk;
+                #[cfg(feature = "fault-injection")]
                 if let Some(action) = options
                     .fault
                     .as_ref()
@@ -121,12 +125,18 @@ pub fn serve<R: Read, W: Write>(
                             tx.send_payload(&[0xde, 0xad, 0xbe, 0xef, 0x99])?;
                             return Err(ServeError::InjectedGarbage);
                         }
+                        Action::WrongId => chunk.id = chunk.id.wrapping_add(1 << 40),
+                        Action::Twice => answers = 2,
                     }
                 }
                 let result = compute(&chunk, &mut packed)
                     .map_err(|reason| refuse(&mut tx, chunk.id, reason))?;
                 summary.chunks += 1;
                 summary.values += result.values.len() as u64;
+                #[cfg(feature = "fault-injection")]
+                for _ in 1..answers {
+                    tx.send(&Response::Computed(result.clone()))?;
+                }
                 tx.send(&Response::Computed(result))?;
             }
             Request::Shutdown => {

@@ -91,6 +91,17 @@ pub enum PoolError {
         cause: String,
     },
 
+    /// A worker broke the protocol while it held this chunk (`chunk` counts
+    /// from 0 within its batch): the batch fails, since another worker of
+    /// the same kind would do the same.
+    #[error("chunk {chunk} (indices {indices}) failed")]
+    ChunkFailed {
+        chunk: u64,
+        indices: String,
+        #[source]
+        source: Box<PoolError>,
+    },
+
     /// A worker slot kept failing before its handshake. `cause` says how
     /// the last one failed, "before its handshake" included.
     #[error("{worker} {cause}; {attempts} workers in a row failed to start")]
@@ -199,6 +210,15 @@ impl Clone for PoolError {
                 failures: *failures,
                 worker: *worker,
                 cause: cause.clone(),
+            },
+            PoolError::ChunkFailed {
+                chunk,
+                indices,
+                source,
+            } => PoolError::ChunkFailed {
+                chunk: *chunk,
+                indices: indices.clone(),
+                source: source.clone(),
             },
             PoolError::StartFailed {
                 worker,

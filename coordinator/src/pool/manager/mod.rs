@@ -643,3 +643,61 @@ fn describe(response: &Response<'_>) -> String {
         Response::Measured(measured) => format!("a measurement (id {})", measured.id),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::WorkerCommand;
+    use crate::pool::launch::SpawnCommand;
+    use crate::pool::stats::Phases;
+
+    /// A manager that never starts a worker: for its bookkeeping alone.
+    fn idle_manager() -> Manager {
+        let (tx, rx) = mpsc::channel();
+        let config = Config {
+            workers: 1,
+            launcher: Arc::new(SpawnCommand(WorkerCommand::new("true"))),
+            transport: Transport::Pipe,
+            in_flight: 2,
+            handshake_timeout: Duration::from_secs(1),
+            task_timeout: None,
+            retries: 3,
+            spawn_threads: 1,
+            max_tasks_per_child: None,
+        };
+        Manager::new(config, rx, tx, Arc::new(Shared::default()))
+    }
+
+    fn stats(pid: u32) -> WorkerStats {
+        WorkerStats {
+            slot: 0,
+            pid,
+            phases: Phases {
+                spawn_seconds: 0.0,
+                exec_seconds: None,
+                init_seconds: None,
+                ready_seconds: None,
+                first_task_seconds: None,
+                shutdown_seconds: None,
+            },
+            chunks: 0,
+            busy_seconds: 0.0,
+            ended: Some("recycled".into()),
+        }
+    }
+
+    #[test]
+    fn the_stats_of_retired_processes_are_bounded_and_the_rest_counted() {
+        let mut manager = idle_manager();
+        let n = RETIRED_KEPT as u32 + 904;
+        for pid in 0..n {
+            manager.retire(stats(pid));
+        }
+        let kept = manager.stats();
+        assert_eq!(kept.len(), RETIRED_KEPT);
+        // The newest are kept.
+        assert_eq!(kept.first().unwrap().pid, 904);
+        assert_eq!(kept.last().unwrap().pid, n - 1);
+        assert_eq!(manager.shared.counts().stats_dropped, 904);
+    }
+}

@@ -56,7 +56,18 @@ impl Manager {
         } else {
             match loss {
                 Loss::Fault { error, chunk } => match chunk.or_else(|| held.first().copied()) {
-                    Some(wire) => failed = Some((wire, error)),
+                    Some(wire) => {
+                        // The batch hears which of its chunks the fault took.
+                        let error = match self.chunks.get(&wire) {
+                            Some(issued) => PoolError::ChunkFailed {
+                                chunk: issued.plan.id,
+                                indices: issued.plan.describe(),
+                                source: Box::new(error),
+                            },
+                            None => error,
+                        };
+                        failed = Some((wire, error));
+                    }
                     // Misbehaving with nothing to blame: the slot pays.
                     None => {
                         let failures = &mut self.slots[slot].start_failures;
