@@ -658,3 +658,42 @@ fn the_ceiling_of_millions_of_repeats_travels_in_requests_under_the_cap() {
     assert_eq!(pool.counts().worker_restarts, 0, "no worker was blamed");
     assert_computes(&pool, &[5, 6]);
 }
+
+#[test]
+fn a_worker_that_stops_reading_cannot_freeze_the_pool() {
+    // The first worker hangs in its first chunk and reads nothing more,
+    // with room for 64 chunks in flight of about 8 KB of runs each: more
+    // than a socket holds. The pool must stop writing before a write
+    // would block, so that the task timeout can fire and the chunk move on.
+    for transport in [
+        fibpool_coordinator::Transport::Pipe,
+        fibpool_coordinator::Transport::Socket,
+    ] {
+        let dir = scratch_dir(&format!("stops-reading-{}", transport.name()));
+        let pool = builder(1)
+            .in_flight(64)
+            .transport(transport)
+            .task_timeout(Some(Duration::from_millis(300)))
+            .worker_command(
+                worker().env(FAULT, format!("hang@3;once={}", dir.join("hung").display())),
+            )
+            .build()
+            .unwrap();
+        // On its own thread, so that a frozen pool fails the test, not hangs it.
+        let pool = std::sync::Arc::new(pool);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mapper = pool.clone();
+        std::thread::spawn(move || {
+            let values: Result<Vec<BigUint>, _> = mapper
+                .map(std::iter::repeat_n(3u64, 300_000))
+                .chunk_size(NonZeroU64::new(4096).unwrap())
+                .collect();
+            let _ = tx.send(values.map(|v| (v.len(), v.iter().all(|x| *x == BigUint::from(2u32)))));
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("{transport:?}: the pool froze"));
+        assert_eq!(got.unwrap(), (300_000, true), "{transport:?}");
+        assert_eq!(pool.counts().worker_restarts, 1, "{transport:?}");
+    }
+}

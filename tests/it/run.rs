@@ -222,9 +222,11 @@ fn only_the_worker_started_for_a_socket_may_connect_to_it() {
     let dir = scratch_dir("impostor");
     let go = dir.join("go");
     // The worker waits for the test's word before it connects, so the
-    // impostor is first in line.
+    // impostor is first in line; at most a minute, so that a failed test
+    // leaves no shell behind (it is no fibpool worker: it would not die
+    // with the coordinator).
     let worker = format!(
-        "sh -c 'while [ ! -e {go} ]; do sleep 0.01; done; exec {bin}'",
+        "sh -c 'i=0; while [ ! -e {go} ] && [ $i -lt 6000 ]; do sleep 0.01; i=$((i+1)); done; exec {bin}'",
         go = go.display(),
         bin = worker_bin()
     );

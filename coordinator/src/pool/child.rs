@@ -184,7 +184,7 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitS
     }
     // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
     let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
-    let deadline = Instant::now() + timeout;
+    let deadline = far(timeout);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if poll_readable(pidfd.as_raw_fd(), left)? {
@@ -197,7 +197,7 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitS
 }
 
 fn wait_timeout_polling(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + timeout;
+    let deadline = far(timeout);
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
@@ -207,6 +207,13 @@ fn wait_timeout_polling(child: &mut Child, timeout: Duration) -> io::Result<Opti
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// `timeout` from now, or a century when that is past what the clock holds.
+pub(crate) fn far(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// Waits until `fd` is readable or `timeout` passes; true when readable.

@@ -193,7 +193,8 @@ impl Future {
     }
 
     fn take(&mut self, timeout: Option<Duration>) -> Result<Vec<BigUint>, PoolError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too long for the clock waits for ever.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut inner = self.state.lock();
         while !FutureState::is_done(&inner) {
             inner = match deadline {

@@ -23,7 +23,7 @@ use super::WorkerCommand;
 use super::child::{OwnedChild, Spawned};
 use super::error::PoolError;
 use super::registry;
-use super::transport::{ChildStdio, Ends, Reader, Transport, Writer};
+use super::transport::{Budget, ChildStdio, Ends, Reader, Transport, Writer};
 
 /// Starts worker processes.
 pub(crate) trait Launch: fmt::Debug + Send + Sync {
@@ -76,6 +76,8 @@ pub(crate) struct Started {
     pub spawned_at_ns: u64,
     /// How long the launch call took.
     pub spawn_call: Duration,
+    /// How much may wait unread in the worker's input.
+    pub budget: Budget,
 }
 
 /// Starts a worker on `transport` and hands both ends of its channel to
@@ -94,7 +96,7 @@ pub(crate) fn start<T>(
         command: launcher.describe(),
         source,
     };
-    let (stdio, ends) = transport.open().map_err(failed)?;
+    let (stdio, ends, budget) = transport.open().map_err(failed)?;
     let (made, listening) = match ends {
         Ends::Ready(reader, writer) => (Some(channel(reader, writer)?), None),
         Ends::Listening(listening) => (None, Some((listening, channel))),
@@ -118,6 +120,7 @@ pub(crate) fn start<T>(
         spawned_at,
         spawned_at_ns,
         spawn_call,
+        budget,
     };
     Ok((started, made))
 }
@@ -204,7 +207,8 @@ mod tests {
     #[test]
     fn a_spawned_command_is_listed_until_reaped() {
         let launcher = SpawnCommand(WorkerCommand::new("sh").arg("-c").arg("exit 4"));
-        let (stdio, _ends) = Transport::Pipe.open().unwrap();
+        let (stdio, _ends, budget) = Transport::Pipe.open().unwrap();
+        assert!(budget.capacity >= 4096, "{budget:?}");
         let mut child = launcher.launch(stdio).unwrap();
         assert!(registry::listed(child.pid()));
         let status = child.reap(Duration::from_secs(30)).unwrap();

@@ -117,7 +117,11 @@ impl<'p, I: Iterator<Item = u64>> Mapper<'p, I> {
                             max: MAX_INDEX,
                         }),
                         None => {
+                            // Done: the batch is closed now, not when the
+                            // iterator is dropped, so a shutdown need not
+                            // wait for it.
                             self.finished = true;
+                            self.stream = None;
                             None
                         }
                     };

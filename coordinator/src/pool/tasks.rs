@@ -11,6 +11,12 @@ use fibpool_protocol::{Encoding, Run};
 /// per chunk, and keeps frames far below the cap.
 pub const CHUNK_BYTES_BUDGET: u64 = 1 << 20;
 
+/// The most runs a chunk holds (a repeat is one run per copy). It bounds a
+/// request's size: at most about 40 KB for indices below 2^32, so that a
+/// few of them always fit in a worker's pipe and a write to a worker that
+/// stopped reading can never block the pool (see the manager's budget).
+pub const MAX_RUNS: usize = 4096;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Spec {
     /// `start, start + 1, ..., start + len - 1`, never empty: a range may end
@@ -203,6 +209,49 @@ impl TaskList {
     }
 }
 
+/// Where a walk over a task list's runs has got to.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RunsAt {
+    spec: usize,
+    /// Copies of a repeat already taken.
+    taken: u64,
+}
+
+impl TaskList {
+    /// The next runs of the batch from `at`, at most `max` of them (each
+    /// range whole, one run per copy of a repeat), moving `at` past them:
+    /// the batch's [`TaskList::runs`] a piece at a time, in constant memory.
+    pub(crate) fn next_runs(&self, at: &mut RunsAt, max: usize) -> Vec<Run> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(spec) = self.specs.get(at.spec) else {
+                break;
+            };
+            match *spec {
+                Spec::Range { start, len } => {
+                    out.push(Run { start, len });
+                    at.spec += 1;
+                }
+                Spec::Repeat { index, count } => {
+                    let k = (count - at.taken).min((max - out.len()) as u64);
+                    out.extend(std::iter::repeat_n(
+                        Run {
+                            start: index,
+                            len: 1,
+                        },
+                        k as usize,
+                    ));
+                    at.taken += k;
+                    if at.taken == count {
+                        (at.spec, at.taken) = (at.spec + 1, 0);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 /// The cost of the `k` indices from `start` (index n costs n + 64),
 /// saturating far beyond any batch a pool could compute.
 fn range_sum(start: u64, k: u64) -> u128 {
@@ -370,6 +419,9 @@ impl Cursor {
         let mut plan = ChunkPlan::new(self.next_id, self.next_position);
         let mut bytes = 0u64;
         while let Some(spec) = tasks.specs.get(self.spec) {
+            if plan.runs.len() >= MAX_RUNS {
+                break;
+            }
             let room = chunk_size - plan.count;
             let left = spec.len() - self.offset;
             let (start, step) = match *spec {
@@ -377,6 +429,10 @@ impl Cursor {
                 Spec::Repeat { index, .. } => (index, 0),
             };
             let mut take = room.min(left);
+            if step == 0 {
+                // One run per copy.
+                take = take.min((MAX_RUNS - plan.runs.len()) as u64);
+            }
             // every value in this piece is at most this big
             let per_value = packed_len_bound(start + step * (take - 1), encoding);
             let affordable = CHUNK_BYTES_BUDGET.saturating_sub(bytes) / per_value;
@@ -456,6 +512,13 @@ pub(crate) fn chunk_from_iter<I: Iterator<Item = u64>>(
         let Some(&index) = indices.peek() else { break };
         if index > max {
             return ((plan.count > 0).then_some(plan), Some(TooLarge(index)));
+        }
+        let extends = plan
+            .runs
+            .last()
+            .is_some_and(|r| r.start.checked_add(r.len) == Some(index));
+        if plan.runs.len() >= MAX_RUNS && !extends {
+            break;
         }
         let per_value = packed_len_bound(index, encoding);
         if plan.count > 0 && bytes + per_value > CHUNK_BYTES_BUDGET {
@@ -606,6 +669,55 @@ mod tests {
             describe_runs(&runs),
             format!("{}..={}, {}", u64::MAX - 1, u64::MAX, u64::MAX)
         );
+    }
+
+    #[test]
+    fn no_chunk_holds_more_runs_than_the_cap() {
+        let l = list(&[(7, 10_000, true), (0, 3, true), (1, 100, false)]);
+        for size in [ChunkSize::Fixed(1 << 20), ChunkSize::Guided { workers: 1 }] {
+            let plans: Vec<_> = l.chunks(size, Encoding::Raw).collect();
+            assert!(plans.iter().all(|p| p.runs.len() <= MAX_RUNS), "{size:?}");
+            let all: Vec<u64> = plans.iter().flat_map(ChunkPlan::indices).collect();
+            assert_eq!(all, l.iter().collect::<Vec<_>>());
+        }
+        let mut it = std::iter::repeat_n(7u64, 10_000).peekable();
+        let (plan, _) =
+            chunk_from_iter(&mut it, ChunkSize::Fixed(1 << 20), Encoding::Raw, (0, 0), 9);
+        assert_eq!(plan.unwrap().runs.len(), MAX_RUNS);
+        // A range is one run however long.
+        let mut it = (0u64..100_000).peekable();
+        let (plan, _) = chunk_from_iter(
+            &mut it,
+            ChunkSize::Fixed(4500),
+            Encoding::Raw,
+            (0, 0),
+            u64::MAX,
+        );
+        assert_eq!(
+            plan.unwrap().runs,
+            [Run {
+                start: 0,
+                len: 4500
+            }]
+        );
+    }
+
+    #[test]
+    fn runs_come_a_piece_at_a_time() {
+        let l = list(&[(5, 7, true), (100, 110, false), (9, 2, true)]);
+        let mut at = RunsAt::default();
+        let mut pieces = Vec::new();
+        loop {
+            let piece = l.next_runs(&mut at, 3);
+            if piece.is_empty() {
+                break;
+            }
+            assert!(piece.len() <= 3);
+            pieces.push(piece);
+        }
+        let flat: Vec<Run> = pieces.concat();
+        assert_eq!(flat, l.runs().collect::<Vec<_>>());
+        assert_eq!(pieces.len(), 4, "{pieces:?}");
     }
 
     #[test]

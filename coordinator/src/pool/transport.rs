@@ -16,7 +16,7 @@ use interprocess::local_socket::{
     GenericNamespaced, Listener, ListenerNonblockingMode, ListenerOptions, prelude::*,
 };
 
-use super::child::{OwnedChild, describe_status, poll_readable};
+use super::child::{OwnedChild, describe_status, far, poll_readable};
 
 /// How a worker's frames travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,19 +38,28 @@ impl Transport {
     }
 
     /// Makes a worker's channel, before the worker exists.
-    pub(crate) fn open(self) -> io::Result<(ChildStdio, Ends)> {
+    pub(crate) fn open(self) -> io::Result<(ChildStdio, Ends, Budget)> {
         match self {
             Transport::Pipe => {
                 let (stdin, input) = io::pipe()?;
                 let (output, stdout) = io::pipe()?;
-                grow_pipe(input.as_raw_fd());
+                let capacity = grow_pipe(input.as_raw_fd());
                 grow_pipe(output.as_raw_fd());
                 let stdio = ChildStdio {
                     stdin: stdin.into(),
                     stdout: stdout.into(),
                     env: Vec::new(),
                 };
-                Ok((stdio, Ends::Ready(Box::new(output), Box::new(input))))
+                let budget = Budget {
+                    // Page-sized slack for how the kernel fills pipe pages.
+                    capacity: capacity.saturating_sub(4096).max(4096),
+                    per_frame: 0,
+                };
+                Ok((
+                    stdio,
+                    Ends::Ready(Box::new(output), Box::new(input)),
+                    budget,
+                ))
             }
             Transport::Socket => {
                 let (name, listener) = listen()?;
@@ -59,9 +68,33 @@ impl Transport {
                     stdout: Stdio::null(),
                     env: vec![(env::SOCKET, name.into())],
                 };
-                Ok((stdio, Ends::Listening(Listening(listener))))
+                // A Unix stream socket's send buffer (212992 bytes by
+                // default) is charged a few hundred bytes per write besides
+                // the data: stay well inside it.
+                let budget = Budget {
+                    capacity: 64 << 10,
+                    per_frame: 1024,
+                };
+                Ok((stdio, Ends::Listening(Listening(listener)), budget))
             }
         }
+    }
+}
+
+/// How many bytes of requests a worker that stopped reading can be left
+/// holding before a write to it would block: the coordinator never writes
+/// past this, so no worker can stall the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Budget {
+    pub capacity: usize,
+    /// What each frame costs besides its bytes.
+    pub per_frame: usize,
+}
+
+impl Budget {
+    /// What a frame of `len` bytes counts for.
+    pub fn cost(&self, len: usize) -> usize {
+        len + fibpool_protocol::HEADER_LEN + self.per_frame
     }
 }
 
@@ -99,7 +132,7 @@ impl Listening {
         let fd = match &listener {
             Listener::UdSocket(l) => l.as_fd().as_raw_fd(),
         };
-        let deadline = Instant::now() + timeout;
+        let deadline = far(timeout);
         loop {
             match listener.accept() {
                 Ok(stream) => {
@@ -178,11 +211,18 @@ fn parent_of(pid: u32) -> Option<u32> {
 /// 0.85 GB/s with the default and 2.2 GB/s with this (docs/IPC.md).
 const PIPE_BUFFER: libc::c_int = 1 << 20;
 
-/// Asks for a bigger pipe buffer; keeps the default when refused (a user over
-/// their pipe-buffer quota).
-fn grow_pipe(fd: RawFd) {
+/// Asks for a bigger pipe buffer, keeping the default when refused (a user
+/// over their pipe-buffer quota); returns the size it has.
+fn grow_pipe(fd: RawFd) -> usize {
     // SAFETY: fcntl on a pipe descriptor we own.
-    unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_BUFFER) };
+    let size = unsafe {
+        match libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_BUFFER) {
+            -1 => libc::fcntl(fd, libc::F_GETPIPE_SZ),
+            size => size,
+        }
+    };
+    // A pipe holds at least a page (POSIX: PIPE_BUF bytes at once).
+    usize::try_from(size).unwrap_or(4096).max(4096)
 }
 
 /// The writing end of a worker's socket. The reading end is another handle

@@ -16,6 +16,7 @@ use super::child::OwnedChild;
 use super::error::{PoolError, WorkerName};
 use super::launch::{Launch, Started, start};
 use super::stats::Phases;
+use super::transport::Budget;
 use super::transport::{Reader, Transport, Writer};
 
 /// What a reader thread reports. `worker` is the process's pool-unique id, so
@@ -102,6 +103,8 @@ pub(crate) struct WorkerProcess {
     pub id: u64,
     pub name: WorkerName,
     pub life: Lifeline,
+    /// How much may wait unread in its input.
+    pub budget: Budget,
     child: OwnedChild,
     input: Option<FrameWriter<Writer>>,
 }
@@ -143,6 +146,7 @@ impl WorkerProcess {
                 spawned_at,
                 spawned_at_ns,
                 spawn_call,
+                budget,
             },
             input,
         ) = start(launcher, transport, connect_timeout, channel)?;
@@ -153,6 +157,7 @@ impl WorkerProcess {
         let process = WorkerProcess {
             id,
             name,
+            budget,
             life: Lifeline {
                 spawned_at,
                 spawned_at_ns,
@@ -168,9 +173,10 @@ impl WorkerProcess {
         Ok(process)
     }
 
-    pub fn send(&mut self, request: &Request) -> Result<(), fibpool_protocol::Error> {
+    /// Sends a request; returns its payload length.
+    pub fn send(&mut self, request: &Request) -> Result<usize, fibpool_protocol::Error> {
         match &mut self.input {
-            Some(input) => input.send(request).map(drop),
+            Some(input) => input.send(request),
             None => Err(io::Error::from(io::ErrorKind::BrokenPipe).into()),
         }
     }

@@ -75,6 +75,7 @@ impl Manager {
         self.chunks.retain(|_, issued| issued.job != id);
         let chunks = &self.chunks;
         self.retry.retain(|wire| chunks.contains_key(wire));
+        self.unsent.retain(|wire| chunks.contains_key(wire));
         self.ready_jobs.retain(|&j| j != id);
         Some(entry)
     }
@@ -100,6 +101,7 @@ impl Manager {
             return;
         };
         self.retry.retain(|&id| id != wire);
+        self.unsent.retain(|&id| id != wire);
         self.finish_chunk(issued, Err(error));
     }
 
@@ -114,9 +116,9 @@ impl Manager {
                 Ok(values) => {
                     entry.parts.push((issued.plan.first_position, values));
                     if entry.outstanding == 0 && entry.exhausted() {
-                        let entry = self.jobs.remove(&issued.job).expect("present");
-                        if let Sink::Future(state) = entry.job.sink {
-                            state.finish(Ok(entry.parts));
+                        let mut entry = self.jobs.remove(&issued.job).expect("present");
+                        if let Sink::Future(state) = &entry.job.sink {
+                            state.finish(Ok(std::mem::take(&mut entry.parts)));
                         }
                     }
                 }
@@ -147,6 +149,11 @@ impl Manager {
 
     /// The next chunk to send: one to retry, else the oldest batch's next.
     pub(super) fn next_chunk(&mut self) -> Option<u64> {
+        while let Some(wire) = self.unsent.pop_front() {
+            if self.chunks.contains_key(&wire) {
+                return Some(wire);
+            }
+        }
         while let Some(wire) = self.retry.pop_front() {
             if self.chunks.contains_key(&wire) {
                 self.shared.count(|c| c.retried_chunks += 1);

@@ -3,28 +3,45 @@
 use super::*;
 
 impl Manager {
-    /// Once shutdown is asked for and no batch is left: tells every worker
-    /// to finish, reaps them, and replies. True when the manager is done.
+    /// Once shutdown is asked for and no batch is left that can still make
+    /// progress: tells every worker to finish, reaps them all within one
+    /// grace period, and replies. True when the manager is done.
     pub(super) fn finish_shutdown(&mut self) -> bool {
         let Some(waiters) = &self.shutdown else {
             return false;
         };
-        if waiters.is_empty() || !self.jobs.is_empty() {
+        if waiters.is_empty() || self.jobs.values().any(Entry::busy) {
             return false;
         }
         let waiters = self.shutdown.take().expect("present");
+        // Fed batches left are idle and take no more chunks: their callers
+        // learn the pool is gone when they next ask.
+        let idle: Vec<JobId> = self.jobs.keys().copied().collect();
+        for id in idle {
+            self.fail_job(id, PoolError::ShutDown);
+        }
         let mut workers: Vec<Worker> = self
             .slots
             .iter_mut()
             .filter_map(|s| s.worker.take())
             .collect();
         for worker in &mut workers {
-            worker.process.shutdown();
+            if worker.in_flight.is_empty() {
+                worker.process.shutdown();
+            } else {
+                // Still on chunks of batches that are gone: nobody wants
+                // what it computes, and it is no fault of its own.
+                worker.process.kill();
+            }
         }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
         let mut first_error = None;
         for worker in &mut workers {
             let name = worker.name();
-            let error = match worker.process.reap(SHUTDOWN_GRACE) {
+            let grace = deadline.saturating_duration_since(Instant::now());
+            let killed = !worker.in_flight.is_empty();
+            let error = match worker.process.reap(grace) {
+                Ok(_) if killed => continue,
                 Ok(status) if status.success() => continue,
                 Ok(status) => PoolError::WorkerExited {
                     worker: name,
@@ -39,7 +56,8 @@ impl Manager {
             first_error.get_or_insert(error);
         }
         for mut worker in std::mem::take(&mut self.retiring) {
-            let _ = worker.process.reap(SHUTDOWN_GRACE);
+            let grace = deadline.saturating_duration_since(Instant::now());
+            let _ = worker.process.reap(grace);
             self.retire(worker.stats(Some("recycled".to_owned())));
         }
         for worker in workers {
@@ -106,6 +124,11 @@ impl Manager {
             for waiter in waiters {
                 let _ = waiter.send(Err(error.clone()));
             }
+        }
+        // Messages no one will read: a future in one fails (its job's drop),
+        // a caller waiting for a reply hears the channel close.
+        while let Ok(msg) = self.rx.try_recv() {
+            drop(msg);
         }
         self.publish_stats();
         // The spawner threads go last: the workers they started are reaped.

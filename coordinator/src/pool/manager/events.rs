@@ -86,6 +86,7 @@ impl Manager {
             return self.misbehaved(slot, what, None);
         };
         w.in_flight.remove(at_slot);
+        w.read_chunk(wire);
         if w.answered.len() == ANSWERED_KEPT {
             w.answered.pop_front();
         }
@@ -96,7 +97,9 @@ impl Manager {
         w.process.life.first_result.get_or_insert(at);
 
         if self.warm_up_answer(slot, wire, &values) {
-            return;
+            // A warm-up chunk counts for nothing, but may be what a
+            // worker due for recycling was still waiting on.
+            return self.maybe_recycle(slot);
         }
         match self.chunks.remove(&wire) {
             // Its batch is gone (cancelled, or failed): nothing to do.
@@ -157,6 +160,7 @@ impl Manager {
             }
             Response::Measured(m) if w.measuring > 0 && m.id == slot as u64 => {
                 w.measuring -= 1;
+                w.read_measure();
                 w.busy_ns += m.busy_ns;
                 if let Some(ceiling) = &mut self.ceiling {
                     ceiling.outstanding -= 1;

@@ -37,7 +37,7 @@ use crate::pool::error::{PoolError, WorkerName};
 use crate::pool::future::{FutureState, Parts};
 use crate::pool::launch::{Launch, Spawners};
 use crate::pool::stats::{PoolCounts, WorkerStats};
-use crate::pool::tasks::{ChunkPlan, ChunkSize, Cursor, TaskList};
+use crate::pool::tasks::{ChunkPlan, ChunkSize, Cursor, RunsAt, TaskList};
 use crate::pool::transport::Transport;
 use crate::pool::worker::{Event, WorkerProcess};
 
@@ -48,8 +48,9 @@ const EXIT_GRACE: Duration = Duration::from_secs(1);
 /// The index of the warm-up task: F(10) = 55.
 const WARM_UP_INDEX: u64 = 10;
 /// Runs per Measure request: a share of millions of repeats travels in
-/// requests of about a megabyte each.
-const MEASURE_RUNS: usize = 1 << 16;
+/// requests of a few tens of kilobytes each, as many at a time as the
+/// worker's budget allows.
+const MEASURE_RUNS: usize = crate::pool::tasks::MAX_RUNS;
 /// Stats of processes the pool no longer runs, kept for its callers; older
 /// ones are counted and dropped.
 const RETIRED_KEPT: usize = 4096;
@@ -127,6 +128,17 @@ pub(crate) struct Job {
     pub encoding: Encoding,
     pub source: Source,
     pub sink: Sink,
+}
+
+/// A future's batch is always finished: one dropped without an outcome
+/// (a message the manager never read, a bug) fails rather than leaving
+/// its caller waiting.
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Sink::Future(state) = &self.sink {
+            state.finish(Err(PoolError::ShutDown));
+        }
+    }
 }
 
 /// Where a batch's chunks come from.
@@ -228,6 +240,13 @@ struct Entry {
 }
 
 impl Entry {
+    /// True while the batch has chunks out or to hand out: a fed batch
+    /// whose caller has fed nothing more is idle, and shutdown need not
+    /// wait for it.
+    fn busy(&self) -> bool {
+        self.outstanding > 0 || !self.exhausted()
+    }
+
     fn exhausted(&self) -> bool {
         match &self.job.source {
             Source::Tasks { tasks, cursor, .. } => cursor.is_done(tasks),
@@ -251,6 +270,11 @@ struct Worker {
     assigned: u64,
     chunks: u64,
     busy_ns: u64,
+    /// What its unanswered requests count for against its budget, in all
+    /// and each (by chunk id; Measure requests in order).
+    unread: usize,
+    costs: HashMap<u64, usize>,
+    measure_costs: VecDeque<usize>,
 }
 
 impl Worker {
@@ -264,6 +288,43 @@ impl Worker {
             assigned: 0,
             chunks: 0,
             busy_ns: 0,
+            unread: 0,
+            costs: HashMap::new(),
+            measure_costs: VecDeque::new(),
+        }
+    }
+
+    /// True when a request of `len` bytes may be written now: however
+    /// little the worker reads, the write cannot block. A worker with
+    /// nothing unread takes any one request (each is far below a pipe).
+    fn fits(&self, len: usize) -> bool {
+        let budget = self.process.budget;
+        self.unread == 0 || self.unread + budget.cost(len) <= budget.capacity
+    }
+
+    /// A request of `len` bytes was written: for chunk `wire`, or a Measure.
+    fn wrote(&mut self, wire: Option<u64>, len: usize) {
+        let cost = self.process.budget.cost(len);
+        self.unread += cost;
+        match wire {
+            Some(wire) => {
+                self.costs.insert(wire, cost);
+            }
+            None => self.measure_costs.push_back(cost),
+        }
+    }
+
+    /// Chunk `wire` was answered: the worker has read its request.
+    fn read_chunk(&mut self, wire: u64) {
+        if let Some(cost) = self.costs.remove(&wire) {
+            self.unread -= cost;
+        }
+    }
+
+    /// A Measure request was answered.
+    fn read_measure(&mut self) {
+        if let Some(cost) = self.measure_costs.pop_front() {
+            self.unread -= cost;
         }
     }
 
@@ -319,6 +380,9 @@ struct Ceiling {
     tasks: TaskList,
     encoding: Encoding,
     started: Option<Instant>,
+    /// Each live worker's share, and how far it has been sent.
+    shares: Vec<(usize, TaskList, RunsAt)>,
+    /// Measure requests sent and not answered.
     outstanding: usize,
 }
 
@@ -337,6 +401,8 @@ struct Manager {
     chunks: HashMap<u64, Issued>,
     /// Chunks to send again, first out first.
     retry: VecDeque<u64>,
+    /// Chunks taken to send that no worker had room for yet: sent first.
+    unsent: VecDeque<u64>,
     next_chunk: u64,
     next_process: u64,
     /// Slots waiting for a worker to be started.
@@ -373,6 +439,7 @@ impl Manager {
             ready_jobs: VecDeque::new(),
             chunks: HashMap::new(),
             retry: VecDeque::new(),
+            unsent: VecDeque::new(),
             next_chunk: 0,
             pending_spawns: VecDeque::new(),
             expected: HashSet::new(),
@@ -497,6 +564,8 @@ impl Manager {
                     return;
                 }
                 self.dispatch();
+                // However many messages come, callers get their chunks.
+                self.deliver();
             }
             self.expire(Instant::now());
             self.dispatch();

@@ -33,6 +33,7 @@ impl Manager {
                         tasks,
                         encoding,
                         started: None,
+                        shares: Vec::new(),
                         outstanding: 0,
                     })
                 }
@@ -130,60 +131,60 @@ impl Manager {
         true
     }
 
-    /// Sends every worker its share once all are ready and idle, and replies
-    /// once every share is measured.
+    /// Sends every worker its share once all are ready and idle, a piece at
+    /// a time as its budget allows, and replies once every piece is measured.
     pub(super) fn progress_ceiling(&mut self) {
         let Some(ceiling) = &mut self.ceiling else {
             return;
         };
-        if let Some(started) = ceiling.started {
-            if ceiling.outstanding == 0 {
-                let ceiling = self.ceiling.take().expect("present");
-                let _ = ceiling.reply.send(Ok(started.elapsed().as_secs_f64()));
+        if ceiling.started.is_none() {
+            let live: Vec<usize> = (0..self.slots.len())
+                .filter(|&s| !self.slots[s].given_up)
+                .collect();
+            let idle = live.iter().all(|&s| {
+                self.slots[s]
+                    .worker
+                    .as_ref()
+                    .is_some_and(|w| w.process.is_ready() && w.in_flight.is_empty())
+            });
+            if !idle || live.is_empty() {
+                return;
             }
-            return;
+            let shares = ceiling.tasks.split_by_cost(live.len());
+            ceiling.shares = live
+                .into_iter()
+                .zip(shares)
+                .map(|(slot, share)| (slot, share, RunsAt::default()))
+                .collect();
+            ceiling.started = Some(Instant::now());
         }
-        let live: Vec<usize> = (0..self.slots.len())
-            .filter(|&s| !self.slots[s].given_up)
-            .collect();
-        let idle = live.iter().all(|&s| {
-            self.slots[s]
-                .worker
-                .as_ref()
-                .is_some_and(|w| w.process.is_ready() && w.in_flight.is_empty())
-        });
-        if !idle || live.is_empty() {
-            return;
-        }
-        let shares = ceiling.tasks.split_by_cost(live.len());
         let encoding = ceiling.encoding;
-        ceiling.started = Some(Instant::now());
         let mut failure = None;
-        // Round robin, a megabyte-sized request at a time, so that every
-        // worker has work queued from the start and no share is ever held
-        // as one run per index.
-        let mut pieces: Vec<_> = live
-            .iter()
-            .zip(&shares)
-            .map(|(&slot, share)| (slot, share.runs()))
-            .collect();
-        let mut busy = true;
-        while busy {
-            busy = false;
-            for (slot, runs) in &mut pieces {
-                let piece: Vec<Run> = runs.by_ref().take(MEASURE_RUNS).collect();
-                if piece.is_empty() {
-                    continue;
+        let mut left = false;
+        for (slot, share, at) in &mut ceiling.shares {
+            let Some(worker) = self.slots[*slot].worker.as_mut() else {
+                continue;
+            };
+            loop {
+                let mut probe = at.clone();
+                let runs = share.next_runs(&mut probe, MEASURE_RUNS);
+                if runs.is_empty() {
+                    break;
                 }
-                busy = true;
-                let worker = self.slots[*slot].worker.as_mut().expect("all are ready");
                 let request = Request::Measure(Chunk {
                     id: *slot as u64,
                     encoding,
-                    runs: piece,
+                    runs,
                 });
+                let len = fibpool_protocol::codec::encoded_len(&request).unwrap_or(usize::MAX);
+                if !worker.fits(len) {
+                    left = true;
+                    break;
+                }
+                *at = probe;
                 match worker.process.send(&request) {
-                    Ok(()) => {
+                    Ok(len) => {
+                        worker.wrote(None, len);
                         worker.measuring += 1;
                         ceiling.outstanding += 1;
                     }
@@ -197,13 +198,19 @@ impl Manager {
                             indices: crate::pool::tasks::describe_runs(&chunk.runs),
                             source,
                         });
+                        break;
                     }
                 }
             }
         }
+        let done = ceiling.outstanding == 0 && !left;
         if let Some(error) = failure {
             let ceiling = self.ceiling.take().expect("present");
             let _ = ceiling.reply.send(Err(error));
+        } else if done {
+            let ceiling = self.ceiling.take().expect("present");
+            let started = ceiling.started.expect("started");
+            let _ = ceiling.reply.send(Ok(started.elapsed().as_secs_f64()));
         }
     }
 
