@@ -37,7 +37,7 @@ impl Manager {
             .filter(|(_, w)| {
                 w.in_flight.len() < self.config.in_flight
                     && w.measuring == 0
-                    && !max.is_some_and(|max| w.assigned >= max)
+                    && max.is_none_or(|max| w.assigned < max)
             })
             .min_by_key(|(_, w)| w.in_flight.len())
             .map(|(slot, _)| slot)
