@@ -697,3 +697,181 @@ fn a_worker_that_stops_reading_cannot_freeze_the_pool() {
         assert_eq!(pool.counts().worker_restarts, 1, "{transport:?}");
     }
 }
+
+#[test]
+fn an_answer_out_of_order_is_a_fault_not_a_misplaced_value() {
+    // The worker answers the chunk holding 51 before the one holding 50,
+    // which it was sent first. Taking it would be taking the worker's word
+    // for which values are which; it is the fault of the chunk it was on.
+    let out = map_with_fault("reorder@50", &[50, 51, 52]);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let line = chain(&out[0]);
+    assert!(
+        line.starts_with("chunk 0 (indices 50) failed: worker 0 (pid "),
+        "{line}"
+    );
+    assert!(
+        line.contains(") broke the protocol: answered chunk "),
+        "{line}"
+    );
+    assert!(line.contains(", which it was sent first"), "{line}");
+}
+
+#[test]
+fn workers_that_fail_before_answering_anything_break_the_pool_in_a_few_tries() {
+    // Each worker exits on its first chunk. The first two deaths land on
+    // the first batch's chunk, which is then taken for poison (no way to
+    // tell); after that the slot has had two workers in a row that answered
+    // nothing, and with no other slot the pool is broken: not restarted for
+    // ever.
+    let pool = builder(1)
+        .retries(2)
+        .worker_command(worker().env(FAULT, "exit-after@0"))
+        .build()
+        .unwrap();
+    let first = pool.submit([1]).unwrap().result().unwrap_err();
+    assert!(
+        matches!(first, PoolError::PoisonChunk { failures: 2, .. }),
+        "{first:?}"
+    );
+    let second = pool.submit([2]).unwrap().result().unwrap_err();
+    let PoolError::Broken(root) = &second else {
+        panic!("expected a broken pool, got {second:?}")
+    };
+    assert!(
+        root.to_string().ends_with(
+            "exited with status 3 before answering a chunk; 2 workers in a row failed before answering a chunk"
+        ),
+        "{root}"
+    );
+    assert_eq!(pool.counts().worker_restarts, 2);
+
+    // Workers that die idle, after their handshake, with nothing to blame.
+    let pool = Pool::builder()
+        .workers(1)
+        .retries(2)
+        .worker_command(WorkerCommand::new("timeout").arg("0.2").arg(worker_bin()))
+        .build()
+        .unwrap();
+    let mut err = None;
+    wait_until("the pool breaks", Duration::from_secs(60), || {
+        err = pool.broken();
+        err.is_some()
+    });
+    let Some(PoolError::Broken(root)) = err else {
+        unreachable!()
+    };
+    assert!(
+        matches!(*root, PoolError::StartFailed { attempts: 2, .. }),
+        "{root:?}"
+    );
+    assert!(pool.counts().worker_restarts <= 1, "{:?}", pool.counts());
+}
+
+#[test]
+fn a_replacement_that_never_starts_holds_up_no_one() {
+    // Two real workers, then every later start hangs for good. With a
+    // handshake timeout of an hour, a batch on the healthy worker must not
+    // wait for the hung replacement: not on a socket that is never
+    // connected to, nor for chunks queued behind a Hello that is never read.
+    for transport in [
+        fibpool_coordinator::Transport::Pipe,
+        fibpool_coordinator::Transport::Socket,
+    ] {
+        let dir = scratch_dir(&format!("never-starts-{}", transport.name()));
+        let d = dir.display();
+        let script = format!(
+            "if mkdir {d}/a 2>/dev/null || mkdir {d}/b 2>/dev/null; then exec {w}; else exec sleep 1000; fi",
+            w = worker_bin()
+        );
+        let pool = Pool::builder()
+            .workers(2)
+            .transport(transport)
+            .handshake_timeout(Duration::from_secs(3600))
+            .worker_command(WorkerCommand::new("sh").arg("-c").arg(script))
+            .build()
+            .unwrap();
+        pool.probe().warm_up().unwrap();
+        let victim = pool.worker_stats()[0].pid;
+        assert!(signal_child_of(std::process::id(), victim, libc::SIGKILL));
+        let pool = std::sync::Arc::new(pool);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let submitter = pool.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(submitter.submit(0..2000).and_then(|f| f.result()));
+        });
+        let values = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("{transport:?}: the batch waited for the hung replacement"))
+            .unwrap();
+        assert_eq!(
+            values,
+            oracle(&(0..2000).collect::<Vec<_>>()),
+            "{transport:?}"
+        );
+        assert_eq!(pool.counts().worker_restarts, 1, "{transport:?}");
+    }
+}
+
+#[test]
+fn a_batch_submitted_as_the_pool_shuts_down_is_refused_or_run_never_lost() {
+    let mut accepted_in_all = 0;
+    for round in 0..20 {
+        let pool = pool(2);
+        let accepted = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for t in 0..4u64 {
+                let (pool, accepted) = (&pool, &accepted);
+                scope.spawn(move || {
+                    for i in 0..50u64 {
+                        let n = 100 * t + i;
+                        match pool.submit([n, n + 1]) {
+                            Ok(future) => {
+                                accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let values = future.result().unwrap_or_else(|e| {
+                                    panic!("round {round}: an accepted batch failed: {e}")
+                                });
+                                assert_eq!(values, oracle(&[n, n + 1]));
+                            }
+                            Err(PoolError::ShutDown) => return,
+                            Err(e) => panic!("round {round}: {e}"),
+                        }
+                    }
+                });
+            }
+            // Shut down while the submitters are at it.
+            wait_until("a batch is accepted", Duration::from_secs(60), || {
+                accepted.load(std::sync::atomic::Ordering::Relaxed) > 0
+            });
+            pool.shutdown(true, false).unwrap();
+        });
+        assert!(matches!(pool.submit([1]), Err(PoolError::ShutDown)));
+        accepted_in_all += accepted.into_inner();
+    }
+    // Every accepted batch was checked above; some must have been.
+    assert!(accepted_in_all > 0);
+}
+
+#[test]
+fn a_flood_of_calls_does_not_starve_a_map() {
+    let pool = pool(2);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..3 {
+            let (pool, stop) = (&pool, &stop);
+            scope.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = pool.submit([]);
+                    let _ = pool.counts();
+                }
+            });
+        }
+        let values: Vec<BigUint> = pool
+            .map(0..3000)
+            .chunk_size(NonZeroU64::new(5).unwrap())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(values, oracle(&(0..3000).collect::<Vec<_>>()));
+    });
+}

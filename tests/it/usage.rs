@@ -94,6 +94,18 @@ fn bad_options() {
         &["run", "--worker-cmd", "", "5"],
         "--worker-cmd: the worker command is empty",
     );
+    check(
+        &["run", "--task-timeout", "1e-12", "5"],
+        "--task-timeout must be more than 0 and at most 86400 seconds, got 0.000000000001",
+    );
+    check(
+        &["run", "--max-tasks-per-child", "0", "5"],
+        "--max-tasks-per-child must be at least 1",
+    );
+    check(
+        &["run", "--transport", "carrier-pigeon", "5"],
+        "invalid value 'carrier-pigeon' for '--transport <TRANSPORT>' (see 'fibpool help')",
+    );
 }
 
 #[test]

@@ -9,7 +9,9 @@
 //! - `garbage@N`: answer a chunk holding index N with bytes that are no frame;
 //! - `exit-after@K`: exit with status 3 after answering K chunks;
 //! - `wrong-id@N`: answer a chunk holding index N under another chunk's id;
-//! - `twice@N`: answer a chunk holding index N twice.
+//! - `twice@N`: answer a chunk holding index N twice;
+//! - `reorder@N`: on a chunk holding index N, read the next chunk and
+//!   answer it first.
 //!
 //! With `once=PATH`, only the first worker to create the file PATH fails.
 
@@ -27,6 +29,7 @@ pub enum Fault {
     ExitAfter(u64),
     WrongId(u64),
     Twice(u64),
+    Reorder(u64),
 }
 
 /// A fault and whether it is limited to one worker.
@@ -46,6 +49,7 @@ pub enum Action {
     Exit,
     WrongId,
     Twice,
+    Reorder,
 }
 
 impl FaultPlan {
@@ -68,6 +72,7 @@ impl FaultPlan {
             "exit-after" => Fault::ExitAfter(n),
             "wrong-id" => Fault::WrongId(n),
             "twice" => Fault::Twice(n),
+            "reorder" => Fault::Reorder(n),
             _ => return Err(bad()),
         };
         Ok(FaultPlan { fault, once })
@@ -89,6 +94,7 @@ impl FaultPlan {
             Fault::ExitAfter(k) if answered >= k => Action::Exit,
             Fault::WrongId(n) if holds(n) => Action::WrongId,
             Fault::Twice(n) if holds(n) => Action::Twice,
+            Fault::Reorder(n) if holds(n) => Action::Reorder,
             _ => return None,
         };
         // Only the worker that creates the file fails.

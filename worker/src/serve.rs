@@ -127,6 +127,13 @@ pub fn serve<R: Read, W: Write>(
                         }
                         Action::WrongId => chunk.id = chunk.id.wrapping_add(1 << 40),
                         Action::Twice => answers = 2,
+                        Action::Reorder => {
+                            if let Some(Request::Compute(next)) = rx.recv::<Request>()? {
+                                let result = compute(&next, &mut packed)
+                                    .map_err(|reason| refuse(&mut tx, next.id, reason))?;
+                                tx.send(&Response::Computed(result))?;
+                            }
+                        }
                     }
                 }
                 let result = compute(&chunk, &mut packed)

@@ -211,7 +211,13 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
     }
     let task_timeout = match args.task_timeout {
         None => None,
-        Some(s) if s > 0.0 && s <= MAX_TASK_TIMEOUT_SECONDS => Some(Duration::from_secs_f64(s)),
+        Some(s)
+            if s > 0.0
+                && s <= MAX_TASK_TIMEOUT_SECONDS
+                && !Duration::from_secs_f64(s).is_zero() =>
+        {
+            Some(Duration::from_secs_f64(s))
+        }
         Some(s) => usage!(
             "--task-timeout must be more than 0 and at most {MAX_TASK_TIMEOUT_SECONDS} seconds, got {s}"
         ),

@@ -19,8 +19,6 @@ pub(crate) trait Process: Send + fmt::Debug {
     fn pid(&self) -> u32;
     /// SIGKILL to the process and everything in its process group.
     fn kill(&mut self);
-    /// The exit status, if the process has exited; reaps it then.
-    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>>;
     /// Waits up to `timeout` for the exit; reaps it if it came.
     fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>>;
 }
@@ -39,10 +37,6 @@ impl Process for Spawned {
         // SAFETY: plain kill(2) on a process group this coordinator created,
         // whose leader it has not reaped.
         unsafe { libc::kill(-(self.pid() as libc::pid_t), libc::SIGKILL) };
-    }
-
-    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        self.0.try_wait()
     }
 
     fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
@@ -74,17 +68,6 @@ impl OwnedChild {
         if self.status.is_none() {
             self.process.kill();
         }
-    }
-
-    /// The exit status if the child has exited, without waiting. A child
-    /// found exited here is reaped and will never be signalled again.
-    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        if self.status.is_none()
-            && let Some(status) = self.process.try_wait()?
-        {
-            self.reaped(status);
-        }
-        Ok(self.status)
     }
 
     /// Waits up to `grace` for the child to exit, then kills it; reaps it either way.
@@ -262,7 +245,6 @@ mod tests {
         assert_eq!(describe_status(status), "exited with status 3");
         // Asked again, the same status, without waiting on a reaped pid.
         assert_eq!(child.reap(Duration::ZERO).unwrap().code(), Some(3));
-        assert_eq!(child.try_wait().unwrap().unwrap().code(), Some(3));
     }
 
     #[test]
@@ -284,27 +266,17 @@ mod tests {
             self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.0.kill()
         }
-        fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-            self.0.try_wait()
-        }
         fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
             self.0.wait_timeout(timeout)
         }
     }
 
     #[test]
-    fn a_child_found_exited_by_try_wait_is_never_signalled_again() {
+    fn a_reaped_child_is_never_signalled_again() {
         let kills = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let child = Command::new("true").process_group(0).spawn().unwrap();
         let mut child = OwnedChild::new(Box::new(Counted(Spawned(child), kills.clone())));
-        let mut status = None;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while status.is_none() {
-            assert!(Instant::now() < deadline, "`true` did not exit");
-            status = child.try_wait().unwrap();
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(status.unwrap().code(), Some(0));
+        assert_eq!(child.reap(Duration::from_secs(30)).unwrap().code(), Some(0));
         // Its pid is free now: neither kill() nor the drop may signal it.
         child.kill();
         drop(child);

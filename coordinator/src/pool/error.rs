@@ -102,13 +102,16 @@ pub enum PoolError {
         source: Box<PoolError>,
     },
 
-    /// A worker slot kept failing before its handshake. `cause` says how
-    /// the last one failed, "before its handshake" included.
-    #[error("{worker} {cause}; {attempts} workers in a row failed to start")]
+    /// A worker slot's workers kept failing by themselves, before their
+    /// handshake or before answering any chunk. `cause` says how the last
+    /// one failed; `what` is "failed to start" or "failed before answering
+    /// a chunk".
+    #[error("{worker} {cause}; {attempts} workers in a row {what}")]
     StartFailed {
         worker: WorkerName,
         attempts: u32,
         cause: String,
+        what: &'static str,
     },
 
     /// The coordinator could not encode its own request: no worker is to blame.
@@ -224,10 +227,12 @@ impl Clone for PoolError {
                 worker,
                 attempts,
                 cause,
+                what,
             } => PoolError::StartFailed {
                 worker: *worker,
                 attempts: *attempts,
                 cause: cause.clone(),
+                what,
             },
             PoolError::Request {
                 chunk,

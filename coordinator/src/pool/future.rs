@@ -12,7 +12,7 @@ use num_bigint::BigUint;
 
 use super::board::Values;
 use super::error::PoolError;
-use super::manager::{JobId, Msg};
+use super::manager::{JobId, Msg, ToManager};
 
 /// What a finished batch holds: each chunk's place in the batch and its
 /// values as they arrived, decoded only when the result is taken.
@@ -111,7 +111,7 @@ impl FutureState {
 /// [`Future::cancel`] for that.
 pub struct Future {
     state: Arc<FutureState>,
-    manager: Sender<Msg>,
+    manager: ToManager,
     job: JobId,
     len: u64,
 }
@@ -135,7 +135,7 @@ impl std::fmt::Debug for Future {
 }
 
 impl Future {
-    pub(crate) fn new(state: Arc<FutureState>, manager: Sender<Msg>, job: JobId, len: u64) -> Self {
+    pub(crate) fn new(state: Arc<FutureState>, manager: ToManager, job: JobId, len: u64) -> Self {
         Future {
             state,
             manager,

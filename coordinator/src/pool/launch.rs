@@ -85,7 +85,9 @@ pub(crate) struct Started {
 /// whatever `channel` does with its ends (queue the handshake, start a
 /// reader thread) is done by the time the process starts, so none of it
 /// competes with the worker's start for a CPU (docs/STARTUP.md). With a
-/// socket it is after the worker has connected, within `connect_timeout`.
+/// socket it is right after the launch: the connection is awaited by the
+/// first read, within `connect_timeout`, and what is written before it
+/// waits in memory.
 pub(crate) fn start<T>(
     launcher: &dyn Launch,
     transport: Transport,
@@ -103,14 +105,12 @@ pub(crate) fn start<T>(
     };
     let spawned_at = Instant::now();
     let spawned_at_ns = monotonic_ns();
-    let mut child = launcher.launch(stdio).map_err(failed)?;
+    let child = launcher.launch(stdio).map_err(failed)?;
     let spawn_call = spawned_at.elapsed();
     let made = match (made, listening) {
         (Some(made), _) => made,
         (None, Some((listening, channel))) => {
-            let (reader, writer) = listening
-                .accept(&mut child, connect_timeout)
-                .map_err(failed)?;
+            let (reader, writer) = listening.channel(child.pid(), connect_timeout);
             channel(reader, writer)?
         }
         (None, None) => unreachable!("a channel is made or awaited"),

@@ -32,8 +32,8 @@ mod worker;
 use std::io;
 use std::num::NonZeroU64;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -48,7 +48,7 @@ pub use tasks::{CHUNK_BYTES_BUDGET, ChunkSize, GUIDED_MIN_COST, TaskList, guided
 pub use transport::Transport;
 
 use launch::SpawnCommand;
-use manager::{Config, Job, JobId, Msg, Shared, Sink, Source};
+use manager::{Config, Job, JobId, Msg, Shared, Sink, Source, ToManager};
 use stream::Stream;
 use tasks::Cursor;
 
@@ -222,6 +222,7 @@ impl PoolBuilder {
         )?;
         Ok(Pool {
             tx,
+            gate: RwLock::new(()),
             shared,
             manager: Mutex::new(Some(thread)),
             size: workers,
@@ -274,7 +275,10 @@ impl PoolBuilder {
 /// }
 /// ```
 pub struct Pool {
-    tx: Sender<Msg>,
+    tx: ToManager,
+    /// Taken shared to submit a batch and exclusively to shut down, so a
+    /// batch is either queued before the shutdown (and then run) or refused.
+    gate: RwLock<()>,
     shared: Arc<Shared>,
     manager: Mutex<Option<JoinHandle<()>>>,
     size: usize,
@@ -349,8 +353,9 @@ impl Pool {
 
     /// [`Pool::submit`] for a batch already held as a [`TaskList`].
     pub fn submit_tasks(&self, tasks: TaskList) -> Result<Future, PoolError> {
-        self.usable()?;
         check_indices(&tasks)?;
+        let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        self.usable()?;
         let id = self.next_job();
         let len = tasks.len();
         let state = future::FutureState::new();
@@ -441,20 +446,27 @@ impl Pool {
         })
     }
 
-    /// Stops taking batches, like Python's `Executor.shutdown`. With
-    /// `cancel_futures`, batches not yet started are cancelled. With `wait`,
-    /// returns once every batch left has finished and every worker has
-    /// exited and been reaped, with the first worker that exited badly as
-    /// the error; without, returns at once and the pool finishes in the
-    /// background. Later calls to submit or run fail with
-    /// [`PoolError::ShutDown`].
+    /// Stops taking batches, like Python's `Executor.shutdown`: a batch
+    /// submitted before it runs, one after it is refused with
+    /// [`PoolError::ShutDown`]. With `cancel_futures`, submitted batches not
+    /// yet started are cancelled. With `wait`, returns once every submitted
+    /// batch and every chunk already handed to the pool has finished and
+    /// every worker has exited and been reaped, with the first worker that
+    /// exited badly as the error; without, returns at once and the pool
+    /// finishes in the background. A `run` or `map` in progress elsewhere
+    /// hands the pool its batch a window at a time: it gets the values of
+    /// what it had handed over, then [`PoolError::ShutDown`] (as Python's
+    /// `map` with a `buffersize`).
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) -> Result<(), PoolError> {
-        self.shared.shutting_down.store(true, Ordering::SeqCst);
         let (reply, done) = mpsc::channel();
-        let sent = self.tx.send(Msg::Shutdown {
-            cancel_futures,
-            reply,
-        });
+        let sent = {
+            let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+            self.shared.shutting_down.store(true, Ordering::SeqCst);
+            self.tx.send(Msg::Shutdown {
+                cancel_futures,
+                reply,
+            })
+        };
         if sent.is_err() || !wait {
             return Ok(());
         }

@@ -44,6 +44,17 @@ impl<'p> Stream<'p> {
         if chunks.is_empty() {
             return Ok(());
         }
+        let _gate = self
+            .pool
+            .gate
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.results.is_none() {
+            // A new batch: refused at once after a shutdown. Later chunks
+            // of a batch already under way are refused by the manager, in
+            // their turn, after the values before them.
+            self.pool.usable()?;
+        }
         for plan in &chunks {
             self.board.feed(plan.clone());
         }

@@ -5,9 +5,10 @@
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use fibpool_protocol::env;
@@ -16,7 +17,7 @@ use interprocess::local_socket::{
     GenericNamespaced, Listener, ListenerNonblockingMode, ListenerOptions, prelude::*,
 };
 
-use super::child::{OwnedChild, describe_status, far, poll_readable};
+use super::child::{far, poll_readable};
 
 /// How a worker's frames travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,7 +26,9 @@ pub enum Transport {
     Pipe,
     /// A Unix local socket (abstract namespace on Linux) the worker connects
     /// to, through the `interprocess` crate. Only the worker started for it
-    /// may connect: the peer's credentials are checked.
+    /// may connect: the peer's credentials are checked. The connection is
+    /// awaited on the worker's reader thread, so a worker slow to connect
+    /// holds up no one.
     Socket,
 }
 
@@ -124,45 +127,130 @@ pub(crate) enum Ends {
 pub(crate) struct Listening(Listener);
 
 impl Listening {
+    /// The channel to the worker `pid` that will connect to this socket,
+    /// usable at once: what is written before the worker connects waits in
+    /// memory, and the first read accepts the connection (on the reader's
+    /// thread, so that nothing else waits for a worker that is slow to
+    /// connect, or never does). A connection from any other process is
+    /// closed unanswered. Reading ends, as at the end of a stream, when the
+    /// worker exits before connecting or `timeout` passes.
+    pub fn channel(self, pid: u32, timeout: Duration) -> (Reader, Writer) {
+        let writer = Arc::new(Mutex::new(Pending::Buffering(Vec::new(), false)));
+        let reader = Connecting {
+            listener: Some(self.0),
+            pid,
+            // Opened now, while the worker cannot have been reaped yet.
+            exited: pidfd(pid),
+            deadline: far(timeout),
+            writer: writer.clone(),
+            stream: None,
+        };
+        (Box::new(reader), Box::new(SocketWriter(writer)))
+    }
+
     /// Waits for the worker's connection, giving up if the worker exits or
     /// the time runs out. A connection from any other process is closed
     /// unanswered.
-    pub fn accept(self, child: &mut OwnedChild, timeout: Duration) -> io::Result<(Reader, Writer)> {
-        let listener = self.0;
-        let fd = match &listener {
+    fn accept(
+        listener: &Listener,
+        pid: u32,
+        exited: Option<&OwnedFd>,
+        deadline: Instant,
+    ) -> io::Result<Option<UnixStream>> {
+        let fd = match listener {
             Listener::UdSocket(l) => l.as_fd().as_raw_fd(),
         };
-        let deadline = far(timeout);
         loop {
             match listener.accept() {
                 Ok(stream) => {
-                    if is_from(&stream, child.pid()) {
+                    if is_from(&stream, pid) {
                         stream.set_nonblocking(false)?;
                         let interprocess::local_socket::Stream::UdSocket(stream) = stream;
-                        let input = stream.inner().try_clone()?;
-                        let output = stream.inner().try_clone()?;
-                        return Ok((Box::new(input), Box::new(SocketWriter(output))));
+                        return Ok(Some(stream.inner().try_clone()?));
                     }
                     // Someone else found the name: drop them and wait on.
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-            if let Some(status) = child.try_wait()? {
-                return Err(io::Error::other(format!(
-                    "it {} before connecting",
-                    describe_status(status)
-                )));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("it did not connect within {timeout:?}"),
-                ));
+            let gone = match exited {
+                Some(pidfd) => poll_readable(pidfd.as_raw_fd(), Duration::ZERO)?,
+                // SAFETY: kill with signal 0 only checks that the pid exists.
+                None => (unsafe { libc::kill(pid as libc::pid_t, 0) }) != 0,
+            };
+            if gone || Instant::now() >= deadline {
+                return Ok(None);
             }
             // Wake on a connection, or every 10 ms to see whether the worker died.
+            let left = deadline.saturating_duration_since(Instant::now());
             poll_readable(fd, left.min(Duration::from_millis(10)))?;
+        }
+    }
+}
+
+/// A pidfd for `pid`, which becomes readable when the process exits.
+fn pidfd(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open has no memory-safety preconditions.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
+    (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as RawFd) })
+}
+
+/// The writing side of a socket channel: bytes wait here until the worker
+/// connects (and whether the coordinator has closed its side).
+enum Pending {
+    Buffering(Vec<u8>, bool),
+    Connected(UnixStream),
+    /// The worker never connected.
+    Gone,
+}
+
+/// The reading side of a socket channel, which accepts the worker's
+/// connection on its first read.
+struct Connecting {
+    listener: Option<Listener>,
+    pid: u32,
+    exited: Option<OwnedFd>,
+    deadline: Instant,
+    writer: Arc<Mutex<Pending>>,
+    stream: Option<UnixStream>,
+}
+
+impl Read for Connecting {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.stream.is_none() {
+            let Some(listener) = self.listener.take() else {
+                return Ok(0);
+            };
+            let accepted =
+                Listening::accept(&listener, self.pid, self.exited.as_ref(), self.deadline);
+            let mut pending = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let stream = match accepted {
+                Ok(Some(stream)) => stream,
+                // The end of the stream: the worker is lost before its handshake.
+                Ok(None) => {
+                    *pending = Pending::Gone;
+                    return Ok(0);
+                }
+                Err(e) => {
+                    *pending = Pending::Gone;
+                    return Err(e);
+                }
+            };
+            let mut output = stream.try_clone()?;
+            if let Pending::Buffering(bytes, closed) = &*pending {
+                // Within the worker's budget: this cannot block for long.
+                output.write_all(bytes)?;
+                if *closed {
+                    let _ = output.shutdown(std::net::Shutdown::Write);
+                }
+            }
+            *pending = Pending::Connected(output);
+            self.stream = Some(stream);
+        }
+        match &mut self.stream {
+            Some(stream) => stream.read(buf),
+            None => Ok(0),
         }
     }
 }
@@ -229,21 +317,34 @@ fn grow_pipe(fd: RawFd) -> usize {
 /// on the same socket, so dropping this one would not close anything: it
 /// shuts the writing side down instead, and the worker sees the end of its
 /// input, as with a pipe.
-struct SocketWriter(UnixStream);
+struct SocketWriter(Arc<Mutex<Pending>>);
 
 impl Write for SocketWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        match &mut *self.0.lock().unwrap_or_else(PoisonError::into_inner) {
+            Pending::Buffering(bytes, _) => {
+                bytes.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            Pending::Connected(stream) => stream.write(buf),
+            Pending::Gone => Err(io::ErrorKind::BrokenPipe.into()),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        Ok(())
     }
 }
 
 impl Drop for SocketWriter {
     fn drop(&mut self) {
-        let _ = self.0.shutdown(std::net::Shutdown::Write);
+        match &mut *self.0.lock().unwrap_or_else(PoisonError::into_inner) {
+            Pending::Buffering(_, closed) => *closed = true,
+            Pending::Connected(stream) => {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+            }
+            Pending::Gone => {}
+        }
     }
 }
 

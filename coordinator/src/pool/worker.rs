@@ -4,7 +4,7 @@
 
 use std::io;
 use std::process::ExitStatus;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use fibpool_protocol::{
@@ -119,7 +119,7 @@ impl WorkerProcess {
         connect_timeout: Duration,
         slot: usize,
         id: u64,
-        events: Sender<M>,
+        events: SyncSender<M>,
         wrap: fn(Event) -> M,
     ) -> Result<Self, PoolError> {
         // Both start before the process, while the pipes are still empty:

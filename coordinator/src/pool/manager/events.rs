@@ -77,24 +77,39 @@ impl Manager {
             let what = format!("sent a result for chunk {wire} before its handshake");
             return self.misbehaved(slot, what, None);
         }
-        let Some(at_slot) = w.in_flight.iter().position(|&id| id == wire) else {
+        // A worker computes its chunks in the order it was sent them: any
+        // other answer is a fault, and would put values in the wrong place.
+        if w.in_flight.first() != Some(&wire) {
             let what = if w.answered.contains(&wire) {
                 format!("answered chunk {wire} twice")
+            } else if w.in_flight.contains(&wire) {
+                format!(
+                    "answered chunk {wire} before chunk {}, which it was sent first",
+                    w.in_flight[0]
+                )
             } else {
                 format!("answered chunk {wire}, which it was not given")
             };
             return self.misbehaved(slot, what, None);
-        };
-        w.in_flight.remove(at_slot);
+        }
+        w.in_flight.remove(0);
         w.read_chunk(wire);
         if w.answered.len() == ANSWERED_KEPT {
             w.answered.pop_front();
         }
         w.answered.push_back(wire);
         w.busy_since = (!w.in_flight.is_empty()).then_some(at);
+        w.process.life.first_result.get_or_insert(at);
+        // It computes: the slot's run of failures is over.
+        self.slots[slot].fruitless = 0;
+        let w = self.worker(slot);
+        if w.disowned.remove(&wire) {
+            // Another worker took this chunk over while this one started:
+            // not counted, since the pool did not take it from here.
+            return self.maybe_recycle(slot);
+        }
         w.chunks += 1;
         w.busy_ns += busy_ns;
-        w.process.life.first_result.get_or_insert(at);
 
         if self.warm_up_answer(slot, wire, &values) {
             // A warm-up chunk counts for nothing, but may be what a
@@ -128,7 +143,6 @@ impl Manager {
                 if !w.in_flight.is_empty() {
                     w.busy_since = Some(at);
                 }
-                self.slots[slot].start_failures = 0;
             }
             Response::Ready(_) => self.misbehaved(slot, "sent a second handshake".into(), None),
             other if !w.process.is_ready() => {

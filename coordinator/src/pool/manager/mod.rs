@@ -45,6 +45,10 @@ use crate::pool::worker::{Event, WorkerProcess};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a worker whose output ended gets to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
+/// A worker still starting this long after its spawn (about 100 times what
+/// a start takes on the project's machine) may have its chunks taken over
+/// by an idle worker.
+const STEAL_AFTER: Duration = Duration::from_millis(50);
 /// The index of the warm-up task: F(10) = 55.
 const WARM_UP_INDEX: u64 = 10;
 /// Runs per Measure request: a share of millions of repeats travels in
@@ -59,6 +63,18 @@ const ANSWERED_KEPT: usize = 64;
 
 /// A batch's pool-wide number.
 pub(crate) type JobId = u64;
+
+/// The manager's queue holds this many messages at most: callers and
+/// reader threads wait for room (backpressure), so no caller can make the
+/// coordinator's memory grow without bound.
+const QUEUE: usize = 1024;
+
+/// Where messages to the manager go.
+pub(crate) type ToManager = mpsc::SyncSender<Msg>;
+
+/// Messages handled in a row before the manager looks at its deadlines,
+/// probes, shutdown and respawns again.
+const BURST: usize = 256;
 
 /// The pool as configured.
 pub(crate) struct Config {
@@ -185,8 +201,8 @@ pub(crate) enum ProbeCall {
 pub(crate) fn start(
     config: Config,
     shared: Arc<Shared>,
-) -> Result<(Sender<Msg>, JoinHandle<()>), PoolError> {
-    let (tx, rx) = mpsc::channel();
+) -> Result<(ToManager, JoinHandle<()>), PoolError> {
+    let (tx, rx) = mpsc::sync_channel(QUEUE);
     let (started_tx, started_rx) = mpsc::sync_channel(1);
     let manager_tx = tx.clone();
     let thread = std::thread::Builder::new()
@@ -258,8 +274,12 @@ impl Entry {
 /// A worker process and what the pool knows of it.
 struct Worker {
     process: WorkerProcess,
-    /// Ids of the chunks sent and not yet answered, oldest first.
+    /// Ids of the chunks sent and not yet answered, oldest first: the order
+    /// it must answer them in.
     in_flight: Vec<u64>,
+    /// Chunks among them that another worker took over while this one was
+    /// still starting: their answers here are dropped.
+    disowned: HashSet<u64>,
     /// The last chunk ids it answered.
     answered: VecDeque<u64>,
     /// Measure requests out and not yet answered.
@@ -282,6 +302,7 @@ impl Worker {
         Worker {
             process,
             in_flight: Vec::new(),
+            disowned: HashSet::new(),
             answered: VecDeque::new(),
             measuring: 0,
             busy_since: None,
@@ -348,8 +369,9 @@ impl Worker {
 #[derive(Default)]
 struct Slot {
     worker: Option<Worker>,
-    /// Workers in a row that failed before their handshake.
-    start_failures: u32,
+    /// Workers in a row that failed by themselves: before their handshake,
+    /// or after it without answering a chunk. An answer resets it.
+    fruitless: u32,
     /// Too many failed in a row: no more are started here.
     given_up: bool,
 }
@@ -390,7 +412,7 @@ struct Manager {
     config: Config,
     rx: Receiver<Msg>,
     /// For reader threads and spawner threads.
-    tx: Sender<Msg>,
+    tx: ToManager,
     shared: Arc<Shared>,
     slots: Vec<Slot>,
     /// Recycled workers told to shut down, not yet reaped.
@@ -425,7 +447,7 @@ struct Manager {
 }
 
 impl Manager {
-    fn new(config: Config, rx: Receiver<Msg>, tx: Sender<Msg>, shared: Arc<Shared>) -> Self {
+    fn new(config: Config, rx: Receiver<Msg>, tx: ToManager, shared: Arc<Shared>) -> Self {
         let slots = (0..config.workers).map(|_| Slot::default()).collect();
         Manager {
             next_process: config.workers as u64,
@@ -555,7 +577,7 @@ impl Manager {
             // Every message waiting, each followed by a dispatch: a worker
             // that answered gets its next chunk before anything else is
             // looked at.
-            loop {
+            for _ in 0..BURST {
                 match self.rx.try_recv() {
                     Ok(msg) => self.handle(msg),
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
@@ -722,7 +744,7 @@ mod tests {
 
     /// A manager that never starts a worker: for its bookkeeping alone.
     fn idle_manager() -> Manager {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
         let config = Config {
             workers: 1,
             launcher: Arc::new(SpawnCommand(WorkerCommand::new("true"))),

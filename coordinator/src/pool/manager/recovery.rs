@@ -37,23 +37,16 @@ impl Manager {
         self.retire(worker.stats(Some(cause.clone())));
         self.probe_lost(slot, || loss_error(name, &loss, &cause, was_ready));
 
+        // Chunks it held that are still wanted and not taken over by
+        // another worker (see `steal`).
         let mut held = std::mem::take(&mut worker.in_flight);
-        held.retain(|id| self.chunks.contains_key(id));
+        held.retain(|id| self.chunks.contains_key(id) && !worker.disowned.contains(id));
         // Decided first, failed last: whoever waits on a failed batch may
         // look at the counts at once.
-        let mut give_up = None;
         let mut failed = None;
-        if !was_ready {
-            let failures = &mut self.slots[slot].start_failures;
-            *failures += 1;
-            if *failures >= self.config.retries {
-                give_up = Some(PoolError::StartFailed {
-                    worker: name,
-                    attempts: *failures,
-                    cause: cause.clone(),
-                });
-            }
-        } else {
+        // A loss the pool cannot lay on a chunk: the worker failed by itself.
+        let mut fruitless = !was_ready;
+        if was_ready {
             match loss {
                 Loss::Fault { error, chunk } => match chunk.or_else(|| held.first().copied()) {
                     Some(wire) => {
@@ -67,18 +60,13 @@ impl Manager {
                             None => error,
                         };
                         failed = Some((wire, error));
+                        fruitless = worker.chunks == 0;
                     }
                     // Misbehaving with nothing to blame: the slot pays.
-                    None => {
-                        let failures = &mut self.slots[slot].start_failures;
-                        *failures += 1;
-                        if *failures >= self.config.retries {
-                            give_up = Some(error);
-                        }
-                    }
+                    None => fruitless = true,
                 },
-                Loss::Closed | Loss::TaskTimeout => {
-                    if let Some(&oldest) = held.first() {
+                Loss::Closed | Loss::TaskTimeout => match held.first() {
+                    Some(&oldest) => {
                         let issued = self.chunks.get_mut(&oldest).expect("held chunks are live");
                         issued.failures += 1;
                         if issued.failures >= self.config.retries {
@@ -87,13 +75,39 @@ impl Manager {
                                 indices: issued.plan.describe(),
                                 failures: issued.failures,
                                 worker: name,
-                                cause,
+                                cause: cause.clone(),
                             };
                             failed = Some((oldest, error));
+                        } else {
+                            // A worker that dies before answering anything,
+                            // again and again, is not a chunk's doing.
+                            fruitless = worker.chunks == 0;
                         }
                     }
-                }
+                    None => fruitless = worker.chunks == 0,
+                },
                 Loss::HandshakeTimeout => {}
+            }
+        }
+        let mut give_up = None;
+        if fruitless {
+            let failures = &mut self.slots[slot].fruitless;
+            *failures += 1;
+            if *failures >= self.config.retries {
+                let (cause, what) = if was_ready {
+                    (
+                        format!("{cause} before answering a chunk"),
+                        "failed before answering a chunk",
+                    )
+                } else {
+                    (cause.clone(), "failed to start")
+                };
+                give_up = Some(PoolError::StartFailed {
+                    worker: name,
+                    attempts: *failures,
+                    cause,
+                    what,
+                });
             }
         }
         if let Some((wire, _)) = &failed {
@@ -118,7 +132,7 @@ impl Manager {
     /// A spawn call failed for `slot`.
     pub(super) fn start_failed(&mut self, slot: usize, error: PoolError) {
         self.probe_lost(slot, || error.clone());
-        let failures = &mut self.slots[slot].start_failures;
+        let failures = &mut self.slots[slot].fruitless;
         *failures += 1;
         if *failures >= self.config.retries {
             self.give_up(slot, error);

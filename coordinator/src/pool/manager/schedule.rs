@@ -7,17 +7,18 @@ impl Manager {
     /// worker has one before any has two: each chunk goes to the worker
     /// holding the fewest (the lowest slot on a tie).
     pub(super) fn dispatch(&mut self) {
-        // Most calls find nothing to send: no scan of the workers then.
-        if self.shared.broken.get().is_some()
-            || (self.retry.is_empty() && self.ready_jobs.is_empty() && self.unsent.is_empty())
-        {
+        if self.shared.broken.get().is_some() {
             return;
+        }
+        // Most calls find nothing to send: no scan of the workers then.
+        if self.retry.is_empty() && self.ready_jobs.is_empty() && self.unsent.is_empty() {
+            return self.steal();
         }
         // Workers whose budget is spent for now.
         let mut full = Vec::new();
         while let Some(slot) = self.least_loaded(&full) {
             let Some(wire) = self.next_chunk() else {
-                return;
+                return self.steal();
             };
             if !self.send_chunk(slot, wire) {
                 self.unsent.push_front(wire);
@@ -26,21 +27,73 @@ impl Manager {
         }
     }
 
-    /// The worker with room that holds the fewest chunks.
+    /// The worker with room that holds the fewest chunks; one that has been
+    /// starting for longer than [`STEAL_AFTER`] only when no other has room.
     fn least_loaded(&self, full: &[usize]) -> Option<usize> {
-        let max = self.config.max_tasks_per_child;
+        let now = Instant::now();
         self.slots
             .iter()
             .enumerate()
             .filter(|(slot, _)| !full.contains(slot))
             .filter_map(|(slot, s)| Some((slot, s.worker.as_ref()?)))
-            .filter(|(_, w)| {
-                w.in_flight.len() < self.config.in_flight
-                    && w.measuring == 0
-                    && max.is_none_or(|max| w.assigned < max)
-            })
-            .min_by_key(|(_, w)| w.in_flight.len())
+            .filter(|(_, w)| self.has_room(w))
+            .min_by_key(|(_, w)| (slow_to_start(w, now), w.in_flight.len()))
             .map(|(slot, _)| slot)
+    }
+
+    fn has_room(&self, w: &Worker) -> bool {
+        w.in_flight.len() < self.config.in_flight
+            && w.measuring == 0
+            && self
+                .config
+                .max_tasks_per_child
+                .is_none_or(|max| w.assigned < max)
+    }
+
+    /// With nothing else to send, a ready worker with room takes over the
+    /// newest chunk held by a worker that has been starting for longer than
+    /// [`STEAL_AFTER`]: a replacement that never starts then keeps nothing
+    /// from the pool until its handshake timeout. The starting worker's
+    /// answer to it, should it come, is dropped.
+    fn steal(&mut self) {
+        let now = Instant::now();
+        let slow =
+            |w: &Worker| !w.process.is_ready() && now >= w.process.life.spawned_at + STEAL_AFTER;
+        if !self.slots.iter().any(|s| {
+            s.worker
+                .as_ref()
+                .is_some_and(|w| slow(w) && !w.in_flight.is_empty())
+        }) {
+            return;
+        }
+        loop {
+            let Some(thief) = (0..self.slots.len()).find(|&s| {
+                self.slots[s]
+                    .worker
+                    .as_ref()
+                    .is_some_and(|w| w.process.is_ready() && self.has_room(w))
+            }) else {
+                return;
+            };
+            let chunks = &self.chunks;
+            let loot = self.slots.iter().enumerate().find_map(|(slot, s)| {
+                let w = s.worker.as_ref().filter(|w| slow(w))?;
+                let wire = w
+                    .in_flight
+                    .iter()
+                    .rev()
+                    .find(|id| chunks.contains_key(id) && !w.disowned.contains(id))?;
+                Some((slot, *wire))
+            });
+            let Some((victim, wire)) = loot else {
+                return;
+            };
+            self.worker(victim).disowned.insert(wire);
+            if !self.send_chunk(thief, wire) {
+                self.worker(victim).disowned.remove(&wire);
+                return;
+            }
+        }
     }
 
     /// Sends chunk `wire` to the worker in `slot`; false, with nothing
@@ -100,11 +153,20 @@ impl Manager {
     /// The first deadline a worker has: its handshake if it has not
     /// completed one, else its current chunk's task timeout.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.slots
+        let deadlines = self
+            .slots
             .iter()
             .filter_map(|s| s.worker.as_ref())
-            .filter_map(|w| self.deadline(w))
-            .min()
+            .filter_map(|w| self.deadline(w));
+        // When a starting worker with chunks becomes one to steal from.
+        let steals = self
+            .slots
+            .iter()
+            .filter_map(|s| s.worker.as_ref())
+            .filter(|w| !w.process.is_ready() && !w.in_flight.is_empty())
+            .map(|w| w.process.life.spawned_at + STEAL_AFTER)
+            .filter(|&at| at > Instant::now());
+        deadlines.chain(steals).min()
     }
 
     /// A timeout too long for the clock is no deadline at all.
@@ -136,4 +198,9 @@ impl Manager {
             }
         }
     }
+}
+
+/// True for a worker still starting [`STEAL_AFTER`] after its spawn.
+fn slow_to_start(w: &Worker, now: Instant) -> bool {
+    !w.process.is_ready() && now >= w.process.life.spawned_at + STEAL_AFTER
 }
