@@ -115,6 +115,12 @@ impl<W: Write> FrameWriter<W> {
         Ok(())
     }
 
+    /// Writes out what an earlier send left buffered: on a non-blocking
+    /// writer, a send that met `WouldBlock` keeps the rest of its frame here.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     pub fn get_ref(&self) -> &W {
         self.out.get_ref()
     }

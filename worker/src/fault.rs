@@ -14,11 +14,35 @@
 //!   answer it first.
 //!
 //! With `once=PATH`, only the first worker to create the file PATH fails.
+//!
+//! Apart from these, `FIBPOOL_TEST_STDIN_PIPE=BYTES` shrinks the pipe on
+//! the worker's stdin to that many bytes, behind the coordinator's back.
 
 use fibpool_protocol::Chunk;
 
 /// The environment variable that carries a fault.
 pub const FAULT_ENV: &str = "FIBPOOL_TEST_FAULT";
+
+/// The environment variable that shrinks the worker's stdin pipe.
+pub const STDIN_PIPE_ENV: &str = "FIBPOOL_TEST_STDIN_PIPE";
+
+/// Shrinks the pipe on stdin as [`STDIN_PIPE_ENV`] asks, if it does.
+pub fn shrink_stdin() -> Result<(), String> {
+    let Ok(size) = std::env::var(STDIN_PIPE_ENV) else {
+        return Ok(());
+    };
+    let size: libc::c_int = size
+        .parse()
+        .map_err(|_| format!("{STDIN_PIPE_ENV}={size:?}: expected a size in bytes"))?;
+    // SAFETY: fcntl on the process's own stdin.
+    if unsafe { libc::fcntl(libc::STDIN_FILENO, libc::F_SETPIPE_SZ, size) } < 0 {
+        return Err(format!(
+            "{STDIN_PIPE_ENV}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {

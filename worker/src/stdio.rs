@@ -68,6 +68,8 @@ fn options(main_entered_ns: u64) -> Result<ServeOptions, String> {
         Ok(spec) => Some(crate::fault::FaultPlan::parse(&spec)?),
         Err(_) => None,
     };
+    #[cfg(feature = "fault-injection")]
+    crate::fault::shrink_stdin()?;
     Ok(ServeOptions {
         main_entered_ns,
         #[cfg(feature = "fault-injection")]

@@ -92,13 +92,14 @@ pub(crate) fn start<T>(
     launcher: &dyn Launch,
     transport: Transport,
     connect_timeout: Duration,
+    nonblocking: bool,
     channel: impl FnOnce(Reader, Writer) -> Result<T, PoolError>,
 ) -> Result<(Started, T), PoolError> {
     let failed = |source: io::Error| PoolError::Spawn {
         command: launcher.describe(),
         source,
     };
-    let (stdio, ends, budget) = transport.open().map_err(failed)?;
+    let (stdio, ends, budget) = transport.open(nonblocking).map_err(failed)?;
     let (made, listening) = match ends {
         Ends::Ready(reader, writer) => (Some(channel(reader, writer)?), None),
         Ends::Listening(listening) => (None, Some((listening, channel))),
@@ -207,7 +208,7 @@ mod tests {
     #[test]
     fn a_spawned_command_is_listed_until_reaped() {
         let launcher = SpawnCommand(WorkerCommand::new("sh").arg("-c").arg("exit 4"));
-        let (stdio, _ends, budget) = Transport::Pipe.open().unwrap();
+        let (stdio, _ends, budget) = Transport::Pipe.open(false).unwrap();
         assert!(budget.capacity >= 4096, "{budget:?}");
         let mut child = launcher.launch(stdio).unwrap();
         assert!(registry::listed(child.pid()));
@@ -223,6 +224,7 @@ mod tests {
             &launcher,
             Transport::Pipe,
             Duration::from_secs(1),
+            true,
             |_, _| Ok(()),
         )
         .err()

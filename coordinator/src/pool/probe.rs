@@ -93,7 +93,9 @@ impl Connection {
     ) -> Result<Connection, PoolError> {
         let launcher = SpawnCommand(command.clone());
         let (started, (reader, writer)) =
-            start(&launcher, transport, connect_timeout, |r, w| Ok((r, w)))?;
+            start(&launcher, transport, connect_timeout, false, |r, w| {
+                Ok((r, w))
+            })?;
         let child = started.child;
         Ok(Connection {
             name: WorkerName {

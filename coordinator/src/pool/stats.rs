@@ -51,7 +51,8 @@ pub struct WorkerStats {
     /// Time the worker reported computing and encoding them.
     pub busy_seconds: f64,
     /// For a process the pool no longer runs: how it ended (`recycled` when
-    /// `max_tasks_per_child` retired it, else what became of it).
+    /// `max_tasks_per_child` retired it, else what became of it); `None`
+    /// for a process in service, or one that served until shutdown.
     pub ended: Option<String>,
 }
 

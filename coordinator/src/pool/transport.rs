@@ -40,22 +40,30 @@ impl Transport {
         }
     }
 
-    /// Makes a worker's channel, before the worker exists.
-    pub(crate) fn open(self) -> io::Result<(ChildStdio, Ends, Budget)> {
+    /// Makes a worker's channel, before the worker exists. With
+    /// `nonblocking`, writes to the worker never block: one that would
+    /// returns `WouldBlock`, and a frame writer keeps the rest buffered.
+    pub(crate) fn open(self, nonblocking: bool) -> io::Result<(ChildStdio, Ends, Budget)> {
         match self {
             Transport::Pipe => {
                 let (stdin, input) = io::pipe()?;
                 let (output, stdout) = io::pipe()?;
-                let capacity = grow_pipe(input.as_raw_fd());
+                let size = grow_pipe(input.as_raw_fd());
                 grow_pipe(output.as_raw_fd());
+                if nonblocking {
+                    set_nonblocking(input.as_raw_fd())?;
+                }
                 let stdio = ChildStdio {
                     stdin: stdin.into(),
                     stdout: stdout.into(),
                     env: Vec::new(),
                 };
+                // The kernel fills a pipe a page at a time: count whole
+                // pages, and leave one for a frame that starts mid-page.
+                let pages = size / PAGE;
                 let budget = Budget {
-                    // Page-sized slack for how the kernel fills pipe pages.
-                    capacity: capacity.saturating_sub(4096).max(4096),
+                    capacity: pages.saturating_sub(1).max(1) * PAGE,
+                    page: PAGE,
                     per_frame: 0,
                 };
                 Ok((
@@ -76,20 +84,30 @@ impl Transport {
                 // the data: stay well inside it.
                 let budget = Budget {
                     capacity: 64 << 10,
+                    page: 1,
                     per_frame: 1024,
                 };
-                Ok((stdio, Ends::Listening(Listening(listener)), budget))
+                let listening = Listening {
+                    listener,
+                    nonblocking,
+                };
+                Ok((stdio, Ends::Listening(listening), budget))
             }
         }
     }
 }
 
+const PAGE: usize = 4096;
+
 /// How many bytes of requests a worker that stopped reading can be left
-/// holding before a write to it would block: the coordinator never writes
-/// past this, so no worker can stall the pool.
+/// holding before a write to it would block. The pool writes within it, so
+/// its writes almost never meet a full channel; when one does (a request
+/// bigger than a tiny pipe), the non-blocking write keeps the rest for later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Budget {
     pub capacity: usize,
+    /// Frames take whole units of this many bytes.
+    pub page: usize,
     /// What each frame costs besides its bytes.
     pub per_frame: usize,
 }
@@ -97,8 +115,18 @@ pub(crate) struct Budget {
 impl Budget {
     /// What a frame of `len` bytes counts for.
     pub fn cost(&self, len: usize) -> usize {
-        len + fibpool_protocol::HEADER_LEN + self.per_frame
+        (len + fibpool_protocol::HEADER_LEN).div_ceil(self.page) * self.page + self.per_frame
     }
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The reading and writing ends of a worker's channel.
@@ -124,7 +152,10 @@ pub(crate) enum Ends {
 }
 
 /// A local socket waiting for its worker.
-pub(crate) struct Listening(Listener);
+pub(crate) struct Listening {
+    listener: Listener,
+    nonblocking: bool,
+}
 
 impl Listening {
     /// The channel to the worker `pid` that will connect to this socket,
@@ -137,7 +168,7 @@ impl Listening {
     pub fn channel(self, pid: u32, timeout: Duration) -> (Reader, Writer) {
         let writer = Arc::new(Mutex::new(Pending::Buffering(Vec::new(), false)));
         let reader = Connecting {
-            listener: Some(self.0),
+            listener: Some(self.listener),
             pid,
             // Opened now, while the worker cannot have been reaped yet.
             exited: pidfd(pid),
@@ -145,7 +176,11 @@ impl Listening {
             writer: writer.clone(),
             stream: None,
         };
-        (Box::new(reader), Box::new(SocketWriter(writer)))
+        let writer = SocketWriter {
+            pending: writer,
+            nonblocking: self.nonblocking,
+        };
+        (Box::new(reader), Box::new(writer))
     }
 
     /// Waits for the worker's connection, giving up if the worker exits or
@@ -317,14 +352,35 @@ fn grow_pipe(fd: RawFd) -> usize {
 /// on the same socket, so dropping this one would not close anything: it
 /// shuts the writing side down instead, and the worker sees the end of its
 /// input, as with a pipe.
-struct SocketWriter(Arc<Mutex<Pending>>);
+struct SocketWriter {
+    pending: Arc<Mutex<Pending>>,
+    /// Send with MSG_DONTWAIT: the socket's descriptor is shared with its
+    /// reader, so O_NONBLOCK, which would reach the reader too, is not set.
+    nonblocking: bool,
+}
 
 impl Write for SocketWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut *self.0.lock().unwrap_or_else(PoisonError::into_inner) {
+        match &mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner) {
             Pending::Buffering(bytes, _) => {
                 bytes.extend_from_slice(buf);
                 Ok(buf.len())
+            }
+            Pending::Connected(stream) if self.nonblocking => {
+                // SAFETY: send(2) from a live buffer on a socket we own.
+                let sent = unsafe {
+                    libc::send(
+                        stream.as_raw_fd(),
+                        buf.as_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if sent < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(sent as usize)
+                }
             }
             Pending::Connected(stream) => stream.write(buf),
             Pending::Gone => Err(io::ErrorKind::BrokenPipe.into()),
@@ -338,7 +394,7 @@ impl Write for SocketWriter {
 
 impl Drop for SocketWriter {
     fn drop(&mut self) {
-        match &mut *self.0.lock().unwrap_or_else(PoisonError::into_inner) {
+        match &mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner) {
             Pending::Buffering(_, closed) => *closed = true,
             Pending::Connected(stream) => {
                 let _ = stream.shutdown(std::net::Shutdown::Write);

@@ -105,6 +105,9 @@ pub(crate) struct WorkerProcess {
     pub life: Lifeline,
     /// How much may wait unread in its input.
     pub budget: Budget,
+    /// A request is partly written, the rest buffered: nothing more may be
+    /// sent until [`WorkerProcess::drain`] has written it out.
+    pub draining: bool,
     child: OwnedChild,
     input: Option<FrameWriter<Writer>>,
 }
@@ -149,7 +152,7 @@ impl WorkerProcess {
                 budget,
             },
             input,
-        ) = start(launcher, transport, connect_timeout, channel)?;
+        ) = start(launcher, transport, connect_timeout, true, channel)?;
         let name = WorkerName {
             slot,
             pid: child.pid(),
@@ -158,6 +161,7 @@ impl WorkerProcess {
             id,
             name,
             budget,
+            draining: false,
             life: Lifeline {
                 spawned_at,
                 spawned_at_ns,
@@ -173,18 +177,45 @@ impl WorkerProcess {
         Ok(process)
     }
 
-    /// Sends a request; returns its payload length.
-    pub fn send(&mut self, request: &Request) -> Result<usize, fibpool_protocol::Error> {
+    /// Sends a request, never blocking: when the worker's input is full,
+    /// the rest of the frame stays buffered and the worker is `draining`.
+    /// Requests are far smaller than the writer's buffer, so a frame is
+    /// whole in it before any of it is written.
+    pub fn send(&mut self, request: &Request) -> Result<(), fibpool_protocol::Error> {
+        debug_assert!(!self.draining, "a send on a draining worker");
         match &mut self.input {
-            Some(input) => input.send(request),
+            Some(input) => match input.send(request) {
+                Ok(_) => Ok(()),
+                Err(fibpool_protocol::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.draining = true;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
             None => Err(io::Error::from(io::ErrorKind::BrokenPipe).into()),
+        }
+    }
+
+    /// Writes out what a send left buffered, as far as the worker's input
+    /// takes it now. A worker whose input is gone stops draining: its
+    /// reader reports the end.
+    pub fn drain(&mut self) {
+        let Some(input) = &mut self.input else {
+            self.draining = false;
+            return;
+        };
+        match input.flush() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            _ => self.draining = false,
         }
     }
 
     /// Sends Shutdown and closes the worker's input, so it exits either way.
     pub fn shutdown(&mut self) {
         self.life.shutdown_sent = Some(Instant::now());
-        let _ = self.send(&Request::Shutdown);
+        if !self.draining {
+            let _ = self.send(&Request::Shutdown);
+        }
         self.input = None;
     }
 

@@ -25,13 +25,15 @@ impl Manager {
             .iter_mut()
             .filter_map(|s| s.worker.take())
             .collect();
+        // Killed rather than told: a worker still on chunks of batches that
+        // are gone (nobody wants what it computes, and it is no fault of
+        // its own), and one that never started.
+        let unwanted = |w: &Worker| !w.in_flight.is_empty() || !w.process.is_ready();
         for worker in &mut workers {
-            if worker.in_flight.is_empty() {
-                worker.process.shutdown();
-            } else {
-                // Still on chunks of batches that are gone: nobody wants
-                // what it computes, and it is no fault of its own.
+            if unwanted(worker) {
                 worker.process.kill();
+            } else {
+                worker.process.shutdown();
             }
         }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
@@ -39,7 +41,7 @@ impl Manager {
         for worker in &mut workers {
             let name = worker.name();
             let grace = deadline.saturating_duration_since(Instant::now());
-            let killed = !worker.in_flight.is_empty();
+            let killed = unwanted(worker);
             let error = match worker.process.reap(grace) {
                 Ok(_) if killed => continue,
                 Ok(status) if status.success() => continue,

@@ -102,20 +102,21 @@ impl Manager {
         w.process.life.first_result.get_or_insert(at);
         // It computes: the slot's run of failures is over.
         self.slots[slot].fruitless = 0;
+        self.slots[slot].quick = 0;
         let w = self.worker(slot);
         if w.disowned.remove(&wire) {
             // Another worker took this chunk over while this one started:
             // not counted, since the pool did not take it from here.
             return self.maybe_recycle(slot);
         }
-        w.chunks += 1;
-        w.busy_ns += busy_ns;
-
         if self.warm_up_answer(slot, wire, &values) {
             // A warm-up chunk counts for nothing, but may be what a
             // worker due for recycling was still waiting on.
             return self.maybe_recycle(slot);
         }
+        let w = self.worker(slot);
+        w.chunks += 1;
+        w.busy_ns += busy_ns;
         match self.chunks.remove(&wire) {
             // Its batch is gone (cancelled, or failed): nothing to do.
             None => {}
@@ -203,6 +204,6 @@ impl Manager {
         worker.process.shutdown();
         self.retiring.push(worker);
         self.shared.count(|c| c.recycled += 1);
-        self.pending_spawns.push_front(slot);
+        self.pending_spawns.push((slot, Instant::now()));
     }
 }

@@ -45,6 +45,17 @@ use crate::pool::worker::{Event, WorkerProcess};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a worker whose output ended gets to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
+/// The pause before starting again in a slot whose last worker failed by
+/// itself, doubled for each such failure in a row: a worker command that
+/// always fails is not restarted in a tight loop, and a passing shortage
+/// (of descriptors, of processes) has time to pass.
+const RESPAWN_BACKOFF: Duration = Duration::from_millis(100);
+/// A worker that ends with nothing in flight this soon after its handshake,
+/// having answered nothing, failed by itself; later, it was stopped (killed
+/// from outside while idle, say), and that is no mark against the slot.
+const FRUITLESS_WINDOW: Duration = Duration::from_secs(1);
+/// How often a request left half written is written on.
+const DRAIN_POLL: Duration = Duration::from_millis(1);
 /// A worker still starting this long after its spawn (about 100 times what
 /// a start takes on the project's machine) may have its chunks taken over
 /// by an idle worker.
@@ -210,6 +221,9 @@ pub(crate) fn start(
         // pool's thread exists, as fast as a start can be (starting them
         // from a thread created for it measured 0.1 ms more per worker in
         // `fibpool startup`, the spawn call 263-324 us against 168-178 us).
+        // A program that ends its main thread alone (a raw `SYS_exit`,
+        // which Rust's `main` never does) would take these workers with
+        // it; the pool replaces them as it replaces any lost worker.
         let mut manager = Manager::new(config, rx, manager_tx, shared);
         if let Err(e) = manager.start_workers() {
             manager.finish(PoolError::Dropped);
@@ -399,8 +413,12 @@ impl Worker {
 struct Slot {
     worker: Option<Worker>,
     /// Workers in a row that failed by themselves: before their handshake,
-    /// or after it without answering a chunk. An answer resets it.
+    /// or soon after it with nothing to do, not killed from outside. An
+    /// answer resets it; `retries` of them and the slot is given up.
     fruitless: u32,
+    /// Workers in a row that ended soon with nothing done, killed from
+    /// outside included: how long to wait before the next start.
+    quick: u32,
     /// Too many failed in a row: no more are started here.
     given_up: bool,
 }
@@ -456,8 +474,8 @@ struct Manager {
     unsent: VecDeque<u64>,
     next_chunk: u64,
     next_process: u64,
-    /// Slots waiting for a worker to be started.
-    pending_spawns: VecDeque<usize>,
+    /// Slots waiting for a worker to be started, and not before when.
+    pending_spawns: Vec<(usize, Instant)>,
     /// Processes a spawner thread is starting, and their early events.
     expected: HashSet<u64>,
     early: HashMap<u64, Vec<Event>>,
@@ -492,7 +510,7 @@ impl Manager {
             retry: VecDeque::new(),
             unsent: VecDeque::new(),
             next_chunk: 0,
-            pending_spawns: VecDeque::new(),
+            pending_spawns: Vec::new(),
             expected: HashSet::new(),
             early: HashMap::new(),
             retired: VecDeque::new(),
@@ -618,6 +636,7 @@ impl Manager {
                 // However many messages come, callers get their chunks.
                 self.deliver();
             }
+            self.drain();
             self.expire(Instant::now());
             self.dispatch();
             self.deliver();
@@ -625,7 +644,9 @@ impl Manager {
             if self.finish_shutdown() {
                 return;
             }
-            if let Some(slot) = self.pending_spawns.pop_front() {
+            let now = Instant::now();
+            if let Some(i) = self.pending_spawns.iter().position(|&(_, at)| at <= now) {
+                let (slot, _) = self.pending_spawns.remove(i);
                 self.respawn(slot);
                 continue;
             }

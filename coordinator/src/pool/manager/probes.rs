@@ -80,7 +80,7 @@ impl Manager {
             let Some(worker) = &mut state.worker else {
                 continue;
             };
-            if warm.sent[slot].is_some() || !worker.process.is_ready() {
+            if warm.sent[slot].is_some() || !worker.process.is_ready() || worker.process.draining {
                 continue;
             }
             let wire = self.next_chunk;
@@ -142,10 +142,12 @@ impl Manager {
                 .filter(|&s| !self.slots[s].given_up)
                 .collect();
             let idle = live.iter().all(|&s| {
-                self.slots[s]
-                    .worker
-                    .as_ref()
-                    .is_some_and(|w| w.process.is_ready() && w.in_flight.is_empty())
+                self.slots[s].worker.as_ref().is_some_and(|w| {
+                    w.process.is_ready()
+                        && w.in_flight.is_empty()
+                        && w.measuring == 0
+                        && !w.process.draining
+                })
             });
             if !idle || live.is_empty() {
                 return;
@@ -177,13 +179,13 @@ impl Manager {
                     runs,
                 });
                 let len = fibpool_protocol::codec::encoded_len(&request).unwrap_or(usize::MAX);
-                if !worker.fits(len) {
+                if worker.process.draining || !worker.fits(len) {
                     left = true;
                     break;
                 }
                 *at = probe;
                 match worker.process.send(&request) {
-                    Ok(len) => {
+                    Ok(()) => {
                         worker.wrote(None, len);
                         worker.measuring += 1;
                         ceiling.outstanding += 1;
@@ -223,11 +225,8 @@ impl Manager {
         if self.ceiling.as_ref().is_some_and(|c| c.started.is_some()) {
             let ceiling = self.ceiling.take().expect("present");
             let _ = ceiling.reply.send(Err(error()));
-            for state in &mut self.slots {
-                if let Some(w) = &mut state.worker {
-                    w.measuring = 0;
-                }
-            }
+            // The other workers' answers to it still come, and are taken as
+            // they do (their `measuring` counts them down).
         }
     }
 }

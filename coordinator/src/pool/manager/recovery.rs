@@ -37,19 +37,27 @@ impl Manager {
         self.retire(worker.stats(Some(cause.clone())));
         self.probe_lost(slot, || loss_error(name, &loss, &cause, was_ready));
 
+        // Nothing at all in flight (not even chunks of batches gone): it was
+        // idle, and what ended it was not a chunk.
+        let idle = worker.in_flight.is_empty();
+        let young = worker
+            .process
+            .life
+            .ready_at()
+            .is_none_or(|ready| ready.elapsed() < FRUITLESS_WINDOW);
         // Chunks it held that are still wanted and not taken over by
         // another worker (see `steal`).
         let mut held = std::mem::take(&mut worker.in_flight);
         held.retain(|id| self.chunks.contains_key(id) && !worker.disowned.contains(id));
+        let timed_out = matches!(loss, Loss::TaskTimeout);
+        let closed = matches!(loss, Loss::Closed);
         // Decided first, failed last: whoever waits on a failed batch may
         // look at the counts at once.
         let mut failed = None;
-        // A loss the pool cannot lay on a chunk: the worker failed by itself.
-        let mut fruitless = !was_ready;
         if was_ready {
             match loss {
-                Loss::Fault { error, chunk } => match chunk.or_else(|| held.first().copied()) {
-                    Some(wire) => {
+                Loss::Fault { error, chunk } => {
+                    if let Some(wire) = chunk.or_else(|| held.first().copied()) {
                         // The batch hears which of its chunks the fault took.
                         let error = match self.chunks.get(&wire) {
                             Some(issued) => PoolError::ChunkFailed {
@@ -60,13 +68,10 @@ impl Manager {
                             None => error,
                         };
                         failed = Some((wire, error));
-                        fruitless = worker.chunks == 0;
                     }
-                    // Misbehaving with nothing to blame: the slot pays.
-                    None => fruitless = true,
-                },
-                Loss::Closed | Loss::TaskTimeout => match held.first() {
-                    Some(&oldest) => {
+                }
+                Loss::Closed | Loss::TaskTimeout => {
+                    if let Some(&oldest) = held.first() {
                         let issued = self.chunks.get_mut(&oldest).expect("held chunks are live");
                         issued.failures += 1;
                         if issued.failures >= self.config.retries {
@@ -78,17 +83,21 @@ impl Manager {
                                 cause: cause.clone(),
                             };
                             failed = Some((oldest, error));
-                        } else {
-                            // A worker that dies before answering anything,
-                            // again and again, is not a chunk's doing.
-                            fruitless = worker.chunks == 0;
                         }
                     }
-                    None => fruitless = worker.chunks == 0,
-                },
+                }
                 Loss::HandshakeTimeout => {}
             }
         }
+        // A loss the pool cannot lay on any chunk, soon after the start: the
+        // worker failed by itself, unless something outside killed it.
+        // Deaths on chunks are the chunks' (poison, in the end); an idle
+        // worker stopped after a while was stopped.
+        let quick = !was_ready || (idle && young && worker.chunks == 0 && !timed_out);
+        let from_outside = matches!(&status, Ok(s) if killed_from_outside(*s)) && closed;
+        let fruitless = quick && !(was_ready && from_outside);
+        let state = &mut self.slots[slot];
+        state.quick = if quick { state.quick + 1 } else { 0 };
         let mut give_up = None;
         if fruitless {
             let failures = &mut self.slots[slot].fruitless;
@@ -121,7 +130,8 @@ impl Manager {
             None if self.exit => {}
             None => {
                 self.shared.count(|c| c.worker_restarts += 1);
-                self.pending_spawns.push_back(slot);
+                let at = Instant::now() + self.backoff(slot);
+                self.pending_spawns.push((slot, at));
             }
         }
         if let Some((wire, error)) = failed {
@@ -137,7 +147,18 @@ impl Manager {
         if *failures >= self.config.retries {
             self.give_up(slot, error);
         } else {
-            self.pending_spawns.push_back(slot);
+            let at = Instant::now() + self.backoff(slot);
+            self.pending_spawns.push((slot, at));
+        }
+    }
+
+    /// How long to wait before starting the next worker in `slot`: nothing
+    /// after a worker that did something, then 0.1 s, 0.2 s, ... up to 1.6 s.
+    fn backoff(&self, slot: usize) -> Duration {
+        let state = &self.slots[slot];
+        match state.quick.max(state.fruitless) {
+            0 => Duration::ZERO,
+            n => RESPAWN_BACKOFF.saturating_mul(1 << (n - 1).min(4)),
         }
     }
 
@@ -204,4 +225,14 @@ impl Manager {
         );
         stats
     }
+}
+
+/// True for an end that a signal from outside the worker brings about (an
+/// administrator, the OOM killer), rather than the worker's own exit or crash.
+fn killed_from_outside(status: std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    matches!(
+        status.signal(),
+        Some(libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGHUP | libc::SIGQUIT)
+    )
 }

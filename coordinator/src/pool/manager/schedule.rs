@@ -44,6 +44,7 @@ impl Manager {
     fn has_room(&self, w: &Worker) -> bool {
         w.in_flight.len() < self.config.in_flight
             && w.measuring == 0
+            && !w.process.draining
             && self
                 .config
                 .max_tasks_per_child
@@ -99,6 +100,13 @@ impl Manager {
     /// Sends chunk `wire` to the worker in `slot`; false, with nothing
     /// sent, when the request does not fit the worker's budget now.
     pub(super) fn send_chunk(&mut self, slot: usize, wire: u64) -> bool {
+        // Back to a worker that still holds it, taken over from it once:
+        // its copy is its own again, and nothing is written.
+        if let Some(w) = self.slots[slot].worker.as_mut()
+            && w.disowned.remove(&wire)
+        {
+            return true;
+        }
         let issued = &self.chunks[&wire];
         let request = Request::Compute(Chunk {
             id: wire,
@@ -128,7 +136,7 @@ impl Manager {
         worker.in_flight.push(wire);
         worker.assigned += 1;
         match worker.process.send(&request) {
-            Ok(len) => worker.wrote(Some(wire), len),
+            Ok(()) => worker.wrote(Some(wire), len),
             // Its reader reports the end of its output, and recovery follows.
             Err(e) if e.is_disconnect() => {}
             // Nothing was written: the coordinator's own request is at fault.
@@ -153,6 +161,13 @@ impl Manager {
     /// The first deadline a worker has: its handshake if it has not
     /// completed one, else its current chunk's task timeout.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
+        // A worker with a request half written is looked at again soon.
+        let draining = self
+            .slots
+            .iter()
+            .filter_map(|s| s.worker.as_ref())
+            .any(|w| w.process.draining)
+            .then(|| Instant::now() + DRAIN_POLL);
         let deadlines = self
             .slots
             .iter()
@@ -166,7 +181,8 @@ impl Manager {
             .filter(|w| !w.process.is_ready() && !w.in_flight.is_empty())
             .map(|w| w.process.life.spawned_at + STEAL_AFTER)
             .filter(|&at| at > Instant::now());
-        deadlines.chain(steals).min()
+        let spawns = self.pending_spawns.iter().map(|&(_, at)| at);
+        deadlines.chain(steals).chain(draining).chain(spawns).min()
     }
 
     /// A timeout too long for the clock is no deadline at all.
@@ -179,6 +195,15 @@ impl Manager {
                 .checked_add(self.config.handshake_timeout)
         } else {
             worker.busy_since?.checked_add(self.config.task_timeout?)
+        }
+    }
+
+    /// Writes out, as far as they go now, requests left half written.
+    pub(super) fn drain(&mut self) {
+        for worker in self.slots.iter_mut().filter_map(|s| s.worker.as_mut()) {
+            if worker.process.draining {
+                worker.process.drain();
+            }
         }
     }
 
