@@ -981,28 +981,38 @@ fn a_chunk_taken_over_and_handed_back_is_never_lost() {
 
 #[test]
 fn a_worker_lost_during_a_ceiling_leaves_the_others_unblamed() {
-    // Old failure: the other worker's answers to the failed ceiling were
-    // taken for measurements it was not asked for, and it was killed.
+    // Old failures: the other worker's answers to the failed ceiling were
+    // taken for measurements it was not asked for, and it was killed; then,
+    // counted against a ceiling asked for at once after it, they made its
+    // count of answers due go below zero (a panic of the pool's thread in
+    // a debug build, a wrong figure or a hang in a release one).
     let pool = std::sync::Arc::new(pool(2));
     let mut tasks = TaskList::new();
-    tasks.push_repeat(1_000_000, 40);
+    tasks.push_repeat(1_000_000, 400);
     let (tx, rx) = std::sync::mpsc::channel();
     let prober = pool.clone();
     std::thread::spawn(move || {
-        let _ = tx.send(prober.probe().ceiling(&tasks, Encoding::Raw));
+        let first = prober.probe().ceiling(&tasks, Encoding::Raw);
+        let mut small = TaskList::new();
+        small.push_repeat(100, 1000);
+        let second = prober.probe().ceiling(&small, Encoding::Raw);
+        let _ = tx.send((first, second));
     });
     let victim = pool.worker_stats()[0].pid;
     wait_until("the workers measure", Duration::from_secs(60), || {
         cpu_ticks(victim) >= 2
     });
     assert!(signal_child_of(std::process::id(), victim, libc::SIGKILL));
-    let outcome = rx
+    let (first, second) = rx
         .recv_timeout(Duration::from_secs(120))
-        .expect("the ceiling ends");
+        .expect("both ceilings end");
     assert!(
-        matches!(outcome, Err(PoolError::WorkerExited { .. })),
-        "{outcome:?}"
+        matches!(first, Err(PoolError::WorkerExited { .. })),
+        "{first:?}"
     );
+    let second = second.expect("a ceiling right after a failed one is measured");
+    assert!(second > 0.0, "{second}");
+    assert!(pool.broken().is_none(), "{:?}", pool.broken());
     assert_computes(&pool, &[10, 20]);
     assert_eq!(
         pool.counts().worker_restarts,
@@ -1015,4 +1025,42 @@ fn a_worker_lost_during_a_ceiling_leaves_the_others_unblamed() {
         1,
         "{stats:?}"
     );
+}
+
+#[test]
+fn a_worker_lost_on_a_chunk_no_one_wants_blames_no_other_chunk() {
+    // Old failure: the chunk blamed was the oldest one still wanted, so a
+    // worker that died on (or broke the protocol answering) a chunk of a
+    // map already dropped failed the next batch, which it never began.
+    for (fault, retries) in [("hang@777", 1), ("garbage@777", 3)] {
+        let dir = scratch_dir(&format!("unblamed-{retries}"));
+        let once = dir.join("once");
+        let pool = builder(1)
+            .in_flight(2)
+            .retries(retries)
+            .task_timeout(Some(Duration::from_secs(2)))
+            .worker_command(worker().env(FAULT, format!("{fault};once={}", once.display())))
+            .build()
+            .expect("the pool starts");
+        // Chunks of one. Once 1 is answered, the worker is on F(5e6) (about
+        // 0.1 s) with 777 (the fault) queued behind it, and [5] waits for
+        // room. The map is dropped long before the worker reaches 777,
+        // which is then wanted by no one; [5] is sent behind it.
+        let mut map = pool
+            .map([1u64, 5_000_000, 777])
+            .chunk_size(NonZeroU64::new(1).unwrap())
+            .buffersize(3);
+        assert_eq!(map.next().unwrap().unwrap(), oracle(&[1])[0], "{fault}");
+        let innocent = pool.submit([5]).expect("submitted");
+        drop(map);
+        assert_eq!(
+            innocent
+                .result()
+                .expect("the batch behind the fault is not blamed"),
+            oracle(&[5]),
+            "{fault}"
+        );
+        assert_eq!(pool.counts().worker_restarts, 1, "{fault}");
+        assert_computes(&pool, &[10, 20]);
+    }
 }

@@ -177,9 +177,16 @@ impl Manager {
                 w.measuring -= 1;
                 w.read_measure();
                 w.busy_ns += m.busy_ns;
-                if let Some(ceiling) = &mut self.ceiling {
+                // Only a started ceiling has sent anything: an answer for one
+                // that failed before is not this one's (a new one starts
+                // once no worker has a measurement out).
+                if let Some(ceiling) = &mut self.ceiling
+                    && ceiling.started.is_some()
+                {
                     ceiling.outstanding -= 1;
                 }
+                // Recycling waits for a worker's measurements too.
+                self.maybe_recycle(slot);
             }
             Response::Measured(m) => {
                 let what = format!("sent a measurement (id {}) it was not asked for", m.id);
@@ -197,7 +204,7 @@ impl Manager {
         let Some(worker) = &self.slots[slot].worker else {
             return;
         };
-        if worker.assigned < max || !worker.in_flight.is_empty() {
+        if worker.assigned < max || !worker.in_flight.is_empty() || worker.measuring > 0 {
             return;
         }
         let mut worker = self.slots[slot].worker.take().expect("checked");

@@ -12,6 +12,7 @@ impl Manager {
             },
             ProbeCall::WarmUp(reply) => match broken {
                 Some(cause) => drop(reply.send(Err(PoolError::Broken(cause)))),
+                None if self.warm_up.is_some() => drop(reply.send(Err(one_at_a_time("warm-up")))),
                 None => {
                     let n = self.slots.len();
                     self.warm_up = Some(WarmUp {
@@ -27,6 +28,7 @@ impl Manager {
                 reply,
             } => match broken {
                 Some(cause) => drop(reply.send(Err(PoolError::Broken(cause)))),
+                None if self.ceiling.is_some() => drop(reply.send(Err(one_at_a_time("ceiling")))),
                 None => {
                     self.ceiling = Some(Ceiling {
                         reply,
@@ -229,4 +231,8 @@ impl Manager {
             // they do (their `measuring` counts them down).
         }
     }
+}
+
+fn one_at_a_time(what: &str) -> PoolError {
+    PoolError::Config(format!("one {what} at a time: another is under way"))
 }

@@ -45,6 +45,14 @@ impl Manager {
             .life
             .ready_at()
             .is_none_or(|ready| ready.elapsed() < FRUITLESS_WINDOW);
+        // The chunk it was on (its oldest, as it computes in order), if it
+        // is still wanted: a chunk of a batch gone puts no blame on the
+        // next one, which the worker never began.
+        let current = worker
+            .in_flight
+            .first()
+            .copied()
+            .filter(|id| self.chunks.contains_key(id));
         // Chunks it held that are still wanted and not taken over by
         // another worker (see `steal`).
         let mut held = std::mem::take(&mut worker.in_flight);
@@ -57,7 +65,7 @@ impl Manager {
         if was_ready {
             match loss {
                 Loss::Fault { error, chunk } => {
-                    if let Some(wire) = chunk.or_else(|| held.first().copied()) {
+                    if let Some(wire) = chunk.or(current) {
                         // The batch hears which of its chunks the fault took.
                         let error = match self.chunks.get(&wire) {
                             Some(issued) => PoolError::ChunkFailed {
@@ -71,8 +79,8 @@ impl Manager {
                     }
                 }
                 Loss::Closed | Loss::TaskTimeout => {
-                    if let Some(&oldest) = held.first() {
-                        let issued = self.chunks.get_mut(&oldest).expect("held chunks are live");
+                    if let Some(oldest) = current {
+                        let issued = self.chunks.get_mut(&oldest).expect("checked live");
                         issued.failures += 1;
                         if issued.failures >= self.config.retries {
                             let error = PoolError::PoisonChunk {
