@@ -17,7 +17,11 @@ pub const HEADER_LEN: usize = 4;
 /// The largest payload a frame may carry: 64 MiB.
 pub const MAX_FRAME_LEN: usize = 64 << 20;
 
-const BUFFER_CAPACITY: usize = 64 << 10;
+/// What a [`FrameWriter`] buffers: a frame of at most this much, header
+/// included, is whole in its buffer before any of it is written, so a
+/// non-blocking writer that meets a full channel keeps the rest to write
+/// later and never loses any of it.
+pub const BUFFER_CAPACITY: usize = 64 << 10;
 
 /// Cheap first pass over buffered bytes: `Ok(Some(n))` when the first `n` bytes
 /// of `buf` are one complete frame, `Ok(None)` when more bytes are needed (a

@@ -29,6 +29,9 @@ pub mod message;
 pub mod packed;
 
 pub use error::{Error, FramePart, clone_io};
-pub use frame::{FrameReader, FrameWriter, HEADER_LEN, MAX_FRAME_LEN, decode_frame, encode_frame};
+pub use frame::{
+    BUFFER_CAPACITY, FrameReader, FrameWriter, HEADER_LEN, MAX_FRAME_LEN, decode_frame,
+    encode_frame,
+};
 pub use message::*;
 pub use packed::{PackedBuf, PackedValues};

@@ -359,7 +359,7 @@ impl Pool {
         let id = self.next_job();
         let len = tasks.len();
         let state = future::FutureState::new();
-        self.send(Msg::Submit(Job {
+        self.send(Msg::Submit(Box::new(Job {
             id,
             encoding: Encoding::Raw,
             source: Source::Tasks {
@@ -368,7 +368,7 @@ impl Pool {
                 size: ChunkSize::Guided { workers: self.size },
             },
             sink: Sink::Future(state.clone()),
-        }))?;
+        })))?;
         Ok(Future::new(state, self.tx.clone(), id, len))
     }
 

@@ -66,12 +66,12 @@ impl<'p> Stream<'p> {
             None => {
                 let (tx, rx) = mpsc::channel();
                 self.results = Some(rx);
-                Msg::Submit(Job {
+                Msg::Submit(Box::new(Job {
                     id: self.id,
                     encoding: self.encoding,
                     source: Source::Fed(chunks.into()),
                     sink: Sink::Stream(tx),
-                })
+                }))
             }
         };
         self.pool.send(msg)

@@ -4,11 +4,11 @@
 
 use std::io;
 use std::process::ExitStatus;
-use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use fibpool_protocol::{
-    CoordinatorHello, FrameReader, FrameWriter, PROTOCOL_VERSION, Request, Response, WorkerHello,
+    BUFFER_CAPACITY, CoordinatorHello, FrameReader, FrameWriter, PROTOCOL_VERSION, Request,
+    Response, WorkerHello,
 };
 
 use super::board::Values;
@@ -116,19 +116,24 @@ impl WorkerProcess {
     /// Starts a worker and sends it the coordinator's handshake. The worker's
     /// own handshake arrives later as an [`Event::Response`]; every event is
     /// wrapped by `wrap` for the channel it goes to.
-    pub fn spawn<M: Send + 'static>(
+    /// Starts a worker whose reader thread hands each event to `deliver`
+    /// until it returns false.
+    pub fn spawn(
         launcher: &dyn Launch,
         transport: Transport,
         connect_timeout: Duration,
         slot: usize,
         id: u64,
-        events: SyncSender<M>,
-        wrap: fn(Event) -> M,
+        deliver: impl Fn(Event) -> bool + Send + 'static,
     ) -> Result<Self, PoolError> {
         // Both start before the process, while the pipes are still empty:
         // the Hello waits in the worker's input, the reader on its output.
         let channel = |reader: Reader, writer: Writer| {
-            let mut input = FrameWriter::new(writer);
+            // Its writes do not block: no request may outgrow the buffer
+            // (they are tens of kilobytes at most), else one met by a full
+            // pipe halfway would lose its tail.
+            let mut input =
+                FrameWriter::with_max_len(writer, BUFFER_CAPACITY - fibpool_protocol::HEADER_LEN);
             // A worker that is already gone shows up as a Closed event from the reader.
             let _ = input.send(&Request::Hello(CoordinatorHello {
                 version: PROTOCOL_VERSION,
@@ -136,7 +141,7 @@ impl WorkerProcess {
             }));
             std::thread::Builder::new()
                 .name(format!("fibpool-reader-{slot}"))
-                .spawn(move || read_events(reader, id, |event| events.send(wrap(event)).is_ok()))
+                .spawn(move || read_events(reader, id, deliver))
                 .map_err(|source| PoolError::Spawn {
                     command: "a reader thread".to_owned(),
                     source,

@@ -87,7 +87,7 @@ impl Manager {
 
     /// Kills and reaps every worker still running, fails what is left with
     /// `error`, and publishes the stats. The manager's last act.
-    pub(super) fn finish(&mut self, error: PoolError) {
+    pub(super) fn finish(&mut self, error: PoolError, rx: Option<&Receiver<Msg>>) {
         self.exit = true;
         self.deliver();
         for worker in self.slots.iter_mut().filter_map(|s| s.worker.as_mut()) {
@@ -129,7 +129,7 @@ impl Manager {
         }
         // Messages no one will read: a future in one fails (its job's drop),
         // a caller waiting for a reply hears the channel close.
-        while let Ok(msg) = self.rx.try_recv() {
+        while let Some(msg) = rx.and_then(|rx| rx.try_recv().ok()) {
             drop(msg);
         }
         self.publish_stats();

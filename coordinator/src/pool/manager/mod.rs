@@ -1,8 +1,13 @@
-//! The pool's own thread, which owns the workers and every batch, as the
+//! The pool's manager, which owns the workers and every batch, as the
 //! management thread of CPython's `ProcessPoolExecutor` does: callers on any
 //! thread send it messages, the workers' reader threads send it their
-//! events, and it alone schedules, recovers and replies. It also starts
-//! every worker, so workers never die with a caller's thread.
+//! events. It lives behind a lock: a message of the steady state (a batch,
+//! its chunks, a worker's answer) that finds the lock free and nothing
+//! queued ahead of it is handled on its sender's thread, so a chunk goes
+//! out and an answer comes back without waiting for a thread to wake;
+//! anything else is queued for the pool's own thread, which alone keeps
+//! time, recovers, shuts down and starts workers, so workers never die
+//! with a caller's thread.
 //!
 //! Scheduling keeps up to `in_flight` chunks on every worker, breadth first,
 //! chunks to retry first, then batches in the order they came. A worker
@@ -16,8 +21,8 @@
 //! chunk's failure count goes up, and every chunk it held is sent again.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SendError, Sender};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -77,11 +82,84 @@ pub(crate) type JobId = u64;
 
 /// The manager's queue holds this many messages at most: callers and
 /// reader threads wait for room (backpressure), so no caller can make the
-/// coordinator's memory grow without bound.
-const QUEUE: usize = 1024;
+/// coordinator's memory grow without bound. Its slots are made with it, at
+/// the pool's start: 256 of about 100 bytes are 7 pages to fault in (1024
+/// slots of 280 bytes, 72 pages, cost `fibpool run` 0.1-0.2 ms).
+const QUEUE: usize = 256;
 
 /// Where messages to the manager go.
-pub(crate) type ToManager = mpsc::SyncSender<Msg>;
+#[derive(Clone)]
+pub(crate) struct ToManager {
+    tx: mpsc::SyncSender<Msg>,
+    core: Arc<Core>,
+}
+
+/// The manager, and what its queue holds.
+struct Core {
+    /// `None` before the manager is first started and after it finished.
+    manager: Mutex<Option<Manager>>,
+    /// Messages queued and not yet handled. While any is, no message is
+    /// handled on its sender's thread: each sender's messages are handled
+    /// in the order it sent them, whichever way they went.
+    queued: AtomicUsize,
+}
+
+impl ToManager {
+    fn new() -> (ToManager, Receiver<Msg>) {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let core = Arc::new(Core {
+            manager: Mutex::new(None),
+            queued: AtomicUsize::new(0),
+        });
+        (ToManager { tx, core }, rx)
+    }
+
+    /// Hands the manager `msg`: handled here and now when it can be, else
+    /// queued for the pool's thread (waiting for room when the queue is
+    /// full). An error only once the manager is gone.
+    pub fn send(&self, msg: Msg) -> Result<(), SendError<Msg>> {
+        match self.handle_here(msg) {
+            None => Ok(()),
+            Some(msg) => self.queue(msg),
+        }
+    }
+
+    fn queue(&self, msg: Msg) -> Result<(), SendError<Msg>> {
+        self.core.queued.fetch_add(1, Ordering::SeqCst);
+        self.tx.send(msg).inspect_err(|_| {
+            self.core.queued.fetch_sub(1, Ordering::SeqCst);
+        })
+    }
+
+    /// Handles `msg` on this thread if it is a message of the steady state,
+    /// the manager is free and in its steady state, and nothing is queued
+    /// ahead; else gives it back. Wakes the pool's thread when what was
+    /// done needs it sooner than it planned to look.
+    fn handle_here(&self, msg: Msg) -> Option<Msg> {
+        if !msg.is_steady() || self.core.queued.load(Ordering::SeqCst) > 0 {
+            return Some(msg);
+        }
+        let Ok(mut guard) = self.core.manager.try_lock() else {
+            return Some(msg);
+        };
+        let Some(manager) = guard.as_mut().filter(|m| m.steady()) else {
+            return Some(msg);
+        };
+        // Under the lock: a message queued before it was taken is still counted.
+        if self.core.queued.load(Ordering::SeqCst) > 0 {
+            return Some(msg);
+        }
+        manager.handle(msg);
+        manager.dispatch();
+        manager.deliver();
+        let wake = manager.wants_its_thread();
+        drop(guard);
+        if wake {
+            let _ = self.queue(Msg::Wake);
+        }
+        None
+    }
+}
 
 /// Messages handled in a row before the manager looks at its deadlines,
 /// probes, shutdown and respawns again.
@@ -129,9 +207,9 @@ pub(crate) enum Msg {
     Spawned {
         slot: usize,
         id: u64,
-        result: Result<WorkerProcess, PoolError>,
+        result: Result<Box<WorkerProcess>, PoolError>,
     },
-    Submit(Job),
+    Submit(Box<Job>),
     /// More chunks for a fed batch.
     Feed {
         job: JobId,
@@ -147,6 +225,20 @@ pub(crate) enum Msg {
     },
     /// The pool is dropped: kill everything now.
     Kill,
+    /// Look at the deadlines, starts and shutdown again.
+    Wake,
+}
+
+impl Msg {
+    /// The messages that may be handled on their sender's thread: none of
+    /// them waits, starts a worker or needs the pool's thread.
+    fn is_steady(&self) -> bool {
+        match self {
+            Msg::Submit(_) | Msg::Feed { .. } | Msg::Cancel(_) => true,
+            Msg::Event(event) => !matches!(event, Event::Closed { .. }),
+            _ => false,
+        }
+    }
 }
 
 /// A batch.
@@ -206,15 +298,19 @@ pub(crate) enum ProbeCall {
     ReadySeconds(Sender<Option<f64>>),
 }
 
-/// Starts the manager thread, which starts the workers. Returns once every
+/// Starts the manager and its thread, and the workers. Returns once every
 /// worker's spawn call has returned, so that a command that cannot be
 /// started at all is the build's error.
 pub(crate) fn start(
     config: Config,
     shared: Arc<Shared>,
 ) -> Result<(ToManager, JoinHandle<()>), PoolError> {
-    let (tx, rx) = mpsc::sync_channel(QUEUE);
-    let manager_tx = tx.clone();
+    let (to, rx) = ToManager::new();
+    let core = to.core.clone();
+    let thread_failed = |source| PoolError::Spawn {
+        command: "the pool's manager thread".to_owned(),
+        source,
+    };
     if on_main_thread() && config.spawn_threads <= 1 {
         // The process's main thread outlives every worker (its end is the
         // process's), so it may start them itself: back to back, before the
@@ -224,42 +320,46 @@ pub(crate) fn start(
         // A program that ends its main thread alone (a raw `SYS_exit`,
         // which Rust's `main` never does) would take these workers with
         // it; the pool replaces them as it replaces any lost worker.
-        let mut manager = Manager::new(config, rx, manager_tx, shared);
-        if let Err(e) = manager.start_workers() {
-            manager.finish(PoolError::Dropped);
+        let mut manager = Manager::new(config, to.clone(), shared);
+        if let Err(e) = manager.start_workers(&rx) {
+            manager.finish(PoolError::Dropped, Some(&rx));
             return Err(e);
         }
-        let thread = std::thread::Builder::new()
+        *lock(&core.manager) = Some(manager);
+        let served = core.clone();
+        return match std::thread::Builder::new()
             .name("fibpool-pool".into())
-            .spawn(move || {
-                manager.run();
-                manager.finish(PoolError::Dropped);
-            })
-            .map_err(|source| PoolError::Spawn {
-                command: "the pool's manager thread".to_owned(),
-                source,
-            })?;
-        return Ok((tx, thread));
+            .spawn(move || serve(&served, rx))
+        {
+            Ok(thread) => Ok((to, thread)),
+            Err(source) => {
+                if let Some(mut manager) = lock(&core.manager).take() {
+                    manager.finish(PoolError::Dropped, None);
+                }
+                Err(thread_failed(source))
+            }
+        };
     }
     let (started_tx, started_rx) = mpsc::sync_channel(1);
+    let manager_to = to.clone();
     let thread = std::thread::Builder::new()
         .name("fibpool-pool".into())
         .spawn(move || {
-            let mut manager = Manager::new(config, rx, manager_tx, shared);
-            let first = manager.start_workers();
+            let mut manager = Manager::new(config, manager_to, shared);
+            let first = manager.start_workers(&rx);
             let ok = first.is_ok();
-            let _ = started_tx.send(first);
             if ok {
-                manager.run();
+                *lock(&core.manager) = Some(manager);
+                let _ = started_tx.send(first);
+                serve(&core, rx);
+            } else {
+                manager.finish(PoolError::Dropped, Some(&rx));
+                let _ = started_tx.send(first);
             }
-            manager.finish(PoolError::Dropped);
         })
-        .map_err(|source| PoolError::Spawn {
-            command: "the pool's manager thread".to_owned(),
-            source,
-        })?;
+        .map_err(thread_failed)?;
     match started_rx.recv() {
-        Ok(Ok(())) => Ok((tx, thread)),
+        Ok(Ok(())) => Ok((to, thread)),
         Ok(Err(e)) => {
             let _ = thread.join();
             Err(e)
@@ -269,6 +369,56 @@ pub(crate) fn start(
             Err(PoolError::ManagerGone)
         }
     }
+}
+
+fn lock(manager: &Mutex<Option<Manager>>) -> std::sync::MutexGuard<'_, Option<Manager>> {
+    manager.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The pool's thread: takes the manager's turns, and between them waits
+/// for a message or its next deadline, without the lock. Finishes the
+/// manager when it is done.
+fn serve(core: &Core, rx: Receiver<Msg>) {
+    let mut got = None;
+    loop {
+        let mut guard = match core.manager.lock() {
+            Ok(guard) => guard,
+            // A panic while it was held, on a sender's thread: nothing in
+            // the manager can be trusted but its drop, which ends it all.
+            Err(poisoned) => {
+                drop(poisoned.into_inner().take());
+                return;
+            }
+        };
+        let Some(manager) = guard.as_mut() else {
+            return;
+        };
+        if let Some(msg) = got.take() {
+            core.queued.fetch_sub(1, Ordering::SeqCst);
+            manager.handle(msg);
+            manager.dispatch();
+        }
+        let Some(wait) = manager.turn(&rx, &core.queued) else {
+            if let Some(mut manager) = guard.take() {
+                drop(guard);
+                manager.finish(PoolError::Dropped, Some(&rx));
+            }
+            return;
+        };
+        manager.asleep_until = wait;
+        drop(guard);
+        got = match wait {
+            None => rx.recv().ok(),
+            Some(at) => rx
+                .recv_timeout(at.saturating_duration_since(Instant::now()))
+                .ok(),
+        };
+    }
+}
+
+/// How a worker's reader thread hands its events on.
+fn to_manager(tx: ToManager) -> impl Fn(Event) -> bool + Send + 'static {
+    move |event| tx.send(Msg::Event(event)).is_ok()
 }
 
 /// True on the process's main thread, whose end is the process's own.
@@ -457,9 +607,11 @@ struct Ceiling {
 
 struct Manager {
     config: Config,
-    rx: Receiver<Msg>,
     /// For reader threads and spawner threads.
     tx: ToManager,
+    /// When the pool's thread, waiting, will look again by itself (`None`:
+    /// only for a message).
+    asleep_until: Option<Instant>,
     shared: Arc<Shared>,
     slots: Vec<Slot>,
     /// Recycled workers told to shut down, not yet reaped.
@@ -494,13 +646,13 @@ struct Manager {
 }
 
 impl Manager {
-    fn new(config: Config, rx: Receiver<Msg>, tx: ToManager, shared: Arc<Shared>) -> Self {
+    fn new(config: Config, tx: ToManager, shared: Arc<Shared>) -> Self {
         let slots = (0..config.workers).map(|_| Slot::default()).collect();
         Manager {
             next_process: config.workers as u64,
             config,
-            rx,
             tx,
+            asleep_until: None,
             shared,
             slots,
             retiring: Vec::new(),
@@ -527,7 +679,7 @@ impl Manager {
 
     /// Starts the first worker here, or every worker from spawner threads;
     /// returns how the first spawn went.
-    fn start_workers(&mut self) -> Result<(), PoolError> {
+    fn start_workers(&mut self, rx: &Receiver<Msg>) -> Result<(), PoolError> {
         self.started = Instant::now();
         let n = self.config.workers;
         // Back to back, with the caller waiting: nothing else runs while
@@ -554,17 +706,16 @@ impl Manager {
                 timeout,
                 slot,
                 slot as u64,
-                events.clone(),
-                Msg::Event,
+                to_manager(events.clone()),
             )
         });
         let done = {
             let tx = self.tx.clone();
-            move |slot: usize, result| {
+            move |slot: usize, result: Result<WorkerProcess, PoolError>| {
                 tx.send(Msg::Spawned {
                     slot,
                     id: slot as u64,
-                    result,
+                    result: result.map(Box::new),
                 })
                 .is_ok()
             }
@@ -581,9 +732,9 @@ impl Manager {
         // Until every spawn is in, only spawners and readers send.
         let mut first_error = None;
         while !self.expected.is_empty() {
-            match self.rx.recv() {
+            match rx.recv() {
                 Ok(Msg::Spawned { slot, id, result }) => match result {
-                    Ok(process) => self.install(slot, process),
+                    Ok(process) => self.install(slot, *process),
                     Err(e) => {
                         self.expected.remove(&id);
                         self.early.remove(&id);
@@ -604,8 +755,7 @@ impl Manager {
             self.config.handshake_timeout,
             slot,
             id,
-            self.tx.clone(),
-            Msg::Event,
+            to_manager(self.tx.clone()),
         )
     }
 
@@ -619,18 +769,24 @@ impl Manager {
         }
     }
 
-    fn run(&mut self) {
-        while !self.exit {
-            // Every message waiting, each followed by a dispatch: a worker
-            // that answered gets its next chunk before anything else is
-            // looked at.
+    /// One turn of the pool's thread: every message queued, each followed by
+    /// a dispatch (a worker that answered gets its next chunk before
+    /// anything else is looked at), then deadlines, probes, shutdown and
+    /// starts. `None` once the manager is done, else when to look again
+    /// (`Some(None)`: only for a message).
+    fn turn(&mut self, rx: &Receiver<Msg>, queued: &AtomicUsize) -> Option<Option<Instant>> {
+        loop {
+            if self.exit {
+                return None;
+            }
             for _ in 0..BURST {
-                match self.rx.try_recv() {
-                    Ok(msg) => self.handle(msg),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                }
+                let Ok(msg) = rx.try_recv() else {
+                    break;
+                };
+                queued.fetch_sub(1, Ordering::SeqCst);
+                self.handle(msg);
                 if self.exit {
-                    return;
+                    return None;
                 }
                 self.dispatch();
                 // However many messages come, callers get their chunks.
@@ -642,7 +798,7 @@ impl Manager {
             self.deliver();
             self.progress_probes();
             if self.finish_shutdown() {
-                return;
+                return None;
             }
             let now = Instant::now();
             if let Some(i) = self.pending_spawns.iter().position(|&(_, at)| at <= now) {
@@ -650,17 +806,33 @@ impl Manager {
                 self.respawn(slot);
                 continue;
             }
-            let msg = match self.next_deadline() {
-                None => self.rx.recv().ok(),
-                Some(at) => self
-                    .rx
-                    .recv_timeout(at.saturating_duration_since(Instant::now()))
-                    .ok(),
-            };
-            if let Some(msg) = msg {
-                self.handle(msg);
-                self.dispatch();
-            }
+            return Some(self.next_deadline());
+        }
+    }
+
+    /// True when no probe, shutdown or start is under way: what a message
+    /// of the steady state does then needs nothing of the pool's thread
+    /// but, at most, to look at its deadlines sooner.
+    fn steady(&self) -> bool {
+        !self.exit
+            && self.shutdown.is_none()
+            && self.warm_up.is_none()
+            && self.ceiling.is_none()
+            && self.ready_waiters.is_empty()
+            && self.expected.is_empty()
+    }
+
+    /// After a message handled on its sender's thread: true when the pool's
+    /// thread has something to do before it planned to look (a deadline
+    /// sooner, a worker to start, a request to finish writing).
+    fn wants_its_thread(&self) -> bool {
+        if self.exit {
+            return true;
+        }
+        match (self.next_deadline(), self.asleep_until) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(next), Some(planned)) => next < planned,
         }
     }
 
@@ -668,14 +840,14 @@ impl Manager {
         match msg {
             Msg::Event(event) => self.on_event(event),
             Msg::Spawned { slot, id, result } => match result {
-                Ok(process) => self.install(slot, process),
+                Ok(process) => self.install(slot, *process),
                 Err(error) => {
                     self.expected.remove(&id);
                     self.early.remove(&id);
                     self.start_failed(slot, error);
                 }
             },
-            Msg::Submit(job) => self.submit(job),
+            Msg::Submit(job) => self.submit(*job),
             Msg::Feed { job, chunks } => self.feed(job, chunks),
             Msg::Cancel(job) => {
                 self.drop_job(job);
@@ -707,6 +879,7 @@ impl Manager {
                 self.shutdown.get_or_insert_with(Vec::new).push(reply);
             }
             Msg::Kill => self.exit = true,
+            Msg::Wake => {}
         }
     }
 }
@@ -716,7 +889,7 @@ impl Drop for Manager {
         // Only a panic leaves anything here: no future may wait for ever.
         if !self.jobs.is_empty() || self.slots.iter().any(|s| s.worker.is_some()) {
             let _ = self.shared.broken.set(Arc::new(PoolError::ManagerGone));
-            self.finish(PoolError::ManagerGone);
+            self.finish(PoolError::ManagerGone, None);
         }
     }
 }
@@ -794,7 +967,7 @@ mod tests {
 
     /// A manager that never starts a worker: for its bookkeeping alone.
     fn idle_manager() -> Manager {
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (tx, _rx) = ToManager::new();
         let config = Config {
             workers: 1,
             launcher: Arc::new(SpawnCommand(WorkerCommand::new("true"))),
@@ -806,7 +979,7 @@ mod tests {
             spawn_threads: 1,
             max_tasks_per_child: None,
         };
-        Manager::new(config, rx, tx, Arc::new(Shared::default()))
+        Manager::new(config, tx, Arc::new(Shared::default()))
     }
 
     fn stats(pid: u32) -> WorkerStats {
