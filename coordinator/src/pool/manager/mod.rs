@@ -379,16 +379,23 @@ fn lock(manager: &Mutex<Option<Manager>>) -> std::sync::MutexGuard<'_, Option<Ma
 /// for a message or its next deadline, without the lock. Finishes the
 /// manager when it is done.
 fn serve(core: &Core, rx: Receiver<Msg>) {
+    // However this thread ends, a panic included, the manager goes with
+    // it: its drop fails what is left and kills the workers.
+    struct Ends<'a>(&'a Core);
+    impl Drop for Ends<'_> {
+        fn drop(&mut self) {
+            // Out of the lock first: dropping it reaps the workers.
+            let manager = lock(&self.0.manager).take();
+            drop(manager);
+        }
+    }
+    let _ends = Ends(core);
     let mut got = None;
     loop {
-        let mut guard = match core.manager.lock() {
-            Ok(guard) => guard,
-            // A panic while it was held, on a sender's thread: nothing in
-            // the manager can be trusted but its drop, which ends it all.
-            Err(poisoned) => {
-                drop(poisoned.into_inner().take());
-                return;
-            }
+        // Poisoned by a panic on a sender's thread: nothing in the manager
+        // can be trusted but its drop.
+        let Ok(mut guard) = core.manager.lock() else {
+            return;
         };
         let Some(manager) = guard.as_mut() else {
             return;
