@@ -4,44 +4,60 @@ use super::*;
 
 impl Manager {
     /// Once shutdown is asked for and no batch is left that can still make
-    /// progress: tells every worker to finish, reaps them all within one
-    /// grace period, and replies. True when the manager is done.
-    pub(super) fn finish_shutdown(&mut self) -> bool {
+    /// progress: tells every worker to finish (nothing here waits, so any
+    /// thread may). True once they have been told.
+    pub(super) fn tell_shutdown(&mut self) -> bool {
+        if self.stopping.is_some() {
+            return true;
+        }
         let Some(waiters) = &self.shutdown else {
             return false;
         };
         if waiters.is_empty() || self.jobs.values().any(Entry::busy) {
             return false;
         }
-        let waiters = self.shutdown.take().expect("present");
         // Fed batches left are idle and take no more chunks: their callers
         // learn the pool is gone when they next ask.
         let idle: Vec<JobId> = self.jobs.keys().copied().collect();
         for id in idle {
             self.fail_job(id, PoolError::ShutDown);
         }
-        let mut workers: Vec<Worker> = self
+        let mut workers: Vec<(Worker, bool)> = self
             .slots
             .iter_mut()
             .filter_map(|s| s.worker.take())
+            .map(|w| {
+                // Killed rather than told: a worker still on chunks of
+                // batches that are gone (nobody wants what it computes, and
+                // it is no fault of its own), and one that never started.
+                let unwanted = !w.in_flight.is_empty() || !w.process.is_ready();
+                (w, unwanted)
+            })
             .collect();
-        // Killed rather than told: a worker still on chunks of batches that
-        // are gone (nobody wants what it computes, and it is no fault of
-        // its own), and one that never started.
-        let unwanted = |w: &Worker| !w.in_flight.is_empty() || !w.process.is_ready();
-        for worker in &mut workers {
-            if unwanted(worker) {
+        for (worker, unwanted) in &mut workers {
+            if *unwanted {
                 worker.process.kill();
             } else {
                 worker.process.shutdown();
             }
         }
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        self.stopping = Some((workers, Instant::now() + SHUTDOWN_GRACE));
+        true
+    }
+
+    /// Once the workers are told: reaps them all within one grace period,
+    /// and replies. True when the manager is done.
+    pub(super) fn finish_shutdown(&mut self) -> bool {
+        if !self.tell_shutdown() {
+            return false;
+        }
+        let (mut workers, deadline) = self.stopping.take().expect("told");
+        let waiters = self.shutdown.take().unwrap_or_default();
         let mut first_error = None;
-        for worker in &mut workers {
+        for (worker, killed) in &mut workers {
             let name = worker.name();
             let grace = deadline.saturating_duration_since(Instant::now());
-            let killed = unwanted(worker);
+            let killed = *killed;
             let error = match worker.process.reap(grace) {
                 Ok(_) if killed => continue,
                 Ok(status) if status.success() => continue,
@@ -62,7 +78,7 @@ impl Manager {
             let _ = worker.process.reap(grace);
             self.retire(worker.stats(Some("recycled".to_owned())));
         }
-        for worker in workers {
+        for (worker, _) in workers {
             self.retire(worker.stats(None));
         }
         self.publish_stats();
@@ -90,17 +106,19 @@ impl Manager {
     pub(super) fn finish(&mut self, error: PoolError, rx: Option<&Receiver<Msg>>) {
         self.exit = true;
         self.deliver();
-        for worker in self.slots.iter_mut().filter_map(|s| s.worker.as_mut()) {
-            worker.process.kill();
-        }
         for worker in &mut self.retiring {
             worker.process.kill();
         }
-        let workers: Vec<Worker> = self
+        let stopping = self.stopping.take().map(|(ws, _)| ws).unwrap_or_default();
+        let mut workers: Vec<Worker> = self
             .slots
             .iter_mut()
             .filter_map(|s| s.worker.take())
+            .chain(stopping.into_iter().map(|(w, _)| w))
             .collect();
+        for worker in &mut workers {
+            worker.process.kill();
+        }
         for mut worker in workers {
             let _ = worker.process.reap(EXIT_GRACE);
             self.retire(worker.stats(Some("killed when the pool was dropped".to_owned())));

@@ -151,6 +151,10 @@ impl ToManager {
         }
         manager.handle(msg);
         manager.dispatch();
+        manager.progress_probes();
+        // A shutdown asked for here tells the workers at once; the pool's
+        // thread reaps them.
+        manager.tell_shutdown();
         manager.deliver();
         let wake = manager.wants_its_thread();
         drop(guard);
@@ -231,10 +235,15 @@ pub(crate) enum Msg {
 
 impl Msg {
     /// The messages that may be handled on their sender's thread: none of
-    /// them waits, starts a worker or needs the pool's thread.
+    /// them waits or starts a worker.
     fn is_steady(&self) -> bool {
         match self {
-            Msg::Submit(_) | Msg::Feed { .. } | Msg::Cancel(_) => true,
+            Msg::Submit(_)
+            | Msg::Feed { .. }
+            | Msg::Cancel(_)
+            | Msg::Probe(_)
+            | Msg::Stats(_)
+            | Msg::Shutdown { .. } => true,
             Msg::Event(event) => !matches!(event, Event::Closed { .. }),
             _ => false,
         }
@@ -645,6 +654,9 @@ struct Manager {
     ready_waiters: Vec<Sender<Result<(), PoolError>>>,
     /// Set once shutdown is asked for: who waits for it.
     shutdown: Option<Vec<Sender<Result<(), PoolError>>>>,
+    /// Workers told to finish (or killed, when `true`), and by when they
+    /// must have exited.
+    stopping: Option<(Vec<(Worker, bool)>, Instant)>,
     /// Finished chunks of fed batches, not yet handed to their callers.
     outbox: Vec<(JobId, Sender<Delivery>, Delivery)>,
     exit: bool,
@@ -678,6 +690,7 @@ impl Manager {
             ceiling: None,
             ready_waiters: Vec::new(),
             shutdown: None,
+            stopping: None,
             outbox: Vec::new(),
             exit: false,
             spawners: None,
@@ -817,23 +830,19 @@ impl Manager {
         }
     }
 
-    /// True when no probe, shutdown or start is under way: what a message
-    /// of the steady state does then needs nothing of the pool's thread
-    /// but, at most, to look at its deadlines sooner.
+    /// True when neither shutdown nor the first start is under way: what a
+    /// message of the steady state does then needs nothing of the pool's
+    /// thread but, at most, to look at its deadlines sooner, or to reap the
+    /// workers of a shutdown it asked for.
     fn steady(&self) -> bool {
-        !self.exit
-            && self.shutdown.is_none()
-            && self.warm_up.is_none()
-            && self.ceiling.is_none()
-            && self.ready_waiters.is_empty()
-            && self.expected.is_empty()
+        !self.exit && self.shutdown.is_none() && self.expected.is_empty()
     }
 
     /// After a message handled on its sender's thread: true when the pool's
     /// thread has something to do before it planned to look (a deadline
     /// sooner, a worker to start, a request to finish writing).
     fn wants_its_thread(&self) -> bool {
-        if self.exit {
+        if self.exit || self.shutdown.is_some() {
             return true;
         }
         match (self.next_deadline(), self.asleep_until) {
@@ -894,7 +903,10 @@ impl Manager {
 impl Drop for Manager {
     fn drop(&mut self) {
         // Only a panic leaves anything here: no future may wait for ever.
-        if !self.jobs.is_empty() || self.slots.iter().any(|s| s.worker.is_some()) {
+        if !self.jobs.is_empty()
+            || self.slots.iter().any(|s| s.worker.is_some())
+            || self.stopping.is_some()
+        {
             let _ = self.shared.broken.set(Arc::new(PoolError::ManagerGone));
             self.finish(PoolError::ManagerGone, None);
         }
