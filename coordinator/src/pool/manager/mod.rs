@@ -139,6 +139,22 @@ impl ToManager {
         if !msg.is_steady() || self.core.queued.load(Ordering::SeqCst) > 0 {
             return Some(msg);
         }
+        // Declared before the lock's guard, so dropped after it: a panic
+        // under the lock poisons it, and the pool's thread, woken, ends
+        // the manager (rather than sleep on, with callers waiting).
+        struct WakeOnPanic<'a>(&'a ToManager);
+        impl Drop for WakeOnPanic<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    let core = &self.0.core;
+                    core.queued.fetch_add(1, Ordering::SeqCst);
+                    if self.0.tx.try_send(Msg::Wake).is_err() {
+                        core.queued.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
+        let _wake = WakeOnPanic(self);
         let Ok(mut guard) = self.core.manager.try_lock() else {
             return Some(msg);
         };
@@ -752,7 +768,11 @@ impl Manager {
         // Until every spawn is in, only spawners and readers send.
         let mut first_error = None;
         while !self.expected.is_empty() {
-            match rx.recv() {
+            let msg = rx.recv();
+            if msg.is_ok() {
+                self.tx.core.queued.fetch_sub(1, Ordering::SeqCst);
+            }
+            match msg {
                 Ok(Msg::Spawned { slot, id, result }) => match result {
                     Ok(process) => self.install(slot, *process),
                     Err(e) => {

@@ -229,7 +229,11 @@ impl Manager {
             self.slots
                 .iter()
                 .filter_map(|s| s.worker.as_ref())
-                .chain(self.stopping.iter().flat_map(|(ws, _)| ws.iter().map(|(w, _)| w)))
+                .chain(
+                    self.stopping
+                        .iter()
+                        .flat_map(|(ws, _)| ws.iter().map(|(w, _)| w)),
+                )
                 .map(|w| w.stats(None)),
         );
         stats
