@@ -63,15 +63,15 @@ fn a_worker_killed_mid_run_is_replaced_and_every_value_is_right() {
     );
 }
 
-/// Runs 0..200 in chunks of 8 on 2 workers with a fault that fires once,
-/// early (index 12 is in chunk 1, and `exit-after@3` fires on a worker's
-/// fourth chunk), and checks every value and the recovery counts. The
-/// worker it fires in holds two chunks then, whatever the timing: the chunk
-/// it was on, and the one it was sent when it answered its previous chunk,
-/// both among the 16 the run hands the pool first. Both are sent again.
-/// (Later in a run the count can be one: the run keeps 16 chunks out
-/// beyond the oldest it has not printed, and a slow worker holding that
-/// one leaves no chunk to send.)
+/// Runs 0..200 in chunks of 8 on one worker with a fault that fires once,
+/// early (index 12 is in chunk 1, and `exit-after@3` fires once a worker
+/// has answered three chunks), and checks every value and the recovery
+/// counts. The worker holds two chunks then, whatever the timing: the one
+/// it was on and the one it was sent when it answered the chunk before,
+/// both among the 8 the run hands a 1-worker pool first. Both are sent
+/// again. (With two workers the count can be one: the run keeps a window
+/// of chunks out beyond the oldest it has not printed, and a fast worker
+/// can take all of them while the slow one still holds that oldest.)
 fn survive(fault: &str, extra: &[&str], ending: &str) {
     let dir = scratch_dir(&format!(
         "fault-{}",
@@ -81,7 +81,7 @@ fn survive(fault: &str, extra: &[&str], ending: &str) {
     let once = dir.join("fired");
     let out = run(fibpool()
         .env(FAULT, format!("{fault};once={}", once.display()))
-        .args(["run", "-w", "2", "-c", "8", "--report"])
+        .args(["run", "-w", "1", "-c", "8", "--report"])
         .arg(&path)
         .args(extra)
         .arg("0..200"));
