@@ -136,6 +136,131 @@ fn an_unknown_preset_is_a_usage_error() {
     assert_eq!(out.code(), Some(2), "{}", out.stderr);
     assert_eq!(
         out.stderr,
-        "fibpool: error: unknown preset 'nope': use one of seed-100x1000, seed-1000x1000, seed-10000x100, seed-range-1000, heavy-200x200000, heavy-range-50000, or all\n"
+        "fibpool: error: unknown preset 'nope': use one of seed-100x1000, seed-1000x1000, seed-10000x100, seed-range-1000, heavy-200x200000, heavy-40x1000000, heavy-8x5000000, heavy-range-50000, or all\n"
+    );
+}
+
+/// A directory holding a module named gmpy2 with `body` as its code, for
+/// PYTHONPATH: it comes before site-packages, so the peer imports it
+/// whether or not the machine has the real gmpy2.
+fn fake_gmpy2(name: &str, body: &str) -> std::path::PathBuf {
+    let dir = scratch_dir(name);
+    std::fs::write(dir.join("gmpy2.py"), body).unwrap();
+    dir
+}
+
+/// Fast doubling in pure Python: an independent F(n) for the peer's plumbing.
+const PURE_GMPY2: &str = r#"
+def version():
+    return "pure-python"
+
+def mp_version():
+    return "no GMP"
+
+def fib(n):
+    def pair(k):
+        if k == 0:
+            return (0, 1)
+        a, b = pair(k >> 1)
+        c = a * (2 * b - a)
+        d = a * a + b * b
+        return (d, c + d) if k & 1 else (c, d)
+    return pair(n)[0]
+"#;
+
+#[test]
+fn the_gmpy2_comparison_checks_the_bytes_and_fills_its_columns() {
+    let module = fake_gmpy2("gmpy2-pure", PURE_GMPY2);
+    let json = module.join("bench.json");
+    let out = run(fibpool()
+        .env("PYTHONPATH", &module)
+        .args([
+            "bench",
+            "-w",
+            "1,2",
+            "--repeat",
+            "1",
+            "--vs-gmpy2",
+            "--report",
+        ])
+        .arg(&json)
+        .args(["0..300", "5000x3", "20000"]));
+    out.assert_success();
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let version = report["gmpy2"].as_str().unwrap();
+    assert!(
+        version.starts_with("Python 3.") && version.ends_with(", gmpy2 pure-python no GMP"),
+        "{version}"
+    );
+    let rows = report["workloads"][0]["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let f = |r: &Value, k: &str| r[k].as_f64().unwrap_or_else(|| panic!("no {k} in {r}"));
+    for r in rows {
+        let (theirs, ours) = (f(r, "gmpy2_seconds"), f(r, "fibpool_hex_process_seconds"));
+        assert!(theirs > 0.0 && ours > 0.0, "{r}");
+        close(f(r, "gmpy2_ratio"), theirs / ours, "gmpy2 / fibpool");
+        assert!(r["python_seconds"].is_null(), "no --vs-python");
+    }
+    assert!(
+        out.stdout.contains("gmpy2: Python 3.") && out.stdout.contains("bench/gmpy2_peer.py"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_gmpy2_peer_that_disagrees_fails_the_bench() {
+    let wrong = PURE_GMPY2.replace("return pair(n)[0]", "return pair(n)[0] + (n == 7)");
+    let module = fake_gmpy2("gmpy2-wrong", &wrong);
+    let out = run(fibpool().env("PYTHONPATH", &module).args([
+        "bench",
+        "-w",
+        "1",
+        "--repeat",
+        "1",
+        "--vs-gmpy2",
+        "0..10",
+    ]));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        "fibpool: error: the benchmark failed: the gmpy2 peer and fibpool run disagree on indices at -w 1: line 8 differs\n"
+    );
+}
+
+#[test]
+fn a_gmpy2_that_cannot_be_imported_is_one_line_and_the_rest_is_measured() {
+    let module = fake_gmpy2("gmpy2-missing", "raise ImportError('no gmpy2 here')\n");
+    let json = module.join("bench.json");
+    let out = run(fibpool()
+        .env("PYTHONPATH", &module)
+        .args([
+            "bench",
+            "-w",
+            "1",
+            "--repeat",
+            "1",
+            "--vs-gmpy2",
+            "--report",
+        ])
+        .arg(&json)
+        .arg("0..50"));
+    out.assert_success();
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(
+        lines[0].starts_with("fibpool: ")
+            && lines[0].ends_with(
+                " cannot import gmpy2 (install it with `pip install gmpy2`, in a venv whose python3 is first on PATH): measuring without the gmpy2 comparison"
+            ),
+        "{}",
+        lines[0]
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(report["gmpy2"].is_null());
+    let row = &report["workloads"][0]["results"][0];
+    assert!(
+        row["gmpy2_seconds"].is_null() && row["pool_seconds"].as_f64().unwrap() > 0.0,
+        "{row}"
     );
 }

@@ -1,67 +1,49 @@
 //! Fibonacci kernels on exact big integers.
 //!
-//! An isolated index uses fast doubling on the pair (F(k), L(k)) of Fibonacci
-//! and Lucas numbers: one multiplication and one squaring per bit of n, about
-//! two thirds of the multiplications of the textbook (F(k), F(k+1)) form.
-//! A run of consecutive indices is seeded the same way and stepped by additions.
+//! Two engines, each where it measured faster (docs/BENCHMARKS.md, "The
+//! arithmetic engine"):
+//!
+//! - An isolated index is computed by malachite-nz's `Natural::fibonacci`,
+//!   GMP's `mpz_fib_ui` algorithm on a library with FFT multiplication and
+//!   subquadratic radix conversion: F(10^7) in 17 ms where fast doubling on
+//!   num-bigint took 213 ms. It was faster at every index measured, from
+//!   100 up.
+//! - A run of consecutive indices is seeded by malachite's
+//!   `fibonacci_pair`, copied into num-bigint, and stepped by num-bigint's
+//!   in-place additions, which took half malachite's time near F(1000) and
+//!   nine tenths of it near F(200000).
+//!
+//! num-bigint's own fast doubling stays in [`reference`]: the baseline the
+//! engine is benchmarked against.
 
 use fibpool_protocol::Encoding;
+use malachite_base::num::arithmetic::traits::Fibonacci;
+pub use malachite_nz::natural::Natural;
 use num_bigint::BigUint;
 
-/// (F(k), L(k)) by fast doubling, using
-/// F(2k) = F(k) L(k), L(2k) = L(k)^2 - 2(-1)^k, and for an odd step
-/// F(2k+1) = (F(2k) + L(2k)) / 2, L(2k+1) = (5 F(2k) + L(2k)) / 2.
-fn fib_lucas(k: u64) -> (BigUint, BigUint) {
-    let mut f = BigUint::ZERO;
-    let mut l = BigUint::from(2u32);
-    let mut done = 0u64; // the index (f, l) currently stands at
-    for bit in (0..u64::BITS - k.leading_zeros()).rev() {
-        let f2 = &f * &l;
-        let mut l2 = &l * &l;
-        if done & 1 == 0 {
-            l2 -= 2u32;
-        } else {
-            l2 += 2u32;
-        }
-        done <<= 1;
-        (f, l) = (f2, l2);
-        if (k >> bit) & 1 == 1 {
-            let next_f = (&f + &l) >> 1u32;
-            l = (&f * 5u32 + &l) >> 1u32;
-            f = next_f;
-            done += 1;
-        }
-    }
-    (f, l)
+/// F(n).
+pub fn fib(n: u64) -> Natural {
+    Natural::fibonacci(n)
 }
 
-/// F(n) by fast doubling: O(log n) big multiplications.
-pub fn fib(n: u64) -> BigUint {
-    let k = n >> 1;
-    let (f, l) = fib_lucas(k);
-    if n & 1 == 0 {
-        // F(2k) = F(k) L(k)
-        f * l
-    } else {
-        // F(2k+1) = F(k+1) L(k) - (-1)^k, with F(k+1) = (F(k) + L(k)) / 2
-        let product = ((&f + &l) >> 1u32) * &l;
-        if k & 1 == 0 {
-            product - 1u32
-        } else {
-            product + 1u32
-        }
-    }
-}
-
-/// (F(n), F(n+1)) by fast doubling.
-pub fn fib_pair(n: u64) -> (BigUint, BigUint) {
-    let (f, l) = fib_lucas(n);
-    let next = (&f + &l) >> 1u32;
+/// (F(n), F(n+1)).
+pub fn fib_pair(n: u64) -> (Natural, Natural) {
+    let (f, prev) = Natural::fibonacci_pair(n);
+    let next = &f + &prev;
     (f, next)
 }
 
-/// F(n) by the seed's O(n) loop: the baseline fast doubling is measured
-/// against, and an independent oracle in tests.
+/// The same number as a num-bigint `BigUint`: a copy of its limbs.
+pub fn to_biguint(value: &Natural) -> BigUint {
+    let mut digits = Vec::with_capacity(value.limb_count() as usize * 2);
+    for limb in value.limbs() {
+        digits.extend([limb as u32, (limb >> 32) as u32]);
+    }
+    BigUint::new(digits)
+}
+
+/// F(n) by the seed's O(n) loop on num-bigint: the independent oracle in
+/// tests.
 pub fn fib_iterative(n: u64) -> BigUint {
     let (mut a, mut b) = (BigUint::ZERO, BigUint::from(1u32));
     for _ in 0..n {
@@ -71,19 +53,69 @@ pub fn fib_iterative(n: u64) -> BigUint {
     a
 }
 
-/// Calls `each` with F(start), F(start+1), ..., F(start+len-1): one fast
-/// doubling for the seed, then one addition per value, in place.
+/// Calls `each` with F(start), F(start+1), ..., F(start+len-1): one seed
+/// pair from the engine, then one num-bigint addition per value, in place.
 pub fn for_each_in_run(start: u64, len: u64, mut each: impl FnMut(&BigUint)) {
-    match len {
-        0 => {}
-        1 => each(&fib(start)),
-        _ => {
-            let (mut a, mut b) = fib_pair(start);
-            each(&a);
-            for _ in 1..len {
-                a += &b;
-                std::mem::swap(&mut a, &mut b);
-                each(&a);
+    if len == 0 {
+        return;
+    }
+    // (F(start), F(start-1)), with F(-1) = 1.
+    let (f, prev) = Natural::fibonacci_pair(start);
+    let (mut current, mut prev) = (to_biguint(&f), to_biguint(&prev));
+    each(&current);
+    for _ in 1..len {
+        prev += &current;
+        std::mem::swap(&mut current, &mut prev);
+        each(&current);
+    }
+}
+
+/// num-bigint's fast doubling, the kernel fibpool had before the engine:
+/// kept to be measured against.
+pub mod reference {
+    use num_bigint::BigUint;
+
+    /// (F(k), L(k)) by fast doubling, using
+    /// F(2k) = F(k) L(k), L(2k) = L(k)^2 - 2(-1)^k, and for an odd step
+    /// F(2k+1) = (F(2k) + L(2k)) / 2, L(2k+1) = (5 F(2k) + L(2k)) / 2.
+    fn fib_lucas(k: u64) -> (BigUint, BigUint) {
+        let mut f = BigUint::ZERO;
+        let mut l = BigUint::from(2u32);
+        let mut done = 0u64; // the index (f, l) currently stands at
+        for bit in (0..u64::BITS - k.leading_zeros()).rev() {
+            let f2 = &f * &l;
+            let mut l2 = &l * &l;
+            if done & 1 == 0 {
+                l2 -= 2u32;
+            } else {
+                l2 += 2u32;
+            }
+            done <<= 1;
+            (f, l) = (f2, l2);
+            if (k >> bit) & 1 == 1 {
+                let next_f = (&f + &l) >> 1u32;
+                l = (&f * 5u32 + &l) >> 1u32;
+                f = next_f;
+                done += 1;
+            }
+        }
+        (f, l)
+    }
+
+    /// F(n) by fast doubling on num-bigint: O(log n) big multiplications.
+    pub fn fib(n: u64) -> BigUint {
+        let k = n >> 1;
+        let (f, l) = fib_lucas(k);
+        if n & 1 == 0 {
+            // F(2k) = F(k) L(k)
+            f * l
+        } else {
+            // F(2k+1) = F(k+1) L(k) - (-1)^k, with F(k+1) = (F(k) + L(k)) / 2
+            let product = ((&f + &l) >> 1u32) * &l;
+            if k & 1 == 0 {
+                product - 1u32
+            } else {
+                product + 1u32
             }
         }
     }
@@ -168,51 +200,90 @@ pub fn encode_run(mut start: u64, mut len: u64, encoding: Encoding, sink: &mut i
         start += 1;
         len -= 1;
     }
-    if len == 0 {
-        return;
-    }
-    if encoding != Encoding::Decimal || len < 2 {
-        return for_each_in_run(start, len, |v| {
-            encode_into(v, encoding, sink.buffer());
+    match len {
+        0 => {}
+        1 => {
+            encode_into(&fib(start), encoding, sink.buffer());
             sink.end_value();
-        });
-    }
-    let (a, b) = fib_pair(start);
-    let (mut a, mut b) = (Decimal::from(&a), Decimal::from(&b));
-    a.write_ascii(sink.buffer());
-    sink.end_value();
-    for _ in 1..len {
-        a.add_assign(&b);
-        std::mem::swap(&mut a, &mut b);
-        a.write_ascii(sink.buffer());
-        sink.end_value();
+        }
+        _ if encoding == Encoding::Decimal => {
+            let (a, prev) = Natural::fibonacci_pair(start);
+            let (mut a, mut b) = (Decimal::from(&a), Decimal::from(&(&a + &prev)));
+            a.write_ascii(sink.buffer());
+            sink.end_value();
+            for _ in 1..len {
+                a.add_assign(&b);
+                std::mem::swap(&mut a, &mut b);
+                a.write_ascii(sink.buffer());
+                sink.end_value();
+            }
+        }
+        _ => for_each_in_run(start, len, |v| {
+            encode_limbs(v.iter_u64_digits(), encoding, sink.buffer());
+            sink.end_value();
+        }),
     }
 }
 
 /// The bytes a value travels as: little-endian magnitude, or lowercase digits.
-pub fn encode(value: &BigUint, encoding: Encoding) -> Vec<u8> {
+pub fn encode(value: &Natural, encoding: Encoding) -> Vec<u8> {
     let mut out = Vec::new();
     encode_into(value, encoding, &mut out);
     out
 }
 
-/// [`encode`], appending to `out`.
-pub fn encode_into(value: &BigUint, encoding: Encoding, out: &mut Vec<u8>) {
+/// [`encode`], appending to `out`. Decimal by malachite's divide and
+/// conquer conversion.
+pub fn encode_into(value: &Natural, encoding: Encoding, out: &mut Vec<u8>) {
+    use std::io::Write;
     match encoding {
-        // Whole limbs, not `to_bytes_le`, which goes a byte at a time:
-        // 50000 values of a range took 102 ms that way and 13 ms this way.
+        // Writing to a Vec cannot fail.
+        Encoding::Decimal => drop(write!(out, "{value}")),
+        Encoding::Raw | Encoding::Hex => encode_limbs(value.limbs(), encoding, out),
+    }
+}
+
+/// A value given by its 64-bit limbs, least significant first, as raw
+/// bytes or hex digits: whole limbs at a time (num-bigint's `to_bytes_le`
+/// goes a byte at a time: 50000 values of a range took 102 ms that way and
+/// 13 ms this way). Decimal goes through a [`Natural`].
+pub fn encode_limbs(
+    limbs: impl DoubleEndedIterator<Item = u64> + ExactSizeIterator,
+    encoding: Encoding,
+    out: &mut Vec<u8>,
+) {
+    match encoding {
         Encoding::Raw => {
             let start = out.len();
-            out.reserve(value.bits().div_ceil(8) as usize + 8);
-            for limb in value.iter_u64_digits() {
+            out.reserve(limbs.len() * 8);
+            for limb in limbs {
                 out.extend_from_slice(&limb.to_le_bytes());
             }
             while out.len() > start && out.last() == Some(&0) {
                 out.pop();
             }
         }
-        Encoding::Decimal => out.extend_from_slice(value.to_str_radix(10).as_bytes()),
-        Encoding::Hex => out.extend_from_slice(value.to_str_radix(16).as_bytes()),
+        Encoding::Hex => {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            out.reserve(limbs.len() * 16);
+            let mut limbs = limbs.rev().skip_while(|&l| l == 0).peekable();
+            let Some(&top) = limbs.peek() else {
+                out.push(b'0');
+                return;
+            };
+            // The top limb without its leading zeros, the rest in full.
+            let mut width = 16 - top.leading_zeros() as usize / 4;
+            for limb in limbs {
+                for shift in (0..width).rev() {
+                    out.push(DIGITS[(limb >> (4 * shift)) as usize & 15]);
+                }
+                width = 16;
+            }
+        }
+        Encoding::Decimal => {
+            let limbs: Vec<u64> = limbs.collect();
+            encode_into(&Natural::from_owned_limbs_asc(limbs), encoding, out)
+        }
     }
 }
 
@@ -247,9 +318,9 @@ fn nine_digits(mut n: u32) -> [u8; 9] {
     out
 }
 
-impl From<&BigUint> for Decimal {
-    fn from(value: &BigUint) -> Self {
-        let text = value.to_str_radix(10).into_bytes();
+impl From<&Natural> for Decimal {
+    fn from(value: &Natural) -> Self {
+        let text = value.to_string().into_bytes();
         let limbs = text
             .rchunks(LIMB_DIGITS)
             .map(|digits| {
@@ -313,12 +384,23 @@ fn run_values(start: u64, len: u64, encoding: Encoding) -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// The engine's F(n) as num-bigint's, to compare with the oracles.
+    fn fib_big(n: u64) -> BigUint {
+        to_biguint(&fib(n))
+    }
+
     #[test]
-    fn fast_doubling_matches_iteration_for_small_n() {
+    fn the_engine_matches_iteration_for_small_n() {
         let (mut a, mut b) = (BigUint::ZERO, BigUint::from(1u32));
         for n in 0..2000u64 {
-            assert_eq!(fib(n), a, "fib({n})");
-            assert_eq!(fib_pair(n), (a.clone(), b.clone()), "fib_pair({n})");
+            assert_eq!(fib_big(n), a, "fib({n})");
+            let (f, next) = fib_pair(n);
+            assert_eq!(
+                (to_biguint(&f), to_biguint(&next)),
+                (a.clone(), b.clone()),
+                "fib_pair({n})"
+            );
+            assert_eq!(reference::fib(n), a, "reference::fib({n})");
             a += &b;
             std::mem::swap(&mut a, &mut b);
         }
@@ -328,9 +410,23 @@ mod tests {
     fn known_values() {
         // From the seed's example: F(100) = 354224848179261915075.
         assert_eq!(fib(100).to_string(), "354224848179261915075");
-        assert_eq!(fib(0), BigUint::ZERO);
-        assert_eq!(fib(1), BigUint::from(1u32));
-        assert_eq!(fib(93), BigUint::from(12200160415121876738u64));
+        assert_eq!(fib_big(0), BigUint::ZERO);
+        assert_eq!(fib_big(1), BigUint::from(1u32));
+        assert_eq!(fib_big(93), BigUint::from(12200160415121876738u64));
+    }
+
+    #[test]
+    fn conversion_to_num_bigint_copies_every_limb() {
+        for n in [0u64, 1, 93, 94, 186, 187, 1000, 4321] {
+            let v = fib(n);
+            let raw = oracle_encoding(&to_biguint(&v), Encoding::Raw);
+            assert_eq!(raw, encode(&v, Encoding::Raw), "F({n})");
+        }
+        assert_eq!(
+            to_biguint(&Natural::from(u64::MAX)),
+            BigUint::from(u64::MAX)
+        );
+        assert_eq!(to_biguint(&Natural::from(0u32)), BigUint::ZERO);
     }
 
     #[test]
@@ -352,11 +448,11 @@ mod tests {
             SMALL[SMALL_MAX as usize].to_string(),
             fib(SMALL_MAX).to_string()
         );
-        assert!(fib(SMALL_MAX + 1).bits() > 128, "F(187) would not fit");
+        assert!(fib_big(SMALL_MAX + 1).bits() > 128, "F(187) would not fit");
         for encoding in [Encoding::Raw, Encoding::Decimal, Encoding::Hex] {
             let got = run_values(0, SMALL_MAX + 20, encoding);
             let want: Vec<_> = (0..SMALL_MAX + 20)
-                .map(|n| encode(&fib_iterative(n), encoding))
+                .map(|n| oracle_encoding(&fib_iterative(n), encoding))
                 .collect();
             assert_eq!(got, want, "{encoding:?}");
         }
@@ -364,14 +460,35 @@ mod tests {
         assert_eq!(got, [encode(&fib(180), Encoding::Raw)]);
     }
 
+    /// num-bigint's own encoding of a value: the oracle for the engine's.
+    pub(super) fn oracle_encoding(value: &BigUint, encoding: Encoding) -> Vec<u8> {
+        match encoding {
+            // num-bigint writes zero as one 0 byte; the wire's raw zero is empty.
+            Encoding::Raw if *value == BigUint::ZERO => Vec::new(),
+            Encoding::Raw => value.to_bytes_le(),
+            Encoding::Decimal => value.to_str_radix(10).into_bytes(),
+            Encoding::Hex => value.to_str_radix(16).into_bytes(),
+        }
+    }
+
     #[test]
-    fn decimal_runs_match_radix_conversion() {
-        for (start, len) in [(0, 2), (0, 200), (90, 10), (1000, 3), (54_321, 25)] {
-            let got = run_values(start, len, Encoding::Decimal);
-            let want: Vec<_> = (start..start + len)
-                .map(|n| fib_iterative(n).to_string().into_bytes())
-                .collect();
-            assert_eq!(got, want, "run {start}+{len}");
+    fn every_encoding_of_runs_matches_num_bigint() {
+        for encoding in [Encoding::Raw, Encoding::Decimal, Encoding::Hex] {
+            for (start, len) in [
+                (0, 2),
+                (0, 200),
+                (90, 10),
+                (186, 2),
+                (1000, 3),
+                (54_321, 25),
+                (7000, 1),
+            ] {
+                let got = run_values(start, len, encoding);
+                let want: Vec<_> = (start..start + len)
+                    .map(|n| oracle_encoding(&fib_iterative(n), encoding))
+                    .collect();
+                assert_eq!(got, want, "run {start}+{len} {encoding:?}");
+            }
         }
     }
 
@@ -380,14 +497,38 @@ mod tests {
         let v = fib(100);
         assert_eq!(encode(&v, Encoding::Decimal), b"354224848179261915075");
         assert_eq!(encode(&v, Encoding::Hex), b"1333db76a7c594bfc3");
-        assert_eq!(BigUint::from_bytes_le(&encode(&v, Encoding::Raw)), v);
+        assert_eq!(
+            BigUint::from_bytes_le(&encode(&v, Encoding::Raw)),
+            fib_iterative(100)
+        );
         for n in [1u64, 2, 93, 94, 1000, 4321, 20000] {
             let v = fib(n);
-            assert_eq!(encode(&v, Encoding::Raw), v.to_bytes_le(), "F({n})");
+            let oracle = fib_iterative(n);
+            for encoding in [Encoding::Raw, Encoding::Decimal, Encoding::Hex] {
+                assert_eq!(
+                    encode(&v, encoding),
+                    oracle_encoding(&oracle, encoding),
+                    "F({n}) {encoding:?}"
+                );
+            }
         }
-        assert_eq!(encode(&BigUint::ZERO, Encoding::Raw), b"");
-        assert_eq!(encode(&BigUint::ZERO, Encoding::Decimal), b"0");
-        assert_eq!(encode(&BigUint::ZERO, Encoding::Hex), b"0");
+        let zero = Natural::from(0u32);
+        assert_eq!(encode(&zero, Encoding::Raw), b"");
+        assert_eq!(encode(&zero, Encoding::Decimal), b"0");
+        assert_eq!(encode(&zero, Encoding::Hex), b"0");
+        // Limbs with high zeros, as a caller may hand them.
+        let mut out = Vec::new();
+        encode_limbs([0x1fu64, 0, 0].into_iter(), Encoding::Hex, &mut out);
+        assert_eq!(out, b"1f");
+        out.clear();
+        encode_limbs([5u64, 1 << 60].into_iter(), Encoding::Hex, &mut out);
+        assert_eq!(out, b"10000000000000000000000000000005");
+        out.clear();
+        encode_limbs([0u64, 1].into_iter(), Encoding::Decimal, &mut out);
+        assert_eq!(out, b"18446744073709551616");
+        out.clear();
+        encode_limbs(std::iter::empty(), Encoding::Hex, &mut out);
+        assert_eq!(out, b"0");
     }
 
     #[test]
@@ -410,15 +551,51 @@ mod tests {
 
 #[cfg(test)]
 mod properties {
+    use super::tests::oracle_encoding;
     use super::*;
     use proptest::prelude::*;
+
+    /// Indices whose values straddle the engine's multiplication thresholds:
+    /// from one limb to FFT sizes (F(n) has about 0.694 n bits).
+    fn straddling() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0u64..2_000,
+            2_000u64..60_000,
+            60_000u64..600_000,
+            600_000u64..3_000_000
+        ]
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
 
         #[test]
-        fn fast_doubling_matches_iteration_for_large_n(n in 2_000u64..60_000) {
-            prop_assert_eq!(fib(n), fib_iterative(n));
+        fn the_engine_matches_iteration_for_large_n(n in 2_000u64..60_000) {
+            prop_assert_eq!(to_biguint(&fib(n)), fib_iterative(n));
+        }
+
+        #[test]
+        fn the_engine_matches_num_bigint_fast_doubling(n in straddling()) {
+            prop_assert_eq!(to_biguint(&fib(n)), reference::fib(n));
+        }
+
+        #[test]
+        fn products_and_squares_match_num_bigint(a in straddling(), b in straddling()) {
+            // Operands of unequal and equal sizes through every
+            // multiplication algorithm of both libraries.
+            let (x, y) = (fib(a), fib(b));
+            let (bx, by) = (to_biguint(&x), to_biguint(&y));
+            prop_assert_eq!(to_biguint(&(&x * &y)), &bx * &by);
+            prop_assert_eq!(to_biguint(&(&x * &x)), &bx * &bx);
+        }
+
+        #[test]
+        fn every_encoding_matches_num_bigint(n in straddling()) {
+            let v = fib(n);
+            let oracle = reference::fib(n);
+            for encoding in [Encoding::Raw, Encoding::Decimal, Encoding::Hex] {
+                prop_assert_eq!(encode(&v, encoding), oracle_encoding(&oracle, encoding), "F({}) {:?}", n, encoding);
+            }
         }
 
         #[test]
@@ -426,7 +603,7 @@ mod properties {
             let got = run_values(start, len, Encoding::Decimal);
             prop_assert_eq!(got.len() as u64, len);
             for (n, v) in (start..).zip(got) {
-                prop_assert_eq!(v, fib(n).to_str_radix(10).into_bytes(), "F({})", n);
+                prop_assert_eq!(v, reference::fib(n).to_str_radix(10).into_bytes(), "F({})", n);
             }
         }
 
@@ -438,16 +615,16 @@ mod properties {
             let lhs = &f_prev * &f_next;
             let square = &f * &f;
             if n % 2 == 0 {
-                prop_assert_eq!(lhs, square + 1u32);
+                prop_assert_eq!(lhs, square + Natural::from(1u32));
             } else {
-                prop_assert_eq!(lhs + 1u32, square);
+                prop_assert_eq!(lhs + Natural::from(1u32), square);
             }
         }
 
         #[test]
         fn doubling_identity(n in 0u64..2_000_000) {
             // F(2n) = F(n) (2 F(n+1) - F(n)): the textbook doubling step,
-            // which the Lucas-number kernel does not use.
+            // which neither kernel uses.
             let (f, f_next) = fib_pair(n);
             prop_assert_eq!(fib(2 * n), &f * ((&f_next << 1u32) - &f));
         }

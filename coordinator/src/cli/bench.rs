@@ -12,7 +12,7 @@ use super::{check_workers, create_report, usage, worker_command};
 use fibpool_coordinator::default_workers;
 use fibpool_coordinator::input::DEFAULT_MAX_INDEX;
 use fibpool_coordinator::measure::bench::{
-    BenchPlan, PRESETS, Workload, find_python, measure, preset, steps,
+    BenchPlan, PRESETS, Workload, find_gmpy2, find_python, measure, preset, steps,
 };
 use fibpool_coordinator::report::plot;
 
@@ -42,7 +42,13 @@ pub struct BenchArgs {
     #[arg(long)]
     vs_python: bool,
 
-    /// Runs of the Python comparison [default: as --repeat]
+    /// Also time the gmpy2 peer (bench/gmpy2_peer.py: GMP's Fibonacci on a
+    /// ProcessPoolExecutor) against a whole `fibpool run --output hex`, after
+    /// checking that both write the same bytes
+    #[arg(long)]
+    vs_gmpy2: bool,
+
+    /// Runs of the Python and gmpy2 comparisons [default: as --repeat]
     #[arg(long, value_name = "R")]
     python_repeat: Option<usize>,
 
@@ -99,6 +105,17 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     } else {
         None
     };
+    let gmpy2 = if args.vs_gmpy2 {
+        match find_gmpy2(args.python_repeat.unwrap_or(args.repeat)) {
+            Ok(peer) => Some(peer),
+            Err(why) => {
+                eprintln!("fibpool: {why}: measuring without the gmpy2 comparison");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let plan = BenchPlan {
         workloads,
         workers,
@@ -106,6 +123,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         command,
         fibpool: std::env::current_exe().context("cannot find this program")?,
         python,
+        gmpy2,
     };
     let mut progress = Progress::new(steps(&plan), "bench");
     let report = measure(&plan, || progress.inc(1)).context("the benchmark failed")?;

@@ -16,8 +16,9 @@ use crate::report::{BenchReport, BenchRow, BenchWorkload};
 use crate::stats::{amdahl_speedup, karp_flatt, median};
 use crate::{Pool, PoolError, RunOptions, TaskList, WorkerCommand};
 
-/// The Python peer, embedded so that an installed `fibpool` can run it.
+/// The Python peers, embedded so that an installed `fibpool` can run them.
 const PYTHON_PEER: &str = include_str!("../../../bench/python_peer.py");
+const GMPY2_PEER: &str = include_str!("../../../bench/gmpy2_peer.py");
 
 /// A named batch.
 pub struct Preset {
@@ -58,6 +59,16 @@ pub const PRESETS: &[Preset] = &[
         name: "heavy-200x200000",
         description: "200 distinct indices near 200000",
         build: || near(200_000, 200),
+    },
+    Preset {
+        name: "heavy-40x1000000",
+        description: "40 distinct indices near 10^6",
+        build: || near(1_000_000, 40),
+    },
+    Preset {
+        name: "heavy-8x5000000",
+        description: "8 distinct indices near 5x10^6",
+        build: || near(5_000_000, 8),
     },
     Preset {
         name: "heavy-range-50000",
@@ -109,6 +120,8 @@ pub struct BenchPlan {
     /// This program, for whole-process runs against the Python peer.
     pub fibpool: PathBuf,
     pub python: Option<PythonPeer>,
+    /// The gmpy2 peer, against a whole `fibpool run --output hex`.
+    pub gmpy2: Option<PythonPeer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +133,12 @@ pub enum BenchError {
         what: String,
         #[source]
         source: io::Error,
+    },
+    #[error("the gmpy2 peer and fibpool run disagree on {workload} at -w {workers}: {detail}")]
+    Mismatch {
+        workload: String,
+        workers: usize,
+        detail: String,
     },
     #[error("{what} failed ({status}): {stderr}")]
     Failed {
@@ -152,16 +171,45 @@ pub fn find_python(repeat: usize) -> Option<PythonPeer> {
 }
 
 /// Steps of progress a plan takes, for a progress bar.
+/// Finds a Python 3 interpreter, as [`find_python`] does, that can import
+/// gmpy2; else says why not, in one line.
+pub fn find_gmpy2(repeat: usize) -> Result<PythonPeer, String> {
+    let Some(mut peer) = find_python(repeat) else {
+        return Err("python3 not found".to_owned());
+    };
+    let out = Command::new(&peer.interpreter)
+        .args([
+            "-c",
+            "import gmpy2; print(gmpy2.version(), gmpy2.mp_version())",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", peer.interpreter.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} cannot import gmpy2 (install it with `pip install gmpy2`, in a venv whose python3 is first on PATH)",
+            peer.interpreter.display()
+        ));
+    }
+    let versions = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    peer.version = format!("{}, gmpy2 {versions}", peer.version);
+    Ok(peer)
+}
+
 pub fn steps(plan: &BenchPlan) -> u64 {
     let python = plan.python.as_ref().map_or(0, |p| 2 * p.repeat);
+    // One untimed pair checks that the outputs agree.
+    let gmpy2 = plan.gmpy2.as_ref().map_or(0, |p| 2 * (p.repeat + 1));
     (plan.workloads.len()
-        * (plan.repeat * (1 + 2 * plan.workers.len()) + plan.workers.len() * python)) as u64
+        * (plan.repeat * (1 + 2 * plan.workers.len()) + plan.workers.len() * (python + gmpy2)))
+        as u64
 }
 
 /// Runs the plan; `tick` is called once per step.
 pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, BenchError> {
     let scratch = Scratch::new()?;
     let script = scratch.file("python_peer.py", PYTHON_PEER.as_bytes())?;
+    let gmpy2_script = scratch.file("gmpy2_peer.py", GMPY2_PEER.as_bytes())?;
     let mut workloads = Vec::new();
     for (w, workload) in plan.workloads.iter().enumerate() {
         let indices: String = workload.tasks.iter().map(|n| format!("{n}\n")).collect();
@@ -201,7 +249,51 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
                 processes.push((median(&py), median(&fib)));
             }
         }
-        workloads.push(summarise(plan, workload, &sequential, &pools, &processes));
+        let mut gmp_processes = Vec::new();
+        if let Some(gmpy2) = &plan.gmpy2 {
+            for &n in &plan.workers {
+                let peer = || {
+                    let mut peer = Command::new(&gmpy2.interpreter);
+                    peer.arg(&gmpy2_script)
+                        .args(["--workers", &n.to_string(), "--input"])
+                        .arg(&input);
+                    peer
+                };
+                let run = || {
+                    let mut run = Command::new(&plan.fibpool);
+                    run.args(["run", "-w", &n.to_string(), "--output", "hex", "--input"])
+                        .arg(&input);
+                    run
+                };
+                let theirs = process_output("the gmpy2 peer", peer())?;
+                tick();
+                let ours = process_output("fibpool run", run())?;
+                tick();
+                if let Some(detail) = first_difference(&theirs, &ours) {
+                    return Err(BenchError::Mismatch {
+                        workload: workload.name.clone(),
+                        workers: n,
+                        detail,
+                    });
+                }
+                let (mut gmp, mut fib) = (Vec::new(), Vec::new());
+                for _ in 0..gmpy2.repeat {
+                    gmp.push(time_process("the gmpy2 peer", peer())?);
+                    tick();
+                    fib.push(time_process("fibpool run", run())?);
+                    tick();
+                }
+                gmp_processes.push((median(&gmp), median(&fib)));
+            }
+        }
+        workloads.push(summarise(
+            plan,
+            workload,
+            &sequential,
+            &pools,
+            &processes,
+            &gmp_processes,
+        ));
     }
     Ok(BenchReport {
         workers: plan.workers.clone(),
@@ -211,6 +303,7 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
             .python
             .as_ref()
             .map(|p| format!("Python {}", p.version)),
+        gmpy2: plan.gmpy2.as_ref().map(|p| format!("Python {}", p.version)),
         workloads,
     })
 }
@@ -283,10 +376,20 @@ fn ceiling_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<f64, P
 }
 
 fn time_process(what: &str, mut command: Command) -> Result<f64, BenchError> {
+    command.stdout(Stdio::null());
+    run_process(what, command).map(|(seconds, _)| seconds)
+}
+
+/// What the process wrote to its stdout.
+fn process_output(what: &str, mut command: Command) -> Result<Vec<u8>, BenchError> {
+    command.stdout(Stdio::piped());
+    run_process(what, command).map(|(_, stdout)| stdout)
+}
+
+fn run_process(what: &str, mut command: Command) -> Result<(f64, Vec<u8>), BenchError> {
     let start = Instant::now();
     let out = command
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
         .map_err(|source| BenchError::Run {
@@ -301,7 +404,25 @@ fn time_process(what: &str, mut command: Command) -> Result<f64, BenchError> {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });
     }
-    Ok(seconds)
+    Ok((seconds, out.stdout))
+}
+
+/// Where two outputs first differ, in lines, or `None` when they are the same.
+fn first_difference(theirs: &[u8], ours: &[u8]) -> Option<String> {
+    if theirs == ours {
+        return None;
+    }
+    let (a, b) = (theirs.split(|&c| c == b'\n'), ours.split(|&c| c == b'\n'));
+    let differs = a.zip(b).position(|(x, y)| x != y);
+    let count = |o: &[u8]| o.iter().filter(|&&c| c == b'\n').count();
+    Some(match differs {
+        Some(line) => format!("line {} differs", line + 1),
+        None => format!(
+            "the peer wrote {} lines, fibpool {}",
+            count(theirs),
+            count(ours)
+        ),
+    })
 }
 
 fn summarise(
@@ -310,6 +431,7 @@ fn summarise(
     sequential: &[f64],
     pools: &[Vec<PoolSample>],
     processes: &[(f64, f64)],
+    gmp_processes: &[(f64, f64)],
 ) -> BenchWorkload {
     let seq = median(sequential);
     let mut rows: Vec<BenchRow> = plan
@@ -348,6 +470,9 @@ fn summarise(
                 python_seconds: processes.get(i).map(|p| p.0),
                 fibpool_process_seconds: processes.get(i).map(|p| p.1),
                 python_ratio: processes.get(i).map(|p| p.0 / p.1),
+                gmpy2_seconds: gmp_processes.get(i).map(|p| p.0),
+                fibpool_hex_process_seconds: gmp_processes.get(i).map(|p| p.1),
+                gmpy2_ratio: gmp_processes.get(i).map(|p| p.0 / p.1),
             }
         })
         .collect();
@@ -487,9 +612,13 @@ mod tests {
                 ("seed-10000x100", 10_000),
                 ("seed-range-1000", 1000),
                 ("heavy-200x200000", 200),
+                ("heavy-40x1000000", 40),
+                ("heavy-8x5000000", 8),
                 ("heavy-range-50000", 50_000),
             ]
         );
+        let heavy: Vec<u64> = preset("heavy-8x5000000").unwrap().tasks().iter().collect();
+        assert_eq!(heavy, (0..8).map(|j| 4_999_992 + 2 * j).collect::<Vec<_>>());
         assert_eq!(
             preset("heavy-range-50000").unwrap().tasks().runs().count(),
             1

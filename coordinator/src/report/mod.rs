@@ -373,6 +373,12 @@ pub struct BenchRow {
     pub fibpool_process_seconds: Option<f64>,
     /// `python_seconds / fibpool_process_seconds`.
     pub python_ratio: Option<f64>,
+    /// The gmpy2 peer, a whole process, and a whole `fibpool run --output
+    /// hex` process writing the same bytes, when measured.
+    pub gmpy2_seconds: Option<f64>,
+    pub fibpool_hex_process_seconds: Option<f64>,
+    /// `gmpy2_seconds / fibpool_hex_process_seconds`.
+    pub gmpy2_ratio: Option<f64>,
 }
 
 /// `fibpool bench` for one workload.
@@ -401,6 +407,8 @@ pub struct BenchReport {
     pub worker_command: String,
     /// The Python version compared against, when one was.
     pub python: Option<String>,
+    /// The Python and gmpy2 versions of the gmpy2 peer, when it ran.
+    pub gmpy2: Option<String>,
     pub workloads: Vec<BenchWorkload>,
 }
 
@@ -454,6 +462,9 @@ impl BenchReport {
                         ("python", opt(r.python_seconds, &seconds)),
                         ("fibpool", opt(r.fibpool_process_seconds, &seconds)),
                         ("py/fib", opt(r.python_ratio, &|x| format!("{x:.0}x"))),
+                        ("gmpy2", opt(r.gmpy2_seconds, &seconds)),
+                        ("fib hex", opt(r.fibpool_hex_process_seconds, &seconds)),
+                        ("gmpy2/fib", opt(r.gmpy2_ratio, &|x| format!("{x:.2}x"))),
                     ]
                 })
                 .collect();
@@ -462,6 +473,9 @@ impl BenchReport {
         }
         if let Some(python) = &self.python {
             out += &format!("python: {python}, the peer in bench/python_peer.py\n");
+        }
+        if let Some(gmpy2) = &self.gmpy2 {
+            out += &format!("gmpy2: {gmpy2}, the peer in bench/gmpy2_peer.py\n");
         }
         out
     }
