@@ -170,7 +170,6 @@ pub fn find_python(repeat: usize) -> Option<PythonPeer> {
     })
 }
 
-/// Steps of progress a plan takes, for a progress bar.
 /// Finds a Python 3 interpreter, as [`find_python`] does, that can import
 /// gmpy2; else says why not, in one line.
 pub fn find_gmpy2(repeat: usize) -> Result<PythonPeer, String> {
@@ -196,6 +195,7 @@ pub fn find_gmpy2(repeat: usize) -> Result<PythonPeer, String> {
     Ok(peer)
 }
 
+/// Steps of progress a plan takes, for a progress bar.
 pub fn steps(plan: &BenchPlan) -> u64 {
     let python = plan.python.as_ref().map_or(0, |p| 2 * p.repeat);
     // One untimed pair checks that the outputs agree.
@@ -412,17 +412,18 @@ fn first_difference(theirs: &[u8], ours: &[u8]) -> Option<String> {
     if theirs == ours {
         return None;
     }
-    let (a, b) = (theirs.split(|&c| c == b'\n'), ours.split(|&c| c == b'\n'));
-    let differs = a.zip(b).position(|(x, y)| x != y);
     let count = |o: &[u8]| o.iter().filter(|&&c| c == b'\n').count();
-    Some(match differs {
-        Some(line) => format!("line {} differs", line + 1),
-        None => format!(
-            "the peer wrote {} lines, fibpool {}",
-            count(theirs),
-            count(ours)
-        ),
-    })
+    let (a, b) = (count(theirs), count(ours));
+    if a != b {
+        let lines = |n: usize| format!("{n} line{}", if n == 1 { "" } else { "s" });
+        return Some(format!("the peer wrote {}, fibpool {}", lines(a), lines(b)));
+    }
+    let line = theirs
+        .split(|&c| c == b'\n')
+        .zip(ours.split(|&c| c == b'\n'))
+        .position(|(x, y)| x != y)
+        .map_or(a, |i| i + 1);
+    Some(format!("line {line} differs"))
 }
 
 fn summarise(
@@ -599,6 +600,24 @@ mod tests {
                 .len(),
             500
         );
+    }
+
+    #[test]
+    fn outputs_that_differ_are_told_by_line_count_or_first_line() {
+        assert_eq!(first_difference(b"a\nb\n", b"a\nb\n"), None);
+        let differ = |a: &[u8], b: &[u8]| first_difference(a, b).unwrap();
+        assert_eq!(
+            differ(b"", b"a\nb\n"),
+            "the peer wrote 0 lines, fibpool 2 lines"
+        );
+        assert_eq!(
+            differ(b"a\n", b"a\nb\n"),
+            "the peer wrote 1 line, fibpool 2 lines"
+        );
+        assert_eq!(differ(b"a\nc\n", b"a\nb\n"), "line 2 differs");
+        assert_eq!(differ(b"a\nb", b"a\nbc"), "line 2 differs");
+        // The same lines, one output without its final newline.
+        assert_eq!(differ(b"a\nb\nx", b"a\nb\n"), "line 3 differs");
     }
 
     #[test]
