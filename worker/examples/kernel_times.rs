@@ -4,7 +4,7 @@
 //!     cargo run --release -p fibpool-worker --example kernel_times -- 1000000 10000000
 //!
 //! For each n: F(n) on the engine and on num-bigint's fast doubling, then
-//! the engine's value to decimal and to hex. num-bigint is left out above
+//! the engine's value to decimal, to hex and to raw bytes. num-bigint is left out above
 //! 10^7, where one F(n) takes seconds.
 
 use std::time::Instant;
@@ -44,11 +44,13 @@ fn main() {
         };
         let decimal = best(reps.min(5), || encode(&value, Encoding::Decimal));
         let hex = best(reps.min(5), || encode(&value, Encoding::Hex));
+        let raw = best(reps.min(5), || encode(&value, Encoding::Raw));
         println!(
-            "F({n}): engine {}, num-bigint {num}, decimal {}, hex {}",
+            "F({n}): engine {}, num-bigint {num}, decimal {}, hex {}, raw {}",
             ms(engine),
             ms(decimal),
-            ms(hex)
+            ms(hex),
+            ms(raw)
         );
     }
 }
