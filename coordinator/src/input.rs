@@ -21,24 +21,53 @@ const RESERVE_LIMIT: u64 = 1 << 20;
 /// No valid token is longer (two 20-digit numbers and `..=`).
 const MAX_TOKEN_LEN: usize = 48;
 
-/// Why an index token was refused. Each names the token.
+/// The most separate entries (ranges, repeats, lone indices) a batch may
+/// hold: 24 bytes each, so the list stays within 192 MiB (twice that while
+/// it grows). Consecutive indices and copies of one index merge into one
+/// entry as they are read, so only scattered indices count against it.
+pub const MAX_ENTRIES: u64 = 1 << 23;
+
+/// Why an index token was refused. Each names the token, quoted with its
+/// control characters escaped ([`quoted`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
-    #[error("invalid index '{token}': {reason}")]
+    #[error("invalid index {}: {reason}", quoted(token))]
     BadToken { token: String, reason: String },
-    #[error("index {index} in '{token}' is above the maximum index {max} (raise it with --max-index, up to {limit})", limit = fibpool_protocol::MAX_INDEX)]
+    #[error("index {index} in {} is above the maximum index {max} (raise it with --max-index, up to {limit})", quoted(token), limit = fibpool_protocol::MAX_INDEX)]
     AboveMax { token: String, index: u64, max: u64 },
-    #[error("'{token}' brings the batch to {total} indices, more than the limit of {MAX_TASKS}")]
+    #[error(
+        "{} brings the batch to {total} indices, more than the limit of {MAX_TASKS}",
+        quoted(token)
+    )]
     TooMany { token: String, total: u128 },
-    #[error("token starting '{start}' is longer than any valid index ({MAX_TOKEN_LEN} bytes)")]
+    #[error(
+        "{} makes the batch more than {MAX_ENTRIES} separate indices, ranges and repeats, the most it may hold (192 MiB): write consecutive indices as ranges (A..B) and copies as repeats (NxK)",
+        quoted(token)
+    )]
+    TooScattered { token: String },
+    #[error(
+        "token starting {} is longer than any valid index ({MAX_TOKEN_LEN} bytes)",
+        quoted(start)
+    )]
     TooLong { start: String },
-    #[error("not UTF-8 text near '{near}'")]
-    NotText { near: String },
+    #[error("not UTF-8 text near '{}'", near.escape_ascii())]
+    NotText { near: Vec<u8> },
+    /// The input could not be read (its message is the OS error).
+    #[error("{0}")]
+    Read(String),
+}
+
+/// `text` in single quotes with control characters, quotes and
+/// backslashes escaped as Rust writes them (`'5\u{b}6'`), so that what a
+/// terminal shows is what the input held.
+pub fn quoted(text: &str) -> String {
+    format!("'{}'", text.escape_debug())
 }
 
 /// Adds tokens to a task list, enforcing the limits.
 pub struct Parser {
     max_index: u64,
+    max_entries: u64,
     tasks: TaskList,
 }
 
@@ -46,6 +75,7 @@ impl Parser {
     pub fn new(max_index: u64) -> Self {
         Parser {
             max_index,
+            max_entries: MAX_ENTRIES,
             tasks: TaskList::new(),
         }
     }
@@ -77,7 +107,7 @@ impl Parser {
         loop {
             let buf = reader
                 .fill_buf()
-                .map_err(|e| (line, bad("", &format!("read failed: {e}"))))?;
+                .map_err(|e| (line, InputError::Read(e.to_string())))?;
             if buf.is_empty() {
                 break;
             }
@@ -118,7 +148,7 @@ impl Parser {
         match std::str::from_utf8(token) {
             Ok(text) => self.token(text),
             Err(_) => Err(InputError::NotText {
-                near: String::from_utf8_lossy(token).into_owned(),
+                near: token.to_vec(),
             }),
         }
     }
@@ -142,7 +172,7 @@ impl Parser {
             check_order(token, a, b)?;
             self.tasks_fit(token, (b - a) as u128 + 1)?;
             self.tasks.push_range(a, b + 1);
-            return Ok(());
+            return self.entries_fit(token.as_bytes());
         } else if let Some((a, b)) = token.split_once("..") {
             let a = self.number(token, a, "range start")?;
             let b = self.number(token, b, "range end")?;
@@ -152,10 +182,10 @@ impl Parser {
             }
             self.tasks_fit(token, (b - a) as u128)?;
             self.tasks.push_range(a, b);
-            return Ok(());
+            return self.entries_fit(token.as_bytes());
         } else if let Some((n, k)) = token.split_once('x') {
             (
-                self.index(token, n, "index")?,
+                self.index(token, n, "index before 'x'")?,
                 self.number(token, k, "repeat count")?,
             )
         } else {
@@ -163,7 +193,7 @@ impl Parser {
         };
         self.tasks_fit(token, count as u128)?;
         self.tasks.push_repeat(first, count);
-        Ok(())
+        self.entries_fit(token.as_bytes())
     }
 
     /// Adds a plain index, `token` being its digits.
@@ -175,6 +205,16 @@ impl Parser {
             self.tasks_fit(&token, 1)?;
         }
         self.tasks.push(index);
+        self.entries_fit(token)
+    }
+
+    /// After a push: the list holds at most [`MAX_ENTRIES`] entries.
+    fn entries_fit(&self, token: &[u8]) -> Result<(), InputError> {
+        if self.tasks.entries() as u64 > self.max_entries {
+            return Err(InputError::TooScattered {
+                token: String::from_utf8_lossy(token).into_owned(),
+            });
+        }
         Ok(())
     }
 
@@ -209,13 +249,17 @@ impl Parser {
     fn number(&self, token: &str, text: &str, what: &str) -> Result<u64, InputError> {
         let reason = if text.is_empty() {
             format!("the {what} is missing")
-        } else if let Some(rest) = text.strip_prefix('-')
-            && !rest.is_empty()
-            && rest.bytes().all(|b| b.is_ascii_digit())
+        } else if let Some(digits) = text.strip_prefix(['-', '+'])
+            && !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
         {
-            format!("the {what} is negative")
+            if text.starts_with('-') && digits.bytes().any(|b| b != b'0') {
+                format!("the {what} is negative")
+            } else {
+                format!("the {what} {} has a sign: write {digits}", quoted(text))
+            }
         } else if !text.bytes().all(|b| b.is_ascii_digit()) {
-            format!("the {what} '{text}' is not a non-negative integer")
+            format!("the {what} {} is not a non-negative integer", quoted(text))
         } else {
             match text.parse::<u64>() {
                 Ok(n) => return Ok(n),
@@ -307,7 +351,23 @@ mod tests {
             Err("invalid index '10..=9': reversed range: start 10 is after end 9"),
         );
         check("5..", Err("invalid index '5..': the range end is missing"));
-        check("x3", Err("invalid index 'x3': the index is missing"));
+        check(
+            "x3",
+            Err("invalid index 'x3': the index before 'x' is missing"),
+        );
+        check(
+            "-0",
+            Err("invalid index '-0': the index '-0' has a sign: write 0"),
+        );
+        check(
+            "+5",
+            Err("invalid index '+5': the index '+5' has a sign: write 5"),
+        );
+        check("-05", Err("invalid index '-05': the index is negative"));
+        check(
+            "1..+3",
+            Err("invalid index '1..+3': the range end '+3' has a sign: write 3"),
+        );
         check(
             "3x-1",
             Err("invalid index '3x-1': the repeat count is negative"),
@@ -340,6 +400,80 @@ mod tests {
             Err(
                 "'5x1000000001' brings the batch to 1000000001 indices, more than the limit of 1000000000",
             ),
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_in_errors() {
+        check(
+            "5\u{b}6",
+            Err("invalid index '5\\u{b}6': the index '5\\u{b}6' is not a non-negative integer"),
+        );
+        check(
+            "\u{1b}[31m",
+            Err(
+                "invalid index '\\u{1b}[31m': the index '\\u{1b}[31m' is not a non-negative integer",
+            ),
+        );
+        let mut p = Parser::new(100);
+        let err = p.parse_reader(&b"1 \0\xff\x1b"[..]).unwrap_err();
+        assert_eq!(err.1.to_string(), "not UTF-8 text near '\\x00\\xff\\x1b'");
+        let err = Parser::new(100).parse_str("7\u{0}").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid index '7\\0': the index '7\\0' is not a non-negative integer"
+        );
+    }
+
+    #[test]
+    fn repeats_and_runs_merge_as_they_are_read() {
+        let mut p = Parser::new(1000);
+        p.parse_str("5 5 5x3 5 6 7 8..10 10 10x2 3 4").unwrap();
+        let tasks = p.finish();
+        assert_eq!(
+            tasks.iter().collect::<Vec<_>>(),
+            [5, 5, 5, 5, 5, 5, 6, 7, 8, 9, 10, 10, 10, 3, 4]
+        );
+        // 5x6, 6..10, 10x3, 3..5.
+        assert_eq!(tasks.entries(), 4);
+        let mut p = Parser::new(1000);
+        let text: String = (0..100_000).map(|i| format!("{} ", i % 2 * 7)).collect();
+        p.parse_reader(text.as_bytes()).unwrap();
+        assert_eq!(p.finish().entries(), 100_000);
+        let mut p = Parser::new(1000);
+        let text = "9 ".repeat(100_000) + &(0..1000).map(|i| format!("{i} ")).collect::<String>();
+        p.parse_reader(text.as_bytes()).unwrap();
+        assert_eq!(p.finish().entries(), 2);
+    }
+
+    #[test]
+    fn scattered_indices_are_bounded_by_entries() {
+        let mut p = Parser::new(1000);
+        p.max_entries = 3;
+        p.parse_str("1 3 5").unwrap();
+        p.parse_str("5 5x9").unwrap();
+        let err = p.parse_str("6..9").unwrap_err();
+        assert_eq!(
+            err,
+            InputError::TooScattered {
+                token: "6..9".to_owned()
+            }
+        );
+        assert!(
+            err.to_string().starts_with(&format!(
+                "'6..9' makes the batch more than {MAX_ENTRIES} separate indices"
+            )),
+            "{err}"
+        );
+        let mut p = Parser::new(1000);
+        p.max_entries = 2;
+        let err = p.parse_reader("0..4 9\n7x2".as_bytes()).unwrap_err();
+        assert_eq!(err.0, 2);
+        assert_eq!(
+            err.1,
+            InputError::TooScattered {
+                token: "7x2".to_owned()
+            }
         );
     }
 

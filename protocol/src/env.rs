@@ -9,3 +9,8 @@ pub const SOCKET: &str = "FIBPOOL_SOCKET";
 /// set-up: `fibpool startup` times this to separate what loading the binary
 /// costs from what the worker does before its handshake.
 pub const ANSWER_AT_ONCE: &str = "FIBPOOL_ANSWER_AT_ONCE";
+
+/// Every variable above: a coordinator clears them all from what its workers
+/// inherit and sets only those it means, so a worker's mode comes from how it
+/// was started, never from what the user's shell exports.
+pub const ALL: [&str; 2] = [SOCKET, ANSWER_AT_ONCE];

@@ -4,6 +4,7 @@
 mod bench;
 mod examples;
 mod faults;
+mod hostile;
 mod library;
 mod report;
 mod run;

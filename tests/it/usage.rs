@@ -8,7 +8,15 @@ use crate::util::*;
 /// Runs `fibpool ARGS` with a worker command that leaves a mark if it is ever
 /// started, and checks the refusal.
 fn check(args: &[&str], message: &str) {
-    let dir = scratch_dir(&format!("usage-{:x}", fxhash(args)));
+    check_in(
+        &scratch_dir(&format!("usage-{:x}", fxhash(args))),
+        args,
+        message,
+    );
+}
+
+/// [`check`] with `dir` as the working directory.
+fn check_in(dir: &Path, args: &[&str], message: &str) {
     let marker = dir.join("spawned");
     let worker_cmd = format!(
         "sh -c 'touch {} && exec {}'",
@@ -16,7 +24,7 @@ fn check(args: &[&str], message: &str) {
         worker_bin()
     );
     let mut cmd = fibpool();
-    cmd.args(args).current_dir(&dir);
+    cmd.args(args).current_dir(dir);
     if matches!(args.first(), Some(&"run" | &"startup")) && !args.contains(&"--worker-cmd") {
         cmd.args(["--worker-cmd", &worker_cmd]);
     }
@@ -84,7 +92,7 @@ fn bad_options() {
     );
     check(
         &["run", "-w", "two", "5"],
-        "invalid value 'two' for '--workers <N>': invalid digit found in string (see 'fibpool help')",
+        "invalid value 'two' for '--workers <N>': expected a whole number, digits only (see 'fibpool help')",
     );
     check(
         &["run", "--output", "octal", "5"],
@@ -96,7 +104,7 @@ fn bad_options() {
     );
     check(
         &["run", "--task-timeout", "1e-12", "5"],
-        "--task-timeout must be more than 0 and at most 86400 seconds, got 0.000000000001",
+        "--task-timeout must be more than 0 and at most 86400 seconds, got '1e-12'",
     );
     check(
         &["run", "--max-tasks-per-child", "0", "5"],
@@ -105,6 +113,94 @@ fn bad_options() {
     check(
         &["run", "--transport", "carrier-pigeon", "5"],
         "invalid value 'carrier-pigeon' for '--transport <TRANSPORT>' (see 'fibpool help')",
+    );
+}
+
+/// Numbers in options follow the rules of index tokens, and values are
+/// echoed as given.
+#[test]
+fn numbers_in_options_are_written_as_indices_are() {
+    for (args, value, flag) in [
+        (
+            &["run", "--max-index", "+5", "5"][..],
+            "+5",
+            "--max-index <N>",
+        ),
+        (&["run", "-w", "+2", "5"][..], "+2", "--workers <N>"),
+        (&["run", "--retries", "-0", "5"][..], "-0", "--retries <N>"),
+        (&["stress", "--count", "+3"][..], "+3", "--count <K>"),
+        (&["startup", "-w", "1,+2"][..], "+2", "--workers <N[,N...]>"),
+    ] {
+        check(
+            args,
+            &format!(
+                "invalid value '{value}' for '{flag}': expected a whole number, digits only (see 'fibpool help')"
+            ),
+        );
+    }
+    check(
+        &["run", "+5"],
+        "invalid index '+5': the index '+5' has a sign: write 5",
+    );
+    check(
+        &["run", "-0"],
+        "invalid index '-0': the index '-0' has a sign: write 0",
+    );
+    check(
+        &["run", "--task-timeout", "1e300", "5"],
+        "--task-timeout must be more than 0 and at most 86400 seconds, got '1e300'",
+    );
+    check(
+        &["run", "--task-timeout", "NaN", "5"],
+        "--task-timeout must be more than 0 and at most 86400 seconds, got 'NaN'",
+    );
+    check(
+        &["stress", "--duration", "1e999"],
+        "--duration must be more than 0 and at most 86400 seconds, got '1e999'",
+    );
+}
+
+#[test]
+fn control_characters_in_input_are_escaped() {
+    let dir = scratch_dir("control-characters");
+    for (bytes, shown) in [
+        (
+            &b"5\x0b6"[..],
+            r"'5\u{b}6': the index '5\u{b}6' is not a non-negative integer",
+        ),
+        (
+            &b"\x1b[2J"[..],
+            r"'\u{1b}[2J': the index '\u{1b}[2J' is not a non-negative integer",
+        ),
+    ] {
+        std::fs::write(dir.join("f"), bytes).unwrap();
+        check(
+            &["run", "--input", dir.join("f").to_str().unwrap()],
+            &format!(
+                "--input '{}' line 1: invalid index {shown}",
+                dir.join("f").display()
+            ),
+        );
+    }
+    std::fs::write(dir.join("f"), b"1 \x00\xff").unwrap();
+    check(
+        &["run", "--input", dir.join("f").to_str().unwrap()],
+        &format!(
+            r"--input '{}' line 1: not UTF-8 text near '\x00\xff'",
+            dir.join("f").display()
+        ),
+    );
+    check(
+        &["run", "5\u{7}"],
+        r"invalid index '5\u{7}': the index '5\u{7}' is not a non-negative integer",
+    );
+}
+
+#[test]
+fn an_input_that_fails_to_read_says_so() {
+    check(
+        &["run", "--input", "/proc/self/mem"],
+        "cannot read --input '/proc/self/mem': Input/output error (os error 5)",
     );
 }
 
@@ -156,4 +252,42 @@ fn bad_files() {
             file.display()
         ),
     );
+}
+
+/// README.md's bad-input table, row by row, against what the binary says.
+#[test]
+fn the_readmes_bad_input_table_is_what_the_code_says() {
+    let readme = include_str!("../../README.md");
+    let table = readme
+        .split("### Bad input")
+        .nth(1)
+        .expect("README.md has a '### Bad input' section");
+    let dir = scratch_dir("readme-table");
+    std::fs::write(dir.join("bad.txt"), "1\nx\n").unwrap();
+    let mut rows = 0;
+    for line in table.lines().skip_while(|l| !l.starts_with('|')) {
+        if !line.starts_with('|') {
+            break;
+        }
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let (Some(command), Some(stderr)) = (cells.get(1), cells.get(2)) else {
+            continue;
+        };
+        let (Some(command), Some(stderr)) = (
+            command.strip_prefix('`').and_then(|c| c.strip_suffix('`')),
+            stderr.strip_prefix('`').and_then(|c| c.strip_suffix("` |")),
+        ) else {
+            continue;
+        };
+        assert!(!command.contains('"'), "{command}: quote only with ''");
+        let words: Vec<&str> = command
+            .split(' ')
+            .map(|w| if w == "''" { "" } else { w })
+            .collect();
+        assert_eq!(words[0], "fibpool", "{command}");
+        let stderr = stderr.strip_prefix("fibpool: error: ").expect(stderr);
+        check_in(&dir, &words[1..], stderr);
+        rows += 1;
+    }
+    assert_eq!(rows, 12, "the rows of README.md's bad-input table");
 }

@@ -31,11 +31,11 @@ pub struct BenchArgs {
     preset: Vec<String>,
 
     /// Worker counts to measure, comma-separated [default: 1, 2, 4, ... up to the cores]
-    #[arg(short, long, value_name = "N[,N...]", value_delimiter = ',')]
+    #[arg(short, long, value_name = "N[,N...]", value_delimiter = ',', value_parser = super::whole::<usize>)]
     workers: Vec<usize>,
 
     /// Runs of every measurement; the median is reported, with min and max
-    #[arg(long, value_name = "R", default_value_t = 3)]
+    #[arg(long, value_name = "R", default_value_t = 3, value_parser = super::whole::<usize>)]
     repeat: usize,
 
     /// Also time the Python peer (bench/python_peer.py) against a whole `fibpool run`
@@ -49,7 +49,7 @@ pub struct BenchArgs {
     vs_gmpy2: bool,
 
     /// Runs of the Python and gmpy2 comparisons [default: as --repeat]
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", value_parser = super::whole::<usize>)]
     python_repeat: Option<usize>,
 
     /// Write the report as JSON to FILE

@@ -146,8 +146,13 @@ fn clap_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            let _ = e.print();
-            ExitCode::SUCCESS
+            match e.print().and_then(|()| std::io::stdout().flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    say(&format!("fibpool: error: cannot write to stdout: {err}"));
+                    ExitCode::FAILURE
+                }
+            }
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = e.print();
@@ -161,6 +166,36 @@ fn clap_error(e: clap::Error) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A whole number written as index tokens are: ASCII digits only (clap's
+/// own parser takes `+5`, which INDICES refuse).
+fn whole<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("expected a whole number, digits only".to_owned());
+    }
+    text.parse()
+        .map_err(|_| "the number is too large".to_owned())
+}
+
+/// A duration flag's value in seconds, more than 0 (and not rounding to
+/// 0 ns) and at most `max`; an error names the flag and echoes the text as
+/// given, not as a float prints (`1e300` stays `'1e300'`).
+fn seconds(flag: &str, text: &str, max: f64) -> Result<std::time::Duration> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= max && !std::time::Duration::from_secs_f64(s).is_zero() => {
+            Ok(std::time::Duration::from_secs_f64(s))
+        }
+        _ => usage!(
+            "{flag} must be more than 0 and at most {max} seconds, got {}",
+            fibpool_coordinator::input::quoted(text)
+        ),
+    }
+}
+
+/// A path for a message, quoted as index tokens are.
+fn quoted_path(path: &std::path::Path) -> String {
+    fibpool_coordinator::input::quoted(&path.to_string_lossy())
 }
 
 fn check_workers(workers: usize) -> Result<usize> {
@@ -193,7 +228,7 @@ fn create_report(path: Option<PathBuf>) -> Result<Option<ReportFile>> {
     let Some(path) = path else { return Ok(None) };
     match File::create(&path) {
         Ok(file) => Ok(Some(ReportFile { path, file })),
-        Err(e) => usage!("cannot create --report file '{}': {e}", path.display()),
+        Err(e) => usage!("cannot create --report file {}: {e}", quoted_path(&path)),
     }
 }
 

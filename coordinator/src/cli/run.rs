@@ -12,8 +12,10 @@ use clap::{Args, ValueEnum};
 use fibpool_protocol::{Encoding, MAX_INDEX};
 
 use super::progress::Progress;
-use super::{ReportFile, check_workers, create_report, usage, worker_command};
-use fibpool_coordinator::input::{DEFAULT_MAX_INDEX, Parser};
+use super::{
+    ReportFile, check_workers, create_report, quoted_path, seconds, usage, worker_command,
+};
+use fibpool_coordinator::input::{DEFAULT_MAX_INDEX, InputError, Parser};
 use fibpool_coordinator::pool::DEFAULT_RETRIES;
 use fibpool_coordinator::report::RunReport;
 use fibpool_coordinator::{
@@ -26,11 +28,11 @@ const MAX_TASK_TIMEOUT_SECONDS: f64 = 86_400.0;
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Worker processes [default: one per core]
-    #[arg(short, long, value_name = "N")]
+    #[arg(short, long, value_name = "N", value_parser = super::whole::<usize>)]
     workers: Option<usize>,
 
     /// Indices per chunk [default: guided: a quarter of the remaining indices per worker, at most 4096, at least a floor of work]
-    #[arg(short, long, value_name = "K")]
+    #[arg(short, long, value_name = "K", value_parser = super::whole::<u64>)]
     chunk_size: Option<u64>,
 
     /// How values are printed
@@ -50,7 +52,7 @@ pub struct RunArgs {
     report: Option<PathBuf>,
 
     /// Refuse indices above N
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_INDEX)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_INDEX, value_parser = super::whole::<u64>)]
     max_index: u64,
 
     /// Start workers with this command instead of `fibpool worker`
@@ -58,15 +60,15 @@ pub struct RunArgs {
     worker_cmd: Option<String>,
 
     /// Stop when one chunk has taken its worker down this many times in a row
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_RETRIES)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RETRIES, value_parser = super::whole::<u32>)]
     retries: u32,
 
     /// Kill and replace a worker that spends longer than this on one chunk, and retry the chunk
     #[arg(long, value_name = "SECONDS")]
-    task_timeout: Option<f64>,
+    task_timeout: Option<String>,
 
     /// Replace each worker by a fresh process after it has been sent N chunks
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::whole::<u64>)]
     max_tasks_per_child: Option<u64>,
 
     /// How frames travel between the coordinator and its workers
@@ -211,16 +213,7 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
     }
     let task_timeout = match args.task_timeout {
         None => None,
-        Some(s)
-            if s > 0.0
-                && s <= MAX_TASK_TIMEOUT_SECONDS
-                && !Duration::from_secs_f64(s).is_zero() =>
-        {
-            Some(Duration::from_secs_f64(s))
-        }
-        Some(s) => usage!(
-            "--task-timeout must be more than 0 and at most {MAX_TASK_TIMEOUT_SECONDS} seconds, got {s}"
-        ),
+        Some(text) => Some(seconds("--task-timeout", &text, MAX_TASK_TIMEOUT_SECONDS)?),
     };
     if args.max_tasks_per_child == Some(0) {
         usage!("--max-tasks-per-child must be at least 1");
@@ -265,20 +258,24 @@ pub(crate) fn read_tasks(
             } else {
                 let file = match File::open(path) {
                     Ok(file) => file,
-                    Err(e) => usage!("cannot read --input '{}': {e}", path.display()),
+                    Err(e) => usage!("cannot read --input {}: {e}", quoted_path(path)),
                 };
                 match file.metadata() {
                     Ok(m) if m.is_dir() => usage!(
-                        "cannot read --input '{}': it is a directory",
-                        path.display()
+                        "cannot read --input {}: it is a directory",
+                        quoted_path(path)
                     ),
                     Ok(m) => parser.reserve_for(m.len()),
                     Err(_) => {}
                 }
                 parser.parse_reader(BufReader::new(file))
             };
-            if let Err((line, e)) = result {
-                usage!("--input '{}' line {line}: {e}", path.display());
+            match result {
+                Ok(()) => {}
+                Err((_, InputError::Read(e))) => {
+                    usage!("cannot read --input {}: {e}", quoted_path(path))
+                }
+                Err((line, e)) => usage!("--input {} line {line}: {e}", quoted_path(path)),
             }
         }
     }

@@ -16,19 +16,19 @@ const MAX_ROUNDS: usize = 100_000;
 #[derive(Debug, Args)]
 pub struct StartupArgs {
     /// Pool sizes to measure, comma-separated [default: one per core]
-    #[arg(short, long, value_name = "N[,N...]", value_delimiter = ',')]
+    #[arg(short, long, value_name = "N[,N...]", value_delimiter = ',', value_parser = super::whole::<usize>)]
     workers: Vec<usize>,
 
     /// Measured rounds per pool size
-    #[arg(long, value_name = "R", default_value_t = 20)]
+    #[arg(long, value_name = "R", default_value_t = 20, value_parser = super::whole::<usize>)]
     rounds: usize,
 
     /// Unmeasured rounds before them
-    #[arg(long, value_name = "R", default_value_t = 3)]
+    #[arg(long, value_name = "R", default_value_t = 3, value_parser = super::whole::<usize>)]
     warmup: usize,
 
     /// Threads for the parallel-spawn variant of each round [default: one per core]
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", value_parser = super::whole::<usize>)]
     spawn_threads: Option<usize>,
 
     /// Start workers with this command instead of `fibpool worker`

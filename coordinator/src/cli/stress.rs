@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use super::run::TransportArg;
-use super::{check_workers, create_report, usage, worker_command};
+use super::{check_workers, create_report, seconds, usage, worker_command};
 use fibpool_coordinator::measure::stress::{Limit, MAX_PAYLOAD, Pattern, StressPlan, measure};
 use fibpool_coordinator::report::StressReport;
 use fibpool_coordinator::{Transport, default_workers};
@@ -21,7 +21,7 @@ const MAX_DURATION_SECONDS: f64 = 86_400.0;
 #[derive(Debug, Args)]
 pub struct StressArgs {
     /// Workers for the fanout pattern (pingpong and stream use one) [default: one per core]
-    #[arg(short, long, value_name = "N")]
+    #[arg(short, long, value_name = "N", value_parser = super::whole::<usize>)]
     workers: Option<usize>,
 
     /// Patterns, comma-separated
@@ -44,10 +44,10 @@ pub struct StressArgs {
 
     /// Seconds per measurement, for fibpool's framing and again for the raw baseline [default: 0.5]
     #[arg(long, value_name = "S", conflicts_with = "count")]
-    duration: Option<f64>,
+    duration: Option<String>,
 
     /// Messages per measurement, for fibpool's framing and again for the raw baseline
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", value_parser = super::whole::<u64>)]
     count: Option<u64>,
 
     /// Transports, comma-separated
@@ -87,12 +87,7 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
     let limit = match (args.duration, args.count) {
         (_, Some(0)) => usage!("--count must be at least 1"),
         (_, Some(count)) => Limit::Count(count),
-        (Some(s), None) if !(s > 0.0 && s <= MAX_DURATION_SECONDS) => {
-            usage!(
-                "--duration must be more than 0 and at most {MAX_DURATION_SECONDS} seconds, got {s}"
-            )
-        }
-        (Some(s), None) => Limit::Duration(Duration::from_secs_f64(s)),
+        (Some(text), None) => Limit::Duration(seconds("--duration", &text, MAX_DURATION_SECONDS)?),
         (None, None) => Limit::Duration(Duration::from_millis(500)),
     };
     let command = worker_command(args.worker_cmd.as_deref())?;

@@ -65,9 +65,14 @@ impl WorkerCommand {
     }
 
     /// A `Command` that starts this worker, with its arguments and environment.
+    /// The variables that choose a worker's mode ([`fibpool_protocol::env`])
+    /// are not inherited: only those set here reach the worker.
     pub fn to_command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.args(&self.args);
+        for name in fibpool_protocol::env::ALL {
+            command.env_remove(name);
+        }
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }

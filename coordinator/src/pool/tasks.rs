@@ -27,6 +27,13 @@ enum Spec {
 }
 
 impl Spec {
+    fn first(&self) -> u64 {
+        match *self {
+            Spec::Range { start, .. } => start,
+            Spec::Repeat { index, .. } => index,
+        }
+    }
+
     fn len(&self) -> u64 {
         match *self {
             Spec::Range { len, .. } => len,
@@ -71,13 +78,22 @@ impl TaskList {
             .unwrap_or_else(|| panic!("the run {start}+{len} passes u64::MAX"));
         self.len = self.len.saturating_add(len);
         self.note_max(last);
-        if let Some(Spec::Range { start: s, len: l }) = self.specs.last_mut()
-            && s.checked_add(*l) == Some(start)
-        {
-            *l += len;
-            return;
+        match self.specs.last_mut() {
+            Some(Spec::Range { start: s, len: l }) if s.checked_add(*l) == Some(start) => {
+                *l += len;
+            }
+            // A lone index again: a repeat.
+            Some(spec @ Spec::Range { len: 1, .. }) if len == 1 && spec.first() == start => {
+                *spec = Spec::Repeat {
+                    index: start,
+                    count: 2,
+                };
+            }
+            Some(Spec::Repeat { index, count }) if len == 1 && *index == start => {
+                *count = count.saturating_add(1);
+            }
+            _ => self.specs.push(Spec::Range { start, len }),
         }
-        self.specs.push(Spec::Range { start, len });
     }
 
     /// Appends `count` copies of `index`.
@@ -88,7 +104,18 @@ impl TaskList {
             _ => {
                 self.len = self.len.saturating_add(count);
                 self.note_max(index);
-                self.specs.push(Spec::Repeat { index, count });
+                match self.specs.last_mut() {
+                    Some(Spec::Repeat { index: i, count: c }) if *i == index => {
+                        *c = c.saturating_add(count);
+                    }
+                    Some(spec @ Spec::Range { len: 1, .. }) if spec.first() == index => {
+                        *spec = Spec::Repeat {
+                            index,
+                            count: count.saturating_add(1),
+                        };
+                    }
+                    _ => self.specs.push(Spec::Repeat { index, count }),
+                }
             }
         }
     }
@@ -99,6 +126,12 @@ impl TaskList {
 
     fn note_max(&mut self, index: u64) {
         self.max_index = Some(self.max_index.map_or(index, |m| m.max(index)));
+    }
+
+    /// The entries (ranges and repeats) that hold the indices: what the
+    /// list's memory grows with (24 bytes each).
+    pub fn entries(&self) -> usize {
+        self.specs.len()
     }
 
     /// The number of indices.
