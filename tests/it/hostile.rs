@@ -4,6 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::process::Stdio;
+use std::time::Duration;
 
 use crate::util::*;
 
@@ -85,4 +86,180 @@ fn the_workers_mode_is_not_inherited_from_the_users_environment() {
             "{name}"
         );
     }
+}
+
+fn read_report(path: &std::path::Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap();
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: {:?}",
+            path.display(),
+            String::from_utf8_lossy(&bytes)
+        )
+    })
+}
+
+/// Nothing but `keep` is left in `dir`: no temporary report.
+fn only_file_left(dir: &std::path::Path, keep: &str) {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, [keep], "{}", dir.display());
+}
+
+#[test]
+fn the_report_is_written_when_the_reader_stops_reading() {
+    use std::io::BufRead;
+    let dir = scratch_dir("report-head");
+    let path = dir.join("r.json");
+    std::fs::write(&path, "{\"old\": 1}").unwrap();
+    let mut child = fibpool()
+        .args(["run", "--report"])
+        .arg(&path)
+        .arg("0..100000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first, "0\t0\n");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let report = read_report(&path);
+    assert_eq!(report["outcome"], "stdout closed", "{report}");
+    assert_eq!(report["tasks"], 100000, "{report}");
+    assert_eq!(report["chunks"], serde_json::Value::Null, "{report}");
+    let done = report["tasks_done"].as_u64().unwrap();
+    assert!((1..100000).contains(&done), "{report}");
+    only_file_left(&dir, "r.json");
+}
+
+#[test]
+fn the_report_says_why_a_run_failed() {
+    let dir = scratch_dir("report-failed");
+    let path = dir.join("r.json");
+    // A poison chunk: the values before it were printed, and counted.
+    std::fs::write(&path, "{\"old\": 1}").unwrap();
+    let out = run(fibpool()
+        .env("FIBPOOL_TEST_FAULT", "crash@100")
+        .args(["run", "-w", "2", "-c", "8", "--report"])
+        .arg(&path)
+        .arg("0..200"));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    let report = read_report(&path);
+    assert_eq!(report["outcome"], "failed", "{report}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("the run failed: poison chunk 12 (indices 96..=103) took its worker down 3 times in a row"),
+        "{error}"
+    );
+    assert_eq!(out.stderr, format!("fibpool: error: {error}\n"));
+    assert_eq!(report["tasks_done"], 96, "{report}");
+    assert_eq!(report["tasks"], 200, "{report}");
+    assert_eq!(report["worker_restarts"], 3, "{report}");
+    only_file_left(&dir, "r.json");
+
+    // Workers that cannot start, and a command that does not exist.
+    for (command, error) in [
+        ("false", "the run failed: the pool is broken: worker "),
+        (
+            "/no/such/worker",
+            "cannot start the pool: cannot start worker `/no/such/worker`: No such file or directory (os error 2)",
+        ),
+    ] {
+        std::fs::write(&path, "{\"old\": 1}").unwrap();
+        let out = run(fibpool()
+            .args(["run", "-w", "1", "--worker-cmd", command, "--report"])
+            .arg(&path)
+            .arg("0..10"));
+        assert_eq!(out.code(), Some(1), "{}", out.stderr);
+        let report = read_report(&path);
+        assert_eq!(report["outcome"], "failed", "{report}");
+        let got = report["error"].as_str().unwrap();
+        assert!(got.starts_with(error), "{got}");
+        assert_eq!(report["tasks_done"], 0, "{report}");
+        only_file_left(&dir, "r.json");
+    }
+}
+
+#[test]
+fn sigint_and_sigterm_write_the_report() {
+    for (sig, name, code) in [
+        (libc::SIGINT, "SIGINT", 130),
+        (libc::SIGTERM, "SIGTERM", 143),
+    ] {
+        let dir = scratch_dir(&format!("report-{name}"));
+        let path = dir.join("r.json");
+        std::fs::write(&path, "{\"old\": 1}").unwrap();
+        // The first chunk hangs: nothing can be printed.
+        let running = Running::start(
+            fibpool()
+                .env("FIBPOOL_TEST_FAULT", "hang@0")
+                .args(["run", "-w", "2", "-c", "1", "--report"])
+                .arg(&path)
+                .arg("0..10"),
+        );
+        running.workers(2);
+        signal(running.pid(), sig);
+        let out = running.finish();
+        assert_eq!(out.code(), Some(code), "{}", out.stderr);
+        let report = read_report(&path);
+        assert_eq!(report["outcome"], format!("stopped by {name}"), "{report}");
+        assert_eq!(report["tasks"], 10, "{report}");
+        assert_eq!(report["tasks_done"], 0, "{report}");
+        only_file_left(&dir, "r.json");
+    }
+}
+
+/// The bench's files for its peers go in a private directory of its own,
+/// removed when it ends, by a signal too.
+#[test]
+fn the_bench_scratch_directory_is_private_and_removed() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = scratch_dir("bench-tmpdir");
+    let out = run(fibpool()
+        .env("TMPDIR", &tmp)
+        .args(["bench", "-w", "1", "--repeat", "1", "0..10"]));
+    out.assert_success();
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+
+    let running = Running::start(fibpool().env("TMPDIR", &tmp).args([
+        "bench",
+        "-w",
+        "1",
+        "--repeat",
+        "1000",
+        "--preset",
+        "seed-1000x1000",
+    ]));
+    let mut scratch = None;
+    wait_until(
+        "the bench makes its scratch directory",
+        Duration::from_secs(60),
+        || {
+            scratch = std::fs::read_dir(&tmp)
+                .unwrap()
+                .next()
+                .map(|e| e.unwrap().path());
+            scratch.is_some()
+        },
+    );
+    let scratch = scratch.unwrap();
+    let name = scratch.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("fibpool-bench-"), "{name}");
+    assert_ne!(
+        name,
+        format!("fibpool-bench-{}", running.pid()),
+        "a predictable name"
+    );
+    let mode = std::fs::metadata(&scratch).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    signal(running.pid(), libc::SIGTERM);
+    let out = running.finish();
+    assert_eq!(out.code(), Some(143), "{}", out.stderr);
+    assert!(!scratch.exists(), "{} is left", scratch.display());
 }

@@ -116,6 +116,19 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     } else {
         None
     };
+    // Private (0700, a random name, made with O_EXCL): nothing another user
+    // placed in /tmp is written through or run. Removed on every way out.
+    let scratch = tempfile::Builder::new()
+        .prefix("fibpool-bench-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .context("cannot make a scratch directory")?;
+    let _remove_on_signal = {
+        let dir = scratch.path().to_owned();
+        super::on_signal(move |_| {
+            let _ = std::fs::remove_dir_all(&dir);
+        })
+    };
     let plan = BenchPlan {
         workloads,
         workers,
@@ -124,6 +137,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         fibpool: std::env::current_exe().context("cannot find this program")?,
         python,
         gmpy2,
+        scratch: scratch.path().to_owned(),
     };
     let mut progress = Progress::new(steps(&plan), "bench");
     let report = measure(&plan, || progress.inc(1)).context("the benchmark failed")?;

@@ -10,10 +10,11 @@ mod startup;
 mod stress;
 
 use std::fmt;
-use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -124,13 +125,58 @@ fn stop_on_signals() -> std::io::Result<()> {
                 } else {
                     "SIGTERM"
                 };
+                run_signal_actions(name);
                 say(&format!(
-                    "fibpool: stopped by {name}; {stopped} worker processes killed and reaped"
+                    "fibpool: stopped by {name}; {} killed and reaped",
+                    count(stopped as u64, "worker process", "worker processes")
                 ));
                 std::process::exit(128 + signal);
             }
         })?;
     Ok(())
+}
+
+/// What the signal thread does, once the workers are stopped and before it
+/// exits the process: write what a report can say, remove temporary files.
+type SignalAction = Box<dyn FnOnce(&str) + Send>;
+
+static SIGNAL_ACTIONS: Mutex<Vec<(u64, SignalAction)>> = Mutex::new(Vec::new());
+static NEXT_SIGNAL_ACTION: AtomicU64 = AtomicU64::new(0);
+
+/// A registered [`on_signal`] action; dropping it (the normal way out)
+/// unregisters the action without running it.
+pub(crate) struct OnSignal(u64);
+
+/// Runs `action` with the signal's name if SIGINT or SIGTERM ends the
+/// process while the returned guard lives.
+pub(crate) fn on_signal(action: impl FnOnce(&str) + Send + 'static) -> OnSignal {
+    let id = NEXT_SIGNAL_ACTION.fetch_add(1, Ordering::Relaxed);
+    signal_actions().push((id, Box::new(action)));
+    OnSignal(id)
+}
+
+impl Drop for OnSignal {
+    fn drop(&mut self) {
+        signal_actions().retain(|(id, _)| *id != self.0);
+    }
+}
+
+fn signal_actions() -> std::sync::MutexGuard<'static, Vec<(u64, SignalAction)>> {
+    SIGNAL_ACTIONS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+fn run_signal_actions(signal: &str) {
+    let actions = std::mem::take(&mut *signal_actions());
+    for (_, action) in actions {
+        action(signal);
+    }
+}
+
+/// `n` and the noun, singular for 1.
+pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// One line on stderr, in one write, so that a worker's line on the same
@@ -217,28 +263,138 @@ fn worker_command(line: Option<&str>) -> Result<WorkerCommand> {
     }
 }
 
-/// A `--report` file, created before any work starts so that a bad path is
-/// a usage error rather than a lost run.
-struct ReportFile {
+/// A `--report` file. A temporary file beside it is created before any work
+/// starts, so that a bad path is a usage error rather than a lost run; the
+/// report is written there and renamed over the path, so the file holds
+/// either what it held before or a whole report, never a truncated one.
+/// SIGINT or SIGTERM removes the temporary file, or writes the report the
+/// command left with [`ReportFile::on_signal`].
+pub(crate) struct ReportFile {
+    inner: Arc<PendingReport>,
+    _on_signal: OnSignal,
+}
+
+struct PendingReport {
     path: PathBuf,
-    file: File,
+    /// `None` once written (or given up on a signal).
+    temp: Mutex<Option<TempFile>>,
+}
+
+/// A new file beside the report, removed unless renamed into place.
+struct TempFile {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl TempFile {
+    /// Creates `.NAME.PID-K.tmp` beside `target`, never opening a file that
+    /// exists (O_EXCL), with the mode a new file gets (0666 less the umask).
+    fn beside(target: &Path) -> std::io::Result<TempFile> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = match target.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let name = target.file_name().unwrap_or_default().to_string_lossy();
+        loop {
+            let k = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = dir.join(format!(".{name}.{}-{k}.tmp", std::process::id()));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => return Ok(TempFile { file, path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && k < 1000 => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn persist(self, target: &Path) -> std::io::Result<()> {
+        std::fs::rename(&self.path, target)?;
+        std::mem::forget(self);
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 fn create_report(path: Option<PathBuf>) -> Result<Option<ReportFile>> {
     let Some(path) = path else { return Ok(None) };
-    match File::create(&path) {
-        Ok(file) => Ok(Some(ReportFile { path, file })),
+    if path.is_dir() {
+        usage!(
+            "cannot create --report file {}: it is a directory",
+            quoted_path(&path)
+        );
+    }
+    let temp = match TempFile::beside(&path) {
+        Ok(temp) => temp,
         Err(e) => usage!("cannot create --report file {}: {e}", quoted_path(&path)),
+    };
+    let inner = Arc::new(PendingReport {
+        path,
+        temp: Mutex::new(Some(temp)),
+    });
+    let on_signal = {
+        let inner = inner.clone();
+        crate::cli::on_signal(move |_| drop(inner.take()))
+    };
+    Ok(Some(ReportFile {
+        inner,
+        _on_signal: on_signal,
+    }))
+}
+
+impl PendingReport {
+    fn take(&self) -> Option<TempFile> {
+        self.temp
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Writes `report` and renames it into place. Holds the lock
+    /// throughout, so the signal thread's report and this one never mix;
+    /// once one is written, the other finds nothing to write.
+    fn write(&self, report: &impl serde::Serialize) -> Result<()> {
+        let mut guard = self.temp.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(temp) = guard.take() else {
+            return Ok(());
+        };
+        let written = {
+            let mut out = BufWriter::new(&temp.file);
+            serde_json::to_writer_pretty(&mut out, report)
+                .map_err(std::io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+                .and_then(|()| out.flush())
+        };
+        written
+            .and_then(|()| temp.persist(&self.path))
+            .with_context(|| format!("cannot write the report to {}", quoted_path(&self.path)))
     }
 }
 
 impl ReportFile {
-    fn write(self, report: &impl serde::Serialize) -> Result<()> {
-        let mut out = BufWriter::new(self.file);
-        serde_json::to_writer_pretty(&mut out, report)
-            .map_err(std::io::Error::from)
-            .and_then(|()| out.write_all(b"\n"))
-            .and_then(|()| out.flush())
-            .with_context(|| format!("cannot write the report to '{}'", self.path.display()))
+    pub(crate) fn write(&self, report: &impl serde::Serialize) -> Result<()> {
+        self.inner.write(report)
+    }
+
+    /// On SIGINT or SIGTERM, writes the report `make` gives for the
+    /// signal's name (instead of only removing the temporary file).
+    pub(crate) fn on_signal<R: serde::Serialize>(
+        &mut self,
+        make: impl FnOnce(&str) -> R + Send + 'static,
+    ) {
+        let inner = self.inner.clone();
+        self._on_signal = crate::cli::on_signal(move |signal| {
+            if let Err(e) = inner.write(&make(signal)) {
+                say(&format!("fibpool: error: {e:#}"));
+            }
+        });
     }
 }

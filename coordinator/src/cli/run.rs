@@ -5,6 +5,8 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -123,8 +125,40 @@ struct RunConfig {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let config = validate(args)?;
+    let mut config = validate(args)?;
     let started = Instant::now();
+    // What every report says, whatever the outcome; filled in below.
+    let mut report = RunReport {
+        outcome: "completed".to_owned(),
+        error: None,
+        workers: config.workers,
+        tasks: config.tasks.len(),
+        tasks_done: 0,
+        chunks: None,
+        chunk_size: config.chunk_size.map(NonZeroU64::get),
+        wall_seconds: 0.0,
+        worker_restarts: 0,
+        retried_chunks: 0,
+        recycled: 0,
+        worker_stats: Vec::new(),
+        worker_stats_dropped: 0,
+    };
+    // A signal from here on writes what is known: set before the pool
+    // starts, since its workers may be stopped while they start.
+    let done = Arc::new(AtomicU64::new(0));
+    let built: Arc<OnceLock<Arc<Pool>>> = Arc::new(OnceLock::new());
+    if let Some(file) = &mut config.report {
+        let (mut report, done, built) = (report.clone(), done.clone(), built.clone());
+        file.on_signal(move |signal| {
+            report.outcome = format!("stopped by {signal}");
+            report.tasks_done = done.load(Ordering::Relaxed);
+            report.wall_seconds = started.elapsed().as_secs_f64();
+            if let Some(pool) = built.get() {
+                report.set_counts(pool.counts());
+            }
+            report
+        });
+    }
     let pool = Pool::builder()
         .workers(config.workers)
         .worker_command(config.command.clone())
@@ -132,8 +166,20 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .task_timeout(config.task_timeout)
         .max_tasks_per_child(config.max_tasks_per_child)
         .transport(config.transport)
-        .build()
-        .context("cannot start the pool")?;
+        .build();
+    let pool = match pool {
+        Ok(pool) => built.get_or_init(|| Arc::new(pool)).clone(),
+        Err(e) => {
+            let e = anyhow::Error::new(e).context("cannot start the pool");
+            report.outcome = "failed".to_owned();
+            report.error = Some(format!("{e:#}"));
+            report.wall_seconds = started.elapsed().as_secs_f64();
+            if let Some(file) = &config.report {
+                file.write(&report)?;
+            }
+            return Err(e);
+        }
+    };
 
     let encoding = match config.output {
         Output::Decimal => Encoding::Decimal,
@@ -156,40 +202,44 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 out.write_all(item.value)?;
                 out.write_all(b"\n")?;
             }
+            done.fetch_add(1, Ordering::Relaxed);
             Ok(())
         })
         .and_then(|summary| out.flush().map(|()| summary).map_err(PoolError::Sink));
     progress.finish();
-    let summary = match outcome {
-        Ok(summary) => summary,
+    // Values handed to stdout's buffer count as done once it is flushed;
+    // on an error, what is still buffered may not have reached the reader.
+    report.tasks_done = done.load(Ordering::Relaxed);
+    let result = match outcome {
+        Ok(summary) => {
+            report.chunks = Some(summary.chunks);
+            report.chunk_size = summary.chunk_size;
+            pool.shutdown(true, false)
+                .context("shutting the pool down failed")
+        }
         // A reader that stopped reading (`| head`) is a normal end: dropping the pool reaps the workers.
         Err(PoolError::Sink(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
-            drop(pool);
-            return Ok(ExitCode::SUCCESS);
+            report.outcome = "stdout closed".to_owned();
+            Ok(())
         }
-        Err(e) => return Err(e).context("the run failed"),
+        Err(e) => Err(anyhow::Error::new(e).context("the run failed")),
     };
-    pool.shutdown(true, false)
-        .context("shutting the pool down failed")?;
-    let worker_stats = pool.worker_stats();
-
-    let report = RunReport {
-        workers: config.workers,
-        tasks: summary.tasks,
-        chunks: summary.chunks,
-        chunk_size: summary.chunk_size,
-        wall_seconds: started.elapsed().as_secs_f64(),
-        worker_restarts: summary.worker_restarts,
-        retried_chunks: summary.retried_chunks,
-        recycled: summary.recycled,
-        worker_stats,
-        worker_stats_dropped: pool.counts().stats_dropped,
-    };
-    super::say(&report.summary());
-    if let Some(file) = config.report {
+    if let Err(e) = &result {
+        report.outcome = "failed".to_owned();
+        report.error = Some(format!("{e:#}"));
+    }
+    report.worker_stats = pool.worker_stats();
+    let counts = pool.counts();
+    report.set_counts(counts);
+    report.worker_stats_dropped = counts.stats_dropped;
+    report.wall_seconds = started.elapsed().as_secs_f64();
+    if report.outcome == "completed" {
+        super::say(&report.summary());
+    }
+    if let Some(file) = &config.report {
         file.write(&report)?;
     }
-    Ok(ExitCode::SUCCESS)
+    result.map(|()| ExitCode::SUCCESS)
 }
 
 fn validate(args: RunArgs) -> Result<RunConfig> {

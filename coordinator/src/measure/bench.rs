@@ -4,8 +4,8 @@
 //! samples only: statistics are in [`crate::stats`], the report in
 //! [`crate::report`].
 
-use std::io;
-use std::path::PathBuf;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -122,6 +122,9 @@ pub struct BenchPlan {
     pub python: Option<PythonPeer>,
     /// The gmpy2 peer, against a whole `fibpool run --output hex`.
     pub gmpy2: Option<PythonPeer>,
+    /// A private directory for the peers' scripts and index files (the
+    /// caller makes it, and removes it on every exit path).
+    pub scratch: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,7 +210,7 @@ pub fn steps(plan: &BenchPlan) -> u64 {
 
 /// Runs the plan; `tick` is called once per step.
 pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, BenchError> {
-    let scratch = Scratch::new()?;
+    let scratch = Scratch(&plan.scratch);
     let script = scratch.file("python_peer.py", PYTHON_PEER.as_bytes())?;
     let gmpy2_script = scratch.file("gmpy2_peer.py", GMPY2_PEER.as_bytes())?;
     let mut workloads = Vec::new();
@@ -534,32 +537,23 @@ fn max(samples: &[f64]) -> f64 {
     samples.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }
 
-/// A temporary directory removed when dropped.
-struct Scratch(PathBuf);
+/// The plan's scratch directory.
+struct Scratch<'a>(&'a Path);
 
-impl Scratch {
-    fn new() -> Result<Scratch, BenchError> {
-        let dir = std::env::temp_dir().join(format!("fibpool-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|source| BenchError::Run {
-            what: format!("mkdir {}", dir.display()),
-            source,
-        })?;
-        Ok(Scratch(dir))
-    }
-
+impl Scratch<'_> {
+    /// Writes a new file (never through an existing one).
     fn file(&self, name: &str, contents: &[u8]) -> Result<PathBuf, BenchError> {
         let path = self.0.join(name);
-        std::fs::write(&path, contents).map_err(|source| BenchError::Run {
-            what: format!("write {}", path.display()),
-            source,
-        })?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(contents))
+            .map_err(|source| BenchError::Run {
+                what: format!("write {}", path.display()),
+                source,
+            })?;
         Ok(path)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -13,9 +13,19 @@ use crate::stats::Summary;
 /// A `fibpool run`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RunReport {
+    /// How the run ended: `completed`, `stdout closed` (the reader stopped
+    /// reading), `failed` (see `error`), or `stopped by SIGINT`/`SIGTERM`.
+    pub outcome: String,
+    /// The whole error chain, for a failed run.
+    pub error: Option<String>,
     pub workers: usize,
+    /// Indices in the batch.
     pub tasks: u64,
-    pub chunks: u64,
+    /// Indices whose values were handed to the output (all of them, for a
+    /// completed run).
+    pub tasks_done: u64,
+    /// Chunks the batch took, known once it completed.
+    pub chunks: Option<u64>,
     /// The fixed chunk size, or null for guided chunks.
     pub chunk_size: Option<u64>,
     pub wall_seconds: f64,
@@ -33,13 +43,20 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// The short human summary printed on stderr.
+    /// Takes the pool's recovery counts.
+    pub fn set_counts(&mut self, counts: crate::pool::PoolCounts) {
+        self.worker_restarts = counts.worker_restarts;
+        self.retried_chunks = counts.retried_chunks;
+        self.recycled = counts.recycled;
+    }
+
+    /// The short human summary printed on stderr after a completed run.
     pub fn summary(&self) -> String {
         let rate = self.tasks as f64 / self.wall_seconds.max(f64::MIN_POSITIVE);
         let mut line = format!(
             "fibpool: {} in {} on {}: {:.3} s wall, {} indices/s",
             count(self.tasks, "index", "indices"),
-            count(self.chunks, "chunk", "chunks"),
+            count(self.chunks.unwrap_or(0), "chunk", "chunks"),
             count(self.workers as u64, "worker", "workers"),
             self.wall_seconds,
             human_rate(rate),
