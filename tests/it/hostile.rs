@@ -263,3 +263,70 @@ fn the_bench_scratch_directory_is_private_and_removed() {
     assert_eq!(out.code(), Some(143), "{}", out.stderr);
     assert!(!scratch.exists(), "{} is left", scratch.display());
 }
+
+/// Processes whose command line holds `marker`, from /proc.
+fn processes_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .collect()
+}
+
+/// A worker command that never answers its handshake fails every
+/// subcommand after one `--handshake-timeout`, with one line, and is killed.
+#[test]
+fn a_worker_that_never_completes_its_handshake_fails_after_the_deadline() {
+    let marker = format!("1000.{}", std::process::id());
+    let worker_cmd = format!("sleep {marker}");
+    let cases: [(&[&str], &str, &str); 4] = [
+        (
+            &["run", "0..3"],
+            "the run failed: the pool is broken: worker ",
+            " did not complete its handshake within 300ms",
+        ),
+        (
+            &["stress", "--count", "10"],
+            "the stress test failed: worker 0 (pid ",
+            " did not complete its handshake within 300ms",
+        ),
+        (
+            &["bench", "0..10"],
+            "the benchmark failed: the pool is broken: worker ",
+            " did not complete its handshake within 300ms",
+        ),
+        (
+            &["startup", "--rounds", "1", "--warmup", "0"],
+            "the measurement failed: cannot start worker `sleep`: it wrote nothing within 300ms",
+            " (the --handshake-timeout)",
+        ),
+    ];
+    for (args, prefix, suffix) in cases {
+        let out = run(fibpool().args(args).args([
+            "-w",
+            "2",
+            "--handshake-timeout",
+            "0.3",
+            "--worker-cmd",
+            &worker_cmd,
+        ]));
+        assert_eq!(out.code(), Some(1), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        let line = out.stderr.trim_end();
+        let line = line
+            .strip_prefix("fibpool: error: ")
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(
+            line.starts_with(prefix) && line.ends_with(suffix),
+            "{args:?}: {line}"
+        );
+        assert_eq!(
+            processes_with(&marker),
+            Vec::<u32>::new(),
+            "{args:?} left a worker"
+        );
+    }
+}

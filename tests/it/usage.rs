@@ -154,6 +154,13 @@ fn numbers_in_options_are_written_as_indices_are() {
         &["run", "--task-timeout", "NaN", "5"],
         "--task-timeout must be more than 0 and at most 86400 seconds, got 'NaN'",
     );
+    for sub in ["run", "startup", "stress", "bench"] {
+        check(
+            &[sub, "--handshake-timeout", "0", "5"]
+                [..if sub == "run" || sub == "bench" { 4 } else { 3 }],
+            "--handshake-timeout must be more than 0 and at most 86400 seconds, got '0'",
+        );
+    }
     check(
         &["stress", "--duration", "1e999"],
         "--duration must be more than 0 and at most 86400 seconds, got '1e999'",

@@ -64,6 +64,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "CMD")]
     worker_cmd: Option<String>,
 
+    #[command(flatten)]
+    handshake: super::HandshakeArg,
+
     /// Indices to benchmark instead of presets (as for `fibpool run`)
     #[arg(value_name = "INDICES", allow_negative_numbers = true)]
     indices: Vec<String>,
@@ -129,7 +132,9 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
             let _ = std::fs::remove_dir_all(&dir);
         })
     };
+    let handshake_timeout = args.handshake.timeout()?;
     let plan = BenchPlan {
+        handshake_timeout,
         workloads,
         workers,
         repeat: args.repeat,

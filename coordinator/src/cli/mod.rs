@@ -244,6 +244,27 @@ fn quoted_path(path: &std::path::Path) -> String {
     fibpool_coordinator::input::quoted(&path.to_string_lossy())
 }
 
+/// `--handshake-timeout`, on every subcommand.
+#[derive(Debug, clap::Args)]
+struct HandshakeArg {
+    /// Give up on a worker that has not completed its handshake this many seconds after its start
+    #[arg(long, value_name = "SECONDS", default_value = "30")]
+    handshake_timeout: String,
+}
+
+/// The longest `--handshake-timeout` accepted: a day.
+const MAX_HANDSHAKE_SECONDS: f64 = 86_400.0;
+
+impl HandshakeArg {
+    fn timeout(&self) -> Result<std::time::Duration> {
+        seconds(
+            "--handshake-timeout",
+            &self.handshake_timeout,
+            MAX_HANDSHAKE_SECONDS,
+        )
+    }
+}
+
 fn check_workers(workers: usize) -> Result<usize> {
     if !(1..=MAX_WORKERS).contains(&workers) {
         usage!("--workers must be between 1 and {MAX_WORKERS}, got {workers}");

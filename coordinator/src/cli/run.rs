@@ -61,6 +61,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "CMD")]
     worker_cmd: Option<String>,
 
+    #[command(flatten)]
+    handshake: super::HandshakeArg,
+
     /// Stop when one chunk has taken its worker down this many times in a row
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RETRIES, value_parser = super::whole::<u32>)]
     retries: u32,
@@ -120,6 +123,7 @@ struct RunConfig {
     command: WorkerCommand,
     retries: u32,
     task_timeout: Option<Duration>,
+    handshake_timeout: Duration,
     max_tasks_per_child: Option<u64>,
     transport: Transport,
 }
@@ -164,6 +168,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .worker_command(config.command.clone())
         .retries(config.retries)
         .task_timeout(config.task_timeout)
+        .handshake_timeout(config.handshake_timeout)
         .max_tasks_per_child(config.max_tasks_per_child)
         .transport(config.transport)
         .build();
@@ -269,6 +274,7 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
         usage!("--max-tasks-per-child must be at least 1");
     }
     let command = worker_command(args.worker_cmd.as_deref())?;
+    let handshake_timeout = args.handshake.timeout()?;
     let report = create_report(args.report)?;
     Ok(RunConfig {
         workers,
@@ -280,6 +286,7 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
         command,
         retries: args.retries,
         task_timeout,
+        handshake_timeout,
         max_tasks_per_child: args.max_tasks_per_child,
         transport: args.transport.into(),
     })

@@ -35,6 +35,9 @@ pub struct StartupArgs {
     #[arg(long, value_name = "CMD")]
     worker_cmd: Option<String>,
 
+    #[command(flatten)]
+    handshake: super::HandshakeArg,
+
     /// Write the report as JSON to FILE (one object per pool size; an array when several)
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -65,7 +68,9 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
     let report = create_report(args.report)?;
     let floor = floor_program()?;
 
+    let handshake_timeout = args.handshake.timeout()?;
     let plan = StartupPlan {
+        handshake_timeout,
         workers,
         rounds: args.rounds,
         warmup: args.warmup,

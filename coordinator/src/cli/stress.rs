@@ -63,6 +63,9 @@ pub struct StressArgs {
     #[arg(long, value_name = "CMD")]
     worker_cmd: Option<String>,
 
+    #[command(flatten)]
+    handshake: super::HandshakeArg,
+
     /// Write the report as JSON to FILE
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -92,7 +95,9 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
     };
     let command = worker_command(args.worker_cmd.as_deref())?;
     let report_file = create_report(args.report)?;
+    let handshake_timeout = args.handshake.timeout()?;
     let plan = StressPlan {
+        handshake_timeout,
         workers,
         patterns: dedup(args.pattern.iter().map(|p| match p {
             PatternArg::Pingpong => Pattern::PingPong,

@@ -125,6 +125,8 @@ pub struct BenchPlan {
     /// A private directory for the peers' scripts and index files (the
     /// caller makes it, and removes it on every exit path).
     pub scratch: PathBuf,
+    /// How long a worker has to complete its handshake.
+    pub handshake_timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -336,6 +338,7 @@ fn pool_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<PoolSampl
     let pool = Pool::builder()
         .workers(n)
         .worker_command(plan.command.clone())
+        .handshake_timeout(plan.handshake_timeout)
         .build()?;
     let mut bytes = 0usize;
     let options = RunOptions {
@@ -372,6 +375,7 @@ fn ceiling_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<f64, P
     let pool = Pool::builder()
         .workers(n)
         .worker_command(plan.command.clone())
+        .handshake_timeout(plan.handshake_timeout)
         .build()?;
     let seconds = pool.probe().ceiling(tasks, Encoding::Raw)?;
     pool.shutdown(true, false)?;

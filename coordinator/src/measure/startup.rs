@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{PipeReader, Read};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fibpool_protocol::env::ANSWER_AT_ONCE;
 
@@ -30,6 +30,8 @@ pub struct StartupPlan {
     pub floor: OsString,
     /// Threads for the parallel-spawn variant of each round.
     pub spawn_threads: usize,
+    /// How long a worker has to complete its handshake.
+    pub handshake_timeout: Duration,
 }
 
 /// Samples in seconds, one list per thing measured, for one pool size.
@@ -55,8 +57,9 @@ pub fn measure(
             progress(n, round);
             let keep = round >= plan.warmup;
             // Interleaved, so that the baselines see the same machine as the pools.
-            let floor = first_bytes(n, || Command::new(&plan.floor))?;
-            let worker_at_once = first_bytes(n, || {
+            let timeout = plan.handshake_timeout;
+            let floor = first_bytes(n, timeout, || Command::new(&plan.floor))?;
+            let worker_at_once = first_bytes(n, timeout, || {
                 let mut command = plan.command.to_command();
                 command.env(ANSWER_AT_ONCE, "1");
                 command
@@ -100,6 +103,7 @@ fn pool_round(plan: &StartupPlan, n: usize, threads: usize) -> Result<Round, Poo
     let pool = Pool::builder()
         .workers(n)
         .worker_command(plan.command.clone())
+        .handshake_timeout(plan.handshake_timeout)
         .spawn_threads(threads)
         .build()?;
     let probe = pool.probe();
@@ -119,11 +123,15 @@ fn pool_round(plan: &StartupPlan, n: usize, threads: usize) -> Result<Round, Poo
 /// times each from the start of its spawn to its first byte on stdout. Plain
 /// std spawns (no pre-exec hook, so std may use posix_spawn), and poll(2) to
 /// stamp each byte as it arrives: the floor a pool's `ready` is held to.
-fn first_bytes(n: usize, command: impl Fn() -> Command) -> Result<Vec<f64>, PoolError> {
+fn first_bytes(
+    n: usize,
+    timeout: Duration,
+    command: impl Fn() -> Command,
+) -> Result<Vec<f64>, PoolError> {
     let mut children = Vec::with_capacity(n);
     for _ in 0..n {
         let mut command = command();
-        let program = format!("{:?}", command.get_program());
+        let program = command.get_program().to_string_lossy().into_owned();
         let failed = |source| PoolError::Spawn {
             command: program.clone(),
             source,
@@ -147,7 +155,11 @@ fn first_bytes(n: usize, command: impl Fn() -> Command) -> Result<Vec<f64>, Pool
         });
     }
     let mut answered = 0;
+    let deadline = Instant::now() + timeout;
     while answered < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Rounded up: a wait of 0 would spin.
+        let left_ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
         let mut fds: Vec<libc::pollfd> = children
             .iter()
             .map(|c| libc::pollfd {
@@ -160,7 +172,7 @@ fn first_bytes(n: usize, command: impl Fn() -> Command) -> Result<Vec<f64>, Pool
             })
             .collect();
         // SAFETY: a valid array of pollfds; every descriptor is open.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 10_000) };
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, left_ms) };
         let now = Instant::now();
         if ready <= 0 {
             let error = std::io::Error::last_os_error();
@@ -170,7 +182,10 @@ fn first_bytes(n: usize, command: impl Fn() -> Command) -> Result<Vec<f64>, Pool
             return Err(PoolError::Spawn {
                 command: children[0].program.clone(),
                 source: if ready == 0 {
-                    std::io::ErrorKind::TimedOut.into()
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("it wrote nothing within {timeout:?} (the --handshake-timeout)"),
+                    )
                 } else {
                     error
                 },

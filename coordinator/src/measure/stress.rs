@@ -70,6 +70,8 @@ pub struct StressPlan {
     pub transports: Vec<Transport>,
     pub limit: Limit,
     pub command: WorkerCommand,
+    /// How long a worker has to complete its handshake.
+    pub handshake_timeout: Duration,
     /// Alternations of framed and raw slices per measurement (ABBA order).
     pub slices: usize,
 }
@@ -251,7 +253,10 @@ fn measure_cell(
     let mut drivers = Vec::new();
     for phase in &phases {
         let set = (0..phase.workers)
-            .map(|slot| Driver::start(&plan.command, transport, *phase, size, slot))
+            .map(|slot| {
+                let deadline = plan.handshake_timeout;
+                Driver::start(&plan.command, transport, *phase, size, slot, deadline)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         drivers.push(set);
     }
@@ -478,29 +483,37 @@ impl Driver {
         phase: Phase,
         size: usize,
         slot: usize,
+        handshake_timeout: Duration,
     ) -> Result<Driver, PoolError> {
         let (child, mut reader, mut writer) =
-            Connection::open(command, transport, Duration::from_secs(30), slot)?.into_parts();
+            Connection::open(command, transport, handshake_timeout, slot)?.into_parts();
         let name = child.name;
         let protocol = |source| PoolError::WorkerProtocol {
             worker: name,
             source,
         };
-        writer
+        let watchdog = child.kill_after(handshake_timeout);
+        let handshake = writer
             .send(&Request::Hello(CoordinatorHello {
                 version: PROTOCOL_VERSION,
                 pid: std::process::id(),
             }))
-            .map_err(protocol)?;
-        match reader.recv_handshake::<Response>().map_err(protocol)? {
-            Some(Response::Ready(_)) => {}
-            other => {
-                return Err(PoolError::WorkerMisbehaved {
+            .map_err(protocol)
+            .and_then(|_| match reader.recv_handshake::<Response>() {
+                Ok(Some(Response::Ready(_))) => Ok(()),
+                Ok(other) => Err(PoolError::WorkerMisbehaved {
                     worker: name,
                     what: format!("answered its handshake with {other:?}"),
-                });
-            }
+                }),
+                Err(e) => Err(protocol(e)),
+            });
+        if watchdog.disarm() {
+            return Err(PoolError::HandshakeTimeout {
+                worker: name,
+                timeout: handshake_timeout,
+            });
         }
+        handshake?;
         // Not all zeroes, and different for every worker: a swapped or shifted
         // payload cannot pass for another.
         let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ ((name.pid as u64) << 32);

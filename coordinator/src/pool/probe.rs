@@ -127,6 +127,21 @@ impl Connection {
     }
 }
 
+/// See [`WorkerProcessHandle::kill_after`].
+pub struct Watchdog {
+    disarm: std::sync::mpsc::Sender<()>,
+    /// `None` if no thread could be made: no deadline then.
+    thread: Option<std::thread::JoinHandle<bool>>,
+}
+
+impl Watchdog {
+    /// Stops the watchdog; true if it had already killed the process.
+    pub fn disarm(self) -> bool {
+        let _ = self.disarm.send(());
+        self.thread.is_some_and(|t| t.join().unwrap_or(false))
+    }
+}
+
 /// A probe's worker process, apart from its streams.
 pub struct WorkerProcessHandle {
     pub name: WorkerName,
@@ -141,6 +156,27 @@ impl WorkerProcessHandle {
     /// Its peak resident set size, while it is alive.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
         self.child.peak_rss_bytes()
+    }
+
+    /// Kills it (its process group) unless the returned watchdog is
+    /// disarmed within `timeout`: a deadline for a blocking read, such as
+    /// the handshake's, which the kill ends.
+    pub fn kill_after(&self, timeout: Duration) -> Watchdog {
+        let (disarm, disarmed) = std::sync::mpsc::channel::<()>();
+        let pid = self.pid() as libc::pid_t;
+        let thread = std::thread::Builder::new()
+            .name("fibpool-watchdog".into())
+            .spawn(move || match disarmed.recv_timeout(timeout) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    // SAFETY: kill(2) on the process group of our child,
+                    // which is not reaped before the watchdog is disarmed.
+                    unsafe { libc::kill(-pid, libc::SIGKILL) };
+                    true
+                }
+                _ => false,
+            })
+            .ok();
+        Watchdog { disarm, thread }
     }
 
     /// Waits up to `grace` for it to exit, then kills it; reaps it either way.

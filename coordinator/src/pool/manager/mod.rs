@@ -972,9 +972,19 @@ fn fault_cause(error: &PoolError, when: &str) -> String {
 }
 
 /// The error a probe waiting on a lost worker gets.
-fn loss_error(worker: WorkerName, loss: &Loss, cause: &str, was_ready: bool) -> PoolError {
+fn loss_error(
+    worker: WorkerName,
+    loss: &Loss,
+    cause: &str,
+    was_ready: bool,
+    handshake_timeout: Duration,
+) -> PoolError {
     match loss {
         Loss::Fault { error, .. } => error.clone(),
+        Loss::HandshakeTimeout => PoolError::HandshakeTimeout {
+            worker,
+            timeout: handshake_timeout,
+        },
         _ => PoolError::WorkerExited {
             worker,
             status: cause.to_owned(),

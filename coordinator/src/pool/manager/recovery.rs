@@ -35,7 +35,8 @@ impl Manager {
             Loss::Fault { error, .. } => fault_cause(error, before),
         };
         self.retire(worker.stats(Some(cause.clone())));
-        self.probe_lost(slot, || loss_error(name, &loss, &cause, was_ready));
+        let timeout = self.config.handshake_timeout;
+        self.probe_lost(slot, || loss_error(name, &loss, &cause, was_ready, timeout));
 
         // Nothing at all in flight (not even chunks of batches gone): it was
         // idle, and what ended it was not a chunk.
@@ -59,6 +60,7 @@ impl Manager {
         held.retain(|id| self.chunks.contains_key(id) && !worker.disowned.contains(id));
         let timed_out = matches!(loss, Loss::TaskTimeout);
         let closed = matches!(loss, Loss::Closed);
+        let unanswered = matches!(loss, Loss::HandshakeTimeout);
         // Decided first, failed last: whoever waits on a failed batch may
         // look at the counts at once.
         let mut failed = None;
@@ -107,7 +109,16 @@ impl Manager {
         let state = &mut self.slots[slot];
         state.quick = if quick { state.quick + 1 } else { 0 };
         let mut give_up = None;
-        if fruitless {
+        if unanswered {
+            // A worker that never answers is not healed by starting another
+            // (a hung login, a command that is not a worker): its slot is
+            // given up after one deadline, not `retries` of them.
+            self.slots[slot].fruitless += 1;
+            give_up = Some(PoolError::HandshakeTimeout {
+                worker: name,
+                timeout: self.config.handshake_timeout,
+            });
+        } else if fruitless {
             let failures = &mut self.slots[slot].fruitless;
             *failures += 1;
             if *failures >= self.config.retries {
