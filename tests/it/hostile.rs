@@ -330,3 +330,43 @@ fn a_worker_that_never_completes_its_handshake_fails_after_the_deadline() {
         );
     }
 }
+
+/// The values a run holds are bounded in bytes, not by the worker count:
+/// a window of 8 chunks a worker (64 workers: 512 chunks of up to 1 MiB)
+/// before, which peaked at 445-458 MiB here, against 237-271 MiB now. The first chunk hangs in every worker, so nothing can be printed
+/// and every answer after it waits in the window, until the chunk is found
+/// poison (three task timeouts).
+#[test]
+fn a_runs_memory_is_bounded_in_bytes_whatever_the_worker_count() {
+    let dir = scratch_dir("window-bytes");
+    let path = dir.join("r.json");
+    let out = run(fibpool()
+        .env("FIBPOOL_TEST_FAULT", "hang@0")
+        .args([
+            "run",
+            "-w",
+            "64",
+            "--task-timeout",
+            "2",
+            "--output",
+            "none",
+            "--report",
+        ])
+        .arg(&path)
+        .arg("0..200000"));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    let report = read_report(&path);
+    assert_eq!(report["tasks_done"], 0, "{report}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("the run failed: poison chunk 0 "),
+        "{error}"
+    );
+    let peak = report["coordinator_peak_rss_bytes"].as_u64().unwrap();
+    // The window is 256 MiB of answers by their bounds.
+    assert!(
+        peak < 360 << 20,
+        "the coordinator peaked at {} MiB",
+        peak >> 20
+    );
+}

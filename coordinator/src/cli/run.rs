@@ -19,6 +19,7 @@ use super::{
 };
 use fibpool_coordinator::input::{DEFAULT_MAX_INDEX, InputError, Parser};
 use fibpool_coordinator::pool::DEFAULT_RETRIES;
+use fibpool_coordinator::pool::probe::peak_rss_bytes;
 use fibpool_coordinator::report::RunReport;
 use fibpool_coordinator::{
     Pool, PoolError, RunOptions, TaskList, Transport, WorkerCommand, default_workers,
@@ -146,6 +147,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         recycled: 0,
         worker_stats: Vec::new(),
         worker_stats_dropped: 0,
+        coordinator_peak_rss_bytes: None,
     };
     // A signal from here on writes what is known: set before the pool
     // starts, since its workers may be stopped while they start.
@@ -157,6 +159,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             report.outcome = format!("stopped by {signal}");
             report.tasks_done = done.load(Ordering::Relaxed);
             report.wall_seconds = started.elapsed().as_secs_f64();
+            report.coordinator_peak_rss_bytes = peak_rss_bytes("/proc/self/status");
             if let Some(pool) = built.get() {
                 report.set_counts(pool.counts());
             }
@@ -238,6 +241,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     report.set_counts(counts);
     report.worker_stats_dropped = counts.stats_dropped;
     report.wall_seconds = started.elapsed().as_secs_f64();
+    report.coordinator_peak_rss_bytes = peak_rss_bytes("/proc/self/status");
     if report.outcome == "completed" {
         super::say(&report.summary());
     }

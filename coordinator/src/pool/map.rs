@@ -49,7 +49,7 @@ impl<'p, I: Iterator<Item = u64>> Mapper<'p, I> {
 
     /// Feeds chunks until `buffersize` are out, half a window at a time.
     fn top_up(&mut self, stream: &mut Stream<'p>) -> Result<(), PoolError> {
-        if stream.outstanding() * 2 > self.buffersize || self.refused.is_some() {
+        if !stream.half_empty(self.buffersize) || self.refused.is_some() {
             return Ok(());
         }
         let size = match self.chunk_size {
@@ -58,8 +58,8 @@ impl<'p, I: Iterator<Item = u64>> Mapper<'p, I> {
                 workers: self.pool.size(),
             },
         };
-        let mut batch = Vec::new();
-        while stream.outstanding() + batch.len() < self.buffersize {
+        let (mut batch, mut bytes) = (Vec::new(), 0);
+        while stream.has_room(self.buffersize, batch.len(), bytes) {
             let (plan, refused) = chunk_from_iter(
                 &mut self.indices,
                 size,
@@ -69,6 +69,7 @@ impl<'p, I: Iterator<Item = u64>> Mapper<'p, I> {
             );
             if let Some(plan) = plan {
                 self.next_chunk = (plan.id + 1, plan.first_position + plan.count);
+                bytes += plan.answer_bound(stream.encoding());
                 batch.push(plan);
             }
             if let Some(TooLarge(index)) = refused {

@@ -408,11 +408,14 @@ impl Pool {
         let mut cursor = Cursor::default();
         let mut stream = Stream::new(self, options.encoding, options.ordered);
         loop {
-            if stream.outstanding() * 2 <= self.window {
-                let mut batch = Vec::new();
-                while stream.outstanding() + batch.len() < self.window {
+            if stream.half_empty(self.window) {
+                let (mut batch, mut bytes) = (Vec::new(), 0);
+                while stream.has_room(self.window, batch.len(), bytes) {
                     match cursor.next(tasks, size, options.encoding) {
-                        Some(plan) => batch.push(plan),
+                        Some(plan) => {
+                            bytes += plan.answer_bound(options.encoding);
+                            batch.push(plan);
+                        }
                         None => break,
                     }
                 }

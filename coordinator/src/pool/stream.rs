@@ -21,7 +21,15 @@ pub(crate) struct Stream<'p> {
     /// Sent to the manager once, with the first chunks.
     results: Option<Receiver<Delivery>>,
     board: Board,
+    /// What the chunks fed and not yet delivered may take, by their bounds.
+    bytes: u64,
 }
+
+/// A fed batch keeps chunks out while their answers may take less than
+/// this, with one chunk more at most (at least one is always out): 256 MiB,
+/// however many workers (a window of chunks alone grew with them, to 1.9 GB
+/// for 256 workers on values near F(300000)).
+pub const WINDOW_BYTES: u64 = 256 << 20;
 
 impl<'p> Stream<'p> {
     pub fn new(pool: &'p Pool, encoding: Encoding, ordered: bool) -> Self {
@@ -31,7 +39,24 @@ impl<'p> Stream<'p> {
             encoding,
             results: None,
             board: Board::new(ordered),
+            bytes: 0,
         }
+    }
+
+    /// True while the window has room for another chunk: fewer than
+    /// `chunks` out (counting `more` about to be fed), and less than
+    /// [`WINDOW_BYTES`] in their bounds (`more_bytes` included).
+    pub fn has_room(&self, chunks: usize, more: usize, more_bytes: u64) -> bool {
+        self.outstanding() + more < chunks && self.bytes.saturating_add(more_bytes) < WINDOW_BYTES
+    }
+
+    /// Half the window is free, in chunks and in bytes: time to feed more.
+    pub fn half_empty(&self, chunks: usize) -> bool {
+        self.outstanding() * 2 <= chunks && self.bytes <= WINDOW_BYTES / 2
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
     }
 
     /// Chunks fed and not yet delivered.
@@ -56,6 +81,7 @@ impl<'p> Stream<'p> {
             self.pool.usable()?;
         }
         for plan in &chunks {
+            self.bytes = self.bytes.saturating_add(plan.answer_bound(self.encoding));
             self.board.feed(plan.clone());
         }
         let msg = match self.results {
@@ -80,6 +106,14 @@ impl<'p> Stream<'p> {
     /// The next chunk to deliver and what became of it, waiting for it;
     /// `None` when nothing fed is left.
     pub fn next(&mut self) -> Option<(ChunkPlan, Outcome)> {
+        let next = self.next_out();
+        if let Some((plan, _)) = &next {
+            self.bytes = self.bytes.saturating_sub(plan.answer_bound(self.encoding));
+        }
+        next
+    }
+
+    fn next_out(&mut self) -> Option<(ChunkPlan, Outcome)> {
         loop {
             if let Some(ready) = self.board.next_ready() {
                 return Some(ready);

@@ -372,6 +372,18 @@ impl ChunkPlan {
         }
     }
 
+    /// At most how many bytes its values take in `encoding` (the bound a
+    /// chunk is cut by): what a fed batch counts against its window.
+    pub fn answer_bound(&self, encoding: Encoding) -> u64 {
+        self.runs
+            .iter()
+            .map(|run| {
+                run.len
+                    .saturating_mul(packed_len_bound(run.start + (run.len - 1), encoding))
+            })
+            .fold(0, u64::saturating_add)
+    }
+
     /// The chunk's indices in order.
     pub fn indices(&self) -> impl Iterator<Item = u64> + '_ {
         self.runs

@@ -317,11 +317,14 @@ fn next_event(
         }
     };
     let at = Instant::now();
-    let values = Values {
-        buf: frames.take_payload(),
-        ends,
-        data,
-    };
+    let mut buf = frames.take_payload();
+    // The buffer grew by doubling as the bytes came: held in a batch's
+    // window it counts at its capacity, up to twice the answer's bytes.
+    // Large blocks shrink in place (mremap), without a copy.
+    if buf.capacity() - buf.len() > buf.len() / 8 {
+        buf.shrink_to_fit();
+    }
+    let values = Values { buf, ends, data };
     Ok(Some(Event::Computed {
         worker,
         id,

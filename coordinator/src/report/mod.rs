@@ -40,6 +40,9 @@ pub struct RunReport {
     pub worker_stats: Vec<WorkerStats>,
     /// Replaced processes left out of `worker_stats` to bound memory.
     pub worker_stats_dropped: u64,
+    /// The coordinator's own peak resident set size (VmHWM) when the
+    /// report was made.
+    pub coordinator_peak_rss_bytes: Option<u64>,
 }
 
 impl RunReport {
