@@ -370,3 +370,84 @@ fn a_runs_memory_is_bounded_in_bytes_whatever_the_worker_count() {
         peak >> 20
     );
 }
+
+#[test]
+fn stress_sends_the_count_it_is_given() {
+    let dir = scratch_dir("stress-count");
+    let path = dir.join("s.json");
+    let out = run(fibpool()
+        .args([
+            "stress", "-w", "1", "--count", "3", "--sizes", "8", "--report",
+        ])
+        .arg(&path));
+    out.assert_success();
+    let report = read_report(&path);
+    let counts: Vec<(&str, u64, u64)> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["pattern"].as_str().unwrap(),
+                r["messages"].as_u64().unwrap(),
+                r["raw_messages"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [("pingpong", 3, 3), ("stream", 3, 3), ("fanout", 3, 3)]
+    );
+    assert!(!out.stdout.contains("NaN"), "{}", out.stdout);
+}
+
+#[test]
+fn counts_of_one_are_singular() {
+    let out = run(fibpool().env("FIBPOOL_TEST_FAULT", "crash@5").args([
+        "run",
+        "-w",
+        "1",
+        "-c",
+        "1",
+        "--retries",
+        "1",
+        "0..10",
+    ]));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("fibpool: error: the run failed: poison chunk 5 (indices 5) took its worker down once; the last, worker "),
+        "{}",
+        out.stderr
+    );
+    let running = Running::start(
+        fibpool()
+            .env("FIBPOOL_TEST_FAULT", "hang@0")
+            .args(["run", "-w", "1", "0..3"]),
+    );
+    running.workers(1);
+    signal(running.pid(), libc::SIGINT);
+    let out = running.finish();
+    assert_eq!(
+        out.stderr,
+        "fibpool: stopped by SIGINT; 1 worker process killed and reaped\n"
+    );
+}
+
+#[test]
+fn fibpool_worker_with_arguments_is_not_a_worker() {
+    let out = run(fibpool().args(["worker", "--help"]));
+    out.assert_success();
+    assert!(
+        out.stdout
+            .starts_with("Serve the worker protocol on stdin/stdout"),
+        "{:?}",
+        out.stdout
+    );
+    let out = run(fibpool().args(["worker", "extra"]));
+    assert_eq!(out.code(), Some(2));
+    assert_eq!(
+        out.stderr,
+        "fibpool: error: unexpected argument 'extra' found (see 'fibpool help')\n"
+    );
+}

@@ -73,11 +73,10 @@ enum Command {
 /// The `fibpool` binary. `main_entered_ns` is the CLOCK_MONOTONIC stamp taken
 /// first thing in `main`, reported by a worker in its handshake.
 pub fn main(main_entered_ns: u64) -> ExitCode {
-    // Workers take this path before clap builds its parser: it is their start-up cost.
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|arg| arg == "worker")
-    {
+    // Workers take this path before clap builds its parser: it is their
+    // start-up cost. With anything after `worker` (`--help`), clap answers.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|arg| arg == "worker") && args.next().is_none() {
         return fibpool_worker::run_stdio("fibpool worker", main_entered_ns);
     }
     let cli = match Cli::try_parse() {

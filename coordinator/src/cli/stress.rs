@@ -122,7 +122,12 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
     }
     let failures: u64 = report.results.iter().map(|r| r.integrity_failures()).sum();
     if failures > 0 {
-        anyhow::bail!("{failures} frames were lost, duplicated or corrupted (see the table)");
+        let frames = if failures == 1 {
+            "1 frame was"
+        } else {
+            &format!("{failures} frames were")
+        };
+        anyhow::bail!("{frames} lost, duplicated or corrupted (see the table)");
     }
     Ok(ExitCode::SUCCESS)
 }

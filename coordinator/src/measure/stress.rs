@@ -261,11 +261,19 @@ fn measure_cell(
         drivers.push(set);
     }
 
-    let slice_limit = |phase: &Phase| match plan.limit {
-        Limit::Duration(d) => SliceLimit::Until(d / (phases.len() * plan.slices) as u32),
+    // A count is each codec's messages per pattern: shared out over its
+    // phases, slices and workers, the last slices taking what is left
+    // (none, once it is sent), so a phase of one worker sends exactly its
+    // share and one of w workers at most w - 1 more.
+    let slice_limit = |p: usize, phase: &Phase, slice: usize| match plan.limit {
+        Limit::Duration(d) => Some(SliceLimit::Until(d / (phases.len() * plan.slices) as u32)),
         Limit::Count(k) => {
-            let per = k.div_ceil((phases.len() * plan.slices * phase.workers) as u64);
-            SliceLimit::Messages(per.max(1))
+            let n = phases.len() as u64;
+            let k = k / n + u64::from((p as u64) < k % n);
+            let w = phase.workers as u64;
+            let per = k.div_ceil(plan.slices as u64 * w).max(1);
+            let sent = per * w * slice as u64;
+            (sent < k).then(|| SliceLimit::Messages(per.min((k - sent).div_ceil(w))))
         }
     };
     let mut tallies: Vec<[Tally; 2]> = phases.iter().map(|_| Default::default()).collect();
@@ -278,8 +286,11 @@ fn measure_cell(
             [Codec::Raw, Codec::Framed]
         };
         for (p, phase) in phases.iter().enumerate() {
+            let Some(limit) = slice_limit(p, phase, slice) else {
+                continue;
+            };
             for codec in order {
-                let (tally, stalled) = run_slice(&mut drivers[p], codec, slice_limit(phase))?;
+                let (tally, stalled) = run_slice(&mut drivers[p], codec, limit)?;
                 tallies[p][codec as usize].add_sequential(&tally);
                 if stalled {
                     incidents.push(format!(

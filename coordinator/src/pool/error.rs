@@ -81,7 +81,8 @@ pub enum PoolError {
     /// A chunk took its worker down again and again. `chunk` counts from 0
     /// within its batch.
     #[error(
-        "poison chunk {chunk} (indices {indices}) took its worker down {failures} times in a row; the last, {worker}, {cause}"
+        "poison chunk {chunk} (indices {indices}) took its worker down {}; the last, {worker}, {cause}",
+        if *failures == 1 { "once".to_owned() } else { format!("{failures} times in a row") }
     )]
     PoisonChunk {
         chunk: u64,

@@ -176,6 +176,16 @@ impl StartupReport {
     }
 }
 
+/// A ratio to two places, or "-" where it has no value (nothing measured
+/// on one side: 0/0 is NaN, x/0 infinite).
+fn ratio(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.2}")
+    } else {
+        "-".to_owned()
+    }
+}
+
 /// A duration for people: "412 µs", "1.23 ms", "2.50 s".
 pub fn seconds(s: f64) -> String {
     match s {
@@ -267,7 +277,7 @@ impl StressReport {
         );
         for r in &self.results {
             out += &format!(
-                "{:<6} {:<8} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10.1} {:>10.0} {:>9} {:>10.1} {:>6.2} {:>6.2}  {}/{}/{}\n",
+                "{:<6} {:<8} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10.1} {:>10.0} {:>9} {:>10.1} {:>6} {:>6}  {}/{}/{}\n",
                 r.transport,
                 r.pattern,
                 bytes(r.size_bytes),
@@ -280,8 +290,8 @@ impl StressReport {
                 r.messages_per_second,
                 seconds(r.raw_rtt_p50_seconds),
                 r.raw_throughput_bytes_per_second / 1e6,
-                r.rtt_p50_ratio,
-                r.throughput_ratio,
+                ratio(r.rtt_p50_ratio),
+                ratio(r.throughput_ratio),
                 r.lost + r.raw_lost,
                 r.duplicated + r.raw_duplicated,
                 r.corrupted + r.raw_corrupted,
@@ -498,5 +508,15 @@ impl BenchReport {
             out += &format!("gmpy2: {gmpy2}, the peer in bench/gmpy2_peer.py\n");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod ratio_tests {
+    #[test]
+    fn ratios_without_a_value_are_dashes() {
+        assert_eq!(super::ratio(1.234), "1.23");
+        assert_eq!(super::ratio(f64::NAN), "-");
+        assert_eq!(super::ratio(f64::INFINITY), "-");
     }
 }
