@@ -136,8 +136,12 @@ fn poison(fault: &str, extra: &[&str], failures: u32, cause: &str) {
     assert_eq!(out.code(), Some(1), "{}", out.stderr);
     let line = out.stderr.trim_end();
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    let times = match failures {
+        1 => "once".to_owned(),
+        n => format!("{n} times in a row"),
+    };
     let prefix = format!(
-        "fibpool: error: the run failed: poison chunk 12 (indices 96..=103) took its worker down {failures} times in a row; the last, worker "
+        "fibpool: error: the run failed: poison chunk 12 (indices 96..=103) took its worker down {times}; the last, worker "
     );
     assert!(line.starts_with(&prefix), "{line}");
     assert!(line.ends_with(cause), "{line}");

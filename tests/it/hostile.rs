@@ -451,3 +451,62 @@ fn fibpool_worker_with_arguments_is_not_a_worker() {
         "fibpool: error: unexpected argument 'extra' found (see 'fibpool help')\n"
     );
 }
+
+/// Reports and tables to a stdout that cannot be written: an error, not a panic.
+#[test]
+fn a_stdout_that_cannot_be_written_is_an_error() {
+    let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = fibpool()
+        .args(["stress", "--count", "3", "--sizes", "8"])
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "fibpool: error: cannot write to stdout: No space left on device (os error 28)\n"
+    );
+}
+
+/// A stdout pipe someone set O_NONBLOCK, read slowly through a small pipe:
+/// the run waits for room instead of failing with EAGAIN.
+#[test]
+fn a_non_blocking_stdout_is_waited_on() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    // SAFETY: fcntl on a pipe end this test owns.
+    unsafe {
+        libc::fcntl(writer.as_raw_fd(), libc::F_SETPIPE_SZ, 4096);
+        let flags = libc::fcntl(writer.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(writer.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    let mut child = fibpool()
+        .args(["run", "--output", "hex", "0..3000"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match reader.read(&mut buf).unwrap() {
+            0 => break,
+            n => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+    assert_same_lines(
+        &String::from_utf8(got).unwrap(),
+        &expected_lines(&(0..3000).collect::<Vec<_>>(), 16),
+    );
+}

@@ -102,7 +102,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     let python = if args.vs_python {
         let found = find_python(args.python_repeat.unwrap_or(args.repeat));
         if found.is_none() {
-            eprintln!("fibpool: python3 not found: measuring without the Python comparison");
+            super::say("fibpool: python3 not found: measuring without the Python comparison");
         }
         found
     } else {
@@ -112,7 +112,9 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         match find_gmpy2(args.python_repeat.unwrap_or(args.repeat)) {
             Ok(peer) => Some(peer),
             Err(why) => {
-                eprintln!("fibpool: {why}: measuring without the gmpy2 comparison");
+                super::say(&format!(
+                    "fibpool: {why}: measuring without the gmpy2 comparison"
+                ));
                 None
             }
         }
@@ -147,7 +149,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     let mut progress = Progress::new(steps(&plan), "bench");
     let report = measure(&plan, || progress.inc(1)).context("the benchmark failed")?;
     progress.finish();
-    print!("{}", report.table());
+    super::print(&report.table())?;
     if let Some(file) = report_file {
         file.write(&report)?;
     }

@@ -178,6 +178,48 @@ pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// The process's stdout, unbuffered and unlocked: writes go straight to
+/// descriptor 1. A descriptor someone set non-blocking (a shared pipe) is
+/// waited on with poll(2) when full, instead of failing with EAGAIN.
+pub(crate) struct Stdout;
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            // SAFETY: writes from a valid buffer of `buf.len()` bytes.
+            let n = unsafe { libc::write(1, buf.as_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => {}
+                std::io::ErrorKind::WouldBlock => {
+                    let mut fd = libc::pollfd {
+                        fd: 1,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd. An error (EINTR) retries.
+                    unsafe { libc::poll(&mut fd, 1, -1) };
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes `text` to stdout; an error, not a panic, if it cannot be written.
+pub(crate) fn print(text: &str) -> Result<()> {
+    Stdout
+        .write_all(text.as_bytes())
+        .context("cannot write to stdout")
+}
+
 /// One line on stderr, in one write, so that a worker's line on the same
 /// stderr cannot tear it (`eprintln!` writes in pieces).
 pub(crate) fn say(line: &str) {

@@ -199,7 +199,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         encoding,
         ordered: config.ordered,
     };
-    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    let mut out = BufWriter::with_capacity(1 << 16, super::Stdout);
     let print = config.output != Output::None;
     let mut progress = Progress::new(config.tasks.len(), "run");
     let outcome = pool

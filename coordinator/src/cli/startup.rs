@@ -81,12 +81,12 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
     let reports = measure(&plan, |_, _| {}).context("the measurement failed")?;
     for (i, r) in reports.iter().enumerate() {
         if i > 0 {
-            println!();
+            super::print("\n")?;
         }
-        print!("{}", r.table());
+        super::print(&r.table())?;
     }
     if reports.len() > 1 {
-        println!("\n{}", growth_table(&reports));
+        super::print(&format!("\n{}\n", growth_table(&reports)))?;
     }
     if let Some(file) = report {
         match reports.as_slice() {

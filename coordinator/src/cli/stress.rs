@@ -116,7 +116,7 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
         worker_command: plan.command.to_string(),
         results,
     };
-    print!("{}", report.table());
+    super::print(&report.table())?;
     if let Some(file) = report_file {
         file.write(&report)?;
     }
