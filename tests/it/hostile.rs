@@ -510,3 +510,69 @@ fn a_non_blocking_stdout_is_waited_on() {
         &expected_lines(&(0..3000).collect::<Vec<_>>(), 16),
     );
 }
+
+/// A stopped worker holds a run without a task timeout: past
+/// `--stall-warning` the run names it, once, and carries on once it is
+/// continued.
+#[test]
+fn a_stopped_worker_is_named_and_the_run_waits_for_it() {
+    use std::io::BufRead;
+    let mut child = fibpool()
+        .args([
+            "run",
+            "-w",
+            "1",
+            "-c",
+            "1",
+            "--output",
+            "none",
+            "--stall-warning",
+            "0.3",
+        ])
+        .arg("3000x20000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let mut worker = Vec::new();
+    // Once it runs the worker program: stopped inside its spawn, before
+    // exec, it would stop the spawn call too.
+    wait_until("the worker is running", Duration::from_secs(60), || {
+        worker = children(pid);
+        worker.first().is_some_and(|w| {
+            std::fs::read(format!("/proc/{w}/cmdline")).is_ok_and(|c| c.ends_with(b"worker\0"))
+        })
+    });
+    let worker = worker[0];
+    signal(worker, libc::SIGSTOP);
+    let warning = lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a stall warning within 60 s");
+    let prefix = "fibpool: warning: no value for ";
+    let suffix = format!(
+        " s: worker 0 (pid {worker}) is stopped; 'kill -CONT {worker}' resumes it (--task-timeout would replace it)"
+    );
+    assert!(
+        warning.starts_with(prefix) && warning.ends_with(&suffix),
+        "{warning}"
+    );
+    signal(worker, libc::SIGCONT);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert!(status.success(), "{rest:?}");
+    assert_eq!(rest.len(), 1, "one warning, then the summary: {rest:?}");
+    assert!(
+        rest[0].starts_with("fibpool: 20000 indices in 20000 chunks on 1 worker: "),
+        "{rest:?}"
+    );
+}

@@ -6,6 +6,7 @@
 mod bench;
 mod progress;
 mod run;
+mod stall;
 mod startup;
 mod stress;
 

@@ -73,6 +73,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS")]
     task_timeout: Option<String>,
 
+    /// Warn on stderr when no value has come for this long and a worker is stopped (SIGSTOP)
+    #[arg(long, value_name = "SECONDS", default_value = super::stall::DEFAULT_STALL_WARNING)]
+    stall_warning: String,
+
     /// Replace each worker by a fresh process after it has been sent N chunks
     #[arg(long, value_name = "N", value_parser = super::whole::<u64>)]
     max_tasks_per_child: Option<u64>,
@@ -125,6 +129,7 @@ struct RunConfig {
     retries: u32,
     task_timeout: Option<Duration>,
     handshake_timeout: Duration,
+    stall_warning: Duration,
     max_tasks_per_child: Option<u64>,
     transport: Transport,
 }
@@ -202,6 +207,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let mut out = BufWriter::with_capacity(1 << 16, super::Stdout);
     let print = config.output != Output::None;
     let mut progress = Progress::new(config.tasks.len(), "run");
+    let stall = super::stall::StallWatch::start(pool.clone(), done.clone(), config.stall_warning);
     let outcome = pool
         .run(&config.tasks, &options, |item| {
             progress.inc(1);
@@ -215,6 +221,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         })
         .and_then(|summary| out.flush().map(|()| summary).map_err(PoolError::Sink));
     progress.finish();
+    drop(stall);
     // Values handed to stdout's buffer count as done once it is flushed;
     // on an error, what is still buffered may not have reached the reader.
     report.tasks_done = done.load(Ordering::Relaxed);
@@ -279,6 +286,11 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
     }
     let command = worker_command(args.worker_cmd.as_deref())?;
     let handshake_timeout = args.handshake.timeout()?;
+    let stall_warning = seconds(
+        "--stall-warning",
+        &args.stall_warning,
+        MAX_TASK_TIMEOUT_SECONDS,
+    )?;
     let report = create_report(args.report)?;
     Ok(RunConfig {
         workers,
@@ -291,6 +303,7 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
         retries: args.retries,
         task_timeout,
         handshake_timeout,
+        stall_warning,
         max_tasks_per_child: args.max_tasks_per_child,
         transport: args.transport.into(),
     })
