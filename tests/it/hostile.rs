@@ -559,7 +559,7 @@ fn a_stopped_worker_is_named_and_the_run_waits_for_it() {
         .expect("a stall warning within 60 s");
     let prefix = "fibpool: warning: no value for ";
     let suffix = format!(
-        " s: worker 0 (pid {worker}) is stopped; 'kill -CONT {worker}' resumes it (--task-timeout would replace it)"
+        " s: worker process {worker} is stopped; 'kill -CONT {worker}' resumes it (--task-timeout would replace it)"
     );
     assert!(
         warning.starts_with(prefix) && warning.ends_with(&suffix),

@@ -11,7 +11,7 @@ mod startup;
 mod stress;
 
 use std::fmt;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,29 +111,68 @@ pub fn main(main_entered_ns: u64) -> ExitCode {
 }
 
 /// SIGINT or SIGTERM: kill and reap every worker, whatever the main thread is
-/// doing, and exit with 128 + the signal number (130, 143).
+/// doing, and exit with 128 + the signal number (130, 143). The same thread
+/// keeps the stall rule's time ([`stall`]), so a run starts no thread of
+/// its own for it: each signal writes a byte to a socket of its own, and the
+/// thread polls them with the stall rule's next look as its timeout.
 fn stop_on_signals() -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    let (int_read, int_write) = UnixStream::pair()?;
+    let (term_read, term_write) = UnixStream::pair()?;
+    let (wake_read, wake_write) = UnixStream::pair()?;
+    for socket in [
+        &int_read,
+        &int_write,
+        &term_read,
+        &term_write,
+        &wake_read,
+        &wake_write,
+    ] {
+        socket.set_nonblocking(true)?;
+    }
+    signal_hook::low_level::pipe::register(SIGINT, int_write)?;
+    signal_hook::low_level::pipe::register(SIGTERM, term_write)?;
+    stall::set_waker(wake_write);
     std::thread::Builder::new()
         .name("fibpool-signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                let stopped = registry::stop_all();
-                let name = if signal == SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
-                };
-                run_signal_actions(name);
-                say(&format!(
-                    "fibpool: stopped by {name}; {} killed and reaped",
-                    count(stopped as u64, "worker process", "worker processes")
-                ));
-                std::process::exit(128 + signal);
+            let sockets = [&int_read, &term_read, &wake_read];
+            loop {
+                let timeout = stall::next_look()
+                    .map_or(-1, |d| d.as_millis().clamp(1, i32::MAX as u128) as i32);
+                let mut fds = sockets.map(|s| libc::pollfd {
+                    fd: s.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                // SAFETY: three valid pollfds; an error (EINTR) loops.
+                unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout) };
+                if fds[0].revents != 0 {
+                    stop(SIGINT, "SIGINT");
+                }
+                if fds[1].revents != 0 {
+                    stop(SIGTERM, "SIGTERM");
+                }
+                if fds[2].revents != 0 {
+                    let mut drain = [0u8; 64];
+                    while matches!((&wake_read).read(&mut drain), Ok(n) if n > 0) {}
+                }
+                stall::look();
             }
         })?;
     Ok(())
+}
+
+fn stop(signal: i32, name: &str) -> ! {
+    let stopped = registry::stop_all();
+    run_signal_actions(name);
+    say(&format!(
+        "fibpool: stopped by {name}; {} killed and reaped",
+        count(stopped as u64, "worker process", "worker processes")
+    ));
+    std::process::exit(128 + signal);
 }
 
 /// What the signal thread does, once the workers are stopped and before it

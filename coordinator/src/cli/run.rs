@@ -207,7 +207,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let mut out = BufWriter::with_capacity(1 << 16, super::Stdout);
     let print = config.output != Output::None;
     let mut progress = Progress::new(config.tasks.len(), "run");
-    let stall = super::stall::StallWatch::start(pool.clone(), done.clone(), config.stall_warning);
+    let stall = super::stall::StallWatch::start(done.clone(), config.stall_warning);
     let outcome = pool
         .run(&config.tasks, &options, |item| {
             progress.inc(1);

@@ -5,73 +5,110 @@
 //! `T` in /proc) is neither: it will not answer until it is continued.
 //! When the run has delivered nothing for `--stall-warning` seconds, each
 //! stopped worker is named on stderr, once per stall, and the run waits on.
+//!
+//! The signal thread keeps the time ([`super::stop_on_signals`] polls with
+//! [`next_look`] as its timeout and calls [`look`]): a run starts no thread
+//! for it (one measured 71-76 us to start and join here).
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use fibpool_coordinator::Pool;
+use fibpool_coordinator::pool::registry;
 
 /// The default `--stall-warning`, in seconds.
 pub const DEFAULT_STALL_WARNING: &str = "10";
 
-/// Watches a run while it lives.
-pub struct StallWatch {
-    stop: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+/// The run being watched, if any.
+static WATCHED: Mutex<Option<Watched>> = Mutex::new(None);
+/// Wakes the signal thread when a watch begins.
+static WAKER: OnceLock<UnixStream> = OnceLock::new();
+
+struct Watched {
+    done: Arc<AtomicU64>,
+    after: Duration,
+    look_every: Duration,
+    last: u64,
+    since: Instant,
+    next_look: Instant,
+    warned: HashSet<u32>,
 }
+
+pub(super) fn set_waker(socket: UnixStream) {
+    let _ = WAKER.set(socket);
+}
+
+fn watched() -> std::sync::MutexGuard<'static, Option<Watched>> {
+    WATCHED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Watches a run while it lives.
+pub struct StallWatch(());
 
 impl StallWatch {
     /// Watches `done` (values delivered) and, past `after` without one,
-    /// the pool's workers.
-    pub fn start(pool: Arc<Pool>, done: Arc<AtomicU64>, after: Duration) -> StallWatch {
-        let (stop, stopped) = mpsc::channel::<()>();
+    /// this process's workers (from the registry: no call into the pool,
+    /// so the signal thread never waits on it).
+    pub fn start(done: Arc<AtomicU64>, after: Duration) -> StallWatch {
         let look_every = (after / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        let thread = std::thread::Builder::new()
-            .name("fibpool-stall".into())
-            .spawn(move || {
-                let (mut last, mut since) = (done.load(Ordering::Relaxed), Instant::now());
-                let mut warned = HashSet::new();
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(look_every) {
-                    let now = done.load(Ordering::Relaxed);
-                    if now != last {
-                        (last, since) = (now, Instant::now());
-                        warned.clear();
-                        continue;
-                    }
-                    if since.elapsed() < after {
-                        continue;
-                    }
-                    for w in pool.worker_stats() {
-                        if w.ended.is_none() && is_stopped(w.pid) && warned.insert(w.pid) {
-                            super::say(&format!(
-                                "fibpool: warning: no value for {:.1} s: worker {} (pid {}) is stopped; \
-                                 'kill -CONT {}' resumes it (--task-timeout would replace it)",
-                                since.elapsed().as_secs_f64(),
-                                w.slot,
-                                w.pid,
-                                w.pid
-                            ));
-                        }
-                    }
-                }
-            })
-            .ok();
-        StallWatch {
-            stop: Some(stop),
-            thread,
+        let now = Instant::now();
+        *watched() = Some(Watched {
+            last: done.load(Ordering::Relaxed),
+            done,
+            after,
+            look_every,
+            since: now,
+            next_look: now + look_every,
+            warned: HashSet::new(),
+        });
+        if let Some(mut waker) = WAKER.get() {
+            let _ = waker.write(&[1]);
         }
+        StallWatch(())
     }
 }
 
 impl Drop for StallWatch {
     fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        *watched() = None;
+    }
+}
+
+/// How long until the next look, while a run is watched.
+pub(super) fn next_look() -> Option<Duration> {
+    let watched = watched();
+    let next = watched.as_ref()?.next_look;
+    Some(next.saturating_duration_since(Instant::now()))
+}
+
+/// Looks at the watched run, if it is time to.
+pub(super) fn look() {
+    let mut guard = watched();
+    let Some(w) = guard.as_mut() else { return };
+    let now = Instant::now();
+    if now < w.next_look {
+        return;
+    }
+    w.next_look = now + w.look_every;
+    let done = w.done.load(Ordering::Relaxed);
+    if done != w.last {
+        (w.last, w.since) = (done, now);
+        w.warned.clear();
+        return;
+    }
+    if w.since.elapsed() < w.after {
+        return;
+    }
+    for pid in registry::pids() {
+        if is_stopped(pid) && w.warned.insert(pid) {
+            super::say(&format!(
+                "fibpool: warning: no value for {:.1} s: worker process {pid} is stopped; \
+                 'kill -CONT {pid}' resumes it (--task-timeout would replace it)",
+                w.since.elapsed().as_secs_f64(),
+            ));
         }
     }
 }

@@ -47,6 +47,11 @@ pub(crate) fn forget(pid: u32) {
     live().pids.retain(|&p| p != pid);
 }
 
+/// The pids of every live child, in the order they were started.
+pub fn pids() -> Vec<u32> {
+    live().pids.clone()
+}
+
 /// True once [`stop_all`] has run: the process is about to exit.
 pub fn stopping() -> bool {
     live().stopping
