@@ -576,3 +576,51 @@ fn a_stopped_worker_is_named_and_the_run_waits_for_it() {
         "{rest:?}"
     );
 }
+
+/// A report path that is a symlink replaces the link's target, a regular
+/// file keeps its mode, and a FIFO is written into, not replaced.
+#[test]
+fn a_report_goes_where_its_path_leads() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let dir = scratch_dir("report-paths");
+    let target = dir.join("target.json");
+    std::fs::write(&target, "{\"old\": 1}").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let link = dir.join("link.json");
+    std::os::unix::fs::symlink("target.json", &link).unwrap();
+    run(fibpool()
+        .args(["run", "-w", "1", "5", "--report"])
+        .arg(&link))
+    .assert_success();
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(read_report(&target)["outcome"], "completed");
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640, "{mode:o}");
+
+    let fifo = dir.join("fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    run(fibpool()
+        .args(["run", "-w", "1", "5", "--report"])
+        .arg(&fifo))
+    .assert_success();
+    let got: serde_json::Value = serde_json::from_slice(&reader.join().unwrap()).unwrap();
+    assert_eq!(got["outcome"], "completed");
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["fifo", "link.json", "target.json"]);
+}

@@ -161,6 +161,21 @@ fn numbers_in_options_are_written_as_indices_are() {
             "--handshake-timeout must be more than 0 and at most 86400 seconds, got '0'",
         );
     }
+    for (flag, text) in [
+        ("--task-timeout", "+1"),
+        ("--stall-warning", "+0.5"),
+        ("--handshake-timeout", " 1"),
+        ("--task-timeout", "-0"),
+    ] {
+        check(
+            &["run", flag, text, "5"],
+            &format!("{flag} must be more than 0 and at most 86400 seconds, got '{text}'"),
+        );
+    }
+    check(
+        &["run", "--report", "newname/", "5"],
+        "cannot create --report file 'newname/': it is a directory",
+    );
     check(
         &["stress", "--duration", "1e999"],
         "--duration must be more than 0 and at most 86400 seconds, got '1e999'",

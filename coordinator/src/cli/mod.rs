@@ -309,8 +309,11 @@ fn whole<T: std::str::FromStr>(text: &str) -> Result<T, String> {
 /// 0 ns) and at most `max`; an error names the flag and echoes the text as
 /// given, not as a float prints (`1e300` stays `'1e300'`).
 fn seconds(flag: &str, text: &str, max: f64) -> Result<std::time::Duration> {
-    match text.trim().parse::<f64>() {
-        Ok(s) if s > 0.0 && s <= max && !std::time::Duration::from_secs_f64(s).is_zero() => {
+    // Written as index tokens are: no sign, no space (f64's parser takes
+    // both).
+    let unsigned = text.starts_with(|c: char| c.is_ascii_digit() || c == '.');
+    match text.parse::<f64>().ok().filter(|_| unsigned) {
+        Some(s) if s > 0.0 && s <= max && !std::time::Duration::from_secs_f64(s).is_zero() => {
             Ok(std::time::Duration::from_secs_f64(s))
         }
         _ => usage!(
@@ -382,13 +385,38 @@ struct PendingReport {
     temp: Mutex<Option<TempFile>>,
 }
 
-/// A new file beside the report, removed unless renamed into place.
+/// A new file beside the report, removed unless renamed into place; or,
+/// for a report path that is a device or a FIFO (`/dev/stdout`), that file
+/// itself, written in place (`path` is `None`).
 struct TempFile {
     file: std::fs::File,
-    path: PathBuf,
+    path: Option<PathBuf>,
 }
 
 impl TempFile {
+    /// Where a report at `target` goes, and the path it ends at: a symlink
+    /// is followed (its target is replaced, not the link), a regular file's
+    /// mode is kept, and anything else that exists is written in place.
+    fn for_report(target: &Path) -> std::io::Result<(TempFile, PathBuf)> {
+        let target = match std::fs::symlink_metadata(target) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(target)?,
+            _ => target.to_owned(),
+        };
+        match std::fs::metadata(&target) {
+            Ok(m) if m.is_dir() => Err(std::io::Error::from(std::io::ErrorKind::IsADirectory)),
+            Ok(m) if !m.is_file() => {
+                let file = std::fs::OpenOptions::new().write(true).open(&target)?;
+                Ok((TempFile { file, path: None }, target))
+            }
+            Ok(m) => {
+                let temp = TempFile::beside(&target)?;
+                temp.file.set_permissions(m.permissions())?;
+                Ok((temp, target))
+            }
+            Err(_) => Ok((TempFile::beside(&target)?, target)),
+        }
+    }
+
     /// Creates `.NAME.PID-K.tmp` beside `target`, never opening a file that
     /// exists (O_EXCL), with the mode a new file gets (0666 less the umask).
     fn beside(target: &Path) -> std::io::Result<TempFile> {
@@ -406,36 +434,46 @@ impl TempFile {
                 .create_new(true)
                 .open(&path)
             {
-                Ok(file) => return Ok(TempFile { file, path }),
+                Ok(file) => {
+                    return Ok(TempFile {
+                        file,
+                        path: Some(path),
+                    });
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && k < 1000 => {}
                 Err(e) => return Err(e),
             }
         }
     }
 
-    fn persist(self, target: &Path) -> std::io::Result<()> {
-        std::fs::rename(&self.path, target)?;
-        std::mem::forget(self);
+    fn persist(mut self, target: &Path) -> std::io::Result<()> {
+        if let Some(path) = self.path.take() {
+            std::fs::rename(&path, target).inspect_err(|_| {
+                let _ = std::fs::remove_file(&path);
+            })?;
+        }
         Ok(())
     }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
 fn create_report(path: Option<PathBuf>) -> Result<Option<ReportFile>> {
     let Some(path) = path else { return Ok(None) };
-    if path.is_dir() {
+    if path.is_dir() || path.as_os_str().as_encoded_bytes().ends_with(b"/") {
         usage!(
             "cannot create --report file {}: it is a directory",
             quoted_path(&path)
         );
     }
-    let temp = match TempFile::beside(&path) {
-        Ok(temp) => temp,
+    let (temp, path) = match TempFile::for_report(&path) {
+        Ok(opened) => opened,
         Err(e) => usage!("cannot create --report file {}: {e}", quoted_path(&path)),
     };
     let inner = Arc::new(PendingReport {

@@ -102,14 +102,25 @@ pub(super) fn look() {
     if w.since.elapsed() < w.after {
         return;
     }
+    let mut lines = String::new();
     for pid in registry::pids() {
         if is_stopped(pid) && w.warned.insert(pid) {
-            super::say(&format!(
+            lines += &format!(
                 "fibpool: warning: no value for {:.1} s: worker process {pid} is stopped; \
-                 'kill -CONT {pid}' resumes it (--task-timeout would replace it)",
+                 'kill -CONT {pid}' resumes it (--task-timeout would replace it)\n",
                 w.since.elapsed().as_secs_f64(),
-            ));
+            );
         }
+    }
+    drop(guard);
+    if !lines.is_empty() {
+        // Not on the signal thread: a stderr nobody reads would hold it,
+        // and with it Ctrl-C. Warnings are rare; so are these threads.
+        let _ = std::thread::Builder::new()
+            .name("fibpool-warning".into())
+            .spawn(move || {
+                let _ = std::io::stderr().lock().write_all(lines.as_bytes());
+            });
     }
 }
 

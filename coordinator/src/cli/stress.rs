@@ -46,7 +46,7 @@ pub struct StressArgs {
     #[arg(long, value_name = "S", conflicts_with = "count")]
     duration: Option<String>,
 
-    /// Messages per measurement, for fibpool's framing and again for the raw baseline
+    /// Messages per measurement, for fibpool's framing and again for the raw baseline (fanout: at least one per worker in each of its two phases, rounded up to the workers)
     #[arg(long, value_name = "K", value_parser = super::whole::<u64>)]
     count: Option<u64>,
 

@@ -264,13 +264,14 @@ fn measure_cell(
     // A count is each codec's messages per pattern: shared out over its
     // phases, slices and workers, the last slices taking what is left
     // (none, once it is sent), so a phase of one worker sends exactly its
-    // share and one of w workers at most w - 1 more.
+    // share and one of w workers at most w - 1 more, and at least w.
     let slice_limit = |p: usize, phase: &Phase, slice: usize| match plan.limit {
         Limit::Duration(d) => Some(SliceLimit::Until(d / (phases.len() * plan.slices) as u32)),
         Limit::Count(k) => {
             let n = phases.len() as u64;
-            let k = k / n + u64::from((p as u64) < k % n);
             let w = phase.workers as u64;
+            // Every phase sends at least one message per worker.
+            let k = (k / n + u64::from((p as u64) < k % n)).max(w);
             let per = k.div_ceil(plan.slices as u64 * w).max(1);
             let sent = per * w * slice as u64;
             (sent < k).then(|| SliceLimit::Messages(per.min((k - sent).div_ceil(w))))
