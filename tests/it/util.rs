@@ -20,12 +20,37 @@ pub fn worker_bin() -> &'static str {
     env!("CARGO_BIN_EXE_fibpool-worker")
 }
 
-/// A fresh empty directory for one test.
+/// A fresh empty directory for one test. The first call also removes the
+/// directories of earlier test processes that have ended, so runs of the
+/// suite do not pile up in the temporary directory.
 pub fn scratch_dir(name: &str) -> PathBuf {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(remove_ended_runs_dirs);
     let dir = std::env::temp_dir().join(format!("fibpool-it-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Removes `fibpool-it-PID-*` directories whose process is gone.
+fn remove_ended_runs_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("fibpool-it-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 #[derive(Debug)]
