@@ -212,6 +212,13 @@ impl<R: Read> FrameReader<R> {
         std::mem::take(&mut self.buf)
     }
 
+    /// Makes `buf` the buffer the next frame is read into (its capacity is
+    /// kept; its contents are not) and returns the one it replaces: readers
+    /// that take turns can share a few large buffers.
+    pub fn swap_buffer(&mut self, buf: Vec<u8>) -> Vec<u8> {
+        std::mem::replace(&mut self.buf, buf)
+    }
+
     pub fn get_ref(&self) -> &R {
         self.inner.get_ref()
     }

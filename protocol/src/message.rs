@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::PackedValues;
+use crate::{Error, PackedValues, codec};
 
 /// The protocol version both handshakes carry. Bump it on any change to a
 /// message's layout.
@@ -216,6 +216,44 @@ pub struct EchoReply<'a> {
 /// The checksum stress payloads carry: XXH3, 64 bits.
 pub fn checksum(data: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(data)
+}
+
+/// [`checksum`] of the concatenation of `parts`, without copying them
+/// together.
+pub fn checksum_parts(parts: &[&[u8]]) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.digest()
+}
+
+impl Echo<'_> {
+    /// The encoding of `Request::Echo` with these fields up to its payload's
+    /// first byte: followed by the `payload_len` bytes of a payload, it is the
+    /// frame payload that encoding the whole request gives, so a payload held
+    /// in parts can be sent with [`crate::FrameWriter::send_parts`] without
+    /// being copied together. It relies on the payload being the last field.
+    pub fn header(
+        seq: u64,
+        checksum: u64,
+        reply: Reply,
+        payload_len: usize,
+    ) -> Result<Vec<u8>, Error> {
+        let empty = Request::Echo(Echo {
+            seq,
+            checksum,
+            reply,
+            payload: Bytes::default(),
+        });
+        let mut out = Vec::with_capacity(32);
+        codec::encode_into(&empty, &mut out)?;
+        // An empty byte string ends the encoding as its length, 0, in one byte.
+        let zero = out.pop();
+        debug_assert_eq!(zero, Some(0));
+        codec::encode_into(&(payload_len as u64), &mut out)?;
+        Ok(out)
+    }
 }
 
 /// Raw frames, after [`Request::RawEcho`]: the same length prefix, no bincode.

@@ -464,3 +464,58 @@ fn decoded_byte_strings_borrow_from_the_frame() {
         other => panic!("expected an echo, got {other:?}"),
     }
 }
+
+#[test]
+fn an_echo_sent_in_parts_is_the_echo_encoded_whole() {
+    // Lengths around each step of the varint encoding of the payload's length.
+    for len in [0usize, 1, 15, 250, 251, 252, 65_535, 65_536, 1 << 20] {
+        let payload: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+        let (seq, sum) = (u64::MAX - len as u64, checksum(&payload));
+        for reply in [Reply::Payload, Reply::Ack] {
+            let whole = encode_frame(&Request::Echo(Echo {
+                seq,
+                checksum: sum,
+                reply,
+                payload: Bytes::borrowed(&payload),
+            }))
+            .unwrap();
+            let header = Echo::header(seq, sum, reply, len).unwrap();
+            let cut = len / 3;
+            let mut wire = Vec::new();
+            FrameWriter::new(&mut wire)
+                .send_parts(&[&header, &payload[..cut], &payload[cut..]])
+                .unwrap();
+            assert_eq!(wire, whole, "payload of {len} bytes, {reply:?}");
+        }
+    }
+}
+
+#[test]
+fn the_checksum_of_parts_is_the_checksum_of_the_whole() {
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    for cut in [0, 1, 16, 240, 241, 5000, 10_000] {
+        let (a, b) = data.split_at(cut);
+        assert_eq!(checksum_parts(&[a, b]), checksum(&data), "cut at {cut}");
+    }
+    assert_eq!(checksum_parts(&[]), checksum(&[]));
+    assert_ne!(checksum(&data[1..]), checksum(&data));
+}
+
+#[test]
+fn a_swapped_in_buffer_is_read_into_and_kept() {
+    let mut wire = Vec::new();
+    let mut writer = FrameWriter::new(&mut wire);
+    writer.send_payload(b"first").unwrap();
+    writer.send_payload(b"second").unwrap();
+    drop(writer);
+    let mut reader = FrameReader::new(&wire[..]);
+    assert_eq!(reader.recv_payload().unwrap(), Some(&b"first"[..]));
+    let mut spare = Vec::with_capacity(4096);
+    spare.extend_from_slice(b"stale");
+    let old = reader.swap_buffer(spare);
+    assert_eq!(old, b"first");
+    assert_eq!(reader.recv_payload().unwrap(), Some(&b"second"[..]));
+    let back = reader.swap_buffer(Vec::new());
+    assert_eq!(back, b"second");
+    assert!(back.capacity() >= 4096, "the buffer's capacity was lost");
+}

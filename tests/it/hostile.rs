@@ -371,6 +371,91 @@ fn a_runs_memory_is_bounded_in_bytes_whatever_the_worker_count() {
     );
 }
 
+/// Stress's memory is bounded in bytes too: sent payloads are one buffer
+/// shared by every worker, and echoed ones take turns for 256 MiB of reply
+/// buffers. 24 workers echoing 16 MiB each (384 MiB) peaked at 1.1 GiB
+/// before (every worker's payload, its echo and another worker set's
+/// payload for the stream phase), 0.3 GiB now.
+#[test]
+fn stress_memory_is_bounded_in_bytes_whatever_the_worker_count() {
+    let dir = scratch_dir("stress-bytes");
+    let path = dir.join("s.json");
+    let size = 16 << 20;
+    let out = run(fibpool()
+        .args(["stress", "-w", "24", "--pattern", "fanout", "--count", "48"])
+        .args(["--sizes", &size.to_string(), "--report"])
+        .arg(&path));
+    out.assert_success();
+    let report = read_report(&path);
+    let result = &report["results"][0];
+    for (field, expected) in [
+        ("messages", 48),
+        ("raw_messages", 48),
+        ("lost", 0),
+        ("duplicated", 0),
+        ("corrupted", 0),
+        ("raw_lost", 0),
+        ("raw_duplicated", 0),
+        ("raw_corrupted", 0),
+    ] {
+        assert_eq!(result[field], expected, "{field} in {result}");
+    }
+    assert_eq!(result["workers"], 24, "{result}");
+    let peak = result["coordinator_peak_rss_bytes"].as_u64().unwrap();
+    // The turns' 256 MiB, the shared payload, and room for the rest.
+    assert!(
+        peak < (256 << 20) + size + (64 << 20),
+        "the coordinator peaked at {} MiB",
+        peak >> 20
+    );
+}
+
+/// A stress whose workers cannot all hold their frames is refused before
+/// anything starts: 1024 workers echoing 64 MiB frames (66 MiB of RSS each,
+/// measured) would take about 68 GiB.
+#[test]
+fn a_stress_bigger_than_the_machines_memory_is_refused_up_front() {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let available_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    // Each worker's frame and 4 MiB, the shared payload, 256 MiB of replies.
+    let needed_mib: u64 = (1024 * (67108800 + (4 << 20)) + 67108800 + (256 << 20)) >> 20;
+    assert!(
+        available_kib >> 10 < needed_mib,
+        "this machine has {available_kib} kB available: the test needs less"
+    );
+    let dir = scratch_dir("stress-memory");
+    let path = dir.join("s.json");
+    let out = run(fibpool()
+        .args(["stress", "-w", "1024", "--pattern", "fanout,pingpong"])
+        .args(["--sizes", "1K,67108800", "--count", "1", "--report"])
+        .arg(&path));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    let expected = format!(
+        "fibpool: error: 1024 workers echoing payloads of 67108800 bytes need about {needed_mib} MiB of memory, and {} MiB is available: use fewer workers or smaller --sizes\n",
+        available_kib >> 10
+    );
+    // MemAvailable moves between the test's read and fibpool's.
+    let (head, tail) = expected.split_once(", and ").unwrap();
+    assert!(out.stderr.starts_with(head), "{}", out.stderr);
+    assert!(
+        out.stderr.ends_with(tail.split_once(" MiB").unwrap().1),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(!path.exists(), "the report was created");
+    // One worker, as pingpong and stream use, fits.
+    let out = run(fibpool()
+        .args(["stress", "-w", "1024", "--pattern", "pingpong"])
+        .args(["--sizes", "67108800", "--count", "1"]));
+    out.assert_success();
+}
+
 #[test]
 fn stress_sends_the_count_it_is_given() {
     let dir = scratch_dir("stress-count");

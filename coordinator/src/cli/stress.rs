@@ -9,7 +9,10 @@ use clap::{Args, ValueEnum};
 
 use super::run::TransportArg;
 use super::{check_workers, create_report, seconds, usage, worker_command};
-use fibpool_coordinator::measure::stress::{Limit, MAX_PAYLOAD, Pattern, StressPlan, measure};
+use fibpool_coordinator::measure::stress::{
+    Limit, MAX_PAYLOAD, Pattern, StressPlan, measure, memory_needed,
+};
+use fibpool_coordinator::pool::probe::available_memory_bytes;
 use fibpool_coordinator::report::StressReport;
 use fibpool_coordinator::{Transport, default_workers};
 
@@ -94,16 +97,28 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
         (None, None) => Limit::Duration(Duration::from_millis(500)),
     };
     let command = worker_command(args.worker_cmd.as_deref())?;
-    let report_file = create_report(args.report)?;
     let handshake_timeout = args.handshake.timeout()?;
+    let patterns = dedup(args.pattern.iter().map(|p| match p {
+        PatternArg::Pingpong => Pattern::PingPong,
+        PatternArg::Stream => Pattern::Stream,
+        PatternArg::Fanout => Pattern::Fanout,
+    }));
+    let needed = memory_needed(workers, &patterns, &sizes);
+    if let Some(available) = available_memory_bytes()
+        && needed > available
+    {
+        let size = sizes.iter().copied().max().unwrap_or(0);
+        usage!(
+            "{workers} workers echoing payloads of {size} bytes need about {} MiB of memory, and {} MiB is available: use fewer workers or smaller --sizes",
+            needed >> 20,
+            available >> 20
+        );
+    }
+    let report_file = create_report(args.report)?;
     let plan = StressPlan {
         handshake_timeout,
         workers,
-        patterns: dedup(args.pattern.iter().map(|p| match p {
-            PatternArg::Pingpong => Pattern::PingPong,
-            PatternArg::Stream => Pattern::Stream,
-            PatternArg::Fanout => Pattern::Fanout,
-        })),
+        patterns,
         sizes: dedup(sizes.into_iter()),
         transports: dedup(args.transport.iter().map(|&t| Transport::from(t))),
         limit,

@@ -5,13 +5,13 @@
 //! Raw tallies only: the report is built in [`crate::report`].
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use fibpool_protocol::{
-    Bytes, CoordinatorHello, Echo, FrameReader, FrameWriter, MAX_FRAME_LEN, PROTOCOL_VERSION,
-    Reply, Request, Response, checksum, raw,
+    CoordinatorHello, Echo, FrameReader, FrameWriter, MAX_FRAME_LEN, PROTOCOL_VERSION, Reply,
+    Request, Response, checksum, checksum_parts, raw,
 };
 use hdrhistogram::Histogram;
 
@@ -32,6 +32,18 @@ const STALL_LIMIT: Duration = Duration::from_secs(10);
 const MAX_WINDOW: usize = 64;
 /// Bytes in flight per worker in a stream, about.
 const WINDOW_BYTES: usize = 4 << 20;
+/// Echoed payloads the coordinator holds at once, all workers together, about:
+/// when a phase's workers times the size exceed it, its round trips take turns
+/// for this many bytes of reply buffers (and its workers wait for a turn before
+/// they are sent a frame). Sent payloads are one buffer shared by every worker,
+/// so this and the size bound what a measurement holds, whatever `-w` is.
+pub const REPLY_BYTES: usize = 256 << 20;
+/// A reply's bytes beyond its payload, at most (its length prefix and fields).
+const REPLY_OVERHEAD: usize = 32;
+/// A payload's first bytes are its frame's sequence number and its worker's
+/// pid; the rest is the same for every frame of a measurement. A payload
+/// echoed under another number, or by another worker, fails its checksum.
+const STAMP_LEN: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pattern {
@@ -78,51 +90,58 @@ pub struct StressPlan {
 
 /// What one codec did in one measurement.
 pub struct Tally {
-    pub messages: u64,
-    /// Payload bytes that crossed the channel, both directions.
-    pub payload_bytes: u64,
+    pub counts: Counts,
     pub elapsed: Duration,
     /// Round trips, in nanoseconds.
     pub rtt: Histogram<u64>,
+}
+
+/// What a tally counts: what one worker's driver keeps (a histogram is a
+/// quarter of a MiB, so drivers share one).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub messages: u64,
+    /// Payload bytes that crossed the channel, both directions.
+    pub payload_bytes: u64,
     pub lost: u64,
     pub duplicated: u64,
     pub corrupted: u64,
 }
 
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.messages += other.messages;
+        self.payload_bytes += other.payload_bytes;
+        self.lost += other.lost;
+        self.duplicated += other.duplicated;
+        self.corrupted += other.corrupted;
+    }
+}
+
+/// Round trips a driver keeps before it records them in its slice's
+/// histogram.
+const RTT_BATCH: usize = 256;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds")
+}
+
 impl Default for Tally {
     fn default() -> Self {
         Tally {
-            messages: 0,
-            payload_bytes: 0,
+            counts: Counts::default(),
             elapsed: Duration::ZERO,
-            rtt: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
-            lost: 0,
-            duplicated: 0,
-            corrupted: 0,
+            rtt: histogram(),
         }
     }
 }
 
 impl Tally {
-    /// Adds another tally measured at the same time (elapsed is the longest).
-    fn add_concurrent(&mut self, other: &Tally) {
-        self.elapsed = self.elapsed.max(other.elapsed);
-        self.add_counts(other);
-    }
-
     /// Adds another tally measured after this one (elapsed adds up).
     fn add_sequential(&mut self, other: &Tally) {
         self.elapsed += other.elapsed;
-        self.add_counts(other);
-    }
-
-    fn add_counts(&mut self, other: &Tally) {
-        self.messages += other.messages;
-        self.payload_bytes += other.payload_bytes;
+        self.counts.add(&other.counts);
         self.rtt.add(&other.rtt).expect("same bounds");
-        self.lost += other.lost;
-        self.duplicated += other.duplicated;
-        self.corrupted += other.corrupted;
     }
 }
 
@@ -155,31 +174,31 @@ impl Cell {
         let rate =
             |amount: u64, t: &Tally| amount as f64 / t.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
         let (f, r) = (&cell.framed_rtt, &cell.raw_rtt);
-        let throughput = rate(cell.framed_flow.payload_bytes, &cell.framed_flow);
-        let raw_throughput = rate(cell.raw_flow.payload_bytes, &cell.raw_flow);
+        let throughput = rate(cell.framed_flow.counts.payload_bytes, &cell.framed_flow);
+        let raw_throughput = rate(cell.raw_flow.counts.payload_bytes, &cell.raw_flow);
         report::StressResult {
             transport: cell.transport.name(),
             pattern: cell.pattern.name(),
             size_bytes: cell.size,
             workers: cell.workers,
-            messages: cell.framed_all.messages,
+            messages: cell.framed_all.counts.messages,
             rtt_p50_seconds: quantile(f, 0.5),
             rtt_p90_seconds: quantile(f, 0.9),
             rtt_p99_seconds: quantile(f, 0.99),
             rtt_p999_seconds: quantile(f, 0.999),
             rtt_max_seconds: f.rtt.max() as f64 * 1e-9,
             throughput_bytes_per_second: throughput,
-            messages_per_second: rate(cell.framed_flow.messages, &cell.framed_flow),
-            lost: cell.framed_all.lost,
-            duplicated: cell.framed_all.duplicated,
-            corrupted: cell.framed_all.corrupted,
-            raw_messages: cell.raw_all.messages,
+            messages_per_second: rate(cell.framed_flow.counts.messages, &cell.framed_flow),
+            lost: cell.framed_all.counts.lost,
+            duplicated: cell.framed_all.counts.duplicated,
+            corrupted: cell.framed_all.counts.corrupted,
+            raw_messages: cell.raw_all.counts.messages,
             raw_rtt_p50_seconds: quantile(r, 0.5),
             raw_rtt_p99_seconds: quantile(r, 0.99),
             raw_throughput_bytes_per_second: raw_throughput,
-            raw_lost: cell.raw_all.lost,
-            raw_duplicated: cell.raw_all.duplicated,
-            raw_corrupted: cell.raw_all.corrupted,
+            raw_lost: cell.raw_all.counts.lost,
+            raw_duplicated: cell.raw_all.counts.duplicated,
+            raw_corrupted: cell.raw_all.counts.corrupted,
             rtt_p50_ratio: quantile(f, 0.5) / quantile(r, 0.5),
             throughput_ratio: throughput / raw_throughput,
             coordinator_peak_rss_bytes: cell.coordinator_peak_rss_bytes,
@@ -187,6 +206,24 @@ impl Cell {
             incidents: cell.incidents.clone(),
         }
     }
+}
+
+/// A worker's memory beyond the one frame it holds at a time, at most: its
+/// peak RSS echoing 64 MiB payloads was 66 MiB here.
+const WORKER_OVERHEAD: u64 = 4 << 20;
+
+/// The memory a plan's largest measurement needs, about: its workers' (one
+/// frame each, at most) and the coordinator's (the shared payload and the
+/// reply buffers, [`REPLY_BYTES`] at most).
+pub fn memory_needed(workers: usize, patterns: &[Pattern], sizes: &[usize]) -> u64 {
+    let workers = if patterns.contains(&Pattern::Fanout) {
+        workers
+    } else {
+        1
+    } as u64;
+    let size = sizes.iter().copied().max().unwrap_or(0) as u64;
+    let replies = (workers * (size + REPLY_OVERHEAD as u64)).min(REPLY_BYTES as u64);
+    workers * (size + WORKER_OVERHEAD) + size + replies
 }
 
 /// Runs every measurement of the plan; `progress` hears of each as it starts.
@@ -247,19 +284,19 @@ fn measure_cell(
     size: usize,
 ) -> Result<Cell, PoolError> {
     let phases = phases(pattern, size, plan.workers);
-    // One set of workers per phase. Each worker alternates between fibpool's
-    // framing and raw frames on the same connection, so both are measured on
-    // the same processes, placed on the same cores, over the same channel.
-    let mut drivers = Vec::new();
-    for phase in &phases {
-        let set = (0..phase.workers)
-            .map(|slot| {
-                let deadline = plan.handshake_timeout;
-                Driver::start(&plan.command, transport, *phase, size, slot, deadline)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        drivers.push(set);
-    }
+    let workers = phases.iter().map(|p| p.workers).max().unwrap_or(1);
+    let budgets: Vec<_> = phases.iter().map(|p| Budget::for_phase(p, size)).collect();
+    // One set of workers for every phase (a phase uses the first of them).
+    // Each worker alternates between fibpool's framing and raw frames on the
+    // same connection, so both are measured on the same processes, placed on
+    // the same cores, over the same channel.
+    let body = body(size);
+    let mut drivers = (0..workers)
+        .map(|slot| {
+            let deadline = plan.handshake_timeout;
+            Driver::start(&plan.command, transport, &body, slot, deadline)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
     // A count is each codec's messages per pattern: shared out over its
     // phases, slices and workers, the last slices taking what is left
@@ -290,8 +327,12 @@ fn measure_cell(
             let Some(limit) = slice_limit(p, phase, slice) else {
                 continue;
             };
+            let set = &mut drivers[..phase.workers];
+            for driver in set.iter_mut() {
+                driver.enter(phase, budgets[p].clone());
+            }
             for codec in order {
-                let (tally, stalled) = run_slice(&mut drivers[p], codec, limit)?;
+                let (tally, stalled) = run_slice(set, codec, limit)?;
                 tallies[p][codec as usize].add_sequential(&tally);
                 if stalled {
                     incidents.push(format!(
@@ -304,10 +345,9 @@ fn measure_cell(
 
     let worker_peak_rss_bytes = drivers
         .iter()
-        .flatten()
         .filter_map(|d| d.child.peak_rss_bytes())
         .max();
-    for driver in drivers.into_iter().flatten() {
+    for driver in drivers {
         incidents.extend(driver.finish());
     }
     let mut framed_all = Tally::default();
@@ -332,7 +372,7 @@ fn measure_cell(
         transport,
         pattern,
         size,
-        workers: phases.iter().map(|p| p.workers).max().unwrap_or(1),
+        workers,
         framed_rtt,
         raw_rtt,
         framed_flow,
@@ -362,6 +402,7 @@ fn run_slice(
     let progress = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicBool::new(false));
     let pids: Vec<u32> = drivers.iter().map(|d| d.child.pid()).collect();
+    let rtt = Mutex::new(histogram());
     let results = std::thread::scope(|scope| {
         let watchdog = {
             let (progress, finished) = (progress.clone(), finished.clone());
@@ -370,8 +411,8 @@ fn run_slice(
         let runs: Vec<_> = drivers
             .iter_mut()
             .map(|driver| {
-                let progress = progress.clone();
-                scope.spawn(move || driver.run(codec, limit, &progress))
+                let (progress, rtt) = (progress.clone(), &rtt);
+                scope.spawn(move || driver.run(codec, limit, &progress, rtt))
             })
             .collect();
         let results: Vec<_> = runs
@@ -383,9 +424,15 @@ fn run_slice(
         (results, stalled)
     });
     let (results, stalled) = results;
-    let mut total = Tally::default();
-    for tally in results {
-        total.add_concurrent(&tally?);
+    let mut total = Tally {
+        rtt: rtt.into_inner().unwrap_or_else(PoisonError::into_inner),
+        ..Tally::default()
+    };
+    for result in results {
+        // Measured at the same time: the slice lasts as long as the longest.
+        let (counts, elapsed) = result?;
+        total.counts.add(&counts);
+        total.elapsed = total.elapsed.max(elapsed);
     }
     Ok((total, stalled))
 }
@@ -418,7 +465,9 @@ struct Ledger {
     reply: Reply,
     next_seq: u64,
     in_flight: VecDeque<Sent>,
-    tally: Tally,
+    counts: Counts,
+    /// Round trips not yet recorded in the slice's histogram, in nanoseconds.
+    rtts: Vec<u64>,
 }
 
 struct Sent {
@@ -433,15 +482,15 @@ impl Ledger {
     /// answered is a duplicate; one for a frame never sent is corrupt.
     fn answer(&mut self, seq: u64, intact: bool, echoed: Option<&[u8]>, at: Instant) {
         if seq >= self.next_seq {
-            self.tally.corrupted += 1;
+            self.counts.corrupted += 1;
             return;
         }
         while self.in_flight.front().is_some_and(|f| f.seq < seq) {
             self.in_flight.pop_front();
-            self.tally.lost += 1;
+            self.counts.lost += 1;
         }
         let Some(sent) = self.in_flight.front().filter(|f| f.seq == seq) else {
-            self.tally.duplicated += 1;
+            self.counts.duplicated += 1;
             return;
         };
         let sent_checksum = sent.checksum;
@@ -455,18 +504,97 @@ impl Ledger {
             (Reply::Payload, None) => false,
         };
         if !(intact && echo_ok) {
-            self.tally.corrupted += 1;
+            self.counts.corrupted += 1;
         }
-        self.tally.rtt.saturating_record(rtt.as_nanos() as u64);
-        self.tally.messages += 1;
+        self.rtts.push(rtt.as_nanos() as u64);
+        self.counts.messages += 1;
         let directions = if self.reply == Reply::Payload { 2 } else { 1 };
-        self.tally.payload_bytes += (self.size * directions) as u64;
+        self.counts.payload_bytes += (self.size * directions) as u64;
+    }
+
+    /// Records the round trips kept so far in `histogram`.
+    fn record(&mut self, histogram: &Mutex<Histogram<u64>>) {
+        let mut histogram = histogram.lock().unwrap_or_else(PoisonError::into_inner);
+        for rtt in self.rtts.drain(..) {
+            histogram.saturating_record(rtt);
+        }
     }
 
     /// The stream ended: everything in flight is lost.
     fn close(&mut self) {
-        self.tally.lost += self.in_flight.len() as u64;
+        self.counts.lost += self.in_flight.len() as u64;
         self.in_flight.clear();
+    }
+}
+
+/// The payload every frame of a measurement carries after its stamp: not
+/// all zeroes, made once and shared by every worker.
+fn body(size: usize) -> Arc<[u8]> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// [`REPLY_BYTES`] shared out in turns: a turn is one reply buffer, kept
+/// for the next turn when it is given back, so no turn pays for fresh pages.
+struct Budget {
+    shelf: Mutex<Shelf>,
+    returned: Condvar,
+    /// What one turn holds: a reply frame.
+    cost: usize,
+}
+
+struct Shelf {
+    left: usize,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Budget {
+    /// The turns a phase takes, or `None` when its workers' replies all fit
+    /// at once.
+    fn for_phase(phase: &Phase, size: usize) -> Option<Arc<Budget>> {
+        let cost = size + REPLY_OVERHEAD;
+        (phase.reply == Reply::Payload && phase.workers.saturating_mul(cost) > REPLY_BYTES).then(
+            || {
+                Arc::new(Budget {
+                    shelf: Mutex::new(Shelf {
+                        left: REPLY_BYTES.max(cost),
+                        spare: Vec::new(),
+                    }),
+                    returned: Condvar::new(),
+                    cost,
+                })
+            },
+        )
+    }
+
+    /// Waits for a turn; returns its buffer.
+    fn take(&self) -> Vec<u8> {
+        let mut shelf = self.shelf.lock().unwrap_or_else(PoisonError::into_inner);
+        while shelf.left < self.cost {
+            shelf = self
+                .returned
+                .wait(shelf)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        shelf.left -= self.cost;
+        shelf
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.cost))
+    }
+
+    fn give(&self, buffer: Vec<u8>) {
+        let mut shelf = self.shelf.lock().unwrap_or_else(PoisonError::into_inner);
+        shelf.left += self.cost;
+        shelf.spare.push(buffer);
+        self.returned.notify_one();
     }
 }
 
@@ -477,10 +605,16 @@ struct Driver {
     child: WorkerProcessHandle,
     reader: FrameReader<Reader>,
     writer: Option<FrameWriter<Writer>>,
-    /// What the worker is speaking now.
-    codec: Codec,
+    /// What the worker is speaking now: framed, or raw with its reply.
+    mode: Option<Reply>,
+    /// The current phase's.
     window: usize,
-    data: Vec<u8>,
+    budget: Option<Arc<Budget>>,
+    /// Whether the reader's buffer is a turn of `budget`.
+    holding: bool,
+    /// The sequence number, then the worker's pid.
+    stamp: [u8; STAMP_LEN],
+    body: Arc<[u8]>,
     ledger: Ledger,
     /// The stream ended; nothing more can be measured on this worker.
     closed: bool,
@@ -492,8 +626,7 @@ impl Driver {
     fn start(
         command: &WorkerCommand,
         transport: Transport,
-        phase: Phase,
-        size: usize,
+        body: &Arc<[u8]>,
         slot: usize,
         handshake_timeout: Duration,
     ) -> Result<Driver, PoolError> {
@@ -526,35 +659,38 @@ impl Driver {
             });
         }
         handshake?;
-        // Not all zeroes, and different for every worker: a swapped or shifted
-        // payload cannot pass for another.
-        let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ ((name.pid as u64) << 32);
-        let data = (0..size)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let mut stamp = [0u8; STAMP_LEN];
+        stamp[8..].copy_from_slice(&u64::from(name.pid).to_le_bytes());
         Ok(Driver {
             name,
             child,
             reader,
             writer: Some(writer),
-            codec: Codec::Framed,
-            window: phase.window,
-            data,
+            mode: None,
+            window: 1,
+            budget: None,
+            holding: false,
+            stamp,
+            body: body.clone(),
             ledger: Ledger {
-                size,
-                reply: phase.reply,
+                size: body.len(),
+                reply: Reply::Payload,
                 next_seq: 0,
                 in_flight: VecDeque::new(),
-                tally: Tally::default(),
+                counts: Counts::default(),
+                rtts: Vec::with_capacity(RTT_BATCH),
             },
             closed: false,
             incident: None,
         })
+    }
+
+    /// Takes up a phase's reply, window and budget (between slices, with
+    /// nothing in flight).
+    fn enter(&mut self, phase: &Phase, budget: Option<Arc<Budget>>) {
+        self.ledger.reply = phase.reply;
+        self.window = phase.window;
+        self.budget = budget;
     }
 
     fn protocol_error(&self, source: fibpool_protocol::Error) -> PoolError {
@@ -565,17 +701,22 @@ impl Driver {
     }
 
     /// Switches the worker between fibpool's framing and raw frames: a
-    /// RawEcho request enters raw mode, an empty raw frame leaves it.
+    /// RawEcho request enters raw mode with the reply it asks for, an empty
+    /// raw frame leaves it.
     fn switch_to(&mut self, codec: Codec) -> Result<(), PoolError> {
-        if codec == self.codec || self.closed {
+        let wanted = (codec == Codec::Raw).then_some(self.ledger.reply);
+        if wanted == self.mode || self.closed {
             return Ok(());
         }
         let writer = self.writer.as_mut().expect("open until finish");
-        let sent = match codec {
-            Codec::Raw => writer.send(&Request::RawEcho(self.ledger.reply)).map(drop),
-            Codec::Framed => writer.send_payload(&[]),
-        };
-        self.codec = codec;
+        let mut sent = Ok(());
+        if self.mode.is_some() {
+            sent = writer.send_payload(&[]);
+        }
+        if let (Ok(()), Some(reply)) = (&sent, wanted) {
+            sent = writer.send(&Request::RawEcho(reply)).map(drop);
+        }
+        self.mode = wanted;
         self.outcome(sent)
     }
 
@@ -587,52 +728,91 @@ impl Driver {
         codec: Codec,
         limit: SliceLimit,
         progress: &AtomicU64,
-    ) -> Result<Tally, PoolError> {
-        self.switch_to(codec)?;
+        rtt: &Mutex<Histogram<u64>>,
+    ) -> Result<(Counts, Duration), PoolError> {
         let start = Instant::now();
-        let mut sent = 0u64;
-        let more = |sent: u64| match limit {
-            SliceLimit::Until(d) => start.elapsed() < d,
-            SliceLimit::Messages(k) => sent < k,
-        };
-        loop {
-            while !self.closed && self.ledger.in_flight.len() < self.window && more(sent) {
-                self.send()?;
-                sent += 1;
+        let ran = self.switch_to(codec).and_then(|()| {
+            let mut sent = 0u64;
+            let more = |sent: u64| match limit {
+                SliceLimit::Until(d) => start.elapsed() < d,
+                SliceLimit::Messages(k) => sent < k,
+            };
+            loop {
+                while !self.closed && self.ledger.in_flight.len() < self.window && more(sent) {
+                    self.send()?;
+                    sent += 1;
+                }
+                if self.closed || self.ledger.in_flight.is_empty() {
+                    return Ok(());
+                }
+                self.receive()?;
+                progress.fetch_add(1, Ordering::Relaxed);
+                if self.ledger.rtts.len() >= RTT_BATCH {
+                    self.ledger.record(rtt);
+                }
             }
-            if self.closed || self.ledger.in_flight.is_empty() {
-                break;
-            }
-            self.receive()?;
-            progress.fetch_add(1, Ordering::Relaxed);
+        });
+        // On every way out, errors included: other workers may be waiting
+        // for this turn.
+        self.give_turn_back();
+        ran?;
+        let elapsed = start.elapsed();
+        self.ledger.record(rtt);
+        Ok((std::mem::take(&mut self.ledger.counts), elapsed))
+    }
+
+    fn codec(&self) -> Codec {
+        match self.mode {
+            None => Codec::Framed,
+            Some(_) => Codec::Raw,
         }
-        let mut tally = std::mem::take(&mut self.ledger.tally);
-        tally.elapsed = start.elapsed();
-        Ok(tally)
+    }
+
+    /// Before a frame is sent with nothing in flight, waits for a turn of
+    /// the budget, if the phase has one, and reads replies into its buffer.
+    fn take_turn(&mut self) {
+        if let Some(budget) = &self.budget
+            && !self.holding
+        {
+            drop(self.reader.swap_buffer(budget.take()));
+            self.holding = true;
+        }
+    }
+
+    /// With nothing in flight, the turn's buffer goes back to the budget.
+    fn give_turn_back(&mut self) {
+        if let Some(budget) = &self.budget
+            && self.holding
+            && self.ledger.in_flight.is_empty()
+        {
+            budget.give(self.reader.swap_buffer(Vec::new()));
+            self.holding = false;
+        }
     }
 
     fn send(&mut self) -> Result<(), PoolError> {
+        self.take_turn();
         let seq = self.ledger.next_seq;
         self.ledger.next_seq += 1;
-        let stamp = seq.to_le_bytes();
-        let n = self.data.len().min(8);
-        self.data[..n].copy_from_slice(&stamp[..n]);
-        let sum = checksum(&self.data);
+        self.stamp[..8].copy_from_slice(&seq.to_le_bytes());
+        let (stamp, rest) = {
+            let n = self.body.len().min(STAMP_LEN);
+            (&self.stamp[..n], &self.body[n..])
+        };
+        let sum = checksum_parts(&[stamp, rest]);
         let writer = self.writer.as_mut().expect("open until finish");
+        let size = self.ledger.size;
         // Stamped before the write: a worker woken by the write can answer
         // before this thread runs again, and a stamp taken after the write
         // returned would then miss most of the round trip.
         let at = Instant::now();
-        let sent = match self.codec {
-            Codec::Framed => writer
-                .send(&Request::Echo(Echo {
-                    seq,
-                    checksum: sum,
-                    reply: self.ledger.reply,
-                    payload: Bytes::borrowed(&self.data),
-                }))
-                .map(drop),
-            Codec::Raw => writer.send_parts(&[&raw::header(seq, sum), &self.data]),
+        // The payload goes out in its two parts, never copied together:
+        // framed, after the encoding of the request's other fields, which
+        // makes the same bytes as encoding the whole request.
+        let sent = match self.mode {
+            None => Echo::header(seq, sum, self.ledger.reply, size)
+                .and_then(|header| writer.send_parts(&[&header, stamp, rest])),
+            Some(_) => writer.send_parts(&[&raw::header(seq, sum), stamp, rest]),
         };
         self.ledger.in_flight.push_back(Sent {
             seq,
@@ -643,7 +823,7 @@ impl Driver {
     }
 
     fn receive(&mut self) -> Result<(), PoolError> {
-        let received = match self.codec {
+        let received = match self.codec() {
             Codec::Framed => match self.reader.recv::<Response>() {
                 Ok(Some(Response::Echo(reply))) => {
                     let at = Instant::now();
@@ -669,7 +849,7 @@ impl Driver {
                             let echoed = (self.ledger.reply == Reply::Payload).then_some(data);
                             self.ledger.answer(seq, status == raw::INTACT, echoed, at);
                         }
-                        None => self.ledger.tally.corrupted += 1,
+                        None => self.ledger.counts.corrupted += 1,
                     }
                     Ok(())
                 }
@@ -677,7 +857,9 @@ impl Driver {
                 Err(e) => Err(e),
             },
         };
-        self.outcome(received)
+        let outcome = self.outcome(received);
+        self.give_turn_back();
+        outcome
     }
 
     /// A stream that ended or broke (a killed worker) closes the driver, and
@@ -689,7 +871,7 @@ impl Driver {
                 self.incident = Some(format!(
                     "{} ({:?}, seq {}): the stream ended with {} frames in flight ({e})",
                     self.name,
-                    self.codec,
+                    self.codec(),
                     self.ledger.next_seq,
                     self.ledger.in_flight.len()
                 ));
@@ -723,4 +905,54 @@ impl Driver {
 /// The end of a stream where an answer was due.
 fn io_eof() -> fibpool_protocol::Error {
     std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(reply: Reply, workers: usize) -> Phase {
+        Phase {
+            reply,
+            window: 1,
+            workers,
+        }
+    }
+
+    #[test]
+    fn only_echoes_that_do_not_fit_at_once_take_turns() {
+        let size = 1 << 20;
+        let fits = REPLY_BYTES / (size + REPLY_OVERHEAD);
+        assert!(Budget::for_phase(&phase(Reply::Payload, fits), size).is_none());
+        assert!(Budget::for_phase(&phase(Reply::Ack, 100 * fits), size).is_none());
+        let budget = Budget::for_phase(&phase(Reply::Payload, fits + 1), size).unwrap();
+        assert_eq!(budget.cost, size + REPLY_OVERHEAD);
+        // A frame bigger than the budget still gets one turn.
+        let huge = Budget::for_phase(&phase(Reply::Payload, 2), REPLY_BYTES).unwrap();
+        let buffer = huge.take();
+        assert_eq!(huge.shelf.lock().unwrap().left, 0);
+        huge.give(buffer);
+    }
+
+    #[test]
+    fn a_turn_waits_for_one_given_back_and_gets_its_buffer() {
+        let size = REPLY_BYTES / 2 - REPLY_OVERHEAD;
+        let budget = Budget::for_phase(&phase(Reply::Payload, 3), size).unwrap();
+        let (a, b) = (budget.take(), budget.take());
+        assert_eq!(budget.shelf.lock().unwrap().left, 0);
+        assert!(a.capacity() >= budget.cost, "{}", a.capacity());
+        let given = a.as_ptr();
+        // The third turn cannot be had until one is given back (it would
+        // overflow `left` otherwise, which the tests' overflow checks catch).
+        std::thread::scope(|scope| {
+            let third = scope.spawn(|| budget.take());
+            budget.give(a);
+            let c = third.join().unwrap();
+            assert_eq!(c.as_ptr(), given, "a fresh buffer, not the spare one");
+            budget.give(c);
+        });
+        budget.give(b);
+        let shelf = budget.shelf.lock().unwrap();
+        assert_eq!((shelf.left, shelf.spare.len()), (REPLY_BYTES, 2));
+    }
 }

@@ -122,10 +122,21 @@ impl Drop for OwnedChild {
 
 /// VmHWM from a /proc status file, in bytes.
 pub fn peak_rss_bytes(status_file: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(status_file).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    proc_kib_field(status_file, "VmHWM:")
+}
+
+/// The memory the kernel reckons can be had without swapping
+/// (MemAvailable).
+pub fn available_memory_bytes() -> Option<u64> {
+    proc_kib_field("/proc/meminfo", "MemAvailable:")
+}
+
+/// A "Key:   N kB" line of a /proc file, in bytes.
+fn proc_kib_field(file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    kib.checked_mul(1024)
 }
 
 /// "exited with status 3", "was killed by signal 9 (SIGKILL)".
