@@ -982,7 +982,7 @@ fn a_chunk_taken_over_and_handed_back_is_never_lost() {
     let pool = std::sync::Arc::new(pool);
     let (tx, rx) = std::sync::mpsc::channel();
     let submitter = pool.clone();
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         let _ = tx.send(submitter.submit([9]).and_then(|f| f.result()));
     });
     let values = rx
@@ -990,6 +990,11 @@ fn a_chunk_taken_over_and_handed_back_is_never_lost() {
         .expect("the batch finishes")
         .unwrap();
     assert_eq!(values, oracle(&[9]));
+    // The pool shuts down here, on this thread, not on the submitter's as
+    // the test process exits (which left the hung worker's stderr open).
+    thread.join().unwrap();
+    assert_eq!(std::sync::Arc::strong_count(&pool), 1);
+    drop(pool);
 }
 
 #[test]
