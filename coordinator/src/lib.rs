@@ -27,8 +27,8 @@ pub mod stats;
 pub use fibpool_protocol::Encoding;
 pub use pool::{
     AsCompleted, Future, Item, Map, MapUnordered, Pool, PoolBuilder, PoolCounts, PoolError,
-    RunOptions, RunSummary, TaskList, Transport, WORKER_ENV, WorkerCommand, WorkerName,
-    WorkerStats, as_completed, default_workers,
+    RunOptions, RunSummary, StartMethod, TaskList, Transport, WORKER_ENV, WorkerCommand,
+    WorkerName, WorkerStats, as_completed, default_workers,
 };
 
 /// In a process started by [`WorkerCommand::this_program`] (that is, with

@@ -10,7 +10,12 @@ pub const SOCKET: &str = "FIBPOOL_SOCKET";
 /// costs from what the worker does before its handshake.
 pub const ANSWER_AT_ONCE: &str = "FIBPOOL_ANSWER_AT_ONCE";
 
+/// Makes a worker serve as a fork server on its stdin (a `SOCK_SEQPACKET`
+/// socket; [`crate::forkserver`]): the value is the coordinator's pid, which
+/// the server dies with.
+pub const FORK_SERVER: &str = "FIBPOOL_FORK_SERVER";
+
 /// Every variable above: a coordinator clears them all from what its workers
 /// inherit and sets only those it means, so a worker's mode comes from how it
 /// was started, never from what the user's shell exports.
-pub const ALL: [&str; 2] = [SOCKET, ANSWER_AT_ONCE];
+pub const ALL: [&str; 3] = [SOCKET, ANSWER_AT_ONCE, FORK_SERVER];

@@ -16,14 +16,17 @@
 //!   that is too large, truncated, or undecodable.
 //! - [`clock`]: CLOCK_MONOTONIC stamps, which both sides lay side by side.
 //! - [`env`]: the environment variables a coordinator sets for its workers.
+//! - [`forkserver`]: what a coordinator and its fork server say, and how
+//!   descriptors travel with it (SCM_RIGHTS).
 //!
 //! This crate has no process code: it moves bytes through whatever reader and
-//! writer it is given.
+//! writer it is given, and the fork server's packets through a socket.
 
 pub mod clock;
 pub mod codec;
 pub mod env;
 mod error;
+pub mod forkserver;
 pub mod frame;
 pub mod message;
 pub mod packed;

@@ -9,6 +9,7 @@ mod library;
 mod report;
 mod run;
 mod signals;
+mod start_methods;
 mod startup;
 mod stress;
 mod usage;

@@ -71,14 +71,6 @@ fn workers_die_with_the_coordinator_by_their_death_signal() {
     assert_eq!(out.status.code(), None, "killed by a signal");
 }
 
-/// True when `pid`'s (only) thread is blocked in system call `number`.
-fn in_syscall(pid: u32, number: libc::c_long) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/syscall"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<libc::c_long>().ok())
-        == Some(number)
-}
-
 #[test]
 fn output_into_a_closed_pipe_is_a_quiet_exit() {
     let mut child = fibpool()

@@ -272,6 +272,14 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// True when `pid`'s (only) thread is blocked in system call `number`.
+pub fn in_syscall(pid: u32, number: libc::c_long) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<libc::c_long>().ok())
+        == Some(number)
+}
+
 /// True while /proc has any entry for `pid`, zombie or not.
 pub fn listed(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()

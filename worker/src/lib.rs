@@ -5,6 +5,8 @@
 //! - [`serve()`]: the worker loop over any reader and writer; tested in memory.
 //! - [`run_stdio`]: a worker process's whole life on stdin/stdout, shared by the
 //!   lean `fibpool-worker` binary and the hidden `fibpool worker` subcommand.
+//! - `forkserver`: a worker started with `FIBPOOL_FORK_SERVER` forks
+//!   workers on request instead of serving.
 //! - [`fault`]: fault injection for tests (`FIBPOOL_TEST_FAULT`), built only
 //!   with the `fault-injection` feature.
 //!
@@ -14,6 +16,7 @@
 
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+mod forkserver;
 pub mod kernels;
 mod serve;
 mod stdio;

@@ -1,3 +1,4 @@
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -19,6 +20,14 @@ pub fn run_stdio(name: &str, main_entered_ns: u64) -> ExitCode {
             Err(_) => ExitCode::FAILURE,
         };
     }
+    if let Some(coordinator) = std::env::var_os(env::FORK_SERVER) {
+        return crate::forkserver::run(name, &coordinator);
+    }
+    serve_stdio(name, main_entered_ns, std::env::var_os(env::SOCKET))
+}
+
+/// Serves on stdin and stdout, or on the local socket `socket`.
+pub(crate) fn serve_stdio(name: &str, main_entered_ns: u64, socket: Option<OsString>) -> ExitCode {
     let options = match options(main_entered_ns) {
         Ok(options) => options,
         Err(message) => {
@@ -26,7 +35,7 @@ pub fn run_stdio(name: &str, main_entered_ns: u64) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let served = match std::env::var_os(env::SOCKET) {
+    let served = match socket {
         Some(name) => socket_streams(&name)
             .map_err(|e| format!("cannot connect to local socket {name:?}: {e}"))
             .map(|(input, output)| serve(input, output, &options)),
@@ -56,7 +65,7 @@ pub fn run_stdio(name: &str, main_entered_ns: u64) -> ExitCode {
 /// One line on stderr, in one write, so that it is never torn by another
 /// process's line on the same stderr (`eprintln!` writes in pieces). An
 /// unwritable stderr loses the line, nothing more.
-fn say(name: &str, message: &str) {
+pub(crate) fn say(name: &str, message: &str) {
     let line = format!("{name} (pid {}): error: {message}\n", std::process::id());
     let _ = io::stderr().lock().write_all(line.as_bytes());
 }

@@ -22,7 +22,7 @@ use fibpool_coordinator::pool::DEFAULT_RETRIES;
 use fibpool_coordinator::pool::probe::peak_rss_bytes;
 use fibpool_coordinator::report::RunReport;
 use fibpool_coordinator::{
-    Pool, PoolError, RunOptions, TaskList, Transport, WorkerCommand, default_workers,
+    Pool, PoolError, RunOptions, StartMethod, TaskList, Transport, WorkerCommand, default_workers,
 };
 
 /// The longest --task-timeout accepted: a day.
@@ -85,6 +85,10 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = TransportArg::Pipe)]
     transport: TransportArg,
 
+    /// How workers are started
+    #[arg(long, value_enum, default_value_t = StartMethodArg::Spawn)]
+    start_method: StartMethodArg,
+
     /// Indices: N, A..B (half-open), A..=B, NxK (K copies of N)
     #[arg(value_name = "INDICES", allow_negative_numbers = true)]
     indices: Vec<String>,
@@ -103,6 +107,23 @@ impl From<TransportArg> for Transport {
         match arg {
             TransportArg::Pipe => Transport::Pipe,
             TransportArg::Socket => Transport::Socket,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StartMethodArg {
+    /// Each worker is the worker command, spawned (posix_spawn and exec)
+    Spawn,
+    /// One server is spawned; each worker is a fork of it (no exec)
+    Forkserver,
+}
+
+impl From<StartMethodArg> for StartMethod {
+    fn from(arg: StartMethodArg) -> StartMethod {
+        match arg {
+            StartMethodArg::Spawn => StartMethod::Spawn,
+            StartMethodArg::Forkserver => StartMethod::Forkserver,
         }
     }
 }
@@ -132,6 +153,7 @@ struct RunConfig {
     stall_warning: Duration,
     max_tasks_per_child: Option<u64>,
     transport: Transport,
+    start_method: StartMethod,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -179,6 +201,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .handshake_timeout(config.handshake_timeout)
         .max_tasks_per_child(config.max_tasks_per_child)
         .transport(config.transport)
+        .start_method(config.start_method)
         .build();
     let pool = match pool {
         Ok(pool) => built.get_or_init(|| Arc::new(pool)).clone(),
@@ -306,6 +329,7 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
         stall_warning,
         max_tasks_per_child: args.max_tasks_per_child,
         transport: args.transport.into(),
+        start_method: args.start_method.into(),
     })
 }
 

@@ -25,6 +25,42 @@ use super::error::PoolError;
 use super::registry;
 use super::transport::{Budget, ChildStdio, Ends, Reader, Transport, Writer};
 
+/// How a pool starts its workers: Python's `mp_context` names, with their
+/// meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StartMethod {
+    /// Each worker is its command, spawned (posix_spawn and exec).
+    Spawn,
+    /// The pool spawns one server, its command in server mode, and each
+    /// worker is a fork of it: no exec per worker.
+    Forkserver,
+}
+
+impl StartMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            StartMethod::Spawn => "spawn",
+            StartMethod::Forkserver => "forkserver",
+        }
+    }
+
+    /// The launcher for `command`. A fork server must answer each start
+    /// request within `answer_timeout` (the pool's handshake timeout).
+    pub(crate) fn launcher(
+        self,
+        command: WorkerCommand,
+        answer_timeout: Duration,
+    ) -> Arc<dyn Launch> {
+        match self {
+            StartMethod::Spawn => Arc::new(SpawnCommand(command)),
+            StartMethod::Forkserver => Arc::new(super::forkserver::ForkServerLauncher::new(
+                command,
+                answer_timeout,
+            )),
+        }
+    }
+}
+
 /// Starts worker processes.
 pub(crate) trait Launch: fmt::Debug + Send + Sync {
     /// Starts one worker whose standard streams and environment are `stdio`.
@@ -43,8 +79,8 @@ pub(crate) struct SpawnCommand(pub WorkerCommand);
 impl Launch for SpawnCommand {
     fn launch(&self, stdio: ChildStdio) -> io::Result<OwnedChild> {
         let mut cmd = self.0.to_command();
-        cmd.stdin(stdio.stdin)
-            .stdout(stdio.stdout)
+        cmd.stdin(stdio.stdin.map_or_else(Stdio::null, Stdio::from))
+            .stdout(stdio.stdout.map_or_else(Stdio::null, Stdio::from))
             .stderr(Stdio::inherit())
             // Terminal signals go to the coordinator alone, which then stops its workers.
             .process_group(0);

@@ -17,6 +17,7 @@ mod board;
 mod child;
 mod command;
 mod error;
+mod forkserver;
 mod future;
 mod launch;
 mod manager;
@@ -42,12 +43,12 @@ use fibpool_protocol::{Encoding, MAX_INDEX};
 pub use command::{WORKER_ENV, WorkerCommand};
 pub use error::{PoolError, WorkerName};
 pub use future::{AsCompleted, Future, as_completed};
+pub use launch::StartMethod;
 pub use map::{Map, MapUnordered};
 pub use stats::{PHASE_NAMES, Phases, PoolCounts, WorkerStats};
 pub use tasks::{CHUNK_BYTES_BUDGET, ChunkSize, GUIDED_MIN_COST, TaskList, guided_chunk_size};
 pub use transport::Transport;
 
-use launch::SpawnCommand;
 use manager::{Config, Job, JobId, Msg, Shared, Sink, Source, ToManager};
 use stream::Stream;
 use tasks::Cursor;
@@ -82,6 +83,7 @@ pub struct PoolBuilder {
     retries: u32,
     spawn_threads: usize,
     transport: Transport,
+    start_method: StartMethod,
     max_tasks_per_child: Option<u64>,
 }
 
@@ -96,6 +98,7 @@ impl Default for PoolBuilder {
             retries: DEFAULT_RETRIES,
             spawn_threads: 1,
             transport: Transport::Pipe,
+            start_method: StartMethod::Spawn,
             max_tasks_per_child: None,
         }
     }
@@ -160,6 +163,14 @@ impl PoolBuilder {
         self
     }
 
+    /// How workers are started (default: [`StartMethod::Spawn`]). With
+    /// [`StartMethod::Forkserver`] the worker command must be a fibpool
+    /// worker (it is started once, as the server).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.start_method = method;
+        self
+    }
+
     /// Replace each worker by a fresh process once it has been sent this
     /// many chunks (Python's `max_tasks_per_child`; default: never). Its
     /// stats then say `ended: recycled`.
@@ -209,7 +220,7 @@ impl PoolBuilder {
         let (tx, thread) = manager::start(
             Config {
                 workers,
-                launcher: Arc::new(SpawnCommand(command)),
+                launcher: self.start_method.launcher(command, self.handshake_timeout),
                 transport: self.transport,
                 in_flight: self.in_flight,
                 handshake_timeout: self.handshake_timeout,

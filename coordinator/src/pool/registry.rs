@@ -11,7 +11,13 @@
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
 struct Live {
+    /// Children of this process, each leading its own process group.
     pids: Vec<u32>,
+    /// Fork servers: children leading their own groups, not workers.
+    servers: Vec<u32>,
+    /// Workers in another listed process's group (a fork server's), which
+    /// that process reaps: stopped with their group, never signalled by pid.
+    members: Vec<u32>,
     /// Set by [`stop_all`]: no child may be started any more.
     stopping: bool,
 }
@@ -21,6 +27,8 @@ static GATE: RwLock<()> = RwLock::new(());
 
 static LIVE: Mutex<Live> = Mutex::new(Live {
     pids: Vec::new(),
+    servers: Vec::new(),
+    members: Vec::new(),
     stopping: false,
 });
 
@@ -32,24 +40,52 @@ fn live() -> MutexGuard<'static, Live> {
 /// lists the pid before the gate opens again. A thread that arrives after
 /// [`stop_all`] never returns: the process is about to exit.
 pub(crate) fn start<T, E>(start: impl FnOnce() -> Result<(T, u32), E>) -> Result<T, E> {
+    start_into(|live| &mut live.pids, start)
+}
+
+/// As [`start`], for a fork server: stopped as a worker is, not counted as one.
+pub(crate) fn start_server<T, E>(start: impl FnOnce() -> Result<(T, u32), E>) -> Result<T, E> {
+    start_into(|live| &mut live.servers, start)
+}
+
+fn start_into<T, E>(
+    list: impl FnOnce(&mut Live) -> &mut Vec<u32>,
+    start: impl FnOnce() -> Result<(T, u32), E>,
+) -> Result<T, E> {
     let _gate = GATE.read().unwrap_or_else(PoisonError::into_inner);
     if live().stopping {
         drop(_gate);
         wait_for_exit();
     }
     let (child, pid) = start()?;
-    live().pids.push(pid);
+    list(&mut live()).push(pid);
     Ok(child)
+}
+
+/// Lists a worker in a listed process's group (a fork of a fork server),
+/// for [`pids`]; it is stopped with that group. No gate is needed: a stop
+/// that comes first has killed the group, this worker with it.
+pub(crate) fn list_member(pid: u32) {
+    let mut live = live();
+    if !live.stopping {
+        live.members.push(pid);
+    }
 }
 
 /// Takes `pid` off the list: it was reaped, and may be reused.
 pub(crate) fn forget(pid: u32) {
-    live().pids.retain(|&p| p != pid);
+    let live = &mut *live();
+    for list in [&mut live.pids, &mut live.servers, &mut live.members] {
+        list.retain(|&p| p != pid);
+    }
 }
 
-/// The pids of every live child, in the order they were started.
+/// The pids of every live child and group member, in the order they were
+/// started.
 pub fn pids() -> Vec<u32> {
-    live().pids.clone()
+    let live = live();
+    let lists = [&live.pids, &live.servers, &live.members];
+    lists.into_iter().flatten().copied().collect()
 }
 
 /// True once [`stop_all`] has run: the process is about to exit.
@@ -65,17 +101,23 @@ pub fn wait_for_exit() -> ! {
     }
 }
 
-/// Kills every live child (SIGKILL to its process group), reaps them all, and
-/// makes any thread that tries to start another wait for the process to exit.
-/// Returns how many there were. For a signal handler thread that exits the
-/// process right after.
+/// Kills every live child (SIGKILL to its process group, which takes a fork
+/// server's workers too), reaps them all, and makes any thread that tries
+/// to start another wait for the process to exit. Returns how many workers
+/// that stopped (a fork server's included, the server not). For a signal handler
+/// thread that exits the process right after.
 pub fn stop_all() -> usize {
     let _gate = GATE.write().unwrap_or_else(PoisonError::into_inner);
-    let pids = {
+    let (workers, servers, members) = {
         let mut live = live();
         live.stopping = true;
-        std::mem::take(&mut live.pids)
+        (
+            std::mem::take(&mut live.pids),
+            std::mem::take(&mut live.servers),
+            std::mem::take(&mut live.members),
+        )
     };
+    let pids: Vec<u32> = workers.iter().chain(&servers).copied().collect();
     for &pid in &pids {
         // SAFETY: kill(2) on process groups whose leaders are our unreaped children.
         unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
@@ -85,10 +127,10 @@ pub fn stop_all() -> usize {
         // SAFETY: waitpid on our own child; ECHILD if another thread reaped it first.
         unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
     }
-    pids.len()
+    workers.len() + members.len()
 }
 
 #[cfg(test)]
 pub(crate) fn listed(pid: u32) -> bool {
-    live().pids.contains(&pid)
+    pids().contains(&pid)
 }

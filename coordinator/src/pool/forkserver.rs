@@ -1,0 +1,383 @@
+//! The forkserver start method, a [`Launch`]: the pool starts one server
+//! process (a worker command with `FIBPOOL_FORK_SERVER`, spawned as any
+//! worker is), and each worker is a fork of it, started on request over a
+//! `SOCK_SEQPACKET` pair with its descriptors passed by SCM_RIGHTS
+//! ([`fibpool_protocol::forkserver`]).
+//!
+//! - The server is this pool's child, in its own process group, listed in
+//!   the [`registry`]; its workers stay in that group, so stopping the
+//!   server's group stops them all. The server dies with the pool's thread
+//!   that started it (PR_SET_PDEATHSIG), and its workers with it.
+//! - A worker is signalled through a pidfd the server passes back, so a
+//!   kill reaches that process or none, never a reused pid; the server
+//!   reaps it and sends its wait status, which [`Forked::wait_timeout`]
+//!   returns as a spawned child's would be.
+//! - A server that has died is started again on the next request; one that
+//!   cannot be started, or does not answer a request within the pool's
+//!   handshake timeout (it is killed then), fails that launch with an
+//!   error, never a hang.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fibpool_protocol::env;
+use fibpool_protocol::forkserver::{self, FromServer, MAX_PACKET, ToServer};
+
+use super::WorkerCommand;
+use super::child::{OwnedChild, Process, Spawned, describe_status, far, poll_readable};
+use super::launch::Launch;
+use super::registry;
+use super::transport::ChildStdio;
+
+/// How long a server that closed its socket may take to exit before it is
+/// killed.
+const ENDING_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a worker's exit status may take to arrive once its pidfd says
+/// it has ended.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts workers as forks of a server started with `command`.
+pub(crate) struct ForkServerLauncher {
+    command: WorkerCommand,
+    /// How long the server may take to answer a start request.
+    answer_timeout: Duration,
+    /// The running server, if any; held while a start request is answered,
+    /// so requests and answers pair up.
+    server: Mutex<Option<Arc<Server>>>,
+}
+
+/// The launcher's server, held while a start request is answered.
+type Slot<'a> = MutexGuard<'a, Option<Arc<Server>>>;
+
+impl ForkServerLauncher {
+    pub fn new(command: WorkerCommand, answer_timeout: Duration) -> Self {
+        ForkServerLauncher {
+            command,
+            answer_timeout,
+            server: Mutex::new(None),
+        }
+    }
+
+    /// The live server, started if there is none (or it has ended).
+    fn server(&self) -> io::Result<(Slot<'_>, Arc<Server>)> {
+        let mut slot = self.server.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(server) = slot.as_ref().filter(|s| !s.gone()) {
+            let server = server.clone();
+            return Ok((slot, server));
+        }
+        let server = Arc::new(Server::start(&self.command)?);
+        *slot = Some(server.clone());
+        Ok((slot, server))
+    }
+}
+
+impl fmt::Debug for ForkServerLauncher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ForkServerLauncher({})", self.command)
+    }
+}
+
+impl Launch for ForkServerLauncher {
+    fn launch(&self, stdio: ChildStdio) -> io::Result<OwnedChild> {
+        let (_slot, server) = self.server()?;
+        let socket = stdio.env.iter().find(|(k, _)| *k == env::SOCKET);
+        let request = ToServer::Start {
+            socket: socket.map(|(_, name)| name.as_bytes().to_vec()),
+        };
+        let fds: Vec<_> = [&stdio.stdin, &stdio.stdout]
+            .into_iter()
+            .flatten()
+            .map(|fd| fd.as_fd())
+            .collect();
+        server.clear_answer();
+        let sent = forkserver::send(server.control.as_fd(), &request.encode(), &fds);
+        // Only the worker may hold its ends of the channel.
+        drop(stdio);
+        if let Err(e) = sent {
+            // A server that cannot take a request is done for: the next
+            // launch starts another.
+            return Err(server.ended(&e.to_string()));
+        }
+        let (pid, pidfd) = server.answer(self.answer_timeout)?;
+        // Listed once it exists; a stop before that killed it with the
+        // server's group.
+        registry::list_member(pid);
+        Ok(OwnedChild::new(Box::new(Forked {
+            pid,
+            pidfd,
+            server,
+            status: None,
+        })))
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (as a fork server)", self.command)
+    }
+}
+
+/// A fork server process and what it has said.
+struct Server {
+    pid: u32,
+    control: OwnedFd,
+    said: Arc<Said>,
+    /// The server's own process, killed and reaped with the last handle.
+    process: Mutex<OwnedChild>,
+    reader: Option<JoinHandle<()>>,
+}
+
+/// What the server has said, as its reader thread hears it.
+#[derive(Default)]
+struct Said {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// The answer to the start request in flight.
+    answer: Option<Result<(u32, OwnedFd), io::Error>>,
+    /// Wait statuses of workers it reaped, by pid, until taken.
+    exited: HashMap<u32, i32>,
+    /// It closed its end (or broke it): it has ended or is ending.
+    gone: bool,
+    /// What its socket said then, when it was an error.
+    cause: Option<String>,
+}
+
+impl Said {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&self, state: MutexGuard<'a, State>, left: Duration) -> MutexGuard<'a, State> {
+        self.changed
+            .wait_timeout(state, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+    }
+}
+
+impl Server {
+    fn start(command: &WorkerCommand) -> io::Result<Server> {
+        let (ours, theirs) = forkserver::socket_pair()?;
+        let reading = ours.try_clone()?;
+        let mut cmd = command.to_command();
+        cmd.stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .env(env::FORK_SERVER, std::process::id().to_string())
+            .process_group(0);
+        let child = registry::start_server(|| {
+            let child = cmd.spawn()?;
+            let pid = child.id();
+            Ok::<_, io::Error>((child, pid))
+        })?;
+        // `cmd` holds the server's end, which only the server may hold.
+        drop(cmd);
+        let pid = child.id();
+        let process = OwnedChild::new(Box::new(Spawned(child)));
+        let said = Arc::new(Said::default());
+        let reader = {
+            let said = said.clone();
+            std::thread::Builder::new()
+                .name("fibpool-forkserver".into())
+                .spawn(move || read_messages(&reading, &said))?
+        };
+        Ok(Server {
+            pid,
+            control: ours,
+            said,
+            process: Mutex::new(process),
+            reader: Some(reader),
+        })
+    }
+
+    fn gone(&self) -> bool {
+        self.said.state().gone
+    }
+
+    fn clear_answer(&self) {
+        self.said.state().answer = None;
+    }
+
+    /// Waits for the answer to the request just sent.
+    fn answer(&self, timeout: Duration) -> io::Result<(u32, OwnedFd)> {
+        let deadline = far(timeout);
+        let mut state = self.said.state();
+        loop {
+            if let Some(answer) = state.answer.take() {
+                return answer;
+            }
+            if state.gone {
+                let cause = state.cause.take().unwrap_or_else(|| "the end".to_owned());
+                drop(state);
+                return Err(self.ended(&cause));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                drop(state);
+                self.process
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .kill();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the fork server (pid {}) did not answer within {timeout:?}, and was killed",
+                        self.pid
+                    ),
+                ));
+            }
+            state = self.said.wait(state, left);
+        }
+    }
+}
+
+impl Server {
+    /// Why the server can take no request (`cause`, on its socket): how it
+    /// ended, once it has, within a grace period (it is killed after that).
+    fn ended(&self, cause: &str) -> io::Error {
+        self.said.state().gone = true;
+        let mut process = self.process.lock().unwrap_or_else(PoisonError::into_inner);
+        let how = match process.reap(ENDING_GRACE) {
+            Ok(status) => describe_status(status),
+            Err(e) => format!("could not be reaped ({e})"),
+        };
+        io::Error::other(format!(
+            "the fork server (pid {}) {how} ({cause} on its socket)",
+            self.pid
+        ))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The end of its stdin ends the server, which kills and reaps the
+        // workers it still has; its reader thread sees the end too.
+        // SAFETY: shutdown(2) on a socket this handle owns.
+        unsafe { libc::shutdown(self.control.as_raw_fd(), libc::SHUT_RDWR) };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let process = self
+            .process
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        let _ = process.reap(STATUS_TIMEOUT);
+    }
+}
+
+/// The server's reader thread: answers and exit statuses into `said`, until
+/// the server's end closes or it says something it must not.
+fn read_messages(fd: &OwnedFd, said: &Said) {
+    let mut packet = [0u8; MAX_PACKET];
+    loop {
+        let message = forkserver::recv(fd.as_fd(), &mut packet).and_then(|got| match got {
+            None => Ok(None),
+            Some((len, fds)) => FromServer::decode(&packet[..len]).map(|m| Some((m, fds))),
+        });
+        let mut state = said.state();
+        match message {
+            Ok(Some((FromServer::Started { pid }, mut fds))) if fds.len() == 1 => {
+                state.answer = Some(Ok((pid, fds.remove(0))));
+            }
+            Ok(Some((FromServer::Failed { errno }, fds))) if fds.is_empty() => {
+                state.answer = Some(Err(io::Error::from_raw_os_error(errno)));
+            }
+            Ok(Some((FromServer::Exited { pid, status }, fds))) if fds.is_empty() => {
+                state.exited.insert(pid, status);
+            }
+            Ok(Some((other, fds))) => {
+                state.answer = Some(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the fork server sent {other:?} with {} descriptors",
+                        fds.len()
+                    ),
+                )));
+                state.gone = true;
+            }
+            Err(e) => {
+                state.cause = Some(e.to_string());
+                state.gone = true;
+            }
+            Ok(None) => state.gone = true,
+        }
+        let gone = state.gone;
+        drop(state);
+        said.changed.notify_all();
+        if gone {
+            return;
+        }
+    }
+}
+
+/// A worker forked by a server.
+pub(crate) struct Forked {
+    pid: u32,
+    pidfd: OwnedFd,
+    server: Arc<Server>,
+    status: Option<ExitStatus>,
+}
+
+impl fmt::Debug for Forked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Forked(pid {}, server {})", self.pid, self.server.pid)
+    }
+}
+
+impl Process for Forked {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn kill(&mut self) {
+        // SAFETY: pidfd_send_signal on a pidfd we hold: it reaches that
+        // process or none, never a reused pid.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
+
+    fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        if let Some(status) = self.status {
+            return Ok(Some(status));
+        }
+        if !poll_readable(self.pidfd.as_raw_fd(), timeout)? {
+            return Ok(None);
+        }
+        // It has ended: its status comes from the server, which reaps it.
+        let deadline = far(STATUS_TIMEOUT);
+        let said = &self.server.said;
+        let mut state = said.state();
+        let status = loop {
+            if let Some(raw) = state.exited.remove(&self.pid) {
+                break ExitStatus::from_raw(raw);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if state.gone || left.is_zero() {
+                // The server died first, and its death signal killed the
+                // worker (or the server stopped answering).
+                break ExitStatus::from_raw(libc::SIGKILL);
+            }
+            state = said.wait(state, left);
+        };
+        self.status = Some(status);
+        Ok(Some(status))
+    }
+}

@@ -1,0 +1,307 @@
+//! Start methods other than spawn, with real processes: every value right,
+//! workers and servers killed, the coordinator killed, and a pool used as
+//! a library again after each failure.
+
+use std::time::Duration;
+
+use fibpool_coordinator::{Pool, PoolError, StartMethod, WorkerCommand};
+use serde_json::Value;
+
+use crate::util::*;
+
+const FAULT: &str = "FIBPOOL_TEST_FAULT";
+
+fn report(path: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The parent pid of `pid`, from /proc.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Waits for the coordinator's one child, the fork server, and for `n` live
+/// workers under it; returns the server and the workers.
+fn server_and_workers(running: &Running, n: usize) -> (u32, Vec<u32>) {
+    let mut found = (0, Vec::new());
+    wait_until(
+        &format!("a fork server with {n} workers"),
+        Duration::from_secs(60),
+        || {
+            let servers: Vec<u32> = children(running.pid())
+                .into_iter()
+                .filter(|&p| alive(p))
+                .collect();
+            let [server] = servers[..] else {
+                return false;
+            };
+            let workers: Vec<u32> = children(server).into_iter().filter(|&p| alive(p)).collect();
+            found = (server, workers);
+            found.1.len() >= n
+        },
+    );
+    found
+}
+
+#[test]
+fn every_value_is_right_through_a_fork_server_on_both_transports() {
+    let indices: Vec<u64> = (0..400).chain([1000, 5000, 20_000, 100_000]).collect();
+    let tokens: Vec<String> = indices.iter().map(u64::to_string).collect();
+    for transport in ["pipe", "socket"] {
+        let dir = scratch_dir(&format!("forkserver-{transport}"));
+        let path = dir.join("r.json");
+        let out = run(fibpool()
+            .args(["run", "-w", "3", "-c", "7", "--start-method", "forkserver"])
+            .args(["--transport", transport, "--report"])
+            .arg(&path)
+            .args(&tokens));
+        out.assert_success();
+        assert_same_lines(&out.stdout, &expected_lines(&indices, 10));
+        let report = report(&path);
+        assert_eq!(report["worker_restarts"], 0, "{transport}: {report}");
+        let stats = report["worker_stats"].as_array().unwrap();
+        assert_eq!(stats.len(), 3, "{transport}: {report}");
+        assert!(
+            stats
+                .iter()
+                .all(|w| w["ready_seconds"].as_f64().unwrap() > 0.0),
+            "{report}"
+        );
+    }
+}
+
+#[test]
+fn a_forked_worker_killed_mid_run_is_replaced_with_its_status() {
+    let dir = scratch_dir("forkserver-kill-worker");
+    let path = dir.join("r.json");
+    let indices: Vec<u64> = (0..300).map(|i| 1_000_000 + 7 * i).collect();
+    let tokens: Vec<String> = indices.iter().map(u64::to_string).collect();
+    let running = Running::start(
+        fibpool()
+            .args(["run", "-w", "2", "-c", "1", "--output", "hex"])
+            .args(["--start-method", "forkserver", "--report"])
+            .arg(&path)
+            .args(&tokens),
+    );
+    let (server, workers) = server_and_workers(&running, 2);
+    let victim = workers[0];
+    wait_until("the worker is computing", Duration::from_secs(60), || {
+        cpu_ticks(victim) >= 2
+    });
+    assert!(
+        signal_child_of(server, victim, libc::SIGKILL),
+        "the victim is gone"
+    );
+    let out = running.finish();
+    out.assert_success();
+    assert_big_hex_lines(&out.stdout, &indices);
+    let report = report(&path);
+    assert_eq!(report["worker_restarts"], 1, "{report}");
+    let ended: Vec<&str> = report["worker_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["ended"].as_str())
+        .collect();
+    // The status came from the server, which reaped it.
+    assert_eq!(ended, ["was killed by signal 9 (SIGKILL)"], "{report}");
+}
+
+#[test]
+fn a_killed_fork_server_is_started_again_and_nothing_is_lost() {
+    let dir = scratch_dir("forkserver-kill-server");
+    let path = dir.join("r.json");
+    let indices: Vec<u64> = (0..300).map(|i| 1_000_000 + 7 * i).collect();
+    let tokens: Vec<String> = indices.iter().map(u64::to_string).collect();
+    let running = Running::start(
+        fibpool()
+            .args(["run", "-w", "2", "-c", "1", "--output", "hex"])
+            .args(["--start-method", "forkserver", "--report"])
+            .arg(&path)
+            .args(&tokens),
+    );
+    let (server, workers) = server_and_workers(&running, 2);
+    wait_until("the workers are computing", Duration::from_secs(60), || {
+        workers.iter().all(|&w| cpu_ticks(w) >= 2)
+    });
+    assert!(signal_child_of(running.pid(), server, libc::SIGKILL));
+    // Its workers die with it: their death signal follows the server.
+    wait_until("the old workers die", Duration::from_secs(10), || {
+        workers.iter().all(|&w| !alive(w))
+    });
+    let out = running.finish();
+    out.assert_success();
+    assert_big_hex_lines(&out.stdout, &indices);
+    let report = report(&path);
+    assert_eq!(report["worker_restarts"], 2, "{report}");
+    assert!(!listed(server), "the old server was reaped");
+}
+
+#[test]
+fn the_coordinator_killed_takes_the_server_and_its_workers_with_it() {
+    // The workers hang in their first chunk and never read again: only
+    // their death signal (after the server's) can end them.
+    let running = Running::start(
+        fibpool()
+            .env(FAULT, "hang@5")
+            .args(["run", "-w", "2", "-c", "1", "--start-method", "forkserver"])
+            .arg("5x100"),
+    );
+    let (server, workers) = server_and_workers(&running, 2);
+    for &worker in &workers {
+        assert_eq!(parent_of(worker), Some(server), "a fork of the server");
+    }
+    wait_until(
+        "both workers hang in their first chunk",
+        Duration::from_secs(60),
+        || workers.iter().all(|&pid| in_syscall(pid, libc::SYS_futex)),
+    );
+    signal(running.pid(), libc::SIGKILL);
+    wait_until(
+        "the server and its workers exit",
+        Duration::from_secs(5),
+        || !alive(server) && workers.iter().all(|&w| !alive(w)),
+    );
+    let out = running.finish();
+    assert_eq!(out.status.code(), None, "killed by a signal");
+}
+
+#[test]
+fn sigint_stops_a_fork_server_run_and_leaves_nothing() {
+    let running = Running::start(
+        fibpool()
+            .args(["run", "-w", "2", "-c", "1", "--output", "none"])
+            .args(["--start-method", "forkserver", "2000x2000000"]),
+    );
+    let (server, workers) = server_and_workers(&running, 2);
+    signal(running.pid(), libc::SIGINT);
+    let out = running.finish();
+    assert_eq!(out.code(), Some(130), "{}", out.stderr);
+    // The server is the coordinator's one child; its group holds the
+    // workers, which are counted (the server is not).
+    assert_eq!(
+        out.stderr,
+        "fibpool: stopped by SIGINT; 2 worker processes killed and reaped\n"
+    );
+    assert!(!listed(server), "the server is reaped");
+    wait_until("the workers are gone", Duration::from_secs(5), || {
+        workers.iter().all(|&w| !listed(w))
+    });
+}
+
+#[test]
+fn a_worker_command_that_is_no_fork_server_fails_with_how_it_ended() {
+    let out = run(fibpool().args([
+        "run",
+        "--start-method",
+        "forkserver",
+        "--worker-cmd",
+        "sh -c 'exit 7'",
+        "0..5",
+    ]));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(
+            "fibpool: error: cannot start the pool: cannot start worker `sh -c 'exit 7' (as a fork server)`: the fork server (pid "
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(") exited with status 7 ("),
+        "{}",
+        out.stderr
+    );
+    // One that never answers is killed after the handshake timeout.
+    let out = run(fibpool().args([
+        "run",
+        "--start-method",
+        "forkserver",
+        "--handshake-timeout",
+        "0.3",
+        "--worker-cmd",
+        "sleep 1000",
+        "0..5",
+    ]));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .ends_with("did not answer within 300ms, and was killed\n"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_crash_in_a_forked_worker_is_survived_and_a_poison_chunk_named() {
+    let dir = scratch_dir("forkserver-crash");
+    let once = dir.join("fired");
+    let out = run(fibpool()
+        .env(FAULT, format!("crash@12;once={}", once.display()))
+        .args(["run", "-w", "1", "-c", "8", "--start-method", "forkserver"])
+        .arg("0..200"));
+    out.assert_success();
+    assert_same_lines(
+        &out.stdout,
+        &expected_lines(&(0..200).collect::<Vec<_>>(), 10),
+    );
+    assert!(
+        out.stderr.contains("; 1 worker replaced, 2 chunks retried"),
+        "{}",
+        out.stderr
+    );
+    let out = run(fibpool()
+        .env(FAULT, "crash@100")
+        .args(["run", "-w", "2", "-c", "8", "--start-method", "forkserver"])
+        .arg("0..200"));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(
+            "fibpool: error: the run failed: poison chunk 12 (indices 96..=103) took its worker down 3 times in a row; the last, worker "
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.ends_with("was killed by signal 6 (SIGABRT)\n"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_fork_server_pool_used_as_a_library_survives_an_error_and_is_used_again() {
+    let pool = Pool::builder()
+        .workers(2)
+        .start_method(StartMethod::Forkserver)
+        .worker_command(WorkerCommand::new(worker_bin()).env(FAULT, "crash@77"))
+        .retries(1)
+        .build()
+        .unwrap();
+    let values: Vec<_> = pool.map(0..50).collect::<Result<_, _>>().unwrap();
+    assert_eq!(values, fib_table(49));
+    let err = pool.submit([76, 77, 78]).unwrap().result().unwrap_err();
+    assert!(matches!(err, PoolError::PoisonChunk { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(
+            "poison chunk 0 (indices 76..=78) took its worker down once; the last, worker "
+        ) && message.ends_with("was killed by signal 6 (SIGABRT)"),
+        "{message}"
+    );
+    let values: Vec<_> = pool.map(100..150).collect::<Result<_, _>>().unwrap();
+    assert_eq!(values, fib_table(149)[100..]);
+    let stats = pool.worker_stats();
+    assert!(
+        stats.iter().filter(|w| w.ended.is_none()).count() >= 2,
+        "{stats:?}"
+    );
+    pool.shutdown(true, false).unwrap();
+}

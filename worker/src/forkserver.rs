@@ -1,0 +1,265 @@
+//! The fork server: a worker process started with `FIBPOOL_FORK_SERVER`
+//! that forks workers on request instead of serving, as CPython's
+//! `multiprocessing.forkserver` does. A forked worker has paid for none of an
+//! exec (the loader, glibc's start-up, fresh page faults): it is this
+//! process, already set up, on new descriptors.
+//!
+//! The server is single-threaded, so fork is sound here: its children may go
+//! on running Rust code. Its stdin is a `SOCK_SEQPACKET` socket to the
+//! coordinator ([`fibpool_protocol::forkserver`]); it polls that and a pidfd
+//! per child, reports each child it reaps, and at the end of its stdin kills
+//! and reaps the children left. It dies with the coordinator
+//! (PR_SET_PDEATHSIG) and its children die with it, so none outlives the
+//! coordinator whichever of the two goes first.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
+use std::process::ExitCode;
+
+use fibpool_protocol::clock::monotonic_ns;
+use fibpool_protocol::forkserver::{self, FromServer, MAX_PACKET, ToServer};
+
+use crate::stdio::{die_with_parent, say, serve_stdio};
+
+/// Serves fork requests until the coordinator closes the socket.
+pub(crate) fn run(name: &str, coordinator: &OsStr) -> ExitCode {
+    match serve_forks(name, coordinator) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            say(name, &format!("fork server: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Child {
+    pid: u32,
+    pidfd: OwnedFd,
+}
+
+fn serve_forks(name: &str, coordinator: &OsStr) -> io::Result<()> {
+    let coordinator: u32 = coordinator
+        .to_str()
+        .and_then(|pid| pid.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("not a pid: {coordinator:?}")))?;
+    die_with_parent(coordinator).map_err(io::Error::other)?;
+    // The children are workers, never servers.
+    // SAFETY: this process has one thread, so nothing reads the environment
+    // while it changes.
+    unsafe { std::env::remove_var(fibpool_protocol::env::FORK_SERVER) };
+    // What every child would otherwise fault in on its first chunk.
+    std::hint::black_box(crate::kernels::fib(10_000));
+    // SAFETY: fd 0 is this process's stdin, which only this function uses.
+    let control = unsafe { OwnedFd::from_raw_fd(libc::STDIN_FILENO) };
+    let mut children: Vec<Child> = Vec::new();
+    let mut packet = [0u8; MAX_PACKET];
+    loop {
+        let mut polls: Vec<libc::pollfd> = std::iter::once(control.as_raw_fd())
+            .chain(children.iter().map(|c| c.pidfd.as_raw_fd()))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: a valid array of pollfds for open descriptors.
+        if unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, -1) } < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        // Children first: a pidfd that polls readable is a child that ended.
+        let ended: Vec<usize> = (1..polls.len())
+            .filter(|&i| polls[i].revents != 0)
+            .map(|i| i - 1)
+            .collect();
+        for &i in ended.iter().rev() {
+            let child = children.swap_remove(i);
+            let status = reap(child.pid)?;
+            let exited = FromServer::Exited {
+                pid: child.pid,
+                status,
+            };
+            forkserver::send(control.as_fd(), &exited.encode(), &[])?;
+        }
+        if polls[0].revents == 0 {
+            continue;
+        }
+        let Some((len, fds)) = forkserver::recv(control.as_fd(), &mut packet)? else {
+            break;
+        };
+        let ToServer::Start { socket } = ToServer::decode(&packet[..len])?;
+        let expected = if socket.is_some() { 0 } else { 2 };
+        if fds.len() != expected {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a start request with {} descriptors, not {expected}",
+                    fds.len()
+                ),
+            ));
+        }
+        let socket = socket.map(OsString::from_vec);
+        let answer = match fork_worker(name, &control, &children, &fds, socket) {
+            Ok(child) => {
+                let started = FromServer::Started { pid: child.pid };
+                let sent =
+                    forkserver::send(control.as_fd(), &started.encode(), &[child.pidfd.as_fd()]);
+                children.push(child);
+                sent
+            }
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                forkserver::send(control.as_fd(), &FromServer::Failed { errno }.encode(), &[])
+            }
+        };
+        drop(fds);
+        answer?;
+    }
+    // The coordinator is done (or gone): no worker outlives this server.
+    for child in &children {
+        kill(child.pidfd.as_fd());
+    }
+    for child in children {
+        reap(child.pid)?;
+    }
+    Ok(())
+}
+
+/// Forks a worker on `fds` (its stdin and stdout) or on `socket`.
+fn fork_worker(
+    name: &str,
+    control: &OwnedFd,
+    children: &[Child],
+    fds: &[OwnedFd],
+    socket: Option<OsString>,
+) -> io::Result<Child> {
+    let server = std::process::id();
+    // SAFETY: this process is single-threaded, so the child may run any code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let entered = monotonic_ns();
+        let code = match become_worker(control, children, fds, server) {
+            Ok(()) => serve_stdio(name, entered, socket),
+            Err(e) => {
+                say(name, &format!("forked worker: {e}"));
+                ExitCode::FAILURE
+            }
+        };
+        // SAFETY: _exit ends this forked copy without running the server's
+        // destructors or exit handlers twice.
+        unsafe { libc::_exit(if code == ExitCode::SUCCESS { 0 } else { 1 }) };
+    }
+    let pid = pid as u32;
+    match pidfd_open(pid) {
+        Ok(pidfd) => Ok(Child { pid, pidfd }),
+        Err(e) => {
+            // SAFETY: kill and waitpid on our own unreaped child.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            reap(pid)?;
+            Err(e)
+        }
+    }
+}
+
+/// In a forked child: its own descriptors on 0 and 1, none of the server's,
+/// and death with the server.
+fn become_worker(
+    control: &OwnedFd,
+    children: &[Child],
+    fds: &[OwnedFd],
+    server: u32,
+) -> io::Result<()> {
+    let close = |fd: RawFd| {
+        // SAFETY: closing this process's copy of a descriptor it no longer uses.
+        unsafe { libc::close(fd) };
+    };
+    for child in children {
+        close(child.pidfd.as_raw_fd());
+    }
+    // A worker on a socket reads nothing from stdin and writes nothing to
+    // stdout: both are /dev/null, as a spawned one's are.
+    let null;
+    let (stdin, stdout) = match fds {
+        [stdin, stdout] => (stdin.as_raw_fd(), stdout.as_raw_fd()),
+        _ => {
+            null = std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open("/dev/null")?;
+            (null.as_raw_fd(), null.as_raw_fd())
+        }
+    };
+    // fd 0 is the control socket: replacing it closes this copy of it.
+    debug_assert_eq!(control.as_raw_fd(), libc::STDIN_FILENO);
+    for (from, to) in [(stdin, libc::STDIN_FILENO), (stdout, libc::STDOUT_FILENO)] {
+        // SAFETY: dup2 between descriptors this process holds.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    for fd in fds {
+        close(fd.as_raw_fd());
+    }
+    // It stays in the server's process group: the coordinator kills the
+    // group to stop them all, and one worker through its pidfd.
+    // SAFETY: prctl and getppid have no memory-safety preconditions.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::getppid() as u32 != server {
+            return Err(io::Error::other(
+                "the fork server ended as this worker started",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open on our own child, not yet reaped.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn kill(pidfd: BorrowedFd<'_>) {
+    // SAFETY: pidfd_send_signal on a pidfd we hold: it reaches that process
+    // or none, never a reused pid.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+}
+
+/// Waits for the child `pid` and returns its raw wait status.
+fn reap(pid: u32) -> io::Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child, with a valid status pointer.
+        let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        if rc >= 0 {
+            return Ok(status);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
