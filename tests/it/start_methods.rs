@@ -49,24 +49,36 @@ fn server_and_workers(running: &Running, n: usize) -> (u32, Vec<u32>) {
     found
 }
 
+/// The start methods whose workers are forks of a server.
+const FORKING: [&str; 2] = ["forkserver", "fork"];
+
 #[test]
 fn every_value_is_right_through_a_fork_server_on_both_transports() {
+    for method in FORKING {
+        every_value_is_right(method);
+    }
+}
+
+fn every_value_is_right(method: &str) {
     let indices: Vec<u64> = (0..400).chain([1000, 5000, 20_000, 100_000]).collect();
     let tokens: Vec<String> = indices.iter().map(u64::to_string).collect();
     for transport in ["pipe", "socket"] {
-        let dir = scratch_dir(&format!("forkserver-{transport}"));
+        let dir = scratch_dir(&format!("{method}-{transport}"));
         let path = dir.join("r.json");
         let out = run(fibpool()
-            .args(["run", "-w", "3", "-c", "7", "--start-method", "forkserver"])
+            .args(["run", "-w", "3", "-c", "7", "--start-method", method])
             .args(["--transport", transport, "--report"])
             .arg(&path)
             .args(&tokens));
         out.assert_success();
         assert_same_lines(&out.stdout, &expected_lines(&indices, 10));
         let report = report(&path);
-        assert_eq!(report["worker_restarts"], 0, "{transport}: {report}");
+        assert_eq!(
+            report["worker_restarts"], 0,
+            "{method} {transport}: {report}"
+        );
         let stats = report["worker_stats"].as_array().unwrap();
-        assert_eq!(stats.len(), 3, "{transport}: {report}");
+        assert_eq!(stats.len(), 3, "{method} {transport}: {report}");
         assert!(
             stats
                 .iter()
@@ -78,14 +90,20 @@ fn every_value_is_right_through_a_fork_server_on_both_transports() {
 
 #[test]
 fn a_forked_worker_killed_mid_run_is_replaced_with_its_status() {
-    let dir = scratch_dir("forkserver-kill-worker");
+    for method in FORKING {
+        a_forked_worker_killed(method);
+    }
+}
+
+fn a_forked_worker_killed(method: &str) {
+    let dir = scratch_dir(&format!("{method}-kill-worker"));
     let path = dir.join("r.json");
     let indices: Vec<u64> = (0..300).map(|i| 1_000_000 + 7 * i).collect();
     let tokens: Vec<String> = indices.iter().map(u64::to_string).collect();
     let running = Running::start(
         fibpool()
             .args(["run", "-w", "2", "-c", "1", "--output", "hex"])
-            .args(["--start-method", "forkserver", "--report"])
+            .args(["--start-method", method, "--report"])
             .arg(&path)
             .args(&tokens),
     );
@@ -102,7 +120,7 @@ fn a_forked_worker_killed_mid_run_is_replaced_with_its_status() {
     out.assert_success();
     assert_big_hex_lines(&out.stdout, &indices);
     let report = report(&path);
-    assert_eq!(report["worker_restarts"], 1, "{report}");
+    assert_eq!(report["worker_restarts"], 1, "{method}: {report}");
     let ended: Vec<&str> = report["worker_stats"]
         .as_array()
         .unwrap()
@@ -115,14 +133,20 @@ fn a_forked_worker_killed_mid_run_is_replaced_with_its_status() {
 
 #[test]
 fn a_killed_fork_server_is_started_again_and_nothing_is_lost() {
-    let dir = scratch_dir("forkserver-kill-server");
+    for method in FORKING {
+        a_killed_fork_server(method);
+    }
+}
+
+fn a_killed_fork_server(method: &str) {
+    let dir = scratch_dir(&format!("{method}-kill-server"));
     let path = dir.join("r.json");
     let indices: Vec<u64> = (0..300).map(|i| 1_000_000 + 7 * i).collect();
     let tokens: Vec<String> = indices.iter().map(u64::to_string).collect();
     let running = Running::start(
         fibpool()
             .args(["run", "-w", "2", "-c", "1", "--output", "hex"])
-            .args(["--start-method", "forkserver", "--report"])
+            .args(["--start-method", method, "--report"])
             .arg(&path)
             .args(&tokens),
     );
@@ -139,18 +163,24 @@ fn a_killed_fork_server_is_started_again_and_nothing_is_lost() {
     out.assert_success();
     assert_big_hex_lines(&out.stdout, &indices);
     let report = report(&path);
-    assert_eq!(report["worker_restarts"], 2, "{report}");
+    assert_eq!(report["worker_restarts"], 2, "{method}: {report}");
     assert!(!listed(server), "the old server was reaped");
 }
 
 #[test]
 fn the_coordinator_killed_takes_the_server_and_its_workers_with_it() {
+    for method in FORKING {
+        the_coordinator_killed(method);
+    }
+}
+
+fn the_coordinator_killed(method: &str) {
     // The workers hang in their first chunk and never read again: only
     // their death signal (after the server's) can end them.
     let running = Running::start(
         fibpool()
             .env(FAULT, "hang@5")
-            .args(["run", "-w", "2", "-c", "1", "--start-method", "forkserver"])
+            .args(["run", "-w", "2", "-c", "1", "--start-method", method])
             .arg("5x100"),
     );
     let (server, workers) = server_and_workers(&running, 2);
@@ -174,15 +204,21 @@ fn the_coordinator_killed_takes_the_server_and_its_workers_with_it() {
 
 #[test]
 fn sigint_stops_a_fork_server_run_and_leaves_nothing() {
+    for method in FORKING {
+        sigint_stops(method);
+    }
+}
+
+fn sigint_stops(method: &str) {
     let running = Running::start(
         fibpool()
             .args(["run", "-w", "2", "-c", "1", "--output", "none"])
-            .args(["--start-method", "forkserver", "2000x2000000"]),
+            .args(["--start-method", method, "2000x2000000"]),
     );
     let (server, workers) = server_and_workers(&running, 2);
     signal(running.pid(), libc::SIGINT);
     let out = running.finish();
-    assert_eq!(out.code(), Some(130), "{}", out.stderr);
+    assert_eq!(out.code(), Some(130), "{method}: {}", out.stderr);
     // The server is the coordinator's one child; its group holds the
     // workers, which are counted (the server is not).
     assert_eq!(
@@ -241,11 +277,17 @@ fn a_worker_command_that_is_no_fork_server_fails_with_how_it_ended() {
 
 #[test]
 fn a_crash_in_a_forked_worker_is_survived_and_a_poison_chunk_named() {
-    let dir = scratch_dir("forkserver-crash");
+    for method in FORKING {
+        crash_and_poison(method);
+    }
+}
+
+fn crash_and_poison(method: &str) {
+    let dir = scratch_dir(&format!("{method}-crash"));
     let once = dir.join("fired");
     let out = run(fibpool()
         .env(FAULT, format!("crash@12;once={}", once.display()))
-        .args(["run", "-w", "1", "-c", "8", "--start-method", "forkserver"])
+        .args(["run", "-w", "1", "-c", "8", "--start-method", method])
         .arg("0..200"));
     out.assert_success();
     assert_same_lines(
@@ -259,7 +301,7 @@ fn a_crash_in_a_forked_worker_is_survived_and_a_poison_chunk_named() {
     );
     let out = run(fibpool()
         .env(FAULT, "crash@100")
-        .args(["run", "-w", "2", "-c", "8", "--start-method", "forkserver"])
+        .args(["run", "-w", "2", "-c", "8", "--start-method", method])
         .arg("0..200"));
     assert_eq!(out.code(), Some(1), "{}", out.stderr);
     assert!(
@@ -304,4 +346,37 @@ fn a_fork_server_pool_used_as_a_library_survives_an_error_and_is_used_again() {
         "{stats:?}"
     );
     pool.shutdown(true, false).unwrap();
+}
+
+#[test]
+fn fork_takes_no_worker_command_and_needs_a_single_threaded_process() {
+    let out = run(fibpool().args([
+        "run",
+        "--start-method",
+        "fork",
+        "--worker-cmd",
+        "fibpool-worker",
+        "0..5",
+    ]));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        "fibpool: error: --start-method fork forks this program's own worker: it takes no --worker-cmd\n"
+    );
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    // This test process runs the test harness's threads: a library pool
+    // cannot fork here, and says why.
+    let err = Pool::builder()
+        .workers(1)
+        .start_method(StartMethod::Fork)
+        .build()
+        .err()
+        .expect("forking a multi-threaded process is refused");
+    assert!(matches!(err, PoolError::Config(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("the fork start method forks this process, which must have one thread then (this process runs ")
+            && message.ends_with("use forkserver"),
+        "{message}"
+    );
 }

@@ -23,8 +23,26 @@ use fibpool_protocol::forkserver::{self, FromServer, MAX_PACKET, ToServer};
 
 use crate::stdio::{die_with_parent, say, serve_stdio};
 
-/// Serves fork requests until the coordinator closes the socket.
+/// Serves fork requests until the coordinator closes the socket, in a
+/// process started with `FIBPOOL_FORK_SERVER` (the coordinator's pid).
 pub(crate) fn run(name: &str, coordinator: &OsStr) -> ExitCode {
+    let Some(pid) = coordinator.to_str().and_then(|pid| pid.parse().ok()) else {
+        say(name, &format!("fork server: not a pid: {coordinator:?}"));
+        return ExitCode::FAILURE;
+    };
+    // The children are workers, never servers.
+    // SAFETY: this process has one thread, so nothing reads the environment
+    // while it changes.
+    unsafe { std::env::remove_var(fibpool_protocol::env::FORK_SERVER) };
+    serve_as_fork_server(name, pid)
+}
+
+/// Serves fork requests on fd 0, a `SOCK_SEQPACKET` socket to the
+/// coordinator (pid `coordinator`, which this process dies with if it is
+/// its parent), until the coordinator closes it. The process must have one
+/// thread: its children go on running Rust code after fork. For a process
+/// forked from a coordinator (the fork start method) as for one spawned.
+pub fn serve_as_fork_server(name: &str, coordinator: u32) -> ExitCode {
     match serve_forks(name, coordinator) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -39,16 +57,8 @@ struct Child {
     pidfd: OwnedFd,
 }
 
-fn serve_forks(name: &str, coordinator: &OsStr) -> io::Result<()> {
-    let coordinator: u32 = coordinator
-        .to_str()
-        .and_then(|pid| pid.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("not a pid: {coordinator:?}")))?;
+fn serve_forks(name: &str, coordinator: u32) -> io::Result<()> {
     die_with_parent(coordinator).map_err(io::Error::other)?;
-    // The children are workers, never servers.
-    // SAFETY: this process has one thread, so nothing reads the environment
-    // while it changes.
-    unsafe { std::env::remove_var(fibpool_protocol::env::FORK_SERVER) };
     // What every child would otherwise fault in on its first chunk.
     std::hint::black_box(crate::kernels::fib(10_000));
     // SAFETY: fd 0 is this process's stdin, which only this function uses.

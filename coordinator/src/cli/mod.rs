@@ -84,6 +84,13 @@ pub fn main(main_entered_ns: u64) -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
     };
+    // The fork start method forks its server now, while this process has
+    // one thread: the signal thread is the first to start.
+    let forks = matches!(&cli.command, Command::Run(args) if args.forks());
+    if forks && let Err(e) = fibpool_coordinator::prepare_fork() {
+        say(&format!("fibpool: error: cannot start the pool: {e}"));
+        return ExitCode::FAILURE;
+    }
     if let Err(e) = stop_on_signals() {
         eprintln!("fibpool: error: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;

@@ -117,6 +117,8 @@ pub(crate) enum StartMethodArg {
     Spawn,
     /// One server is spawned; each worker is a fork of it (no exec)
     Forkserver,
+    /// The server is a fork of this process: no worker pays for an exec
+    Fork,
 }
 
 impl From<StartMethodArg> for StartMethod {
@@ -124,6 +126,7 @@ impl From<StartMethodArg> for StartMethod {
         match arg {
             StartMethodArg::Spawn => StartMethod::Spawn,
             StartMethodArg::Forkserver => StartMethod::Forkserver,
+            StartMethodArg::Fork => StartMethod::Fork,
         }
     }
 }
@@ -154,6 +157,14 @@ struct RunConfig {
     max_tasks_per_child: Option<u64>,
     transport: Transport,
     start_method: StartMethod,
+}
+
+impl RunArgs {
+    /// Whether the run forks its workers' server from this process, which
+    /// must then still have one thread ([`fibpool_coordinator::prepare_fork`]).
+    pub(crate) fn forks(&self) -> bool {
+        self.start_method == StartMethodArg::Fork && self.worker_cmd.is_none()
+    }
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -306,6 +317,9 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
     };
     if args.max_tasks_per_child == Some(0) {
         usage!("--max-tasks-per-child must be at least 1");
+    }
+    if args.start_method == StartMethodArg::Fork && args.worker_cmd.is_some() {
+        usage!("--start-method fork forks this program's own worker: it takes no --worker-cmd");
     }
     let command = worker_command(args.worker_cmd.as_deref())?;
     let handshake_timeout = args.handshake.timeout()?;

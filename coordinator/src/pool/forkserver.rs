@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{ExitStatus, Stdio};
@@ -33,6 +33,7 @@ use fibpool_protocol::forkserver::{self, FromServer, MAX_PACKET, ToServer};
 
 use super::WorkerCommand;
 use super::child::{OwnedChild, Process, Spawned, describe_status, far, poll_readable};
+use super::error::PoolError;
 use super::launch::Launch;
 use super::registry;
 use super::transport::ChildStdio;
@@ -55,6 +56,35 @@ pub(crate) struct ForkServerLauncher {
     server: Mutex<Option<Arc<Server>>>,
 }
 
+/// A server forked by [`prepare_fork`], for the next pool that forks.
+static EARLY: Mutex<Option<Arc<Server>>> = Mutex::new(None);
+
+/// Forks the fork start method's server now, while this process has one
+/// thread, for the next pool built with [`StartMethod::Fork`]: call it first
+/// thing in `main` (after [`crate::run_if_worker`]), before anything starts
+/// a thread. A pool built with `Fork` in a process that has one thread
+/// forks its own without it.
+///
+/// [`StartMethod::Fork`]: super::StartMethod::Fork
+pub fn prepare_fork() -> Result<(), PoolError> {
+    let server = Server::fork_from_here().map_err(fork_error)?;
+    *EARLY.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(server));
+    Ok(())
+}
+
+fn fork_error(e: io::Error) -> PoolError {
+    if e.kind() == io::ErrorKind::Unsupported {
+        PoolError::Config(format!(
+            "the fork start method forks this process, which must have one thread then ({e}): build the pool before any thread starts, call prepare_fork() then, or use forkserver"
+        ))
+    } else {
+        PoolError::Spawn {
+            command: "a fork of this process as a fork server".to_owned(),
+            source: e,
+        }
+    }
+}
+
 /// The launcher's server, held while a start request is answered.
 type Slot<'a> = MutexGuard<'a, Option<Arc<Server>>>;
 
@@ -65,6 +95,24 @@ impl ForkServerLauncher {
             answer_timeout,
             server: Mutex::new(None),
         }
+    }
+
+    /// The fork start method's: its first server is a fork of this process,
+    /// made by [`prepare_fork`] or now, which needs this process to have one
+    /// thread. A server that dies is replaced by one spawned from `command`,
+    /// as with the forkserver method: this process cannot fork safely any
+    /// more once the pool runs.
+    pub fn forked(command: WorkerCommand, answer_timeout: Duration) -> Result<Self, PoolError> {
+        let early = EARLY.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let server = match early {
+            Some(server) => server,
+            None => Arc::new(Server::fork_from_here().map_err(fork_error)?),
+        };
+        Ok(ForkServerLauncher {
+            command,
+            answer_timeout,
+            server: Mutex::new(Some(server)),
+        })
     }
 
     /// The live server, started if there is none (or it has ended).
@@ -184,7 +232,80 @@ impl Server {
         // `cmd` holds the server's end, which only the server may hold.
         drop(cmd);
         let pid = child.id();
-        let process = OwnedChild::new(Box::new(Spawned(child)));
+        Server::on(
+            pid,
+            OwnedChild::new(Box::new(Spawned(child))),
+            ours,
+            reading,
+        )
+    }
+
+    /// A server forked from this process, which must have one thread (the
+    /// fork start method): it runs the worker crate's fork server on its
+    /// end of the socket, moved to its stdin, with every other descriptor
+    /// of this process closed and its stdout on /dev/null.
+    fn fork_from_here() -> io::Result<Server> {
+        let threads = threads();
+        if threads != 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("this process runs {threads} threads, and only one may fork"),
+            ));
+        }
+        let (ours, theirs) = forkserver::socket_pair()?;
+        let reading = ours.try_clone()?;
+        let coordinator = std::process::id();
+        let zygote = registry::start_server(|| {
+            // SAFETY: this process has one thread (checked above), so the
+            // child may run any code.
+            let pid = unsafe { libc::fork() };
+            if pid < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if pid == 0 {
+                let code = match become_server(&theirs) {
+                    Ok(()) => fibpool_worker::serve_as_fork_server("fibpool worker", coordinator),
+                    Err(e) => {
+                        let line = format!("fibpool worker: fork server: {e}\n");
+                        // SAFETY: write(2) of a buffer we own to stderr.
+                        unsafe {
+                            libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), line.len())
+                        };
+                        std::process::ExitCode::FAILURE
+                    }
+                };
+                // SAFETY: _exit ends this forked copy without running the
+                // coordinator's destructors or exit handlers.
+                unsafe {
+                    libc::_exit(if code == std::process::ExitCode::SUCCESS {
+                        0
+                    } else {
+                        1
+                    })
+                };
+            }
+            let pid = pid as u32;
+            let pidfd = match pidfd_open(pid) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    // SAFETY: kill and waitpid on our own unreaped child.
+                    unsafe {
+                        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                        libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+                    }
+                    return Err(e);
+                }
+            };
+            Ok((Zygote { pid, pidfd }, pid))
+        })?;
+        drop(theirs);
+        let pid = zygote.pid;
+        Server::on(pid, OwnedChild::new(Box::new(zygote)), ours, reading)
+    }
+
+    /// A server process `pid` on the socket `ours` (and `reading`, a copy of
+    /// it for the reader thread).
+    fn on(pid: u32, process: OwnedChild, ours: OwnedFd, reading: OwnedFd) -> io::Result<Server> {
         let said = Arc::new(Said::default());
         let reader = {
             let said = said.clone();
@@ -318,6 +439,71 @@ fn read_messages(fd: &OwnedFd, said: &Said) {
         if gone {
             return;
         }
+    }
+}
+
+/// In the child of [`Server::fork_from_here`]: its own process group, the
+/// socket on fd 0, /dev/null on fd 1, stderr kept, nothing else.
+fn become_server(socket: &OwnedFd) -> io::Result<()> {
+    let null = std::fs::File::options().write(true).open("/dev/null")?;
+    // SAFETY: setpgid, dup2 and close_range on descriptors this process holds.
+    unsafe {
+        if libc::setpgid(0, 0) < 0
+            || libc::dup2(socket.as_raw_fd(), libc::STDIN_FILENO) < 0
+            || libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) < 0
+            || libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // Both were closed by close_range: forget them without closing again.
+    std::mem::forget(null);
+    Ok(())
+}
+
+/// How many threads this process runs, from /proc.
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |tasks| tasks.count())
+}
+
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open on our own child, not yet reaped.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as std::os::fd::RawFd) })
+}
+
+/// A fork server forked from this process: our child, leading its own group.
+#[derive(Debug)]
+struct Zygote {
+    pid: u32,
+    pidfd: OwnedFd,
+}
+
+impl Process for Zygote {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn kill(&mut self) {
+        // SAFETY: kill(2) on the group of our child, which is not reaped
+        // while this handle lives.
+        unsafe { libc::kill(-(self.pid as libc::pid_t), libc::SIGKILL) };
+    }
+
+    fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        if !poll_readable(self.pidfd.as_raw_fd(), timeout)? {
+            return Ok(None);
+        }
+        let mut status = 0;
+        // SAFETY: waitpid on our own child, which has exited.
+        if unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Some(ExitStatus::from_raw(status)))
     }
 }
 

@@ -34,6 +34,11 @@ pub enum StartMethod {
     /// The pool spawns one server, its command in server mode, and each
     /// worker is a fork of it: no exec per worker.
     Forkserver,
+    /// The server is a fork of this process itself, made while it has one
+    /// thread ([`super::prepare_fork`], or the pool's build), so no worker
+    /// pays for an exec, the first included. The worker command is only
+    /// spawned, as a forkserver's server, if that server dies.
+    Fork,
 }
 
 impl StartMethod {
@@ -41,6 +46,7 @@ impl StartMethod {
         match self {
             StartMethod::Spawn => "spawn",
             StartMethod::Forkserver => "forkserver",
+            StartMethod::Fork => "fork",
         }
     }
 
@@ -50,14 +56,13 @@ impl StartMethod {
         self,
         command: WorkerCommand,
         answer_timeout: Duration,
-    ) -> Arc<dyn Launch> {
-        match self {
+    ) -> Result<Arc<dyn Launch>, PoolError> {
+        use super::forkserver::ForkServerLauncher;
+        Ok(match self {
             StartMethod::Spawn => Arc::new(SpawnCommand(command)),
-            StartMethod::Forkserver => Arc::new(super::forkserver::ForkServerLauncher::new(
-                command,
-                answer_timeout,
-            )),
-        }
+            StartMethod::Forkserver => Arc::new(ForkServerLauncher::new(command, answer_timeout)),
+            StartMethod::Fork => Arc::new(ForkServerLauncher::forked(command, answer_timeout)?),
+        })
     }
 }
 

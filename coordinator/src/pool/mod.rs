@@ -42,6 +42,7 @@ use fibpool_protocol::{Encoding, MAX_INDEX};
 
 pub use command::{WORKER_ENV, WorkerCommand};
 pub use error::{PoolError, WorkerName};
+pub use forkserver::prepare_fork;
 pub use future::{AsCompleted, Future, as_completed};
 pub use launch::StartMethod;
 pub use map::{Map, MapUnordered};
@@ -220,7 +221,9 @@ impl PoolBuilder {
         let (tx, thread) = manager::start(
             Config {
                 workers,
-                launcher: self.start_method.launcher(command, self.handshake_timeout),
+                launcher: self
+                    .start_method
+                    .launcher(command, self.handshake_timeout)?,
                 transport: self.transport,
                 in_flight: self.in_flight,
                 handshake_timeout: self.handshake_timeout,
