@@ -212,6 +212,13 @@ impl<R: Read> FrameReader<R> {
         std::mem::take(&mut self.buf)
     }
 
+    /// Lowers (or restores) the cap on the frames this reader accepts; never
+    /// above [`MAX_FRAME_LEN`]. A peer whose answers have a known size gets a
+    /// cap that fits them.
+    pub fn set_max_len(&mut self, max_len: usize) {
+        self.max_len = max_len.min(MAX_FRAME_LEN);
+    }
+
     /// Makes `buf` the buffer the next frame is read into (its capacity is
     /// kept; its contents are not) and returns the one it replaces: readers
     /// that take turns can share a few large buffers.

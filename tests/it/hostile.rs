@@ -410,6 +410,76 @@ fn stress_memory_is_bounded_in_bytes_whatever_the_worker_count() {
     );
 }
 
+/// A worker that completes its handshake, answers its first echo with
+/// ANSWER (bytes), and reads on: written in Python, so that it speaks the
+/// protocol by hand.
+const GARBLING_WORKER: &str = r#"
+import os, struct, sys, time
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+def varint(n):
+    if n < 251: return bytes([n])
+    if n < 1 << 16: return bytes([251]) + struct.pack("<H", n)
+    if n < 1 << 32: return bytes([252]) + struct.pack("<I", n)
+    return bytes([253]) + struct.pack("<Q", n)
+def send(payload):
+    out.write(struct.pack("<I", len(payload)) + payload)
+    out.flush()
+def recv():
+    (n,) = struct.unpack("<I", inp.read(4) or sys.exit(0))
+    while n:
+        got = inp.read(min(n, 1 << 20))
+        if not got: sys.exit(0)
+        n -= len(got)
+ns = time.monotonic_ns()
+send(b"\x00" + varint(VERSION) + varint(os.getpid()) + varint(ns) + varint(ns))
+recv()
+recv()
+out.write(ANSWER)
+out.flush()
+while True: recv()
+"#;
+
+/// Workers that fail while echoes take turns for reply buffers give their
+/// turns back: five 64 MiB echoes share three turns, and five workers that
+/// send garbage once left the two without a turn waiting for ever (the
+/// watchdog killed the workers, but nothing woke the waiting drivers).
+#[test]
+fn workers_that_fail_while_echoes_take_turns_fail_the_stress_without_a_hang() {
+    let dir = scratch_dir("stress-turns");
+    let script = dir.join("garbling.py");
+    let version = fibpool_protocol::PROTOCOL_VERSION.to_string();
+    // A frame that does not decode; the header of one bigger than any echo
+    // of 67108800 bytes (which a reply buffer would have grown to hold).
+    for (answer, fault) in [
+        (
+            r#"b"\x03\x00\x00\x00\xff\xff\xff""#,
+            ") sent a bad frame: undecodable frame payload: ",
+        ),
+        (
+            r#"struct.pack("<I", 67108800 + 33)"#,
+            ") sent a bad frame: frame of 67108833 bytes exceeds the maximum frame length of 67108832 bytes",
+        ),
+    ] {
+        let worker = GARBLING_WORKER
+            .replace("VERSION", &version)
+            .replace("ANSWER", answer);
+        std::fs::write(&script, worker).unwrap();
+        let out = run(fibpool()
+            .args(["stress", "-w", "5", "--pattern", "fanout", "--count", "1"])
+            .args(["--sizes", "67108800", "--worker-cmd"])
+            .arg(format!("python3 -S {}", script.display())));
+        assert_eq!(out.code(), Some(1), "{}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        assert!(
+            out.stderr
+                .starts_with("fibpool: error: the stress test failed: worker "),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains(fault), "{}", out.stderr);
+    }
+}
+
 /// A stress whose workers cannot all hold their frames is refused before
 /// anything starts: 1024 workers echoing 64 MiB frames (66 MiB of RSS each,
 /// measured) would take about 68 GiB.

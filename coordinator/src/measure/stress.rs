@@ -38,11 +38,14 @@ const WINDOW_BYTES: usize = 4 << 20;
 /// they are sent a frame). Sent payloads are one buffer shared by every worker,
 /// so this and the size bound what a measurement holds, whatever `-w` is.
 pub const REPLY_BYTES: usize = 256 << 20;
-/// A reply's bytes beyond its payload, at most (its length prefix and fields).
+/// A reply's bytes beyond its payload, at most: a framed one's fields take
+/// 20 (variant, seq, verdict, length), a raw one's header 16.
 const REPLY_OVERHEAD: usize = 32;
 /// A payload's first bytes are its frame's sequence number and its worker's
-/// pid; the rest is the same for every frame of a measurement. A payload
-/// echoed under another number, or by another worker, fails its checksum.
+/// pid; the rest is the same for every frame of a measurement. From 16
+/// bytes up, a payload echoed under another number, or by another worker,
+/// fails its checksum; smaller ones hold what of the stamp fits (8 bytes:
+/// the sequence number alone).
 const STAMP_LEN: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -659,6 +662,9 @@ impl Driver {
             });
         }
         handshake?;
+        // No answer to an echo is bigger than this: a worker that sends one
+        // is named for it, and a reply buffer never grows past its turn.
+        reader.set_max_len(body.len() + REPLY_OVERHEAD);
         let mut stamp = [0u8; STAMP_LEN];
         stamp[8..].copy_from_slice(&u64::from(name.pid).to_le_bytes());
         Ok(Driver {
@@ -753,7 +759,10 @@ impl Driver {
             }
         });
         // On every way out, errors included: other workers may be waiting
-        // for this turn.
+        // for this turn. What a failed driver had in flight is lost.
+        if ran.is_err() {
+            self.ledger.close();
+        }
         self.give_turn_back();
         ran?;
         let elapsed = start.elapsed();
