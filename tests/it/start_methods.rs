@@ -380,3 +380,52 @@ fn fork_takes_no_worker_command_and_needs_a_single_threaded_process() {
         "{message}"
     );
 }
+
+#[test]
+fn startup_measures_each_start_method_in_the_same_rounds() {
+    let dir = scratch_dir("startup-methods");
+    let path = dir.join("s.json");
+    let out = run(fibpool()
+        .args(["startup", "-w", "2", "--rounds", "3", "--warmup", "1"])
+        .args(["--start-method", "spawn,forkserver,fork,spawn", "--report"])
+        .arg(&path));
+    out.assert_success();
+    let reports = report(&path);
+    let reports = reports.as_array().expect("one report per method");
+    let methods: Vec<&str> = reports
+        .iter()
+        .map(|r| r["start_method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["spawn", "forkserver", "fork"]);
+    for r in reports {
+        assert_eq!(r["workers"], 2, "{r}");
+        assert_eq!(r["rounds"], 3, "{r}");
+        // Every phase of the 2 workers of the 3 rounds was measured.
+        for phase in ["spawn", "exec", "init", "ready", "first_task", "shutdown"] {
+            let s = &r["phases"][phase];
+            assert!(s["median_seconds"].as_f64().unwrap() > 0.0, "{phase}: {r}");
+        }
+        let parallel = !r["pool_ready_parallel"].is_null();
+        assert_eq!(parallel, r["start_method"] == "spawn", "{r}");
+    }
+    for method in ["spawn", "forkserver", "fork"] {
+        assert!(
+            out.stdout
+                .contains(&format!("2 workers, start method {method}, 3 rounds")),
+            "{}",
+            out.stdout
+        );
+    }
+    let out = run(fibpool().args([
+        "startup",
+        "--start-method",
+        "spawn,fork",
+        "--worker-cmd",
+        "fibpool-worker",
+    ]));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        "fibpool: error: --start-method fork forks this program's own worker: it takes no --worker-cmd\n"
+    );
+}

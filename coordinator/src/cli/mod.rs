@@ -86,7 +86,11 @@ pub fn main(main_entered_ns: u64) -> ExitCode {
     };
     // The fork start method forks its server now, while this process has
     // one thread: the signal thread is the first to start.
-    let forks = matches!(&cli.command, Command::Run(args) if args.forks());
+    let forks = match &cli.command {
+        Command::Run(args) => args.forks(),
+        Command::Startup(args) => args.forks(),
+        _ => false,
+    };
     if forks && let Err(e) = fibpool_coordinator::prepare_fork() {
         say(&format!("fibpool: error: cannot start the pool: {e}"));
         return ExitCode::FAILURE;

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use super::run::StartMethodArg;
 use super::{check_workers, create_report, usage, worker_command};
-use fibpool_coordinator::default_workers;
 use fibpool_coordinator::measure::startup::{StartupPlan, measure};
+use fibpool_coordinator::{StartMethod, default_workers};
 
 /// The most rounds per pool size.
 const MAX_ROUNDS: usize = 100_000;
@@ -35,12 +36,28 @@ pub struct StartupArgs {
     #[arg(long, value_name = "CMD")]
     worker_cmd: Option<String>,
 
+    /// Start methods to measure, comma-separated, each in every round
+    #[arg(
+        long,
+        value_name = "M[,M...]",
+        value_delimiter = ',',
+        default_value = "spawn"
+    )]
+    start_method: Vec<StartMethodArg>,
+
     #[command(flatten)]
     handshake: super::HandshakeArg,
 
-    /// Write the report as JSON to FILE (one object per pool size; an array when several)
+    /// Write the report as JSON to FILE (one object per pool size and start method; an array when several)
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+}
+
+impl StartupArgs {
+    /// Whether a fork method is measured: see [`super::run::RunArgs::forks`].
+    pub(crate) fn forks(&self) -> bool {
+        self.start_method.contains(&StartMethodArg::Fork)
+    }
 }
 
 pub fn startup(args: StartupArgs) -> Result<ExitCode> {
@@ -64,6 +81,15 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
     if spawn_threads == 0 {
         usage!("--spawn-threads must be at least 1");
     }
+    if args.start_method.contains(&StartMethodArg::Fork) && args.worker_cmd.is_some() {
+        usage!("--start-method fork forks this program's own worker: it takes no --worker-cmd");
+    }
+    let mut methods = Vec::new();
+    for method in args.start_method.iter().map(|&m| StartMethod::from(m)) {
+        if !methods.contains(&method) {
+            methods.push(method);
+        }
+    }
     let command = worker_command(args.worker_cmd.as_deref())?;
     let report = create_report(args.report)?;
     let floor = floor_program()?;
@@ -77,6 +103,7 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
         command,
         floor,
         spawn_threads,
+        methods,
     };
     let reports = measure(&plan, |_, _| {}).context("the measurement failed")?;
     for (i, r) in reports.iter().enumerate() {
@@ -101,17 +128,18 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
 fn growth_table(reports: &[fibpool_coordinator::report::StartupReport]) -> String {
     use fibpool_coordinator::report::seconds;
     let mut out = format!(
-        "pool_ready medians  {:>8} {:>12} {:>12} {:>12}\n",
-        "workers", "one thread", "threads", "per worker"
+        "pool_ready medians  {:>10} {:>8} {:>12} {:>12} {:>12}\n",
+        "method", "workers", "one thread", "threads", "per worker"
     );
     for r in reports {
         let one = r.pool_ready.map_or(f64::NAN, |s| s.median_seconds);
         let parallel = r.pool_ready_parallel.map_or(f64::NAN, |s| s.median_seconds);
         out += &format!(
-            "                    {:>8} {:>12} {:>12} {:>12}\n",
+            "                    {:>10} {:>8} {:>12} {:>12} {:>12}\n",
+            r.start_method,
             r.workers,
             seconds(one),
-            if r.workers > 1 {
+            if r.workers > 1 && r.spawn_threads > 1 {
                 format!("{} ({})", seconds(parallel), r.spawn_threads)
             } else {
                 "-".into()

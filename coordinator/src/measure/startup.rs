@@ -15,7 +15,7 @@ use fibpool_protocol::env::ANSWER_AT_ONCE;
 use crate::pool::{PHASE_NAMES, Phases};
 use crate::report::{PhaseSummaries, StartupReport};
 use crate::stats::{Summary, median};
-use crate::{Pool, PoolError, WorkerCommand};
+use crate::{Pool, PoolError, StartMethod, WorkerCommand};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ pub struct StartupPlan {
     pub spawn_threads: usize,
     /// How long a worker has to complete its handshake.
     pub handshake_timeout: Duration,
+    /// Start methods, each measured in every round.
+    pub methods: Vec<StartMethod>,
 }
 
 /// Samples in seconds, one list per thing measured, for one pool size.
@@ -52,7 +54,7 @@ pub fn measure(
 ) -> Result<Vec<StartupReport>, PoolError> {
     let mut reports = Vec::new();
     for &n in &plan.workers {
-        let mut samples = Samples::default();
+        let mut by_method: Vec<Samples> = plan.methods.iter().map(|_| Samples::default()).collect();
         for round in 0..plan.warmup + plan.rounds {
             progress(n, round);
             let keep = round >= plan.warmup;
@@ -64,26 +66,38 @@ pub fn measure(
                 command.env(ANSWER_AT_ONCE, "1");
                 command
             })?;
-            let sequential = pool_round(plan, n, 1)?;
-            let parallel = if n > 1 && plan.spawn_threads > 1 {
-                Some(pool_round(plan, n, plan.spawn_threads)?.ready)
-            } else {
-                None
-            };
-            if keep {
-                samples.floor.extend(floor);
-                samples.worker_at_once.extend(worker_at_once);
-                for worker in sequential.workers {
-                    for (i, (_, value)) in worker.named().into_iter().enumerate() {
-                        samples.phases[i].extend(value);
+            // Each method in turn, the first one changing from round to
+            // round, so that none always follows the baselines.
+            let k = plan.methods.len();
+            for i in (0..k).map(|i| (i + round) % k) {
+                let (method, samples) = (plan.methods[i], &mut by_method[i]);
+                let sequential = pool_round(plan, method, n, 1)?;
+                // Parallel spawns are a spawn method's: a fork server forks
+                // one worker at a time.
+                let parallel = if method == StartMethod::Spawn && n > 1 && plan.spawn_threads > 1 {
+                    Some(pool_round(plan, method, n, plan.spawn_threads)?.ready)
+                } else {
+                    None
+                };
+                if keep {
+                    samples.floor.extend(floor.iter().copied());
+                    samples
+                        .worker_at_once
+                        .extend(worker_at_once.iter().copied());
+                    for worker in sequential.workers {
+                        for (i, (_, value)) in worker.named().into_iter().enumerate() {
+                            samples.phases[i].extend(value);
+                        }
                     }
+                    samples.pool_ready.push(sequential.ready);
+                    samples.round.push(sequential.whole);
+                    samples.pool_ready_parallel.extend(parallel);
                 }
-                samples.pool_ready.push(sequential.ready);
-                samples.round.push(sequential.whole);
-                samples.pool_ready_parallel.extend(parallel);
             }
         }
-        reports.push(report(plan, n, &samples));
+        for (&method, samples) in plan.methods.iter().zip(&by_method) {
+            reports.push(report(plan, method, n, samples));
+        }
     }
     Ok(reports)
 }
@@ -98,10 +112,16 @@ struct Round {
 }
 
 /// One pool: spawned from `threads` threads, warmed up, shut down.
-fn pool_round(plan: &StartupPlan, n: usize, threads: usize) -> Result<Round, PoolError> {
+fn pool_round(
+    plan: &StartupPlan,
+    method: StartMethod,
+    n: usize,
+    threads: usize,
+) -> Result<Round, PoolError> {
     let start = Instant::now();
     let pool = Pool::builder()
         .workers(n)
+        .start_method(method)
         .worker_command(plan.command.clone())
         .handshake_timeout(plan.handshake_timeout)
         .spawn_threads(threads)
@@ -240,7 +260,7 @@ impl Drop for Timed {
     }
 }
 
-fn report(plan: &StartupPlan, n: usize, samples: &Samples) -> StartupReport {
+fn report(plan: &StartupPlan, method: StartMethod, n: usize, samples: &Samples) -> StartupReport {
     let phase = |name: &str| {
         let i = PHASE_NAMES
             .iter()
@@ -250,6 +270,7 @@ fn report(plan: &StartupPlan, n: usize, samples: &Samples) -> StartupReport {
     };
     StartupReport {
         workers: n,
+        start_method: method.name(),
         rounds: plan.rounds,
         warmup_rounds: plan.warmup,
         worker_command: plan.command.to_string(),
@@ -264,7 +285,11 @@ fn report(plan: &StartupPlan, n: usize, samples: &Samples) -> StartupReport {
         pool_ready: Summary::of(&samples.pool_ready),
         pool_ready_parallel: Summary::of(&samples.pool_ready_parallel),
         round: Summary::of(&samples.round),
-        spawn_threads: plan.spawn_threads.min(n),
+        spawn_threads: if method == StartMethod::Spawn {
+            plan.spawn_threads.min(n)
+        } else {
+            1
+        },
         baseline: Summary::of(&samples.floor),
         baseline_worker: Summary::of(&samples.worker_at_once),
         ready_over_floor: median(&samples.phases[3]) / median(&samples.floor),

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{ExitStatus, Stdio};
@@ -56,19 +56,26 @@ pub(crate) struct ForkServerLauncher {
     server: Mutex<Option<Arc<Server>>>,
 }
 
-/// A server forked by [`prepare_fork`], for the next pool that forks.
+/// The fork start method's server: a fork of this process, shared by every
+/// pool built with [`StartMethod::Fork`], as Python's forkserver is by the
+/// pools of a process. It lives until this process ends.
+///
+/// [`StartMethod::Fork`]: super::StartMethod::Fork
 static EARLY: Mutex<Option<Arc<Server>>> = Mutex::new(None);
 
 /// Forks the fork start method's server now, while this process has one
-/// thread, for the next pool built with [`StartMethod::Fork`]: call it first
+/// thread, for the pools built with [`StartMethod::Fork`]: call it first
 /// thing in `main` (after [`crate::run_if_worker`]), before anything starts
-/// a thread. A pool built with `Fork` in a process that has one thread
-/// forks its own without it.
+/// a thread. Without it, the first such pool forks the server at its build,
+/// which this process must then have one thread for. Calling it again once
+/// the server runs does nothing.
 ///
 /// [`StartMethod::Fork`]: super::StartMethod::Fork
 pub fn prepare_fork() -> Result<(), PoolError> {
-    let server = Server::fork_from_here().map_err(fork_error)?;
-    *EARLY.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(server));
+    let mut early = EARLY.lock().unwrap_or_else(PoisonError::into_inner);
+    if early.as_ref().is_none_or(|s| s.gone()) {
+        *early = Some(Arc::new(Server::fork_from_here().map_err(fork_error)?));
+    }
     Ok(())
 }
 
@@ -103,10 +110,14 @@ impl ForkServerLauncher {
     /// as with the forkserver method: this process cannot fork safely any
     /// more once the pool runs.
     pub fn forked(command: WorkerCommand, answer_timeout: Duration) -> Result<Self, PoolError> {
-        let early = EARLY.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let server = match early {
-            Some(server) => server,
-            None => Arc::new(Server::fork_from_here().map_err(fork_error)?),
+        let mut early = EARLY.lock().unwrap_or_else(PoisonError::into_inner);
+        let server = match early.as_ref().filter(|s| !s.gone()) {
+            Some(server) => server.clone(),
+            None => {
+                let server = Arc::new(Server::fork_from_here().map_err(fork_error)?);
+                *early = Some(server.clone());
+                server
+            }
         };
         Ok(ForkServerLauncher {
             command,
@@ -146,16 +157,10 @@ impl Launch for ForkServerLauncher {
             .flatten()
             .map(|fd| fd.as_fd())
             .collect();
-        server.clear_answer();
-        let sent = forkserver::send(server.control.as_fd(), &request.encode(), &fds);
+        let started = server.start_worker(&request.encode(), &fds, self.answer_timeout);
         // Only the worker may hold its ends of the channel.
         drop(stdio);
-        if let Err(e) = sent {
-            // A server that cannot take a request is done for: the next
-            // launch starts another.
-            return Err(server.ended(&e.to_string()));
-        }
-        let (pid, pidfd) = server.answer(self.answer_timeout)?;
+        let (pid, pidfd) = started?;
         // Listed once it exists; a stop before that killed it with the
         // server's group.
         registry::list_member(pid);
@@ -176,6 +181,9 @@ impl Launch for ForkServerLauncher {
 struct Server {
     pid: u32,
     control: OwnedFd,
+    /// Held from a start request until its answer: pools that share the
+    /// server take turns.
+    requests: Mutex<()>,
     said: Arc<Said>,
     /// The server's own process, killed and reaped with the last handle.
     process: Mutex<OwnedChild>,
@@ -316,6 +324,7 @@ impl Server {
         Ok(Server {
             pid,
             control: ours,
+            requests: Mutex::new(()),
             said,
             process: Mutex::new(process),
             reader: Some(reader),
@@ -326,8 +335,21 @@ impl Server {
         self.said.state().gone
     }
 
-    fn clear_answer(&self) {
+    /// Sends a start request with `fds` and waits for its answer.
+    fn start_worker(
+        &self,
+        request: &[u8],
+        fds: &[BorrowedFd<'_>],
+        timeout: Duration,
+    ) -> io::Result<(u32, OwnedFd)> {
+        let _turn = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         self.said.state().answer = None;
+        if let Err(e) = forkserver::send(self.control.as_fd(), request, fds) {
+            // A server that cannot take a request is done for: the next
+            // launch starts another.
+            return Err(self.ended(&e.to_string()));
+        }
+        self.answer(timeout)
     }
 
     /// Waits for the answer to the request just sent.

@@ -105,6 +105,8 @@ pub struct PhaseSummaries {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StartupReport {
     pub workers: usize,
+    /// How the workers were started: `spawn`, `forkserver` or `fork`.
+    pub start_method: &'static str,
     pub rounds: usize,
     pub warmup_rounds: usize,
     pub worker_command: String,
@@ -131,9 +133,10 @@ impl StartupReport {
     /// The human table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{} worker{}, {} rounds after {} warm-up, worker command: {}\n",
+            "{} worker{}, start method {}, {} rounds after {} warm-up, worker command: {}\n",
             self.workers,
             if self.workers == 1 { "" } else { "s" },
+            self.start_method,
             self.rounds,
             self.warmup_rounds,
             self.worker_command
