@@ -115,6 +115,7 @@ mod layers {
             "TaskList",
             "RunOptions",
             "Transport",
+            "StartMethod",
             "Encoding",
             "run_if_worker",
             "Future",

@@ -164,7 +164,7 @@ fn a_killed_fork_server(method: &str) {
     assert_big_hex_lines(&out.stdout, &indices);
     let report = report(&path);
     assert_eq!(report["worker_restarts"], 2, "{method}: {report}");
-    assert!(!listed(server), "the old server was reaped");
+    assert!(!listed(server), "{method}: the old server was reaped");
 }
 
 #[test]

@@ -133,6 +133,14 @@ impl ForkServerLauncher {
             let server = server.clone();
             return Ok((slot, server));
         }
+        // A shared server that died is no one's any more: dropped by its
+        // last holder, it is reaped at once.
+        if let Some(dead) = slot.take() {
+            let mut early = EARLY.lock().unwrap_or_else(PoisonError::into_inner);
+            if early.as_ref().is_some_and(|e| Arc::ptr_eq(e, &dead)) {
+                *early = None;
+            }
+        }
         let server = Arc::new(Server::start(&self.command)?);
         *slot = Some(server.clone());
         Ok((slot, server))
