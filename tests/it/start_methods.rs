@@ -429,3 +429,37 @@ fn startup_measures_each_start_method_in_the_same_rounds() {
         "fibpool: error: --start-method fork forks this program's own worker: it takes no --worker-cmd\n"
     );
 }
+
+#[test]
+fn stress_through_forked_workers_is_exact_and_intact() {
+    for method in FORKING {
+        let dir = scratch_dir(&format!("{method}-stress"));
+        let path = dir.join("s.json");
+        let out = run(fibpool()
+            .args(["stress", "-w", "2", "--count", "20", "--sizes", "8,64K"])
+            .args(["--transport", "pipe,socket", "--start-method", method])
+            .arg("--report")
+            .arg(&path));
+        out.assert_success();
+        let report = report(&path);
+        let results = report["results"].as_array().unwrap();
+        assert_eq!(results.len(), 12, "{method}: {report}");
+        for r in results {
+            assert_eq!(
+                (&r["messages"], &r["raw_messages"]),
+                (&20.into(), &20.into()),
+                "{method}: {r}"
+            );
+            for field in [
+                "lost",
+                "duplicated",
+                "corrupted",
+                "raw_lost",
+                "raw_duplicated",
+                "raw_corrupted",
+            ] {
+                assert_eq!(r[field], 0, "{method} {field}: {r}");
+            }
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::run::TransportArg;
+use super::run::{StartMethodArg, TransportArg};
 use super::{check_workers, create_report, seconds, usage, worker_command};
 use fibpool_coordinator::measure::stress::{
     Limit, MAX_PAYLOAD, Pattern, StressPlan, measure, memory_needed,
@@ -66,6 +66,10 @@ pub struct StressArgs {
     #[arg(long, value_name = "CMD")]
     worker_cmd: Option<String>,
 
+    /// How workers are started
+    #[arg(long, value_enum, default_value_t = StartMethodArg::Spawn)]
+    start_method: StartMethodArg,
+
     #[command(flatten)]
     handshake: super::HandshakeArg,
 
@@ -84,6 +88,13 @@ enum PatternArg {
     Fanout,
 }
 
+impl StressArgs {
+    /// Whether it forks: see [`super::run::RunArgs::forks`].
+    pub(crate) fn forks(&self) -> bool {
+        self.start_method == StartMethodArg::Fork && self.worker_cmd.is_none()
+    }
+}
+
 pub fn stress(args: StressArgs) -> Result<ExitCode> {
     let workers = check_workers(args.workers.unwrap_or_else(default_workers))?;
     let mut sizes = Vec::new();
@@ -96,6 +107,9 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
         (Some(text), None) => Limit::Duration(seconds("--duration", &text, MAX_DURATION_SECONDS)?),
         (None, None) => Limit::Duration(Duration::from_millis(500)),
     };
+    if args.start_method == StartMethodArg::Fork && args.worker_cmd.is_some() {
+        usage!("--start-method fork forks this program's own worker: it takes no --worker-cmd");
+    }
     let command = worker_command(args.worker_cmd.as_deref())?;
     let handshake_timeout = args.handshake.timeout()?;
     let patterns = dedup(args.pattern.iter().map(|p| match p {
@@ -123,6 +137,7 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
         transports: dedup(args.transport.iter().map(|&t| Transport::from(t))),
         limit,
         command,
+        start_method: args.start_method.into(),
         slices: SLICES,
     };
     let results = measure(&plan, |_, _, _| {}).context("the stress test failed")?;

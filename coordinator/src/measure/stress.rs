@@ -16,9 +16,10 @@ use fibpool_protocol::{
 use hdrhistogram::Histogram;
 
 use crate::pool::probe::{
-    Connection, Reader, WorkerProcessHandle, Writer, describe_status, peak_rss_bytes,
+    Connection, Killer, Launcher, Reader, WorkerProcessHandle, Writer, describe_status,
+    peak_rss_bytes,
 };
-use crate::pool::{PoolError, Transport, WorkerCommand, WorkerName};
+use crate::pool::{PoolError, StartMethod, Transport, WorkerCommand, WorkerName};
 use crate::report;
 
 /// The largest payload a stress frame may carry: the frame cap less room for
@@ -85,6 +86,8 @@ pub struct StressPlan {
     pub transports: Vec<Transport>,
     pub limit: Limit,
     pub command: WorkerCommand,
+    /// How the workers are started.
+    pub start_method: StartMethod,
     /// How long a worker has to complete its handshake.
     pub handshake_timeout: Duration,
     /// Alternations of framed and raw slices per measurement (ABBA order).
@@ -294,11 +297,10 @@ fn measure_cell(
     // same connection, so both are measured on the same processes, placed on
     // the same cores, over the same channel.
     let body = body(size);
+    let deadline = plan.handshake_timeout;
+    let launcher = Launcher::new(plan.start_method, &plan.command, deadline)?;
     let mut drivers = (0..workers)
-        .map(|slot| {
-            let deadline = plan.handshake_timeout;
-            Driver::start(&plan.command, transport, &body, slot, deadline)
-        })
+        .map(|slot| Driver::start(&launcher, transport, &body, slot, deadline))
         .collect::<Result<Vec<_>, _>>()?;
 
     // A count is each codec's messages per pattern: shared out over its
@@ -404,12 +406,12 @@ fn run_slice(
 ) -> Result<(Tally, bool), PoolError> {
     let progress = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicBool::new(false));
-    let pids: Vec<u32> = drivers.iter().map(|d| d.child.pid()).collect();
+    let killers: Vec<Killer> = drivers.iter().filter_map(|d| d.child.killer()).collect();
     let rtt = Mutex::new(histogram());
     let results = std::thread::scope(|scope| {
         let watchdog = {
             let (progress, finished) = (progress.clone(), finished.clone());
-            scope.spawn(move || watch(&pids, &progress, &finished))
+            scope.spawn(move || watch(&killers, &progress, &finished))
         };
         let runs: Vec<_> = drivers
             .iter_mut()
@@ -443,7 +445,7 @@ fn run_slice(
 /// Kills the workers if no driver makes progress for [`STALL_LIMIT`]: their
 /// streams then end, and what they had in flight is counted lost. Returns
 /// whether it killed them.
-fn watch(pids: &[u32], progress: &AtomicU64, finished: &AtomicBool) -> bool {
+fn watch(killers: &[Killer], progress: &AtomicU64, finished: &AtomicBool) -> bool {
     let mut last = progress.load(Ordering::Relaxed);
     let mut since = Instant::now();
     while !finished.load(Ordering::Relaxed) {
@@ -452,10 +454,8 @@ fn watch(pids: &[u32], progress: &AtomicU64, finished: &AtomicBool) -> bool {
         if now != last {
             (last, since) = (now, Instant::now());
         } else if since.elapsed() > STALL_LIMIT {
-            for &pid in pids {
-                // SAFETY: kill(2) on a process group whose leader the driver has not reaped.
-                unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
-            }
+            // The drivers reap their workers only after the slice.
+            killers.iter().for_each(Killer::kill);
             return true;
         }
     }
@@ -627,14 +627,14 @@ struct Driver {
 
 impl Driver {
     fn start(
-        command: &WorkerCommand,
+        launcher: &Launcher,
         transport: Transport,
         body: &Arc<[u8]>,
         slot: usize,
         handshake_timeout: Duration,
     ) -> Result<Driver, PoolError> {
         let (child, mut reader, mut writer) =
-            Connection::open(command, transport, handshake_timeout, slot)?.into_parts();
+            Connection::open(launcher, transport, handshake_timeout, slot)?.into_parts();
         let name = child.name;
         let protocol = |source| PoolError::WorkerProtocol {
             worker: name,

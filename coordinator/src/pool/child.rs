@@ -21,6 +21,39 @@ pub(crate) trait Process: Send + fmt::Debug {
     fn kill(&mut self);
     /// Waits up to `timeout` for the exit; reaps it if it came.
     fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>>;
+    /// What kills it from another thread, as [`Process::kill`] does.
+    fn killer(&self) -> io::Result<Killer>;
+}
+
+/// SIGKILL for a process, from any thread, made while it is unreaped.
+#[derive(Debug)]
+pub enum Killer {
+    /// The process group of a child of ours that is not reaped before the
+    /// killer is dropped.
+    Group(u32),
+    /// A pidfd: that process or none, whoever reaps it.
+    Pidfd(OwnedFd),
+}
+
+impl Killer {
+    pub fn kill(&self) {
+        match self {
+            // SAFETY: kill(2) on a group whose leader is our unreaped child.
+            Killer::Group(pid) => unsafe {
+                libc::kill(-(*pid as libc::pid_t), libc::SIGKILL);
+            },
+            // SAFETY: pidfd_send_signal on a pidfd we hold.
+            Killer::Pidfd(fd) => unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            },
+        }
+    }
 }
 
 /// A child spawned by this process with `std::process::Command`, leading its
@@ -41,6 +74,10 @@ impl Process for Spawned {
 
     fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
         wait_timeout(&mut self.0, timeout)
+    }
+
+    fn killer(&self) -> io::Result<Killer> {
+        Ok(Killer::Group(self.pid()))
     }
 }
 
@@ -97,6 +134,14 @@ impl OwnedChild {
     fn reaped(&mut self, status: ExitStatus) {
         self.status = Some(status);
         registry::forget(self.pid());
+    }
+
+    /// What kills it from another thread; `None` once it is reaped.
+    pub fn killer(&self) -> io::Result<Option<Killer>> {
+        match self.status {
+            Some(_) => Ok(None),
+            None => self.process.killer().map(Some),
+        }
     }
 
     /// The child's peak resident set size (VmHWM), while it is alive.
@@ -280,6 +325,10 @@ mod tests {
         fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
             self.0.wait_timeout(timeout)
         }
+        fn killer(&self) -> io::Result<Killer> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.killer()
+        }
     }
 
     #[test]
@@ -290,6 +339,10 @@ mod tests {
         assert_eq!(child.reap(Duration::from_secs(30)).unwrap().code(), Some(0));
         // Its pid is free now: neither kill() nor the drop may signal it.
         child.kill();
+        assert!(
+            child.killer().unwrap().is_none(),
+            "a killer for a reaped child"
+        );
         drop(child);
         assert_eq!(kills.load(std::sync::atomic::Ordering::SeqCst), 0);
     }

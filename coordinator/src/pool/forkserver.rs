@@ -32,7 +32,7 @@ use fibpool_protocol::env;
 use fibpool_protocol::forkserver::{self, FromServer, MAX_PACKET, ToServer};
 
 use super::WorkerCommand;
-use super::child::{OwnedChild, Process, Spawned, describe_status, far, poll_readable};
+use super::child::{Killer, OwnedChild, Process, Spawned, describe_status, far, poll_readable};
 use super::error::PoolError;
 use super::launch::Launch;
 use super::registry;
@@ -535,6 +535,10 @@ impl Process for Zygote {
         }
         Ok(Some(ExitStatus::from_raw(status)))
     }
+
+    fn killer(&self) -> io::Result<Killer> {
+        Ok(Killer::Group(self.pid))
+    }
 }
 
 /// A worker forked by a server.
@@ -557,17 +561,14 @@ impl Process for Forked {
     }
 
     fn kill(&mut self) {
-        // SAFETY: pidfd_send_signal on a pidfd we hold: it reaches that
-        // process or none, never a reused pid.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
+        // Through the pidfd: that process or none, never a reused pid.
+        if let Ok(killer) = self.killer() {
+            killer.kill();
+        }
+    }
+
+    fn killer(&self) -> io::Result<Killer> {
+        self.pidfd.try_clone().map(Killer::Pidfd)
     }
 
     fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {

@@ -6,14 +6,15 @@
 
 use std::io;
 use std::process::ExitStatus;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use fibpool_protocol::{Encoding, FrameReader, FrameWriter};
 
+pub use super::child::Killer;
 use super::child::OwnedChild;
 use super::error::{PoolError, WorkerName};
-use super::launch::{SpawnCommand, start};
+use super::launch::{Launch, StartMethod, start};
 use super::manager::{Msg, ProbeCall};
 use super::tasks::TaskList;
 use super::transport::Transport;
@@ -82,18 +83,35 @@ pub struct Connection {
     child: OwnedChild,
 }
 
-impl Connection {
-    /// Starts `command` on `transport` as worker `slot`. No handshake is
-    /// exchanged: that is the caller's.
-    pub fn open(
+/// How a measurement starts its workers: a start method's launcher, shared
+/// by the connections it opens (a fork server's is started once).
+pub struct Launcher(Arc<dyn Launch>);
+
+impl Launcher {
+    /// `command` started by `method`; a fork server must answer each start
+    /// request within `answer_timeout`.
+    pub fn new(
+        method: StartMethod,
         command: &WorkerCommand,
+        answer_timeout: Duration,
+    ) -> Result<Launcher, PoolError> {
+        method
+            .launcher(command.clone(), answer_timeout)
+            .map(Launcher)
+    }
+}
+
+impl Connection {
+    /// Starts a worker with `launcher` on `transport` as worker `slot`. No
+    /// handshake is exchanged: that is the caller's.
+    pub fn open(
+        launcher: &Launcher,
         transport: Transport,
         connect_timeout: Duration,
         slot: usize,
     ) -> Result<Connection, PoolError> {
-        let launcher = SpawnCommand(command.clone());
         let (started, (reader, writer)) =
-            start(&launcher, transport, connect_timeout, false, |r, w| {
+            start(&*launcher.0, transport, connect_timeout, false, |r, w| {
                 Ok((r, w))
             })?;
         let child = started.child;
@@ -158,25 +176,29 @@ impl WorkerProcessHandle {
         self.child.peak_rss_bytes()
     }
 
-    /// Kills it (its process group) unless the returned watchdog is
+    /// Kills it (as the pool would) unless the returned watchdog is
     /// disarmed within `timeout`: a deadline for a blocking read, such as
     /// the handshake's, which the kill ends.
     pub fn kill_after(&self, timeout: Duration) -> Watchdog {
         let (disarm, disarmed) = std::sync::mpsc::channel::<()>();
-        let pid = self.pid() as libc::pid_t;
+        let killer = self.killer();
         let thread = std::thread::Builder::new()
             .name("fibpool-watchdog".into())
             .spawn(move || match disarmed.recv_timeout(timeout) {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    // SAFETY: kill(2) on the process group of our child,
-                    // which is not reaped before the watchdog is disarmed.
-                    unsafe { libc::kill(-pid, libc::SIGKILL) };
+                    // Not reaped before the watchdog is disarmed.
+                    killer.iter().for_each(Killer::kill);
                     true
                 }
                 _ => false,
             })
             .ok();
         Watchdog { disarm, thread }
+    }
+
+    /// What kills it from another thread while this handle lives unreaped.
+    pub fn killer(&self) -> Option<Killer> {
+        self.child.killer().ok().flatten()
     }
 
     /// Waits up to `grace` for it to exit, then kills it; reaps it either way.
