@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::progress::Progress;
-use super::run::read_tasks;
+use super::run::{StartMethodArg, read_tasks};
 use super::{check_workers, create_report, usage, worker_command};
 use fibpool_coordinator::default_workers;
 use fibpool_coordinator::input::DEFAULT_MAX_INDEX;
@@ -64,12 +64,23 @@ pub struct BenchArgs {
     #[arg(long, value_name = "CMD")]
     worker_cmd: Option<String>,
 
+    /// How workers are started (by the pools, and by `fibpool run` against the peers)
+    #[arg(long, value_enum, default_value_t = StartMethodArg::Spawn)]
+    start_method: StartMethodArg,
+
     #[command(flatten)]
     handshake: super::HandshakeArg,
 
     /// Indices to benchmark instead of presets (as for `fibpool run`)
     #[arg(value_name = "INDICES", allow_negative_numbers = true)]
     indices: Vec<String>,
+}
+
+impl BenchArgs {
+    /// Whether it forks: see [`super::run::RunArgs::forks`].
+    pub(crate) fn forks(&self) -> bool {
+        self.start_method == StartMethodArg::Fork && self.worker_cmd.is_none()
+    }
 }
 
 pub fn bench(args: BenchArgs) -> Result<ExitCode> {
@@ -91,6 +102,9 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         {
             usage!("{flag} must be between 1 and {MAX_REPEAT}, got {r}");
         }
+    }
+    if args.start_method == StartMethodArg::Fork && args.worker_cmd.is_some() {
+        usage!("--start-method fork forks this program's own worker: it takes no --worker-cmd");
     }
     let command = worker_command(args.worker_cmd.as_deref())?;
     let report_file = create_report(args.report)?;
@@ -145,6 +159,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         python,
         gmpy2,
         scratch: scratch.path().to_owned(),
+        start_method: args.start_method.into(),
     };
     let mut progress = Progress::new(steps(&plan), "bench");
     let report = measure(&plan, || progress.inc(1)).context("the benchmark failed")?;

@@ -90,6 +90,7 @@ pub fn main(main_entered_ns: u64) -> ExitCode {
         Command::Run(args) => args.forks(),
         Command::Startup(args) => args.forks(),
         Command::Stress(args) => args.forks(),
+        Command::Bench(args) => args.forks(),
         _ => false,
     };
     if forks && let Err(e) = fibpool_coordinator::prepare_fork() {

@@ -14,7 +14,7 @@ use fibpool_worker::kernels::{Tally, encode_run};
 
 use crate::report::{BenchReport, BenchRow, BenchWorkload};
 use crate::stats::{amdahl_speedup, karp_flatt, median};
-use crate::{Pool, PoolError, RunOptions, TaskList, WorkerCommand};
+use crate::{Pool, PoolError, RunOptions, StartMethod, TaskList, WorkerCommand};
 
 /// The Python peers, embedded so that an installed `fibpool` can run them.
 const PYTHON_PEER: &str = include_str!("../../../bench/python_peer.py");
@@ -127,6 +127,8 @@ pub struct BenchPlan {
     pub scratch: PathBuf,
     /// How long a worker has to complete its handshake.
     pub handshake_timeout: std::time::Duration,
+    /// How the pools start their workers (and `fibpool run`, against the peers).
+    pub start_method: StartMethod,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,7 +249,8 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
                     tick();
                     let mut run = Command::new(&plan.fibpool);
                     run.args(["run", "-w", &n.to_string(), "--output", "none", "--input"])
-                        .arg(&input);
+                        .arg(&input)
+                        .args(["--start-method", plan.start_method.name()]);
                     fib.push(time_process("fibpool run", run)?);
                     tick();
                 }
@@ -267,7 +270,8 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
                 let run = || {
                     let mut run = Command::new(&plan.fibpool);
                     run.args(["run", "-w", &n.to_string(), "--output", "hex", "--input"])
-                        .arg(&input);
+                        .arg(&input)
+                        .args(["--start-method", plan.start_method.name()]);
                     run
                 };
                 let theirs = process_output("the gmpy2 peer", peer())?;
@@ -301,6 +305,7 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
         ));
     }
     Ok(BenchReport {
+        start_method: plan.start_method.name(),
         workers: plan.workers.clone(),
         repeat: plan.repeat,
         worker_command: plan.command.to_string(),
@@ -337,6 +342,7 @@ fn pool_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<PoolSampl
     let start = Instant::now();
     let pool = Pool::builder()
         .workers(n)
+        .start_method(plan.start_method)
         .worker_command(plan.command.clone())
         .handshake_timeout(plan.handshake_timeout)
         .build()?;
@@ -374,6 +380,7 @@ fn pool_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<PoolSampl
 fn ceiling_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<f64, PoolError> {
     let pool = Pool::builder()
         .workers(n)
+        .start_method(plan.start_method)
         .worker_command(plan.command.clone())
         .handshake_timeout(plan.handshake_timeout)
         .build()?;

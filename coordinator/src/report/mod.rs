@@ -435,6 +435,8 @@ pub struct BenchWorkload {
 /// `fibpool bench`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BenchReport {
+    /// How the pools started their workers.
+    pub start_method: &'static str,
     pub workers: Vec<usize>,
     pub repeat: usize,
     pub worker_command: String,
@@ -451,10 +453,11 @@ impl BenchReport {
         let mut out = String::new();
         for w in &self.workloads {
             out += &format!(
-                "{}: {} ({} indices), median of {}{}\n",
+                "{}: {} ({} indices), start method {}, median of {}{}\n",
                 w.name,
                 w.description,
                 w.tasks,
+                self.start_method,
                 self.repeat,
                 match (w.serial_fraction, w.overhead_bound, w.superlinear) {
                     (Some(e), _, _) => format!(", serial fraction {e:.3}"),
