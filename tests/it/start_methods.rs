@@ -88,6 +88,21 @@ fn every_value_is_right(method: &str) {
     }
 }
 
+/// 300 values near F(1 000 000) on 2 workers, one a chunk, in hex, with a
+/// report at `path`: long enough to kill something during it.
+fn heavy_run(method: &str, path: &std::path::Path) -> (Vec<u64>, Running) {
+    let indices: Vec<u64> = (0..300).map(|i| 1_000_000 + 7 * i).collect();
+    let tokens: Vec<String> = indices.iter().map(u64::to_string).collect();
+    let running = Running::start(
+        fibpool()
+            .args(["run", "-w", "2", "-c", "1", "--output", "hex"])
+            .args(["--start-method", method, "--report"])
+            .arg(path)
+            .args(&tokens),
+    );
+    (indices, running)
+}
+
 #[test]
 fn a_forked_worker_killed_mid_run_is_replaced_with_its_status() {
     for method in FORKING {
@@ -98,15 +113,7 @@ fn a_forked_worker_killed_mid_run_is_replaced_with_its_status() {
 fn a_forked_worker_killed(method: &str) {
     let dir = scratch_dir(&format!("{method}-kill-worker"));
     let path = dir.join("r.json");
-    let indices: Vec<u64> = (0..300).map(|i| 1_000_000 + 7 * i).collect();
-    let tokens: Vec<String> = indices.iter().map(u64::to_string).collect();
-    let running = Running::start(
-        fibpool()
-            .args(["run", "-w", "2", "-c", "1", "--output", "hex"])
-            .args(["--start-method", method, "--report"])
-            .arg(&path)
-            .args(&tokens),
-    );
+    let (indices, running) = heavy_run(method, &path);
     let (server, workers) = server_and_workers(&running, 2);
     let victim = workers[0];
     wait_until("the worker is computing", Duration::from_secs(60), || {
@@ -141,15 +148,7 @@ fn a_killed_fork_server_is_started_again_and_nothing_is_lost() {
 fn a_killed_fork_server(method: &str) {
     let dir = scratch_dir(&format!("{method}-kill-server"));
     let path = dir.join("r.json");
-    let indices: Vec<u64> = (0..300).map(|i| 1_000_000 + 7 * i).collect();
-    let tokens: Vec<String> = indices.iter().map(u64::to_string).collect();
-    let running = Running::start(
-        fibpool()
-            .args(["run", "-w", "2", "-c", "1", "--output", "hex"])
-            .args(["--start-method", method, "--report"])
-            .arg(&path)
-            .args(&tokens),
-    );
+    let (indices, running) = heavy_run(method, &path);
     let (server, workers) = server_and_workers(&running, 2);
     wait_until("the workers are computing", Duration::from_secs(60), || {
         workers.iter().all(|&w| cpu_ticks(w) >= 2)

@@ -103,9 +103,10 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
             usage!("{flag} must be between 1 and {MAX_REPEAT}, got {r}");
         }
     }
-    if args.start_method == StartMethodArg::Fork && args.worker_cmd.is_some() {
-        usage!("--start-method fork forks this program's own worker: it takes no --worker-cmd");
-    }
+    super::check_fork_command(
+        args.start_method == StartMethodArg::Fork,
+        args.worker_cmd.is_some(),
+    )?;
     let command = worker_command(args.worker_cmd.as_deref())?;
     let report_file = create_report(args.report)?;
     if let Some(path) = &args.plot

@@ -362,6 +362,15 @@ impl HandshakeArg {
     }
 }
 
+/// `--start-method fork` runs this program's own worker code, forked: a
+/// worker command has nothing to run.
+fn check_fork_command(forks: bool, worker_cmd: bool) -> Result<()> {
+    if forks && worker_cmd {
+        usage!("--start-method fork forks this program's own worker: it takes no --worker-cmd");
+    }
+    Ok(())
+}
+
 fn check_workers(workers: usize) -> Result<usize> {
     if !(1..=MAX_WORKERS).contains(&workers) {
         usage!("--workers must be between 1 and {MAX_WORKERS}, got {workers}");

@@ -318,9 +318,10 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
     if args.max_tasks_per_child == Some(0) {
         usage!("--max-tasks-per-child must be at least 1");
     }
-    if args.start_method == StartMethodArg::Fork && args.worker_cmd.is_some() {
-        usage!("--start-method fork forks this program's own worker: it takes no --worker-cmd");
-    }
+    super::check_fork_command(
+        args.start_method == StartMethodArg::Fork,
+        args.worker_cmd.is_some(),
+    )?;
     let command = worker_command(args.worker_cmd.as_deref())?;
     let handshake_timeout = args.handshake.timeout()?;
     let stall_warning = seconds(

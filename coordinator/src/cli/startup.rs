@@ -81,9 +81,10 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
     if spawn_threads == 0 {
         usage!("--spawn-threads must be at least 1");
     }
-    if args.start_method.contains(&StartMethodArg::Fork) && args.worker_cmd.is_some() {
-        usage!("--start-method fork forks this program's own worker: it takes no --worker-cmd");
-    }
+    super::check_fork_command(
+        args.start_method.contains(&StartMethodArg::Fork),
+        args.worker_cmd.is_some(),
+    )?;
     let mut methods = Vec::new();
     for method in args.start_method.iter().map(|&m| StartMethod::from(m)) {
         if !methods.contains(&method) {

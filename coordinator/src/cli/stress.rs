@@ -107,9 +107,10 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
         (Some(text), None) => Limit::Duration(seconds("--duration", &text, MAX_DURATION_SECONDS)?),
         (None, None) => Limit::Duration(Duration::from_millis(500)),
     };
-    if args.start_method == StartMethodArg::Fork && args.worker_cmd.is_some() {
-        usage!("--start-method fork forks this program's own worker: it takes no --worker-cmd");
-    }
+    super::check_fork_command(
+        args.start_method == StartMethodArg::Fork,
+        args.worker_cmd.is_some(),
+    )?;
     let command = worker_command(args.worker_cmd.as_deref())?;
     let handshake_timeout = args.handshake.timeout()?;
     let patterns = dedup(args.pattern.iter().map(|p| match p {

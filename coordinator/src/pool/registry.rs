@@ -118,6 +118,13 @@ pub fn stop_all() -> usize {
         )
     };
     let pids: Vec<u32> = workers.iter().chain(&servers).copied().collect();
+    // A server's workers, counted before they die: those it has forked but
+    // not yet reported are not listed yet.
+    let forked = servers
+        .iter()
+        .map(|&server| children(server))
+        .sum::<Option<usize>>()
+        .unwrap_or(members.len());
     for &pid in &pids {
         // SAFETY: kill(2) on process groups whose leaders are our unreaped children.
         unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
@@ -127,7 +134,13 @@ pub fn stop_all() -> usize {
         // SAFETY: waitpid on our own child; ECHILD if another thread reaped it first.
         unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
     }
-    workers.len() + members.len()
+    workers.len() + forked
+}
+
+/// How many children `pid` (a single-threaded fork server) has, from /proc.
+fn children(pid: u32) -> Option<usize> {
+    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    Some(list.split_whitespace().count())
 }
 
 #[cfg(test)]
