@@ -462,3 +462,45 @@ fn stress_through_forked_workers_is_exact_and_intact() {
         }
     }
 }
+
+#[test]
+fn startup_sets_pythons_round_beside_each_method() {
+    let dir = scratch_dir("startup-python");
+    let path = dir.join("s.json");
+    let out = run(fibpool()
+        .args(["startup", "-w", "2", "--rounds", "2", "--warmup", "0"])
+        .args(["--start-method", "fork,spawn", "--vs-python", "--report"])
+        .arg(&path));
+    out.assert_success();
+    let reports = report(&path);
+    for r in reports.as_array().unwrap() {
+        let method = r["start_method"].as_str().unwrap();
+        let python = &r["python_round"];
+        let median = python["median_seconds"].as_f64().unwrap();
+        // Python's slowest round is no faster than its fastest.
+        assert!(
+            python["max_seconds"].as_f64().unwrap() >= median && median > 0.0,
+            "{r}"
+        );
+        assert!(
+            r["python"].as_str().unwrap().starts_with("Python 3."),
+            "{r}"
+        );
+        let line = format!(
+            "x less than {}'s with {method}\n",
+            r["python"].as_str().unwrap()
+        );
+        assert!(out.stdout.contains(&line), "{line}: {}", out.stdout);
+    }
+    // Nothing of the script is left in the temporary directory.
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("fibpool-startup-")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

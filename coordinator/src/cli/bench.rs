@@ -136,19 +136,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    // Private (0700, a random name, made with O_EXCL): nothing another user
-    // placed in /tmp is written through or run. Removed on every way out.
-    let scratch = tempfile::Builder::new()
-        .prefix("fibpool-bench-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .context("cannot make a scratch directory")?;
-    let _remove_on_signal = {
-        let dir = scratch.path().to_owned();
-        super::on_signal(move |_| {
-            let _ = std::fs::remove_dir_all(&dir);
-        })
-    };
+    let (scratch, _remove_on_signal) = super::scratch("fibpool-bench-")?;
     let handshake_timeout = args.handshake.timeout()?;
     let plan = BenchPlan {
         handshake_timeout,

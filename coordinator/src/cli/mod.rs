@@ -362,6 +362,22 @@ impl HandshakeArg {
     }
 }
 
+/// A private scratch directory (0700, a random name, made with O_EXCL:
+/// nothing another user placed in /tmp is written through or run), removed
+/// on every way out, a signal included, while the guard lives.
+fn scratch(prefix: &str) -> Result<(tempfile::TempDir, OnSignal)> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .context("cannot make a scratch directory")?;
+    let path = dir.path().to_owned();
+    let guard = on_signal(move |_| {
+        let _ = std::fs::remove_dir_all(&path);
+    });
+    Ok((dir, guard))
+}
+
 /// `--start-method fork` runs this program's own worker code, forked: a
 /// worker command has nothing to run.
 fn check_fork_command(forks: bool, worker_cmd: bool) -> Result<()> {

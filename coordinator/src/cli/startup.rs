@@ -1,14 +1,17 @@
 //! `fibpool startup`.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, Result};
 use clap::Args;
 
 use super::run::StartMethodArg;
 use super::{check_workers, create_report, usage, worker_command};
+use fibpool_coordinator::measure::bench::{PythonPeer, find_python};
 use fibpool_coordinator::measure::startup::{StartupPlan, measure};
+use fibpool_coordinator::report::StartupReport;
+use fibpool_coordinator::stats::Summary;
 use fibpool_coordinator::{StartMethod, default_workers};
 
 /// The most rounds per pool size.
@@ -35,6 +38,10 @@ pub struct StartupArgs {
     /// Start workers with this command instead of `fibpool worker`
     #[arg(long, value_name = "CMD")]
     worker_cmd: Option<String>,
+
+    /// Also time Python's ProcessPoolExecutor round with each of its start methods (bench/python_startup.py), after fibpool's rounds
+    #[arg(long)]
+    vs_python: bool,
 
     /// Start methods to measure, comma-separated, each in every round
     #[arg(
@@ -106,7 +113,15 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
         spawn_threads,
         methods,
     };
-    let reports = measure(&plan, |_, _| {}).context("the measurement failed")?;
+    let mut reports = measure(&plan, |_, _| {}).context("the measurement failed")?;
+    if args.vs_python {
+        match find_python(1) {
+            Some(python) => compare_with_python(&python, &plan, &mut reports)?,
+            None => {
+                super::say("fibpool: python3 not found: measuring without the Python comparison")
+            }
+        }
+    }
     for (i, r) in reports.iter().enumerate() {
         if i > 0 {
             super::print("\n")?;
@@ -123,6 +138,75 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// bench/python_startup.py, which times Python's round as `round` times ours.
+const PYTHON_STARTUP: &str = include_str!("../../../bench/python_startup.py");
+
+/// One of its rows (its JSON has more fields).
+#[derive(serde::Deserialize)]
+struct PythonRound {
+    start_method: String,
+    min_seconds: f64,
+    median_seconds: f64,
+    p90_seconds: f64,
+    max_seconds: f64,
+}
+
+/// Times Python's rounds for every pool size of the plan (as many rounds
+/// after as many warm-up ones) and sets each report's `python_round` to
+/// the one with its start method.
+fn compare_with_python(
+    python: &PythonPeer,
+    plan: &StartupPlan,
+    reports: &mut [StartupReport],
+) -> Result<()> {
+    let (scratch, _remove_on_signal) = super::scratch("fibpool-startup-")?;
+    let script = scratch.path().join("python_startup.py");
+    std::fs::write(&script, PYTHON_STARTUP).context("cannot write the Python script")?;
+    let json = scratch.path().join("python.json");
+    let version = format!("Python {}", python.version);
+    for &n in &plan.workers {
+        let out = Command::new(&python.interpreter)
+            .arg(&script)
+            .args([
+                "--workers",
+                &n.to_string(),
+                "--rounds",
+                &plan.rounds.to_string(),
+            ])
+            .args(["--warmup", &plan.warmup.to_string(), "--json"])
+            .arg(&json)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", python.interpreter.display()))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            anyhow::bail!(
+                "bench/python_startup.py failed ({}): {}",
+                out.status,
+                stderr.lines().last().unwrap_or("")
+            );
+        }
+        let rounds: Vec<PythonRound> = serde_json::from_slice(
+            &std::fs::read(&json).context("cannot read the Python script's results")?,
+        )
+        .context("the Python script's results do not parse")?;
+        for report in reports.iter_mut().filter(|r| r.workers == n) {
+            let theirs = rounds
+                .iter()
+                .find(|r| r.start_method == report.start_method);
+            report.python_round = theirs.map(|r| Summary {
+                min_seconds: r.min_seconds,
+                median_seconds: r.median_seconds,
+                p90_seconds: r.p90_seconds,
+                max_seconds: r.max_seconds,
+            });
+            report.python = Some(version.clone());
+        }
+    }
+    Ok(())
 }
 
 /// How `pool_ready` grows with the pool size, from one thread and from several.

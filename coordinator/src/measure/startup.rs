@@ -293,5 +293,7 @@ fn report(plan: &StartupPlan, method: StartMethod, n: usize, samples: &Samples) 
         baseline: Summary::of(&samples.floor),
         baseline_worker: Summary::of(&samples.worker_at_once),
         ready_over_floor: median(&samples.phases[3]) / median(&samples.floor),
+        python_round: None,
+        python: None,
     }
 }

@@ -127,6 +127,10 @@ pub struct StartupReport {
     pub baseline_worker: Option<Summary>,
     /// The `ready` median over the `baseline` median.
     pub ready_over_floor: f64,
+    /// Python's ProcessPoolExecutor round with the start method of the same
+    /// name (bench/python_startup.py), when it was measured, and its version.
+    pub python_round: Option<Summary>,
+    pub python: Option<String>,
 }
 
 impl StartupReport {
@@ -159,6 +163,7 @@ impl StartupReport {
             ("round: start, one task each, stop", self.round),
             ("baseline: minimal program", self.baseline),
             ("baseline: worker answering at once", self.baseline_worker),
+            ("python: ProcessPoolExecutor round", self.python_round),
         ];
         for (name, summary) in rows {
             let Some(s) = summary else { continue };
@@ -175,6 +180,15 @@ impl StartupReport {
             "  ready median is {:.2}x the minimal program's spawn-to-first-byte median\n",
             self.ready_over_floor
         );
+        if let (Some(python), Some(ours), Some(version)) =
+            (self.python_round, self.round, &self.python)
+        {
+            out += &format!(
+                "  round median is {}x less than {version}'s with {}\n",
+                ratio(python.median_seconds / ours.median_seconds),
+                self.start_method
+            );
+        }
         out
     }
 }
