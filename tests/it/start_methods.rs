@@ -504,3 +504,46 @@ fn startup_sets_pythons_round_beside_each_method() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn startup_plots_a_waterfall_of_each_methods_median_round() {
+    let dir = scratch_dir("startup-plot");
+    let svg = dir.join("w.svg");
+    let json = dir.join("s.json");
+    let out = run(fibpool()
+        .args(["startup", "-w", "2", "--rounds", "3", "--warmup", "0"])
+        .args(["--start-method", "spawn,fork", "--plot"])
+        .arg(&svg)
+        .arg("--report")
+        .arg(&json));
+    out.assert_success();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg"), "{}", &text[..text.len().min(200)]);
+    for label in [
+        "spawn w2 #0",
+        "spawn w2 #1",
+        "fork w2 #0",
+        "fork w2 #1",
+        "floor: ",
+    ] {
+        assert!(text.contains(label), "{label} is not in the plot");
+    }
+    // The plotted round is a measured one: its workers, started in order.
+    for r in report(&json).as_array().unwrap() {
+        let round = r["median_round"].as_array().unwrap();
+        assert_eq!(round.len(), 2, "{r}");
+        let started: Vec<f64> = round
+            .iter()
+            .map(|w| w["started_seconds"].as_f64().unwrap())
+            .collect();
+        assert!(started[0] <= started[1], "{r}");
+    }
+    let out = run(fibpool().args(["startup", "--plot", "/nonexistent/dir/w.svg"]));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("fibpool: error: cannot create --plot file '/nonexistent/dir/w.svg': "),
+        "{}",
+        out.stderr
+    );
+}

@@ -11,6 +11,7 @@ use super::{check_workers, create_report, usage, worker_command};
 use fibpool_coordinator::measure::bench::{PythonPeer, find_python};
 use fibpool_coordinator::measure::startup::{StartupPlan, measure};
 use fibpool_coordinator::report::StartupReport;
+use fibpool_coordinator::report::plot::startup_waterfall_svg;
 use fibpool_coordinator::stats::Summary;
 use fibpool_coordinator::{StartMethod, default_workers};
 
@@ -38,6 +39,10 @@ pub struct StartupArgs {
     /// Start workers with this command instead of `fibpool worker`
     #[arg(long, value_name = "CMD")]
     worker_cmd: Option<String>,
+
+    /// Draw each method's median round as a waterfall (a worker a row, a phase a bar, the floor marked) to FILE (SVG)
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 
     /// Also time Python's ProcessPoolExecutor round with each of its start methods (bench/python_startup.py), after fibpool's rounds
     #[arg(long)]
@@ -100,6 +105,11 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
     }
     let command = worker_command(args.worker_cmd.as_deref())?;
     let report = create_report(args.report)?;
+    if let Some(path) = &args.plot
+        && let Err(e) = std::fs::File::create(path)
+    {
+        usage!("cannot create --plot file '{}': {e}", path.display());
+    }
     let floor = floor_program()?;
 
     let handshake_timeout = args.handshake.timeout()?;
@@ -130,6 +140,11 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
     }
     if reports.len() > 1 {
         super::print(&format!("\n{}\n", growth_table(&reports)))?;
+    }
+    if let Some(path) = &args.plot {
+        startup_waterfall_svg(&reports, path)
+            .map_err(|e| anyhow::anyhow!(e))
+            .with_context(|| format!("cannot draw {}", path.display()))?;
     }
     if let Some(file) = report {
         match reports.as_slice() {

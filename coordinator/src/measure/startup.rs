@@ -43,6 +43,8 @@ struct Samples {
     pool_ready: Vec<f64>,
     pool_ready_parallel: Vec<f64>,
     round: Vec<f64>,
+    /// Every measured round's workers, for the one shown whole.
+    rounds: Vec<Vec<Phases>>,
     floor: Vec<f64>,
     worker_at_once: Vec<f64>,
 }
@@ -84,11 +86,12 @@ pub fn measure(
                     samples
                         .worker_at_once
                         .extend(worker_at_once.iter().copied());
-                    for worker in sequential.workers {
+                    for worker in &sequential.workers {
                         for (i, (_, value)) in worker.named().into_iter().enumerate() {
                             samples.phases[i].extend(value);
                         }
                     }
+                    samples.rounds.push(sequential.workers);
                     samples.pool_ready.push(sequential.ready);
                     samples.round.push(sequential.whole);
                     samples.pool_ready_parallel.extend(parallel);
@@ -295,5 +298,19 @@ fn report(plan: &StartupPlan, method: StartMethod, n: usize, samples: &Samples) 
         ready_over_floor: median(&samples.phases[3]) / median(&samples.floor),
         python_round: None,
         python: None,
+        median_round: median_round(samples),
     }
+}
+
+/// The workers of the round whose `pool_ready` is the median (the lower of
+/// the middle two), in the order they were started.
+fn median_round(samples: &Samples) -> Vec<Phases> {
+    let mut order: Vec<usize> = (0..samples.pool_ready.len()).collect();
+    order.sort_by(|&a, &b| samples.pool_ready[a].total_cmp(&samples.pool_ready[b]));
+    let Some(&middle) = order.get(order.len().saturating_sub(1) / 2) else {
+        return Vec::new();
+    };
+    let mut workers = samples.rounds[middle].clone();
+    workers.sort_by(|a, b| a.started_seconds.total_cmp(&b.started_seconds));
+    workers
 }

@@ -8,6 +8,8 @@ use serde::Serialize;
 /// stamps and those are not comparable (a worker on another machine).
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct Phases {
+    /// When the spawn call began, after the pool began to build.
+    pub started_seconds: f64,
     /// The spawn call itself.
     pub spawn_seconds: f64,
     /// Spawn start until the worker's `main` was entered.

@@ -45,6 +45,8 @@ pub(crate) enum Event {
 /// The stamps of one worker process's life, from which its phases follow.
 #[derive(Debug, Clone)]
 pub(crate) struct Lifeline {
+    /// When the pool began to build.
+    pub pool_started: Instant,
     /// When the spawn call began, on the Instant clock and on CLOCK_MONOTONIC.
     pub spawned_at: Instant,
     pub spawned_at_ns: u64,
@@ -84,6 +86,10 @@ impl Lifeline {
             .map(Duration::from_nanos)
             .filter(|_| exec.is_some());
         Phases {
+            started_seconds: self
+                .spawned_at
+                .saturating_duration_since(self.pool_started)
+                .as_secs_f64(),
             spawn_seconds: self.spawn_call.as_secs_f64(),
             exec_seconds: exec.map(|d| d.as_secs_f64()),
             init_seconds: init.map(|d| d.as_secs_f64()),
@@ -124,6 +130,7 @@ impl WorkerProcess {
         connect_timeout: Duration,
         slot: usize,
         id: u64,
+        pool_started: Instant,
         deliver: impl Fn(Event) -> bool + Send + 'static,
     ) -> Result<Self, PoolError> {
         // Both start before the process, while the pipes are still empty:
@@ -168,6 +175,7 @@ impl WorkerProcess {
             budget,
             draining: false,
             life: Lifeline {
+                pool_started,
                 spawned_at,
                 spawned_at_ns,
                 spawn_call,
@@ -342,6 +350,7 @@ mod tests {
         let spawned_at = Instant::now();
         let spawned_at_ns = 1_000_000;
         Lifeline {
+            pool_started: spawned_at - Duration::from_micros(5),
             spawned_at,
             spawned_at_ns,
             spawn_call: Duration::from_micros(spawn_call_us),
@@ -363,6 +372,7 @@ mod tests {
     #[test]
     fn ready_is_when_the_handshake_was_decoded() {
         let phases = lifeline(30, 80).phases();
+        assert_eq!(phases.started_seconds, 5e-6);
         assert_eq!(phases.spawn_seconds, 30e-6);
         assert_eq!(phases.exec_seconds, Some(50e-6));
         assert_eq!(phases.init_seconds, Some(10e-6));

@@ -7,7 +7,7 @@ pub mod plot;
 
 use serde::Serialize;
 
-use crate::pool::WorkerStats;
+use crate::pool::{Phases, WorkerStats};
 use crate::stats::Summary;
 
 /// A `fibpool run`.
@@ -131,6 +131,9 @@ pub struct StartupReport {
     /// name (bench/python_startup.py), when it was measured, and its version.
     pub python_round: Option<Summary>,
     pub python: Option<String>,
+    /// The workers of the round whose `pool_ready` was the median, whole:
+    /// what `--plot` draws.
+    pub median_round: Vec<Phases>,
 }
 
 impl StartupReport {

@@ -735,6 +735,7 @@ impl Manager {
             self.config.handshake_timeout,
         );
         let events = self.tx.clone();
+        let started = self.started;
         let spawn = Arc::new(move |slot: usize| {
             WorkerProcess::spawn(
                 &*launcher,
@@ -742,6 +743,7 @@ impl Manager {
                 timeout,
                 slot,
                 slot as u64,
+                started,
                 to_manager(events.clone()),
             )
         });
@@ -795,6 +797,7 @@ impl Manager {
             self.config.handshake_timeout,
             slot,
             id,
+            self.started,
             to_manager(self.tx.clone()),
         )
     }
@@ -1036,6 +1039,7 @@ mod tests {
             slot: 0,
             pid,
             phases: Phases {
+                started_seconds: 0.0,
                 spawn_seconds: 0.0,
                 exec_seconds: None,
                 init_seconds: None,
