@@ -406,6 +406,16 @@ fn startup_measures_each_start_method_in_the_same_rounds() {
         }
         let parallel = !r["pool_ready_parallel"].is_null();
         assert_eq!(parallel, r["start_method"] == "spawn", "{r}");
+        // Only forkserver starts a server of its own in every pool (fork's
+        // is shared, made before the rounds).
+        let server = &r["server_start"];
+        if r["start_method"] == "forkserver" {
+            let median = server["median_seconds"].as_f64().unwrap();
+            let ready = r["phases"]["ready"]["max_seconds"].as_f64().unwrap();
+            assert!(median > 0.0 && median <= ready, "{r}");
+        } else {
+            assert!(server.is_null(), "{r}");
+        }
     }
     for method in ["spawn", "forkserver", "fork"] {
         assert!(

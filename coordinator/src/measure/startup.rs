@@ -43,6 +43,8 @@ struct Samples {
     pool_ready: Vec<f64>,
     pool_ready_parallel: Vec<f64>,
     round: Vec<f64>,
+    /// A fork server's start, per round, for a method that starts one.
+    server_start: Vec<f64>,
     /// Every measured round's workers, for the one shown whole.
     rounds: Vec<Vec<Phases>>,
     floor: Vec<f64>,
@@ -92,6 +94,7 @@ pub fn measure(
                         }
                     }
                     samples.rounds.push(sequential.workers);
+                    samples.server_start.extend(sequential.server_start);
                     samples.pool_ready.push(sequential.ready);
                     samples.round.push(sequential.whole);
                     samples.pool_ready_parallel.extend(parallel);
@@ -112,6 +115,8 @@ struct Round {
     ready: f64,
     /// From building the pool until the last worker was reaped.
     whole: f64,
+    /// A fork server's start, for a pool that started one.
+    server_start: Option<f64>,
 }
 
 /// One pool: spawned from `threads` threads, warmed up, shut down.
@@ -133,12 +138,14 @@ fn pool_round(
     probe.warm_up()?;
     // Every worker answered, so every one was ready.
     let ready = probe.ready_seconds().unwrap_or(f64::NAN);
+    let server_start = probe.server_start_seconds();
     pool.shutdown(true, false)?;
     let workers = pool.worker_stats();
     Ok(Round {
         workers: workers.into_iter().map(|w| w.phases).collect(),
         ready,
         whole: start.elapsed().as_secs_f64(),
+        server_start,
     })
 }
 
@@ -286,6 +293,7 @@ fn report(plan: &StartupPlan, method: StartMethod, n: usize, samples: &Samples) 
             shutdown: phase("shutdown"),
         },
         pool_ready: Summary::of(&samples.pool_ready),
+        server_start: Summary::of(&samples.server_start),
         pool_ready_parallel: Summary::of(&samples.pool_ready_parallel),
         round: Summary::of(&samples.round),
         spawn_threads: if method == StartMethod::Spawn {

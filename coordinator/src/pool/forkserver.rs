@@ -183,6 +183,17 @@ impl Launch for ForkServerLauncher {
     fn describe(&self) -> String {
         format!("{} (as a fork server)", self.command)
     }
+
+    fn server_start(&self) -> Option<Duration> {
+        let slot = self.server.lock().unwrap_or_else(PoisonError::into_inner);
+        let server = slot.as_ref()?;
+        // The shared server of the fork method started before this pool.
+        let early = EARLY.lock().unwrap_or_else(PoisonError::into_inner);
+        if early.as_ref().is_some_and(|e| Arc::ptr_eq(e, server)) {
+            return None;
+        }
+        server.first_answer.get().copied()
+    }
 }
 
 /// A fork server process and what it has said.
@@ -192,6 +203,9 @@ struct Server {
     /// Held from a start request until its answer: pools that share the
     /// server take turns.
     requests: Mutex<()>,
+    /// When its start began, and how long after that its first answer came.
+    started_at: Instant,
+    first_answer: std::sync::OnceLock<Duration>,
     said: Arc<Said>,
     /// The server's own process, killed and reaped with the last handle.
     process: Mutex<OwnedChild>,
@@ -232,6 +246,7 @@ impl Said {
 
 impl Server {
     fn start(command: &WorkerCommand) -> io::Result<Server> {
+        let started_at = Instant::now();
         let (ours, theirs) = forkserver::socket_pair()?;
         let reading = ours.try_clone()?;
         let mut cmd = command.to_command();
@@ -248,12 +263,8 @@ impl Server {
         // `cmd` holds the server's end, which only the server may hold.
         drop(cmd);
         let pid = child.id();
-        Server::on(
-            pid,
-            OwnedChild::new(Box::new(Spawned(child))),
-            ours,
-            reading,
-        )
+        let process = OwnedChild::new(Box::new(Spawned(child)));
+        Server::on(pid, process, ours, reading, started_at)
     }
 
     /// A server forked from this process, which must have one thread (the
@@ -268,6 +279,7 @@ impl Server {
                 format!("this process runs {threads} threads, and only one may fork"),
             ));
         }
+        let started_at = Instant::now();
         let (ours, theirs) = forkserver::socket_pair()?;
         let reading = ours.try_clone()?;
         let coordinator = std::process::id();
@@ -316,12 +328,24 @@ impl Server {
         })?;
         drop(theirs);
         let pid = zygote.pid;
-        Server::on(pid, OwnedChild::new(Box::new(zygote)), ours, reading)
+        Server::on(
+            pid,
+            OwnedChild::new(Box::new(zygote)),
+            ours,
+            reading,
+            started_at,
+        )
     }
 
     /// A server process `pid` on the socket `ours` (and `reading`, a copy of
     /// it for the reader thread).
-    fn on(pid: u32, process: OwnedChild, ours: OwnedFd, reading: OwnedFd) -> io::Result<Server> {
+    fn on(
+        pid: u32,
+        process: OwnedChild,
+        ours: OwnedFd,
+        reading: OwnedFd,
+        started_at: Instant,
+    ) -> io::Result<Server> {
         let said = Arc::new(Said::default());
         let reader = {
             let said = said.clone();
@@ -333,6 +357,8 @@ impl Server {
             pid,
             control: ours,
             requests: Mutex::new(()),
+            started_at,
+            first_answer: std::sync::OnceLock::new(),
             said,
             process: Mutex::new(process),
             reader: Some(reader),
@@ -357,7 +383,11 @@ impl Server {
             // launch starts another.
             return Err(self.ended(&e.to_string()));
         }
-        self.answer(timeout)
+        let answer = self.answer(timeout);
+        if answer.is_ok() {
+            let _ = self.first_answer.set(self.started_at.elapsed());
+        }
+        answer
     }
 
     /// Waits for the answer to the request just sent.

@@ -74,6 +74,13 @@ pub(crate) trait Launch: fmt::Debug + Send + Sync {
 
     /// What is started, for messages: the command line.
     fn describe(&self) -> String;
+
+    /// For a launcher that starts a server of its own first (a fork
+    /// server): from the server's spawn until it answered its first start
+    /// request, once it has.
+    fn server_start(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Today's launcher: spawn a command (posix_spawn, since no pre-exec hook is

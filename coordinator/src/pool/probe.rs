@@ -71,6 +71,12 @@ impl<'p> Probe<'p> {
     pub fn ready_seconds(&self) -> Option<f64> {
         self.call(ProbeCall::ReadySeconds).ok().flatten()
     }
+
+    /// For a pool that starts a fork server of its own (forkserver): from
+    /// the server's spawn until it answered its first start request.
+    pub fn server_start_seconds(&self) -> Option<f64> {
+        self.call(ProbeCall::ServerStartSeconds).ok().flatten()
+    }
 }
 
 /// One worker process, started as a pool starts its workers (the same

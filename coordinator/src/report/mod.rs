@@ -114,6 +114,10 @@ pub struct StartupReport {
     pub phases: PhaseSummaries,
     /// From the first spawn until all workers were ready, spawning from one thread.
     pub pool_ready: Option<Summary>,
+    /// A fork server's spawn until its first answer, for a method that
+    /// starts one per pool (forkserver): a phase of the pool, in the first
+    /// worker's `spawn`.
+    pub server_start: Option<Summary>,
     /// The same, spawning from `spawn_threads` threads at once.
     pub pool_ready_parallel: Option<Summary>,
     /// A whole round: build the pool, one tiny task per worker, shut down and
@@ -162,6 +166,7 @@ impl StartupReport {
             ("first_task", p.first_task),
             ("shutdown", p.shutdown),
             ("pool_ready", self.pool_ready),
+            ("server: spawn to first answer", self.server_start),
             (parallel.as_str(), self.pool_ready_parallel),
             ("round: start, one task each, stop", self.round),
             ("baseline: minimal program", self.baseline),

@@ -321,6 +321,7 @@ pub(crate) enum ProbeCall {
         reply: Sender<Result<f64, PoolError>>,
     },
     ReadySeconds(Sender<Option<f64>>),
+    ServerStartSeconds(Sender<Option<f64>>),
 }
 
 /// Starts the manager and its thread, and the workers. Returns once every

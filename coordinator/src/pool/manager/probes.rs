@@ -43,6 +43,10 @@ impl Manager {
             ProbeCall::ReadySeconds(reply) => {
                 let _ = reply.send(self.ready_seconds());
             }
+            ProbeCall::ServerStartSeconds(reply) => {
+                let start = self.config.launcher.server_start();
+                let _ = reply.send(start.map(|d| d.as_secs_f64()));
+            }
         }
     }
 
