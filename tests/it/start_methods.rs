@@ -557,3 +557,59 @@ fn startup_plots_a_waterfall_of_each_methods_median_round() {
         out.stderr
     );
 }
+
+#[test]
+fn bench_measures_each_start_method_in_the_same_repeats() {
+    let dir = scratch_dir("bench-methods");
+    let (json, svg) = (dir.join("b.json"), dir.join("b.svg"));
+    let out = run(fibpool()
+        .args([
+            "bench",
+            "-w",
+            "1,2",
+            "--repeat",
+            "2",
+            "--start-method",
+            "fork,spawn,fork",
+        ])
+        .arg("--report")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&svg)
+        .arg("0..300"));
+    out.assert_success();
+    let report = report(&json);
+    let workloads = report["workloads"].as_array().unwrap();
+    let methods: Vec<&str> = workloads
+        .iter()
+        .map(|w| w["start_method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["fork", "spawn"], "{report}");
+    for w in workloads {
+        let rows = w["results"].as_array().unwrap();
+        let workers: Vec<u64> = rows
+            .iter()
+            .map(|r| r["workers"].as_u64().unwrap())
+            .collect();
+        assert_eq!(workers, [1, 2], "{w}");
+        for r in rows {
+            let pool = r["pool_seconds"].as_f64().unwrap();
+            assert!(
+                pool > 0.0 && r["ceiling_seconds"].as_f64().unwrap() > 0.0,
+                "{r}"
+            );
+        }
+        assert!(
+            out.stdout.contains(&format!(
+                "indices: 0..300 (300 indices), start method {}, median of 2",
+                w["start_method"].as_str().unwrap()
+            )),
+            "{}",
+            out.stdout
+        );
+    }
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    for series in ["indices (fork) measured", "indices (spawn) measured"] {
+        assert!(plot.contains(series), "{series} is not in the plot");
+    }
+}

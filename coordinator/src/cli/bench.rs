@@ -64,9 +64,14 @@ pub struct BenchArgs {
     #[arg(long, value_name = "CMD")]
     worker_cmd: Option<String>,
 
-    /// How workers are started (by the pools, and by `fibpool run` against the peers)
-    #[arg(long, value_enum, default_value_t = StartMethodArg::Spawn)]
-    start_method: StartMethodArg,
+    /// How the pools start their workers, comma-separated, each in every repeat (the first also for `fibpool run` against the peers)
+    #[arg(
+        long,
+        value_name = "M[,M...]",
+        value_delimiter = ',',
+        default_value = "spawn"
+    )]
+    start_method: Vec<StartMethodArg>,
 
     #[command(flatten)]
     handshake: super::HandshakeArg,
@@ -79,7 +84,7 @@ pub struct BenchArgs {
 impl BenchArgs {
     /// Whether it forks: see [`super::run::RunArgs::forks`].
     pub(crate) fn forks(&self) -> bool {
-        self.start_method == StartMethodArg::Fork && self.worker_cmd.is_none()
+        self.start_method.contains(&StartMethodArg::Fork) && self.worker_cmd.is_none()
     }
 }
 
@@ -104,7 +109,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         }
     }
     super::check_fork_command(
-        args.start_method == StartMethodArg::Fork,
+        args.start_method.contains(&StartMethodArg::Fork),
         args.worker_cmd.is_some(),
     )?;
     let command = worker_command(args.worker_cmd.as_deref())?;
@@ -148,7 +153,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         python,
         gmpy2,
         scratch: scratch.path().to_owned(),
-        start_method: args.start_method.into(),
+        start_methods: super::dedup(args.start_method.iter().map(|&m| m.into())),
     };
     let mut progress = Progress::new(steps(&plan), "bench");
     let report = measure(&plan, || progress.inc(1)).context("the benchmark failed")?;

@@ -378,6 +378,17 @@ fn scratch(prefix: &str) -> Result<(tempfile::TempDir, OnSignal)> {
     Ok((dir, guard))
 }
 
+/// The items in their first order, each once.
+pub(crate) fn dedup<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut out = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
 /// `--start-method fork` runs this program's own worker code, forked: a
 /// worker command has nothing to run.
 fn check_fork_command(forks: bool, worker_cmd: bool) -> Result<()> {

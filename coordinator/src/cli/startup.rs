@@ -97,12 +97,7 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
         args.start_method.contains(&StartMethodArg::Fork),
         args.worker_cmd.is_some(),
     )?;
-    let mut methods = Vec::new();
-    for method in args.start_method.iter().map(|&m| StartMethod::from(m)) {
-        if !methods.contains(&method) {
-            methods.push(method);
-        }
-    }
+    let methods: Vec<StartMethod> = super::dedup(args.start_method.iter().map(|&m| m.into()));
     let command = worker_command(args.worker_cmd.as_deref())?;
     let report = create_report(args.report)?;
     if let Some(path) = &args.plot

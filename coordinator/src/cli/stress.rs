@@ -113,7 +113,7 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
     )?;
     let command = worker_command(args.worker_cmd.as_deref())?;
     let handshake_timeout = args.handshake.timeout()?;
-    let patterns = dedup(args.pattern.iter().map(|p| match p {
+    let patterns = super::dedup(args.pattern.iter().map(|p| match p {
         PatternArg::Pingpong => Pattern::PingPong,
         PatternArg::Stream => Pattern::Stream,
         PatternArg::Fanout => Pattern::Fanout,
@@ -134,8 +134,8 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
         handshake_timeout,
         workers,
         patterns,
-        sizes: dedup(sizes.into_iter()),
-        transports: dedup(args.transport.iter().map(|&t| Transport::from(t))),
+        sizes: super::dedup(sizes.into_iter()),
+        transports: super::dedup(args.transport.iter().map(|&t| Transport::from(t))),
         limit,
         command,
         start_method: args.start_method.into(),
@@ -189,16 +189,6 @@ fn parse_size(text: &str) -> Result<usize> {
         );
     }
     Ok(size)
-}
-
-fn dedup<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
-    let mut out = Vec::new();
-    for item in items {
-        if !out.contains(&item) {
-            out.push(item);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

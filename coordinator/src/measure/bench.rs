@@ -127,8 +127,9 @@ pub struct BenchPlan {
     pub scratch: PathBuf,
     /// How long a worker has to complete its handshake.
     pub handshake_timeout: std::time::Duration,
-    /// How the pools start their workers (and `fibpool run`, against the peers).
-    pub start_method: StartMethod,
+    /// How the pools start their workers, each method in every repeat; the
+    /// first is also `fibpool run`'s against the peers.
+    pub start_methods: Vec<StartMethod>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,9 +208,10 @@ pub fn steps(plan: &BenchPlan) -> u64 {
     let python = plan.python.as_ref().map_or(0, |p| 2 * p.repeat);
     // One untimed pair checks that the outputs agree.
     let gmpy2 = plan.gmpy2.as_ref().map_or(0, |p| 2 * (p.repeat + 1));
+    let methods = plan.start_methods.len();
     (plan.workloads.len()
-        * (plan.repeat * (1 + 2 * plan.workers.len()) + plan.workers.len() * (python + gmpy2)))
-        as u64
+        * (plan.repeat * (1 + (1 + methods) * plan.workers.len())
+            + plan.workers.len() * (python + gmpy2))) as u64
 }
 
 /// Runs the plan; `tick` is called once per step.
@@ -223,17 +225,29 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
         let input = scratch.file(&format!("indices-{w}.txt"), indices.as_bytes())?;
 
         let mut sequential = Vec::new();
-        let mut pools: Vec<Vec<PoolSample>> = plan.workers.iter().map(|_| Vec::new()).collect();
-        // Interleaved, so that every figure sees the same machine.
-        for _ in 0..plan.repeat {
+        // By method, then worker count.
+        let mut pools: Vec<Vec<Vec<PoolSample>>> = plan
+            .start_methods
+            .iter()
+            .map(|_| plan.workers.iter().map(|_| Vec::new()).collect())
+            .collect();
+        // Interleaved, so that every figure sees the same machine; the
+        // methods in an order that turns from repeat to repeat.
+        let k = plan.start_methods.len();
+        for repeat in 0..plan.repeat {
             sequential.push(sequential_seconds(&workload.tasks));
             tick();
-            for (samples, &n) in pools.iter_mut().zip(&plan.workers) {
-                let mut sample = pool_sample(plan, &workload.tasks, n)?;
+            for (i, &n) in plan.workers.iter().enumerate() {
+                // What the machine allows, with no start-up: the same for every method.
+                let ceiling = ceiling_sample(plan, &workload.tasks, n)?;
                 tick();
-                sample.ceiling = ceiling_sample(plan, &workload.tasks, n)?;
-                tick();
-                samples.push(sample);
+                for m in (0..k).map(|m| (m + repeat) % k) {
+                    let method = plan.start_methods[m];
+                    let mut sample = pool_sample(plan, method, &workload.tasks, n)?;
+                    tick();
+                    sample.ceiling = ceiling;
+                    pools[m][i].push(sample);
+                }
             }
         }
         let mut processes = Vec::new();
@@ -250,7 +264,7 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
                     let mut run = Command::new(&plan.fibpool);
                     run.args(["run", "-w", &n.to_string(), "--output", "none", "--input"])
                         .arg(&input)
-                        .args(["--start-method", plan.start_method.name()]);
+                        .args(["--start-method", plan.start_methods[0].name()]);
                     fib.push(time_process("fibpool run", run)?);
                     tick();
                 }
@@ -271,7 +285,7 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
                     let mut run = Command::new(&plan.fibpool);
                     run.args(["run", "-w", &n.to_string(), "--output", "hex", "--input"])
                         .arg(&input)
-                        .args(["--start-method", plan.start_method.name()]);
+                        .args(["--start-method", plan.start_methods[0].name()]);
                     run
                 };
                 let theirs = process_output("the gmpy2 peer", peer())?;
@@ -295,17 +309,21 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
                 gmp_processes.push((median(&gmp), median(&fib)));
             }
         }
-        workloads.push(summarise(
-            plan,
-            workload,
-            &sequential,
-            &pools,
-            &processes,
-            &gmp_processes,
-        ));
+        for (m, pools) in pools.iter().enumerate() {
+            // The peers were timed against the first method's runs.
+            let peers = |list: &Vec<(f64, f64)>| if m == 0 { list.clone() } else { Vec::new() };
+            workloads.push(summarise(
+                plan,
+                plan.start_methods[m],
+                workload,
+                &sequential,
+                pools,
+                &peers(&processes),
+                &peers(&gmp_processes),
+            ));
+        }
     }
     Ok(BenchReport {
-        start_method: plan.start_method.name(),
         workers: plan.workers.clone(),
         repeat: plan.repeat,
         worker_command: plan.command.to_string(),
@@ -338,11 +356,16 @@ struct PoolSample {
 }
 
 /// A whole pool: start, run the batch (values returned raw), stop.
-fn pool_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<PoolSample, PoolError> {
+fn pool_sample(
+    plan: &BenchPlan,
+    method: StartMethod,
+    tasks: &TaskList,
+    n: usize,
+) -> Result<PoolSample, PoolError> {
     let start = Instant::now();
     let pool = Pool::builder()
         .workers(n)
-        .start_method(plan.start_method)
+        .start_method(method)
         .worker_command(plan.command.clone())
         .handshake_timeout(plan.handshake_timeout)
         .build()?;
@@ -380,7 +403,9 @@ fn pool_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<PoolSampl
 fn ceiling_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<f64, PoolError> {
     let pool = Pool::builder()
         .workers(n)
-        .start_method(plan.start_method)
+        // Spawned: what the machine allows, whichever method is measured
+        // (forked workers computed more slowly here: docs/STARTUP.md).
+        .start_method(StartMethod::Spawn)
         .worker_command(plan.command.clone())
         .handshake_timeout(plan.handshake_timeout)
         .build()?;
@@ -442,6 +467,7 @@ fn first_difference(theirs: &[u8], ours: &[u8]) -> Option<String> {
 
 fn summarise(
     plan: &BenchPlan,
+    method: StartMethod,
     workload: &Workload,
     sequential: &[f64],
     pools: &[Vec<PoolSample>],
@@ -501,6 +527,7 @@ fn summarise(
     }
     BenchWorkload {
         name: workload.name.clone(),
+        start_method: method.name(),
         description: workload.description.clone(),
         tasks: workload.tasks.len(),
         serial_fraction,

@@ -440,6 +440,9 @@ pub struct BenchRow {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BenchWorkload {
     pub name: String,
+    /// How the pools started their workers (the Python columns are the
+    /// first method's alone).
+    pub start_method: &'static str,
     pub description: String,
     pub tasks: u64,
     /// The median of the Karp-Flatt figures: Amdahl's serial fraction, when
@@ -457,8 +460,6 @@ pub struct BenchWorkload {
 /// `fibpool bench`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BenchReport {
-    /// How the pools started their workers.
-    pub start_method: &'static str,
     pub workers: Vec<usize>,
     pub repeat: usize,
     pub worker_command: String,
@@ -479,7 +480,7 @@ impl BenchReport {
                 w.name,
                 w.description,
                 w.tasks,
-                self.start_method,
+                w.start_method,
                 self.repeat,
                 match (w.serial_fraction, w.overhead_bound, w.superlinear) {
                     (Some(e), _, _) => format!(", serial fraction {e:.3}"),

@@ -7,7 +7,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::pool::Phases;
-use crate::report::{BenchReport, StartupReport};
+use crate::report::{BenchReport, BenchWorkload, StartupReport};
 use crate::stats::amdahl_speedup;
 
 const COLOURS: [RGBColor; 6] = [
@@ -74,8 +74,21 @@ fn draw(report: &BenchReport, path: &Path) -> Result<(), Box<dyn std::error::Err
         .label("ideal")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.4)));
 
+    let several_methods = report
+        .workloads
+        .iter()
+        .any(|w| w.start_method != report.workloads[0].start_method);
     for (i, workload) in report.workloads.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
+        let name = if several_methods {
+            format!("{} ({})", workload.name, workload.start_method)
+        } else {
+            workload.name.clone()
+        };
+        let workload = &BenchWorkload {
+            name,
+            ..workload.clone()
+        };
         let points: Vec<(f64, f64)> = workload
             .results
             .iter()
