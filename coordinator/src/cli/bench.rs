@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::progress::Progress;
-use super::run::{StartMethodArg, read_tasks};
+use super::run::read_tasks;
 use super::{check_workers, create_report, usage, worker_command};
 use fibpool_coordinator::default_workers;
 use fibpool_coordinator::input::DEFAULT_MAX_INDEX;
@@ -64,14 +64,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "CMD")]
     worker_cmd: Option<String>,
 
-    /// How the pools start their workers, comma-separated, each in every repeat (the first also for `fibpool run` against the peers)
-    #[arg(
-        long,
-        value_name = "M[,M...]",
-        value_delimiter = ',',
-        default_value = "spawn"
-    )]
-    start_method: Vec<StartMethodArg>,
+    #[command(flatten)]
+    start_methods: super::run::StartMethodsArg,
 
     #[command(flatten)]
     handshake: super::HandshakeArg,
@@ -84,7 +78,7 @@ pub struct BenchArgs {
 impl BenchArgs {
     /// Whether it forks: see [`super::run::RunArgs::forks`].
     pub(crate) fn forks(&self) -> bool {
-        self.start_method.contains(&StartMethodArg::Fork) && self.worker_cmd.is_none()
+        self.start_methods.forks() && self.worker_cmd.is_none()
     }
 }
 
@@ -108,10 +102,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
             usage!("{flag} must be between 1 and {MAX_REPEAT}, got {r}");
         }
     }
-    super::check_fork_command(
-        args.start_method.contains(&StartMethodArg::Fork),
-        args.worker_cmd.is_some(),
-    )?;
+    super::check_fork_command(args.start_methods.forks(), args.worker_cmd.is_some())?;
     let command = worker_command(args.worker_cmd.as_deref())?;
     let report_file = create_report(args.report)?;
     if let Some(path) = &args.plot
@@ -153,7 +144,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         python,
         gmpy2,
         scratch: scratch.path().to_owned(),
-        start_methods: super::dedup(args.start_method.iter().map(|&m| m.into())),
+        start_methods: args.start_methods.methods(),
     };
     let mut progress = Progress::new(steps(&plan), "bench");
     let report = measure(&plan, || progress.inc(1)).context("the benchmark failed")?;

@@ -111,6 +111,30 @@ impl From<TransportArg> for Transport {
     }
 }
 
+/// `--start-method` for a measurement that takes several (startup, bench).
+#[derive(Debug, Args)]
+pub(crate) struct StartMethodsArg {
+    /// Start methods, comma-separated, each measured in every round (bench: the first also for `fibpool run` against the peers)
+    #[arg(
+        long = "start-method",
+        value_name = "M[,M...]",
+        value_delimiter = ',',
+        default_value = "spawn"
+    )]
+    start_method: Vec<StartMethodArg>,
+}
+
+impl StartMethodsArg {
+    /// Each method once, in the order given.
+    pub(crate) fn methods(&self) -> Vec<StartMethod> {
+        super::dedup(self.start_method.iter().map(|&m| m.into()))
+    }
+
+    pub(crate) fn forks(&self) -> bool {
+        self.start_method.contains(&StartMethodArg::Fork)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum StartMethodArg {
     /// Each worker is the worker command, spawned (posix_spawn and exec)

@@ -6,14 +6,13 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::run::StartMethodArg;
 use super::{check_workers, create_report, usage, worker_command};
 use fibpool_coordinator::measure::bench::{PythonPeer, find_python};
 use fibpool_coordinator::measure::startup::{StartupPlan, measure};
 use fibpool_coordinator::report::StartupReport;
 use fibpool_coordinator::report::plot::startup_waterfall_svg;
 use fibpool_coordinator::stats::Summary;
-use fibpool_coordinator::{StartMethod, default_workers};
+use fibpool_coordinator::default_workers;
 
 /// The most rounds per pool size.
 const MAX_ROUNDS: usize = 100_000;
@@ -48,14 +47,8 @@ pub struct StartupArgs {
     #[arg(long)]
     vs_python: bool,
 
-    /// Start methods to measure, comma-separated, each in every round
-    #[arg(
-        long,
-        value_name = "M[,M...]",
-        value_delimiter = ',',
-        default_value = "spawn"
-    )]
-    start_method: Vec<StartMethodArg>,
+    #[command(flatten)]
+    start_methods: super::run::StartMethodsArg,
 
     #[command(flatten)]
     handshake: super::HandshakeArg,
@@ -68,7 +61,7 @@ pub struct StartupArgs {
 impl StartupArgs {
     /// Whether a fork method is measured: see [`super::run::RunArgs::forks`].
     pub(crate) fn forks(&self) -> bool {
-        self.start_method.contains(&StartMethodArg::Fork)
+        self.start_methods.forks()
     }
 }
 
@@ -93,11 +86,8 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
     if spawn_threads == 0 {
         usage!("--spawn-threads must be at least 1");
     }
-    super::check_fork_command(
-        args.start_method.contains(&StartMethodArg::Fork),
-        args.worker_cmd.is_some(),
-    )?;
-    let methods: Vec<StartMethod> = super::dedup(args.start_method.iter().map(|&m| m.into()));
+    super::check_fork_command(args.start_methods.forks(), args.worker_cmd.is_some())?;
+    let methods = args.start_methods.methods();
     let command = worker_command(args.worker_cmd.as_deref())?;
     let report = create_report(args.report)?;
     if let Some(path) = &args.plot
