@@ -204,25 +204,31 @@ fn the_coordinator_killed(method: &str) {
 #[test]
 fn sigint_stops_a_fork_server_run_and_leaves_nothing() {
     for method in FORKING {
-        sigint_stops(method);
+        for (sig, name, code) in [
+            (libc::SIGINT, "SIGINT", 130),
+            (libc::SIGTERM, "SIGTERM", 143),
+        ] {
+            signal_stops(method, sig, name, code);
+        }
     }
 }
 
-fn sigint_stops(method: &str) {
+fn signal_stops(method: &str, sig: i32, name: &str, code: i32) {
     let running = Running::start(
         fibpool()
             .args(["run", "-w", "2", "-c", "1", "--output", "none"])
             .args(["--start-method", method, "2000x2000000"]),
     );
     let (server, workers) = server_and_workers(&running, 2);
-    signal(running.pid(), libc::SIGINT);
+    signal(running.pid(), sig);
     let out = running.finish();
-    assert_eq!(out.code(), Some(130), "{method}: {}", out.stderr);
+    assert_eq!(out.code(), Some(code), "{method} {name}: {}", out.stderr);
     // The server is the coordinator's one child; its group holds the
     // workers, which are counted (the server is not).
     assert_eq!(
         out.stderr,
-        "fibpool: stopped by SIGINT; 2 worker processes killed and reaped\n"
+        format!("fibpool: stopped by {name}; 2 worker processes killed and reaped\n"),
+        "{method}"
     );
     assert!(!listed(server), "the server is reaped");
     wait_until("the workers are gone", Duration::from_secs(5), || {
@@ -612,4 +618,46 @@ fn bench_measures_each_start_method_in_the_same_repeats() {
     for series in ["indices (fork) measured", "indices (spawn) measured"] {
         assert!(plot.contains(series), "{series} is not in the plot");
     }
+}
+
+#[test]
+fn a_fork_server_that_cannot_be_started_again_fails_the_run_with_why() {
+    // The worker command serves as a fork server once; started again, it
+    // exits with status 9.
+    let dir = scratch_dir("forkserver-no-restart");
+    let (flag, path) = (dir.join("started"), dir.join("r.json"));
+    let script = format!(
+        "if [ -e {f} ]; then exit 9; fi; touch {f}; exec {w}",
+        f = flag.display(),
+        w = worker_bin()
+    );
+    let indices: Vec<String> = (0..300).map(|i| (1_000_000 + 7 * i).to_string()).collect();
+    let running = Running::start(
+        fibpool()
+            .args(["run", "-w", "2", "-c", "1", "--output", "hex"])
+            .args(["--start-method", "forkserver", "--report"])
+            .arg(&path)
+            .args(["--worker-cmd", &format!("sh -c '{script}'")])
+            .args(&indices),
+    );
+    let (server, workers) = server_and_workers(&running, 2);
+    wait_until("the workers are computing", Duration::from_secs(60), || {
+        workers.iter().all(|&w| cpu_ticks(w) >= 2)
+    });
+    assert!(signal_child_of(running.pid(), server, libc::SIGKILL));
+    let out = running.finish();
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    let line = out.stderr.lines().last().unwrap();
+    assert!(
+        line.starts_with("fibpool: error: the run failed: "),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        line.contains("the fork server (pid ") && line.contains(") exited with status 9 ("),
+        "{}",
+        out.stderr
+    );
+    let report = report(&path);
+    assert_eq!(report["outcome"], "failed", "{report}");
 }

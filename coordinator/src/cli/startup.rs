@@ -7,12 +7,12 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::{check_workers, create_report, usage, worker_command};
+use fibpool_coordinator::default_workers;
 use fibpool_coordinator::measure::bench::{PythonPeer, find_python};
 use fibpool_coordinator::measure::startup::{StartupPlan, measure};
 use fibpool_coordinator::report::StartupReport;
 use fibpool_coordinator::report::plot::startup_waterfall_svg;
 use fibpool_coordinator::stats::Summary;
-use fibpool_coordinator::default_workers;
 
 /// The most rounds per pool size.
 const MAX_ROUNDS: usize = 100_000;
