@@ -23,6 +23,12 @@ pub(crate) trait Process: Send + fmt::Debug {
     fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>>;
     /// What kills it from another thread, as [`Process::kill`] does.
     fn killer(&self) -> io::Result<Killer>;
+
+    /// Whether it ended because what started it did (a forked worker whose
+    /// fork server died): no chunk of its is to blame.
+    fn collateral(&self) -> bool {
+        false
+    }
 }
 
 /// SIGKILL for a process, from any thread, made while it is unreaped.
@@ -134,6 +140,11 @@ impl OwnedChild {
     fn reaped(&mut self, status: ExitStatus) {
         self.status = Some(status);
         registry::forget(self.pid());
+    }
+
+    /// See [`Process::collateral`].
+    pub fn collateral(&self) -> bool {
+        self.process.collateral()
     }
 
     /// What kills it from another thread; `None` once it is reaped.

@@ -177,6 +177,7 @@ impl Launch for ForkServerLauncher {
             pidfd,
             server,
             status: None,
+            collateral: false,
         })))
     }
 
@@ -229,6 +230,8 @@ struct State {
     gone: bool,
     /// What its socket said then, when it was an error.
     cause: Option<String>,
+    /// It let a worker's status go unsent past [`STATUS_TIMEOUT`].
+    silent: bool,
 }
 
 impl Said {
@@ -246,6 +249,7 @@ impl Said {
 
 impl Server {
     fn start(command: &WorkerCommand) -> io::Result<Server> {
+        become_subreaper();
         let started_at = Instant::now();
         let (ours, theirs) = forkserver::socket_pair()?;
         let reading = ours.try_clone()?;
@@ -279,6 +283,7 @@ impl Server {
                 format!("this process runs {threads} threads, and only one may fork"),
             ));
         }
+        become_subreaper();
         let started_at = Instant::now();
         let (ours, theirs) = forkserver::socket_pair()?;
         let reading = ours.try_clone()?;
@@ -502,6 +507,34 @@ fn read_messages(fd: &OwnedFd, said: &Said) {
     }
 }
 
+/// Reaps `pid`, a worker of a server that died, once it is this process's
+/// child (a subreaper inherits the orphans as their parent exits), within a
+/// short bound; its status, or `None`.
+fn reap_orphan(pid: u32) -> Option<ExitStatus> {
+    let deadline = Instant::now() + Duration::from_millis(200);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on a pid that a pidfd of ours keeps from reuse
+        // until it is reaped.
+        let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+        if rc == pid as libc::pid_t {
+            return Some(ExitStatus::from_raw(status));
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Makes this process the reaper of its orphaned descendants: a fork
+/// server's workers, when the server dies first, so that none is left a
+/// zombie of whatever reaps for the session.
+fn become_subreaper() {
+    // SAFETY: prctl with no pointers.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+}
+
 /// In the child of [`Server::fork_from_here`]: its own process group, the
 /// socket on fd 0, /dev/null on fd 1, stderr kept, nothing else.
 fn become_server(socket: &OwnedFd) -> io::Result<()> {
@@ -577,6 +610,8 @@ pub(crate) struct Forked {
     pidfd: OwnedFd,
     server: Arc<Server>,
     status: Option<ExitStatus>,
+    /// It ended with its server, whose death signal killed it.
+    collateral: bool,
 }
 
 impl fmt::Debug for Forked {
@@ -601,6 +636,10 @@ impl Process for Forked {
         self.pidfd.try_clone().map(Killer::Pidfd)
     }
 
+    fn collateral(&self) -> bool {
+        self.collateral
+    }
+
     fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
         if let Some(status) = self.status {
             return Ok(Some(status));
@@ -617,9 +656,17 @@ impl Process for Forked {
                 break ExitStatus::from_raw(raw);
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if state.gone || left.is_zero() {
+            if state.gone {
                 // The server died first, and its death signal killed the
-                // worker (or the server stopped answering).
+                // worker, which this process (a subreaper) inherited.
+                drop(state);
+                self.collateral = true;
+                break reap_orphan(self.pid).unwrap_or_else(|| ExitStatus::from_raw(libc::SIGKILL));
+            }
+            if state.silent || left.is_zero() {
+                // A server that stopped answering (SIGSTOP) says nothing of
+                // any worker: waited for once, not once a worker.
+                state.silent = true;
                 break ExitStatus::from_raw(libc::SIGKILL);
             }
             state = said.wait(state, left);

@@ -37,7 +37,9 @@ pub enum StartMethod {
     /// The server is a fork of this process itself, made while it has one
     /// thread ([`super::prepare_fork`], or the pool's build), so no worker
     /// pays for an exec, the first included. The worker command is only
-    /// spawned, as a forkserver's server, if that server dies.
+    /// spawned, as a forkserver's server, if that server dies: with the
+    /// default command (this program) `main` must then begin with
+    /// [`crate::run_if_worker`], as for the other methods.
     Fork,
 }
 

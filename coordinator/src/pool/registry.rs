@@ -80,12 +80,11 @@ pub(crate) fn forget(pid: u32) {
     }
 }
 
-/// The pids of every live child and group member, in the order they were
-/// started.
+/// The pids of every live worker, spawned or forked (not the fork servers),
+/// in the order they were started.
 pub fn pids() -> Vec<u32> {
     let live = live();
-    let lists = [&live.pids, &live.servers, &live.members];
-    lists.into_iter().flatten().copied().collect()
+    live.pids.iter().chain(&live.members).copied().collect()
 }
 
 /// True once [`stop_all`] has run: the process is about to exit.
@@ -129,9 +128,12 @@ pub fn stop_all() -> usize {
         // SAFETY: kill(2) on process groups whose leaders are our unreaped children.
         unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
     }
-    for &pid in &pids {
+    // Servers first: once one is reaped, its workers, killed with its
+    // group, are this process's (a subreaper's) to reap.
+    for &pid in pids.iter().rev().chain(&members) {
         let mut status = 0;
-        // SAFETY: waitpid on our own child; ECHILD if another thread reaped it first.
+        // SAFETY: waitpid on our own child; ECHILD if another thread reaped
+        // it first, or for a worker its server reaped before it died.
         unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
     }
     workers.len() + forked
@@ -145,5 +147,8 @@ fn children(pid: u32) -> Option<usize> {
 
 #[cfg(test)]
 pub(crate) fn listed(pid: u32) -> bool {
-    pids().contains(&pid)
+    let live = live();
+    [&live.pids, &live.servers, &live.members]
+        .into_iter()
+        .any(|list| list.contains(&pid))
 }

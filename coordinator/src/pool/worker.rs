@@ -250,6 +250,11 @@ impl WorkerProcess {
     pub fn is_ready(&self) -> bool {
         self.life.ready.is_some()
     }
+
+    /// See [`super::child::Process::collateral`].
+    pub fn collateral(&self) -> bool {
+        self.child.collateral()
+    }
 }
 
 fn read_events(reader: Reader, worker: u64, deliver: impl Fn(Event) -> bool) {

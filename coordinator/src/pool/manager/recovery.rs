@@ -80,6 +80,9 @@ impl Manager {
                         failed = Some((wire, error));
                     }
                 }
+                // A worker killed by its fork server's death is no
+                // chunk's doing: its chunks are sent again, uncharged.
+                Loss::Closed if worker.process.collateral() => {}
                 Loss::Closed | Loss::TaskTimeout => {
                     if let Some(oldest) = current {
                         let issued = self.chunks.get_mut(&oldest).expect("checked live");
