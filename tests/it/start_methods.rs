@@ -661,3 +661,28 @@ fn a_fork_server_that_cannot_be_started_again_fails_the_run_with_why() {
     let report = report(&path);
     assert_eq!(report["outcome"], "failed", "{report}");
 }
+
+#[test]
+fn a_fork_run_leaves_no_orphan_for_the_sessions_reaper() {
+    // This test process (its own, under nextest) reaps orphans: a fork
+    // server left to die after fibpool exits would come to it.
+    // SAFETY: prctl with no pointers.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+    for (input, code) in [("0..100", 0), ("0..x", 2)] {
+        let out = run(fibpool().args(["run", "--start-method", "fork", "--output", "none", input]));
+        assert_eq!(out.code(), Some(code), "{input}: {}", out.stderr);
+        // An orphan would be here within moments of fibpool's exit: look
+        // for one for half a second (nothing to wait for when all is well).
+        let until = std::time::Instant::now() + Duration::from_millis(500);
+        while std::time::Instant::now() < until {
+            let mut status = 0;
+            // SAFETY: waitpid with a valid status pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            assert!(
+                pid <= 0,
+                "{input}: an orphan, pid {pid}, came to this process"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

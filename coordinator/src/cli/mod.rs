@@ -108,6 +108,10 @@ pub fn main(main_entered_ns: u64) -> ExitCode {
         Command::Bench(args) => bench::bench(args),
         Command::Worker => return fibpool_worker::run_stdio("fibpool worker", main_entered_ns),
     };
+    // The fork method's server ends and is reaped here, on every way out
+    // but a signal's (whose handler reaps it): left to die with this
+    // process, it would be a zombie of whatever reaps for the session.
+    fibpool_coordinator::release_fork();
     match result {
         Ok(code) => code,
         // A signal is stopping everything: its handler thread exits the process.

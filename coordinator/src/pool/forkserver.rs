@@ -79,6 +79,14 @@ pub fn prepare_fork() -> Result<(), PoolError> {
     Ok(())
 }
 
+/// Ends the server [`prepare_fork`] (or the first fork pool) made, once no
+/// pool uses it, and reaps it; a pool still using it keeps it until that
+/// pool ends. A later fork pool needs one process thread again.
+pub fn release_fork() {
+    let early = EARLY.lock().unwrap_or_else(PoisonError::into_inner).take();
+    drop(early);
+}
+
 fn fork_error(e: io::Error) -> PoolError {
     if e.kind() == io::ErrorKind::Unsupported {
         PoolError::Config(format!(

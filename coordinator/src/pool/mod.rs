@@ -42,7 +42,7 @@ use fibpool_protocol::{Encoding, MAX_INDEX};
 
 pub use command::{WORKER_ENV, WorkerCommand};
 pub use error::{PoolError, WorkerName};
-pub use forkserver::prepare_fork;
+pub use forkserver::{prepare_fork, release_fork};
 pub use future::{AsCompleted, Future, as_completed};
 pub use launch::StartMethod;
 pub use map::{Map, MapUnordered};
