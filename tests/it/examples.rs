@@ -137,3 +137,25 @@ fn queue_delivers_every_producers_items_in_order() {
     assert_eq!(next.len(), 4);
     assert!(next.values().all(|&n| n == 50), "{next:?}");
 }
+
+#[test]
+fn fork_pools_of_a_library_program_give_every_value_and_leave_no_worker() {
+    let out = run(example("fork_pool").arg("4"));
+    out.assert_success();
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), Some("4 fork pools: every value right"));
+    let pids: Vec<u32> = lines
+        .next()
+        .and_then(|l| l.strip_prefix("workers: "))
+        .expect("a line of worker pids")
+        .split(' ')
+        .map(|p| p.parse().expect("a pid"))
+        .collect();
+    assert_eq!(lines.next(), None, "{}", out.stdout);
+    // Two workers a pool, none of them reused, none left running.
+    let distinct: std::collections::HashSet<_> = pids.iter().collect();
+    assert_eq!((pids.len(), distinct.len()), (8, 8), "{pids:?}");
+    for pid in pids {
+        assert!(!alive(pid), "worker {pid} outlived the program");
+    }
+}
