@@ -167,6 +167,58 @@ fn a_killed_fork_server(method: &str) {
 }
 
 #[test]
+fn a_stopped_fork_server_is_killed_when_needed_and_nothing_is_lost() {
+    for method in FORKING {
+        a_stopped_fork_server(method, false);
+        a_stopped_fork_server(method, true);
+    }
+}
+
+/// The server stopped (SIGSTOP) mid-run: its workers go on, and the pool,
+/// which needs the server to learn how a worker ended or to start one,
+/// kills it then. With `kill_worker`, a worker is also killed, so the pool
+/// needs a new one (from a new server) before the run can end.
+fn a_stopped_fork_server(method: &str, kill_worker: bool) {
+    let dir = scratch_dir(&format!("{method}-stop-server-{kill_worker}"));
+    let path = dir.join("r.json");
+    let (indices, running) = heavy_run(method, &path);
+    let (server, workers) = server_and_workers(&running, 2);
+    wait_until("the workers are computing", Duration::from_secs(60), || {
+        workers.iter().all(|&w| cpu_ticks(w) >= 2)
+    });
+    assert!(signal_child_of(running.pid(), server, libc::SIGSTOP));
+    if kill_worker {
+        assert!(signal_child_of(server, workers[0], libc::SIGKILL));
+    }
+    let out = running.finish();
+    out.assert_success();
+    assert_big_hex_lines(&out.stdout, &indices);
+    let report = report(&path);
+    let ended: Vec<&str> = report["worker_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["ended"].as_str())
+        .collect();
+    if kill_worker {
+        // The victim's status, and the other worker's: killed with the
+        // server, which was stopped and so killed when a worker was needed.
+        assert_eq!(report["worker_restarts"], 2, "{method}: {report}");
+        assert_eq!(
+            ended, ["was killed by signal 9 (SIGKILL)"; 2],
+            "{method}: {report}"
+        );
+    } else {
+        // The workers ended at shutdown with their own status, 0.
+        assert_eq!(report["worker_restarts"], 0, "{method}: {report}");
+        assert!(ended.is_empty(), "{method}: {report}");
+    }
+    for pid in std::iter::once(server).chain(workers) {
+        assert!(!listed(pid), "{method}: {pid} was left behind");
+    }
+}
+
+#[test]
 fn the_coordinator_killed_takes_the_server_and_its_workers_with_it() {
     for method in FORKING {
         the_coordinator_killed(method);

@@ -15,7 +15,9 @@
 //! - A server that has died is started again on the next request; one that
 //!   cannot be started, or does not answer a request within the pool's
 //!   handshake timeout (it is killed then), fails that launch with an
-//!   error, never a hang.
+//!   error, never a hang. One found stopped (SIGSTOP) while the pool waits
+//!   on it, for a start or for a worker's status, is killed at once, and a
+//!   worker whose status it held is reaped here, as an orphan.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -45,6 +47,9 @@ const ENDING_GRACE: Duration = Duration::from_secs(1);
 /// How long a worker's exit status may take to arrive once its pidfd says
 /// it has ended.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a wait on the server looks whether it is stopped (SIGSTOP).
+const LOOK_EVERY: Duration = Duration::from_millis(20);
 
 /// Starts workers as forks of a server started with `command`.
 pub(crate) struct ForkServerLauncher {
@@ -238,8 +243,6 @@ struct State {
     gone: bool,
     /// What its socket said then, when it was an error.
     cause: Option<String>,
-    /// It let a worker's status go unsent past [`STATUS_TIMEOUT`].
-    silent: bool,
 }
 
 impl Said {
@@ -417,23 +420,40 @@ impl Server {
                 return Err(self.ended(&cause));
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let stopped = is_stopped(self.pid);
+            if left.is_zero() || stopped {
                 drop(state);
-                self.process
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .kill();
+                self.kill();
+                let why = if stopped {
+                    "was stopped (SIGSTOP)".to_owned()
+                } else {
+                    format!("did not answer within {timeout:?}")
+                };
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!(
-                        "the fork server (pid {}) did not answer within {timeout:?}, and was killed",
-                        self.pid
-                    ),
+                    format!("the fork server (pid {}) {why}, and was killed", self.pid),
                 ));
             }
-            state = self.said.wait(state, left);
+            state = self.said.wait(state, left.min(LOOK_EVERY));
         }
     }
+
+    /// Kills the server's process group: the server and every worker it
+    /// still has, which its death would kill anyway.
+    fn kill(&self) {
+        self.process
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .kill();
+    }
+}
+
+/// True while `pid` is stopped by a signal (state `T` in /proc).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+    })
 }
 
 impl Server {
@@ -466,7 +486,13 @@ impl Drop for Server {
             .process
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
-        let _ = process.reap(STATUS_TIMEOUT);
+        // A stopped server would not see the end until continued.
+        let grace = if is_stopped(self.pid) {
+            Duration::ZERO
+        } else {
+            STATUS_TIMEOUT
+        };
+        let _ = process.reap(grace);
     }
 }
 
@@ -656,7 +682,8 @@ impl Process for Forked {
             return Ok(None);
         }
         // It has ended: its status comes from the server, which reaps it.
-        let deadline = far(STATUS_TIMEOUT);
+        let mut deadline = far(STATUS_TIMEOUT);
+        let mut killed = false;
         let said = &self.server.said;
         let mut state = said.state();
         let status = loop {
@@ -664,20 +691,27 @@ impl Process for Forked {
                 break ExitStatus::from_raw(raw);
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if state.gone {
-                // The server died first, and its death signal killed the
-                // worker, which this process (a subreaper) inherited.
+            if state.gone || (killed && left.is_zero()) {
+                // The server has died: this process, a subreaper, inherits
+                // the worker and reaps it. Its death signal killed a worker
+                // still running then, through no fault of its own.
                 drop(state);
-                self.collateral = true;
-                break reap_orphan(self.pid).unwrap_or_else(|| ExitStatus::from_raw(libc::SIGKILL));
+                let status = reap_orphan(self.pid);
+                self.collateral = status.is_none_or(|s| s.signal() == Some(libc::SIGKILL));
+                break status.unwrap_or_else(|| ExitStatus::from_raw(libc::SIGKILL));
             }
-            if state.silent || left.is_zero() {
-                // A server that stopped answering (SIGSTOP) says nothing of
-                // any worker: waited for once, not once a worker.
-                state.silent = true;
-                break ExitStatus::from_raw(libc::SIGKILL);
+            if !killed && (left.is_zero() || is_stopped(self.server.pid)) {
+                // A server that cannot say how its worker ended (stopped, or
+                // silent for too long) is killed: the worker, already ended,
+                // is then this process's to reap, with its own status.
+                drop(state);
+                self.server.kill();
+                killed = true;
+                deadline = far(ENDING_GRACE);
+                state = said.state();
+                continue;
             }
-            state = said.wait(state, left);
+            state = said.wait(state, left.min(LOOK_EVERY));
         };
         self.status = Some(status);
         Ok(Some(status))
