@@ -91,11 +91,17 @@ fn every_value_is_right(method: &str) {
 /// 300 values near F(1 000 000) on 2 workers, one a chunk, in hex, with a
 /// report at `path`: long enough to kill something during it.
 fn heavy_run(method: &str, path: &std::path::Path) -> (Vec<u64>, Running) {
+    heavy_run_with(method, path, &["-w", "2"])
+}
+
+/// [`heavy_run`] with `options` (`-w` among them).
+fn heavy_run_with(method: &str, path: &std::path::Path, options: &[&str]) -> (Vec<u64>, Running) {
     let indices: Vec<u64> = (0..300).map(|i| 1_000_000 + 7 * i).collect();
     let tokens: Vec<String> = indices.iter().map(u64::to_string).collect();
     let running = Running::start(
         fibpool()
-            .args(["run", "-w", "2", "-c", "1", "--output", "hex"])
+            .args(["run", "-c", "1", "--output", "hex"])
+            .args(options)
             .args(["--start-method", method, "--report"])
             .arg(path)
             .args(&tokens),
@@ -148,7 +154,9 @@ fn a_killed_fork_server_is_started_again_and_nothing_is_lost() {
 fn a_killed_fork_server(method: &str) {
     let dir = scratch_dir(&format!("{method}-kill-server"));
     let path = dir.join("r.json");
-    let (indices, running) = heavy_run(method, &path);
+    // One death on a chunk would make it poison: the workers that die with
+    // their server must charge none.
+    let (indices, running) = heavy_run_with(method, &path, &["-w", "2", "--retries", "1"]);
     let (server, workers) = server_and_workers(&running, 2);
     wait_until("the workers are computing", Duration::from_secs(60), || {
         workers.iter().all(|&w| cpu_ticks(w) >= 2)
