@@ -81,7 +81,7 @@ impl Parser {
     }
 
     /// Makes room for about `bytes` bytes of input: a plain index and its
-    /// separator take at least two, and at most [`RESERVE_LIMIT`] entries
+    /// separator take at least two, and at most `RESERVE_LIMIT` entries
     /// are reserved, so a huge file cannot reserve a huge list up front.
     pub fn reserve_for(&mut self, bytes: u64) {
         self.tasks.reserve((bytes / 2).min(RESERVE_LIMIT) as usize);

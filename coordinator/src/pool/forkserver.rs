@@ -250,11 +250,17 @@ impl Said {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn wait<'a>(&self, state: MutexGuard<'a, State>, left: Duration) -> MutexGuard<'a, State> {
-        self.changed
+    /// Waits up to `left` for news; true with the guard when none came.
+    fn wait<'a>(
+        &self,
+        state: MutexGuard<'a, State>,
+        left: Duration,
+    ) -> (MutexGuard<'a, State>, bool) {
+        let (state, timeout) = self
+            .changed
             .wait_timeout(state, left)
-            .unwrap_or_else(PoisonError::into_inner)
-            .0
+            .unwrap_or_else(PoisonError::into_inner);
+        (state, timeout.timed_out())
     }
 }
 
@@ -409,6 +415,7 @@ impl Server {
     /// Waits for the answer to the request just sent.
     fn answer(&self, timeout: Duration) -> io::Result<(u32, OwnedFd)> {
         let deadline = far(timeout);
+        let mut late = false;
         let mut state = self.said.state();
         loop {
             if let Some(answer) = state.answer.take() {
@@ -420,7 +427,8 @@ impl Server {
                 return Err(self.ended(&cause));
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let stopped = is_stopped(self.pid);
+            // Looked at only once an answer is late: /proc costs a start.
+            let stopped = late && is_stopped(self.pid);
             if left.is_zero() || stopped {
                 drop(state);
                 self.kill();
@@ -434,7 +442,7 @@ impl Server {
                     format!("the fork server (pid {}) {why}, and was killed", self.pid),
                 ));
             }
-            state = self.said.wait(state, left.min(LOOK_EVERY));
+            (state, late) = self.said.wait(state, left.min(LOOK_EVERY));
         }
     }
 
@@ -683,7 +691,7 @@ impl Process for Forked {
         }
         // It has ended: its status comes from the server, which reaps it.
         let mut deadline = far(STATUS_TIMEOUT);
-        let mut killed = false;
+        let (mut late, mut killed) = (false, false);
         let said = &self.server.said;
         let mut state = said.state();
         let status = loop {
@@ -700,7 +708,7 @@ impl Process for Forked {
                 self.collateral = status.is_none_or(|s| s.signal() == Some(libc::SIGKILL));
                 break status.unwrap_or_else(|| ExitStatus::from_raw(libc::SIGKILL));
             }
-            if !killed && (left.is_zero() || is_stopped(self.server.pid)) {
+            if !killed && (left.is_zero() || (late && is_stopped(self.server.pid))) {
                 // A server that cannot say how its worker ended (stopped, or
                 // silent for too long) is killed: the worker, already ended,
                 // is then this process's to reap, with its own status.
@@ -711,7 +719,7 @@ impl Process for Forked {
                 state = said.state();
                 continue;
             }
-            state = said.wait(state, left.min(LOOK_EVERY));
+            (state, late) = said.wait(state, left.min(LOOK_EVERY));
         };
         self.status = Some(status);
         Ok(Some(status))

@@ -167,6 +167,13 @@ impl PoolBuilder {
     /// How workers are started (default: [`StartMethod::Spawn`]). With
     /// [`StartMethod::Forkserver`] the worker command must be a fibpool
     /// worker (it is started once, as the server).
+    ///
+    /// Both forking methods make this process a child subreaper
+    /// (PR_SET_CHILD_SUBREAPER) when they start a server, for the rest of
+    /// its life: a server's workers, orphaned when it dies, are reparented
+    /// to this process, which reaps them. Any other orphaned descendant of
+    /// this process is reparented to it too, and a program that waits for
+    /// any child (`waitpid(-1)`) can reap a worker the pool still tracks.
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.start_method = method;
         self
