@@ -3,6 +3,8 @@
 //! server's stdin), one message per packet, descriptors passed alongside by
 //! SCM_RIGHTS.
 //!
+//! - [`FromServer::Ready`]: the server's first message, once it has done
+//!   its set-up and takes requests.
 //! - [`ToServer::Start`]: fork a worker on the descriptors passed with it
 //!   (its stdin and stdout), with an optional local socket name to connect
 //!   to instead.
@@ -31,6 +33,7 @@ const START: u32 = 1;
 const STARTED: u32 = 2;
 const FAILED: u32 = 3;
 const EXITED: u32 = 4;
+const READY: u32 = 5;
 
 /// From the coordinator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +45,10 @@ pub enum ToServer {
 /// From the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FromServer {
+    /// First, once the server takes requests; `pid` is its own.
+    Ready {
+        pid: u32,
+    },
     /// Sent with a pidfd for the worker.
     Started {
         pid: u32,
@@ -105,6 +112,7 @@ impl ToServer {
 impl FromServer {
     pub fn encode(&self) -> [u8; 12] {
         let (kind, a, b) = match *self {
+            FromServer::Ready { pid } => (READY, pid, 0),
             FromServer::Started { pid } => (STARTED, pid, 0),
             FromServer::Failed { errno } => (FAILED, errno as u32, 0),
             FromServer::Exited { pid, status } => (EXITED, pid, status as u32),
@@ -125,6 +133,7 @@ impl FromServer {
         }
         let (a, b) = (word(packet, 4), word(packet, 8));
         match word(packet, 0) {
+            READY if a != 0 => Ok(FromServer::Ready { pid: a }),
             STARTED if a != 0 => Ok(FromServer::Started { pid: a }),
             FAILED => Ok(FromServer::Failed { errno: a as i32 }),
             EXITED if a != 0 => Ok(FromServer::Exited {

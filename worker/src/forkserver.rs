@@ -63,6 +63,10 @@ fn serve_forks(name: &str, coordinator: u32) -> io::Result<()> {
     std::hint::black_box(crate::kernels::fib(10_000));
     // SAFETY: fd 0 is this process's stdin, which only this function uses.
     let control = unsafe { OwnedFd::from_raw_fd(libc::STDIN_FILENO) };
+    let ready = FromServer::Ready {
+        pid: std::process::id(),
+    };
+    forkserver::send(control.as_fd(), &ready.encode(), &[])?;
     let mut children: Vec<Child> = Vec::new();
     let mut packet = [0u8; MAX_PACKET];
     loop {

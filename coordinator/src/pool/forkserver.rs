@@ -206,7 +206,13 @@ impl Launch for ForkServerLauncher {
         if early.as_ref().is_some_and(|e| Arc::ptr_eq(e, server)) {
             return None;
         }
-        server.first_answer.get().copied()
+        let ready_at = server.said.state().ready_at?;
+        Some(ready_at.saturating_duration_since(server.started_at))
+    }
+
+    fn prepare(&self) -> io::Result<()> {
+        let (_slot, server) = self.server()?;
+        server.ready(self.answer_timeout)
     }
 }
 
@@ -217,9 +223,8 @@ struct Server {
     /// Held from a start request until its answer: pools that share the
     /// server take turns.
     requests: Mutex<()>,
-    /// When its start began, and how long after that its first answer came.
+    /// When its start began.
     started_at: Instant,
-    first_answer: std::sync::OnceLock<Duration>,
     said: Arc<Said>,
     /// The server's own process, killed and reaped with the last handle.
     process: Mutex<OwnedChild>,
@@ -243,6 +248,8 @@ struct State {
     gone: bool,
     /// What its socket said then, when it was an error.
     cause: Option<String>,
+    /// When it said it was ready.
+    ready_at: Option<Instant>,
 }
 
 impl Said {
@@ -380,7 +387,6 @@ impl Server {
             control: ours,
             requests: Mutex::new(()),
             started_at,
-            first_answer: std::sync::OnceLock::new(),
             said,
             process: Mutex::new(process),
             reader: Some(reader),
@@ -405,21 +411,36 @@ impl Server {
             // launch starts another.
             return Err(self.ended(&e.to_string()));
         }
-        let answer = self.answer(timeout);
-        if answer.is_ok() {
-            let _ = self.first_answer.set(self.started_at.elapsed());
-        }
-        answer
+        self.answer(timeout)
     }
 
     /// Waits for the answer to the request just sent.
     fn answer(&self, timeout: Duration) -> io::Result<(u32, OwnedFd)> {
+        self.wait_for(timeout, "answer", |state| state.answer.take())?
+    }
+
+    /// Waits until the server has said it is ready.
+    fn ready(&self, timeout: Duration) -> io::Result<()> {
+        self.wait_for(timeout, "say it was ready", |state| {
+            state.ready_at.map(|_| ())
+        })
+    }
+
+    /// Waits for what `take` finds in what the server said, within
+    /// `timeout`; a server that ends first, or is stopped, or does not
+    /// `do_what` in time, fails the wait (killed in the last two cases).
+    fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        do_what: &str,
+        mut take: impl FnMut(&mut State) -> Option<T>,
+    ) -> io::Result<T> {
         let deadline = far(timeout);
         let mut late = false;
         let mut state = self.said.state();
         loop {
-            if let Some(answer) = state.answer.take() {
-                return answer;
+            if let Some(found) = take(&mut state) {
+                return Ok(found);
             }
             if state.gone {
                 let cause = state.cause.take().unwrap_or_else(|| "the end".to_owned());
@@ -435,7 +456,7 @@ impl Server {
                 let why = if stopped {
                     "was stopped (SIGSTOP)".to_owned()
                 } else {
-                    format!("did not answer within {timeout:?}")
+                    format!("did not {do_what} within {timeout:?}")
                 };
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -515,6 +536,11 @@ fn read_messages(fd: &OwnedFd, said: &Said) {
         });
         let mut state = said.state();
         match message {
+            Ok(Some((FromServer::Ready { .. }, fds)))
+                if fds.is_empty() && state.ready_at.is_none() =>
+            {
+                state.ready_at = Some(Instant::now());
+            }
             Ok(Some((FromServer::Started { pid }, mut fds))) if fds.len() == 1 => {
                 state.answer = Some(Ok((pid, fds.remove(0))));
             }

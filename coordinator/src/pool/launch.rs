@@ -77,9 +77,15 @@ pub(crate) trait Launch: fmt::Debug + Send + Sync {
     /// What is started, for messages: the command line.
     fn describe(&self) -> String;
 
+    /// Made ready to launch at once, before a worker's clock starts: a fork
+    /// server's own start is the pool's, not its first worker's.
+    fn prepare(&self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// For a launcher that starts a server of its own first (a fork
-    /// server): from the server's spawn until it answered its first start
-    /// request, once it has.
+    /// server): from the server's spawn until it said it was ready, once it
+    /// has.
     fn server_start(&self) -> Option<Duration> {
         None
     }
@@ -154,6 +160,7 @@ pub(crate) fn start<T>(
         Ends::Ready(reader, writer) => (Some(channel(reader, writer)?), None),
         Ends::Listening(listening) => (None, Some((listening, channel))),
     };
+    launcher.prepare().map_err(failed)?;
     let spawned_at = Instant::now();
     let spawned_at_ns = monotonic_ns();
     let child = launcher.launch(stdio).map_err(failed)?;

@@ -73,7 +73,7 @@ impl<'p> Probe<'p> {
     }
 
     /// For a pool that starts a fork server of its own (forkserver): from
-    /// the server's spawn until it answered its first start request.
+    /// the server's spawn until it said it was ready.
     pub fn server_start_seconds(&self) -> Option<f64> {
         self.call(ProbeCall::ServerStartSeconds).ok().flatten()
     }

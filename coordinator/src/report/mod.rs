@@ -114,9 +114,9 @@ pub struct StartupReport {
     pub phases: PhaseSummaries,
     /// From the first spawn until all workers were ready, spawning from one thread.
     pub pool_ready: Option<Summary>,
-    /// A fork server's spawn until its first answer, for a method that
-    /// starts one per pool (forkserver): a phase of the pool, in the first
-    /// worker's `spawn`.
+    /// A fork server's spawn until it said it was ready, for a method that
+    /// starts one per pool (forkserver): a phase of the pool, before the
+    /// first worker's `spawn`.
     pub server_start: Option<Summary>,
     /// The same, spawning from `spawn_threads` threads at once.
     pub pool_ready_parallel: Option<Summary>,
@@ -166,7 +166,7 @@ impl StartupReport {
             ("first_task", p.first_task),
             ("shutdown", p.shutdown),
             ("pool_ready", self.pool_ready),
-            ("server: spawn to first answer", self.server_start),
+            ("server: spawn to ready", self.server_start),
             (parallel.as_str(), self.pool_ready_parallel),
             ("round: start, one task each, stop", self.round),
             ("baseline: minimal program", self.baseline),
