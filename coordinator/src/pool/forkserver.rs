@@ -15,9 +15,10 @@
 //! - A server that has died is started again on the next request; one that
 //!   cannot be started, or does not answer a request within the pool's
 //!   handshake timeout (it is killed then), fails that launch with an
-//!   error, never a hang. One found stopped (SIGSTOP) while the pool waits
-//!   on it, for a start or for a worker's status, is killed at once, and a
-//!   worker whose status it held is reaped here, as an orphan.
+//!   error, never a hang. One that stays stopped (SIGSTOP) for
+//!   [`STOPPED_GRACE`] while the pool waits on it, for a start or for a
+//!   worker's status, is killed then, and a worker whose status it held is
+//!   reaped here, as an orphan.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -50,6 +51,10 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often a wait on the server looks whether it is stopped (SIGSTOP).
 const LOOK_EVERY: Duration = Duration::from_millis(20);
+
+/// How long a server the pool waits on may stay stopped before it is
+/// killed: one continued within this costs nothing.
+const STOPPED_GRACE: Duration = Duration::from_secs(1);
 
 /// Starts workers as forks of a server started with `command`.
 pub(crate) struct ForkServerLauncher {
@@ -436,7 +441,7 @@ impl Server {
         mut take: impl FnMut(&mut State) -> Option<T>,
     ) -> io::Result<T> {
         let deadline = far(timeout);
-        let mut late = false;
+        let (mut late, mut stop) = (false, StopWatch::default());
         let mut state = self.said.state();
         loop {
             if let Some(found) = take(&mut state) {
@@ -449,12 +454,12 @@ impl Server {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             // Looked at only once an answer is late: /proc costs a start.
-            let stopped = late && is_stopped(self.pid);
+            let stopped = late && stop.for_too_long(self.pid);
             if left.is_zero() || stopped {
                 drop(state);
                 self.kill();
                 let why = if stopped {
-                    "was stopped (SIGSTOP)".to_owned()
+                    format!("stayed stopped (SIGSTOP) for {STOPPED_GRACE:?}")
                 } else {
                     format!("did not {do_what} within {timeout:?}")
                 };
@@ -468,8 +473,10 @@ impl Server {
     }
 
     /// Kills the server's process group: the server and every worker it
-    /// still has, which its death would kill anyway.
+    /// still has, which its death would kill anyway. It takes no request
+    /// from then on, before its reader sees the end.
     fn kill(&self) {
+        self.said.state().gone = true;
         self.process
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -477,12 +484,30 @@ impl Server {
     }
 }
 
-/// True while `pid` is stopped by a signal (state `T` in /proc).
+/// True while `pid` is stopped by a signal (state `T` in /proc; a tracing
+/// stop, `t`, is a debugger's, and left alone).
 fn is_stopped(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+            .is_some_and(|(_, rest)| rest.starts_with('T'))
     })
+}
+
+/// How long a server has been seen stopped, look after look.
+#[derive(Default)]
+struct StopWatch {
+    since: Option<Instant>,
+}
+
+impl StopWatch {
+    /// Looks at `pid`: true once it has stayed stopped for [`STOPPED_GRACE`].
+    fn for_too_long(&mut self, pid: u32) -> bool {
+        if !is_stopped(pid) {
+            self.since = None;
+            return false;
+        }
+        self.since.get_or_insert_with(Instant::now).elapsed() >= STOPPED_GRACE
+    }
 }
 
 impl Server {
@@ -718,6 +743,7 @@ impl Process for Forked {
         // It has ended: its status comes from the server, which reaps it.
         let mut deadline = far(STATUS_TIMEOUT);
         let (mut late, mut killed) = (false, false);
+        let mut stop = StopWatch::default();
         let said = &self.server.said;
         let mut state = said.state();
         let status = loop {
@@ -731,10 +757,13 @@ impl Process for Forked {
                 // still running then, through no fault of its own.
                 drop(state);
                 let status = reap_orphan(self.pid);
-                self.collateral = status.is_none_or(|s| s.signal() == Some(libc::SIGKILL));
+                // One that had ended before the pool killed its server
+                // ended by itself.
+                self.collateral =
+                    !killed && status.is_none_or(|s| s.signal() == Some(libc::SIGKILL));
                 break status.unwrap_or_else(|| ExitStatus::from_raw(libc::SIGKILL));
             }
-            if !killed && (left.is_zero() || (late && is_stopped(self.server.pid))) {
+            if !killed && (left.is_zero() || (late && stop.for_too_long(self.server.pid))) {
                 // A server that cannot say how its worker ended (stopped, or
                 // silent for too long) is killed: the worker, already ended,
                 // is then this process's to reap, with its own status.
