@@ -4,7 +4,7 @@
 //! SCM_RIGHTS.
 //!
 //! - [`FromServer::Ready`]: the server's first message, once it has done
-//!   its set-up and takes requests.
+//!   its set-up and takes requests, stamped on CLOCK_MONOTONIC.
 //! - [`ToServer::Start`]: fork a worker on the descriptors passed with it
 //!   (its stdin and stdout), with an optional local socket name to connect
 //!   to instead.
@@ -45,9 +45,9 @@ pub enum ToServer {
 /// From the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FromServer {
-    /// First, once the server takes requests; `pid` is its own.
+    /// First, once the server takes requests: when, on CLOCK_MONOTONIC.
     Ready {
-        pid: u32,
+        ready_ns: u64,
     },
     /// Sent with a pidfd for the worker.
     Started {
@@ -112,7 +112,7 @@ impl ToServer {
 impl FromServer {
     pub fn encode(&self) -> [u8; 12] {
         let (kind, a, b) = match *self {
-            FromServer::Ready { pid } => (READY, pid, 0),
+            FromServer::Ready { ready_ns } => (READY, ready_ns as u32, (ready_ns >> 32) as u32),
             FromServer::Started { pid } => (STARTED, pid, 0),
             FromServer::Failed { errno } => (FAILED, errno as u32, 0),
             FromServer::Exited { pid, status } => (EXITED, pid, status as u32),
@@ -133,7 +133,9 @@ impl FromServer {
         }
         let (a, b) = (word(packet, 4), word(packet, 8));
         match word(packet, 0) {
-            READY if a != 0 => Ok(FromServer::Ready { pid: a }),
+            READY => Ok(FromServer::Ready {
+                ready_ns: u64::from(a) | u64::from(b) << 32,
+            }),
             STARTED if a != 0 => Ok(FromServer::Started { pid: a }),
             FAILED => Ok(FromServer::Failed { errno: a as i32 }),
             EXITED if a != 0 => Ok(FromServer::Exited {

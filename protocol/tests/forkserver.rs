@@ -20,7 +20,10 @@ fn every_message_round_trips() {
         assert_eq!(ToServer::decode(&request.encode()).unwrap(), request);
     }
     for message in [
-        FromServer::Ready { pid: 7 },
+        FromServer::Ready {
+            ready_ns: u64::MAX - 7,
+        },
+        FromServer::Ready { ready_ns: 0 },
         FromServer::Started { pid: 42 },
         FromServer::Failed { errno: 11 },
         FromServer::Exited {

@@ -334,7 +334,7 @@ fn a_worker_command_that_is_no_fork_server_fails_with_how_it_ended() {
     assert_eq!(out.code(), Some(1), "{}", out.stderr);
     assert!(
         out.stderr
-            .ends_with("did not say it was ready within 300ms, and was killed\n"),
+            .ends_with("did not answer within 300ms, and was killed\n"),
         "{}",
         out.stderr
     );

@@ -64,7 +64,7 @@ fn serve_forks(name: &str, coordinator: u32) -> io::Result<()> {
     // SAFETY: fd 0 is this process's stdin, which only this function uses.
     let control = unsafe { OwnedFd::from_raw_fd(libc::STDIN_FILENO) };
     let ready = FromServer::Ready {
-        pid: std::process::id(),
+        ready_ns: monotonic_ns(),
     };
     forkserver::send(control.as_fd(), &ready.encode(), &[])?;
     let mut children: Vec<Child> = Vec::new();

@@ -215,9 +215,9 @@ impl Launch for ForkServerLauncher {
         Some(ready_at.saturating_duration_since(server.started_at))
     }
 
-    fn prepare(&self) -> io::Result<()> {
-        let (_slot, server) = self.server()?;
-        server.ready(self.answer_timeout)
+    fn ready_ns(&self) -> Option<u64> {
+        let slot = self.server.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.as_ref()?.said.state().ready_ns
     }
 }
 
@@ -253,8 +253,9 @@ struct State {
     gone: bool,
     /// What its socket said then, when it was an error.
     cause: Option<String>,
-    /// When it said it was ready.
+    /// When it said it was ready: here, and on its clock.
     ready_at: Option<Instant>,
+    ready_ns: Option<u64>,
 }
 
 impl Said {
@@ -421,23 +422,15 @@ impl Server {
 
     /// Waits for the answer to the request just sent.
     fn answer(&self, timeout: Duration) -> io::Result<(u32, OwnedFd)> {
-        self.wait_for(timeout, "answer", |state| state.answer.take())?
-    }
-
-    /// Waits until the server has said it is ready.
-    fn ready(&self, timeout: Duration) -> io::Result<()> {
-        self.wait_for(timeout, "say it was ready", |state| {
-            state.ready_at.map(|_| ())
-        })
+        self.wait_for(timeout, |state| state.answer.take())?
     }
 
     /// Waits for what `take` finds in what the server said, within
-    /// `timeout`; a server that ends first, or is stopped, or does not
-    /// `do_what` in time, fails the wait (killed in the last two cases).
+    /// `timeout`; a server that ends first, or stays stopped, or does not
+    /// answer in time, fails the wait (killed in the last two cases).
     fn wait_for<T>(
         &self,
         timeout: Duration,
-        do_what: &str,
         mut take: impl FnMut(&mut State) -> Option<T>,
     ) -> io::Result<T> {
         let deadline = far(timeout);
@@ -461,7 +454,7 @@ impl Server {
                 let why = if stopped {
                     format!("stayed stopped (SIGSTOP) for {STOPPED_GRACE:?}")
                 } else {
-                    format!("did not {do_what} within {timeout:?}")
+                    format!("did not answer within {timeout:?}")
                 };
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -561,10 +554,11 @@ fn read_messages(fd: &OwnedFd, said: &Said) {
         });
         let mut state = said.state();
         match message {
-            Ok(Some((FromServer::Ready { .. }, fds)))
+            Ok(Some((FromServer::Ready { ready_ns }, fds)))
                 if fds.is_empty() && state.ready_at.is_none() =>
             {
                 state.ready_at = Some(Instant::now());
+                state.ready_ns = Some(ready_ns);
             }
             Ok(Some((FromServer::Started { pid }, mut fds))) if fds.len() == 1 => {
                 state.answer = Some(Ok((pid, fds.remove(0))));

@@ -77,10 +77,12 @@ pub(crate) trait Launch: fmt::Debug + Send + Sync {
     /// What is started, for messages: the command line.
     fn describe(&self) -> String;
 
-    /// Made ready to launch at once, before a worker's clock starts: a fork
-    /// server's own start is the pool's, not its first worker's.
-    fn prepare(&self) -> io::Result<()> {
-        Ok(())
+    /// For a launcher whose workers are started by a server: when (on
+    /// CLOCK_MONOTONIC) the server of the last launch said it was ready. A
+    /// worker launched before that waited for the server, whose start is
+    /// the pool's phase, not the worker's: its clock starts then.
+    fn ready_ns(&self) -> Option<u64> {
+        None
     }
 
     /// For a launcher that starts a server of its own first (a fork
@@ -160,11 +162,19 @@ pub(crate) fn start<T>(
         Ends::Ready(reader, writer) => (Some(channel(reader, writer)?), None),
         Ends::Listening(listening) => (None, Some((listening, channel))),
     };
-    launcher.prepare().map_err(failed)?;
-    let spawned_at = Instant::now();
-    let spawned_at_ns = monotonic_ns();
+    let mut spawned_at = Instant::now();
+    let mut spawned_at_ns = monotonic_ns();
     let child = launcher.launch(stdio).map_err(failed)?;
-    let spawn_call = spawned_at.elapsed();
+    let mut spawn_call = spawned_at.elapsed();
+    // The request went out at once and waited in the server's socket.
+    if let Some(ready_ns) = launcher.ready_ns()
+        && ready_ns > spawned_at_ns
+    {
+        let waited = Duration::from_nanos(ready_ns - spawned_at_ns);
+        spawned_at += waited;
+        spawned_at_ns = ready_ns;
+        spawn_call = spawn_call.saturating_sub(waited);
+    }
     let made = match (made, listening) {
         (Some(made), _) => made,
         (None, Some((listening, channel))) => {
