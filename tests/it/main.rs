@@ -5,6 +5,7 @@ mod bench;
 mod examples;
 mod faults;
 mod hostile;
+mod hosts;
 mod library;
 mod report;
 mod run;

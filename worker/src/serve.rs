@@ -40,6 +40,8 @@ pub enum ServeError {
     DeathSignal(#[source] std::io::Error),
     #[error("coordinator (pid {0}) exited before this worker started")]
     CoordinatorGone(u32),
+    #[error("the process that started this worker (pid {0}) exited before it was ready")]
+    ParentGone(u32),
     #[error("refused chunk {id}: {reason}")]
     BadChunk { id: u64, reason: String },
     #[error("raw frame of {len} bytes is shorter than its {header}-byte header", header = raw::HEADER_LEN)]

@@ -127,30 +127,34 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     message
 }
 
-/// Asks for SIGKILL when the coordinator (pid `coordinator`, from its Hello)
-/// dies (PR_SET_PDEATHSIG), if it is this process's parent. The parent may die
-/// before prctl takes effect, and then no signal would ever come: so the
-/// parent is checked again afterwards, and a worker whose coordinator is
-/// already gone stops. A worker started through a wrapper (a shell, ssh) has
-/// another parent and relies on end of stream on stdin instead. Nothing is
-/// computed before this runs: work only comes after the Hello.
+/// Asks for SIGKILL when this process's parent dies (PR_SET_PDEATHSIG):
+/// the coordinator (pid `coordinator`, from its Hello), or whatever started
+/// this worker for it (the sshd session of a remote worker, a wrapper). The
+/// parent may die before prctl takes effect, and then no signal would ever
+/// come: so the parent is checked again afterwards, and a worker whose
+/// parent is already gone stops. A worker whose wrapper stays its parent
+/// also ends at end of stream on stdin. Nothing is computed before this
+/// runs: work only comes after the Hello.
 ///
 /// The signal follows the parent *thread* that started this process: the
 /// coordinator starts workers only from threads that outlive them.
 pub(crate) fn die_with_parent(coordinator: u32) -> Result<(), ServeError> {
-    let Ok(expected) = libc::pid_t::try_from(coordinator) else {
-        return Ok(());
-    };
     // SAFETY: getppid and prctl have no memory-safety preconditions.
     unsafe {
-        if libc::getppid() != expected {
+        let parent = libc::getppid();
+        if parent == 1 {
+            // Already orphaned (or started by init): nothing to die with.
             return Ok(());
         }
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
             return Err(ServeError::DeathSignal(io::Error::last_os_error()));
         }
-        if libc::getppid() != expected {
-            return Err(ServeError::CoordinatorGone(coordinator));
+        if libc::getppid() != parent {
+            return Err(if u32::try_from(parent) == Ok(coordinator) {
+                ServeError::CoordinatorGone(coordinator)
+            } else {
+                ServeError::ParentGone(parent as u32)
+            });
         }
     }
     Ok(())

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use fibpool_coordinator::WorkerCommand;
 use fibpool_coordinator::pool::registry;
+use fibpool_coordinator::{Host, Ssh, WorkerCommand};
 
 /// The most workers a pool may have.
 pub use fibpool_coordinator::pool::MAX_WORKERS;
@@ -351,6 +351,71 @@ struct HandshakeArg {
     /// Give up on a worker that has not completed its handshake this many seconds after its start
     #[arg(long, value_name = "SECONDS", default_value = "30")]
     handshake_timeout: String,
+}
+
+/// `--hosts`, `--hosts-file`, `--ssh` and `--remote-cmd`: where workers run.
+#[derive(Debug, clap::Args)]
+struct HostsArg {
+    /// Run the workers on these hosts, comma-separated [N/][user@]host[:port] (GNU parallel's -S; ':' is this machine; N workers there [default: --workers, else its core count])
+    #[arg(long, value_name = "SPEC")]
+    hosts: Option<String>,
+
+    /// Read hosts from FILE, one or more per line, '#' comments
+    #[arg(long, value_name = "FILE")]
+    hosts_file: Option<PathBuf>,
+
+    /// The ssh command and options that reach a host
+    #[arg(long, value_name = "CMD", default_value = "ssh")]
+    ssh: String,
+
+    /// The worker command a remote host runs (through its shell)
+    #[arg(long, value_name = "CMD", default_value = "fibpool worker")]
+    remote_cmd: String,
+}
+
+impl HostsArg {
+    /// The hosts named (none: every worker on this machine) and how ssh
+    /// reaches them, checked.
+    fn hosts(&self) -> Result<(Vec<Host>, Ssh)> {
+        let mut hosts = Vec::new();
+        if let Some(spec) = &self.hosts {
+            match Host::parse_list(spec) {
+                Ok(more) => hosts.extend(more),
+                Err(e) => usage!("--hosts: {e}"),
+            }
+        }
+        if let Some(path) = &self.hosts_file {
+            let text = match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(e) => usage!("cannot read --hosts-file {}: {e}", quoted_path(path)),
+            };
+            match Host::parse_file(&text) {
+                Ok(more) if more.is_empty() => {
+                    usage!("--hosts-file {} names no host", quoted_path(path))
+                }
+                Ok(more) => hosts.extend(more),
+                Err(e) => usage!("--hosts-file {} {e}", quoted_path(path)),
+            }
+        }
+        if hosts.len() > MAX_WORKERS {
+            usage!(
+                "{} hosts given: a pool has at most {MAX_WORKERS} workers",
+                hosts.len()
+            );
+        }
+        let command = match WorkerCommand::parse(&self.ssh) {
+            Ok(command) => command,
+            Err(e) => usage!("--ssh: {e}"),
+        };
+        let ssh = Ssh {
+            command,
+            remote_command: self.remote_cmd.clone(),
+        };
+        if let Err(e) = ssh.remote_program() {
+            usage!("--remote-cmd: {e}");
+        }
+        Ok((hosts, ssh))
+    }
 }
 
 /// The longest `--handshake-timeout` accepted: a day.

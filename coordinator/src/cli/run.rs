@@ -65,6 +65,9 @@ pub struct RunArgs {
     #[command(flatten)]
     handshake: super::HandshakeArg,
 
+    #[command(flatten)]
+    hosts: super::HostsArg,
+
     /// Stop when one chunk has taken its worker down this many times in a row
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RETRIES, value_parser = super::whole::<u32>)]
     retries: u32,
@@ -181,6 +184,10 @@ struct RunConfig {
     max_tasks_per_child: Option<u64>,
     transport: Transport,
     start_method: StartMethod,
+    hosts: Vec<fibpool_coordinator::Host>,
+    ssh: fibpool_coordinator::Ssh,
+    /// `--workers`, given: the count per host with `--hosts`.
+    workers_given: Option<usize>,
 }
 
 impl RunArgs {
@@ -223,13 +230,22 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             report.wall_seconds = started.elapsed().as_secs_f64();
             report.coordinator_peak_rss_bytes = peak_rss_bytes("/proc/self/status");
             if let Some(pool) = built.get() {
+                report.workers = pool.size();
                 report.set_counts(pool.counts());
             }
             report
         });
     }
-    let pool = Pool::builder()
-        .workers(config.workers)
+    let mut builder = Pool::builder();
+    if config.hosts.is_empty() {
+        builder = builder.workers(config.workers);
+    } else {
+        builder = builder.hosts(config.hosts.clone()).ssh(config.ssh.clone());
+        if let Some(n) = config.workers_given {
+            builder = builder.workers(n);
+        }
+    }
+    let pool = builder
         .worker_command(config.command.clone())
         .retries(config.retries)
         .task_timeout(config.task_timeout)
@@ -239,7 +255,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .start_method(config.start_method)
         .build();
     let pool = match pool {
-        Ok(pool) => built.get_or_init(|| Arc::new(pool)).clone(),
+        Ok(pool) => {
+            // With --hosts, the hosts' counts (their core counts, say).
+            report.workers = pool.size();
+            built.get_or_init(|| Arc::new(pool)).clone()
+        }
         Err(e) => {
             let e = anyhow::Error::new(e).context("cannot start the pool");
             report.outcome = "failed".to_owned();
@@ -348,6 +368,12 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
     )?;
     let command = worker_command(args.worker_cmd.as_deref())?;
     let handshake_timeout = args.handshake.timeout()?;
+    let (hosts, ssh) = args.hosts.hosts()?;
+    if !hosts.is_empty() && args.transport == TransportArg::Socket {
+        usage!(
+            "--transport socket is for this machine's workers: a remote worker talks over ssh's pipes"
+        );
+    }
     let stall_warning = seconds(
         "--stall-warning",
         &args.stall_warning,
@@ -369,6 +395,9 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
         max_tasks_per_child: args.max_tasks_per_child,
         transport: args.transport.into(),
         start_method: args.start_method.into(),
+        hosts,
+        ssh,
+        workers_given: args.workers,
     })
 }
 

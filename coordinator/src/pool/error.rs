@@ -37,6 +37,11 @@ pub enum PoolError {
         source: io::Error,
     },
 
+    /// A host that workers were to run on cannot be used: ssh cannot reach
+    /// it (what ssh said), or the worker program is not there.
+    #[error("host {host}: {what}")]
+    Host { host: String, what: String },
+
     #[error("cannot reap {worker}")]
     Reap {
         worker: WorkerName,
@@ -161,6 +166,10 @@ impl Clone for PoolError {
         use fibpool_protocol::clone_io;
         match self {
             PoolError::Config(what) => PoolError::Config(what.clone()),
+            PoolError::Host { host, what } => PoolError::Host {
+                host: host.clone(),
+                what: what.clone(),
+            },
             PoolError::IndexTooLarge { index, max } => PoolError::IndexTooLarge {
                 index: *index,
                 max: *max,

@@ -85,6 +85,11 @@ pub(crate) trait Launch: fmt::Debug + Send + Sync {
         None
     }
 
+    /// The host its workers run on, when not this machine.
+    fn host(&self) -> Option<String> {
+        None
+    }
+
     /// For a launcher that starts a server of its own first (a fork
     /// server): from the server's spawn until it said it was ready, once it
     /// has.

@@ -19,11 +19,13 @@ mod command;
 mod error;
 mod forkserver;
 mod future;
+mod hosts;
 mod launch;
 mod manager;
 mod map;
 pub mod probe;
 pub mod registry;
+mod ssh;
 mod stats;
 mod stream;
 mod tasks;
@@ -44,6 +46,7 @@ pub use command::{WORKER_ENV, WorkerCommand};
 pub use error::{PoolError, WorkerName};
 pub use forkserver::{prepare_fork, release_fork};
 pub use future::{AsCompleted, Future, as_completed};
+pub use hosts::{Host, Login, Ssh};
 pub use launch::StartMethod;
 pub use map::{Map, MapUnordered};
 pub use stats::{PHASE_NAMES, Phases, PoolCounts, WorkerStats};
@@ -86,6 +89,9 @@ pub struct PoolBuilder {
     transport: Transport,
     start_method: StartMethod,
     max_tasks_per_child: Option<u64>,
+    /// Empty: every worker on this machine.
+    hosts: Vec<Host>,
+    ssh: Ssh,
 }
 
 impl Default for PoolBuilder {
@@ -101,6 +107,8 @@ impl Default for PoolBuilder {
             transport: Transport::Pipe,
             start_method: StartMethod::Spawn,
             max_tasks_per_child: None,
+            hosts: Vec::new(),
+            ssh: Ssh::default(),
         }
     }
 }
@@ -187,11 +195,34 @@ impl PoolBuilder {
         self
     }
 
+    /// Runs the workers on these hosts, as GNU parallel's `--sshlogin`
+    /// does (default: none, every worker on this machine). Each remote
+    /// host is reached over one ssh connection (a ControlMaster), which
+    /// every worker there shares; [`Host::local`] (`:`) puts workers on
+    /// this machine, started by the pool's start method. A host's worker
+    /// count is its entry's, else [`workers`](PoolBuilder::workers) per
+    /// host, else its core count (asked over the connection). The build
+    /// connects to every host first, and fails with [`PoolError::Host`]
+    /// for one that cannot be reached or lacks the worker program. Remote
+    /// workers talk over ssh's pipes: only [`Transport::Pipe`] reaches them.
+    pub fn hosts(mut self, hosts: Vec<Host>) -> Self {
+        self.hosts = hosts;
+        self
+    }
+
+    /// How remote workers are started (default: `ssh`, then `fibpool
+    /// worker` on the far side).
+    pub fn ssh(mut self, ssh: Ssh) -> Self {
+        self.ssh = ssh;
+        self
+    }
+
     /// Starts the pool's thread, which starts the workers. Returns once
     /// every worker is spawned (not ready: a batch sends a worker its first
     /// chunks while it is still starting); a spawn call that fails (a
     /// worker command that cannot be spawned at all) is this call's error.
     pub fn build(self) -> Result<Pool, PoolError> {
+        let per_host = self.workers;
         let workers = self.workers.unwrap_or_else(default_workers);
         let config = |what: &str| Err(PoolError::Config(what.to_owned()));
         if !(1..=MAX_WORKERS).contains(&workers) {
@@ -224,13 +255,23 @@ impl PoolBuilder {
                 source,
             })?,
         };
+        if self.transport != Transport::Pipe && self.hosts.iter().any(|h| h.login.is_some()) {
+            return config("workers on other hosts talk over ssh's pipes: use the pipe transport");
+        }
+        let (method, timeout) = (self.start_method, self.handshake_timeout);
+        let local = || method.launcher(command, timeout);
+        let layout = if self.hosts.is_empty() {
+            ssh::Layout::local(workers, local()?)
+        } else {
+            ssh::Layout::hosts(&self.hosts, per_host, &self.ssh, timeout, local)?
+        };
+        let workers = layout.launchers.len();
         let shared = Arc::new(Shared::default());
         let (tx, thread) = manager::start(
             Config {
                 workers,
-                launcher: self
-                    .start_method
-                    .launcher(command, self.handshake_timeout)?,
+                launchers: layout.launchers,
+                places: layout.places,
                 transport: self.transport,
                 in_flight: self.in_flight,
                 handshake_timeout: self.handshake_timeout,

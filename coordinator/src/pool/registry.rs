@@ -13,11 +13,15 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 struct Live {
     /// Children of this process, each leading its own process group.
     pids: Vec<u32>,
-    /// Fork servers: children leading their own groups, not workers.
+    /// Servers: children leading their own groups, not workers (fork
+    /// servers, ssh masters).
     servers: Vec<u32>,
     /// Workers in another listed process's group (a fork server's), which
     /// that process reaps: stopped with their group, never signalled by pid.
     members: Vec<u32>,
+    /// Private directories of the pool's (ssh control sockets), removed
+    /// once their processes are killed.
+    dirs: Vec<std::path::PathBuf>,
     /// Set by [`stop_all`]: no child may be started any more.
     stopping: bool,
 }
@@ -29,6 +33,7 @@ static LIVE: Mutex<Live> = Mutex::new(Live {
     pids: Vec::new(),
     servers: Vec::new(),
     members: Vec::new(),
+    dirs: Vec::new(),
     stopping: false,
 });
 
@@ -73,6 +78,16 @@ pub(crate) fn list_member(pid: u32) {
 }
 
 /// Takes `pid` off the list: it was reaped, and may be reused.
+/// Lists a directory for [`stop_all`] to remove; [`forget_dir`] when
+/// removed otherwise.
+pub(crate) fn list_dir(dir: &std::path::Path) {
+    live().dirs.push(dir.to_owned());
+}
+
+pub(crate) fn forget_dir(dir: &std::path::Path) {
+    live().dirs.retain(|d| d != dir);
+}
+
 pub(crate) fn forget(pid: u32) {
     let live = &mut *live();
     for list in [&mut live.pids, &mut live.servers, &mut live.members] {
@@ -107,13 +122,14 @@ pub fn wait_for_exit() -> ! {
 /// thread that exits the process right after.
 pub fn stop_all() -> usize {
     let _gate = GATE.write().unwrap_or_else(PoisonError::into_inner);
-    let (workers, servers, members) = {
+    let (workers, servers, members, dirs) = {
         let mut live = live();
         live.stopping = true;
         (
             std::mem::take(&mut live.pids),
             std::mem::take(&mut live.servers),
             std::mem::take(&mut live.members),
+            std::mem::take(&mut live.dirs),
         )
     };
     let pids: Vec<u32> = workers.iter().chain(&servers).copied().collect();
@@ -135,6 +151,9 @@ pub fn stop_all() -> usize {
         // SAFETY: waitpid on our own child; ECHILD if another thread reaped
         // it first, or for a worker its server reaped before it died.
         unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    }
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
     }
     workers.len() + forked
 }

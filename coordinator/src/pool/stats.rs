@@ -46,6 +46,9 @@ impl Phases {
 pub struct WorkerStats {
     pub slot: usize,
     pub pid: u32,
+    /// The host it ran on, when not this machine (`[user@]host[:port]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     #[serde(flatten)]
     pub phases: Phases,
     /// Chunks the worker answered.

@@ -52,6 +52,9 @@ pub(crate) struct Lifeline {
     pub spawned_at_ns: u64,
     /// How long the spawn call took.
     pub spawn_call: Duration,
+    /// The host it runs on, when not this machine: its clock stamps are
+    /// then its own, and only durations between them mean anything here.
+    pub host: Option<String>,
     /// When the handshake was decoded, and the handshake (the worker's own stamps).
     pub ready: Option<(Instant, WorkerHello)>,
     /// When the first result was decoded.
@@ -74,17 +77,19 @@ impl Lifeline {
     pub fn phases(&self) -> Phases {
         let ready_at = self.ready_at();
         let hello = self.ready.as_ref().map(|(_, hello)| hello);
-        // The worker's stamps share our clock only on the same machine: a
-        // launcher such as ssh gives stamps that are not comparable.
+        // The worker's stamps share our clock only on the same machine: on
+        // another host, `exec` (from our spawn to its main) has no meaning,
+        // and `init` is a duration on its clock.
         let ready = ready_at.map(|at| at - self.spawned_at);
         let exec = hello
+            .filter(|_| self.host.is_none())
             .and_then(|h| h.main_entered_ns.checked_sub(self.spawned_at_ns))
             .map(Duration::from_nanos)
             .filter(|exec| ready.is_some_and(|ready| *exec <= ready));
         let init = hello
             .and_then(|h| h.ready_ns.checked_sub(h.main_entered_ns))
             .map(Duration::from_nanos)
-            .filter(|_| exec.is_some());
+            .filter(|_| exec.is_some() || self.host.is_some());
         Phases {
             started_seconds: self
                 .spawned_at
@@ -179,6 +184,7 @@ impl WorkerProcess {
                 spawned_at,
                 spawned_at_ns,
                 spawn_call,
+                host: launcher.host(),
                 ready: None,
                 first_result: None,
                 shutdown_sent: None,
@@ -359,6 +365,7 @@ mod tests {
             spawned_at,
             spawned_at_ns,
             spawn_call: Duration::from_micros(spawn_call_us),
+            host: None,
             ready: Some((
                 spawned_at + Duration::from_micros(decoded_after_us),
                 WorkerHello {
@@ -392,5 +399,17 @@ mod tests {
         assert_eq!(phases.ready_seconds, Some(70e-6));
         assert_eq!(phases.first_task_seconds, Some(430e-6));
         assert!(phases.exec_seconds.unwrap() <= phases.ready_seconds.unwrap());
+    }
+
+    #[test]
+    fn a_remote_worker_has_no_exec_phase_and_its_init_on_its_own_clock() {
+        let mut life = lifeline(30, 80);
+        // Its clock is far from ours: its main "before" our spawn.
+        life.spawned_at_ns = 1 << 40;
+        life.host = Some("node1".to_owned());
+        let phases = life.phases();
+        assert_eq!(phases.exec_seconds, None);
+        assert_eq!(phases.init_seconds, Some(10e-6));
+        assert_eq!(phases.ready_seconds, Some(80e-6));
     }
 }

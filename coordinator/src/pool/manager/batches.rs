@@ -147,18 +147,30 @@ impl Manager {
         }
     }
 
-    /// The next chunk to send: one to retry, else the oldest batch's next.
-    pub(super) fn next_chunk(&mut self) -> Option<u64> {
+    /// The next chunk to send to the worker in `slot`: one to retry, else
+    /// the oldest batch's next. A chunk lost on the slot's host waits for
+    /// a worker on another, while another host has one.
+    pub(super) fn next_chunk(&mut self, slot: usize) -> Option<u64> {
         while let Some(wire) = self.unsent.pop_front() {
             if self.chunks.contains_key(&wire) {
                 return Some(wire);
             }
         }
-        while let Some(wire) = self.retry.pop_front() {
-            if self.chunks.contains_key(&wire) {
-                self.shared.count(|c| c.retried_chunks += 1);
-                return Some(wire);
-            }
+        self.retry.retain(|wire| self.chunks.contains_key(wire));
+        let place = self.config.places[slot];
+        let elsewhere = |lost_on: Option<usize>| {
+            lost_on == Some(place)
+                && self.slots.iter().enumerate().any(|(other, s)| {
+                    self.config.places[other] != place && s.worker.is_some() && !s.given_up
+                })
+        };
+        let at = self
+            .retry
+            .iter()
+            .position(|wire| !elsewhere(self.chunks[wire].lost_on));
+        if let Some(wire) = at.and_then(|at| self.retry.remove(at)) {
+            self.shared.count(|c| c.retried_chunks += 1);
+            return Some(wire);
         }
         while let Some(&id) = self.ready_jobs.front() {
             let Some(entry) = self.jobs.get_mut(&id) else {
@@ -199,6 +211,7 @@ impl Manager {
                     encoding,
                     plan,
                     failures: 0,
+                    lost_on: None,
                 },
             );
             return Some(wire);

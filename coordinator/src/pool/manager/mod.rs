@@ -188,7 +188,10 @@ const BURST: usize = 256;
 /// The pool as configured.
 pub(crate) struct Config {
     pub workers: usize,
-    pub launcher: Arc<dyn Launch>,
+    /// How each slot's worker is started, and where: slots with the same
+    /// place run on the same host.
+    pub launchers: Vec<Arc<dyn Launch>>,
+    pub places: Vec<usize>,
     pub transport: Transport,
     pub in_flight: usize,
     pub handshake_timeout: Duration,
@@ -467,6 +470,9 @@ struct Issued {
     plan: ChunkPlan,
     /// Times in a row it took its worker down.
     failures: u32,
+    /// The place (host) of the worker it was last lost with: sent again
+    /// elsewhere when another place has a worker.
+    lost_on: Option<usize>,
 }
 
 /// A batch the manager holds.
@@ -579,6 +585,7 @@ impl Worker {
         WorkerStats {
             slot: self.process.name.slot,
             pid: self.process.name.pid,
+            host: self.process.life.host.clone(),
             phases: self.process.life.phases(),
             chunks: self.chunks,
             busy_seconds: self.busy_ns as f64 * 1e-9,
@@ -730,8 +737,8 @@ impl Manager {
             }
             return Ok(());
         }
-        let (launcher, transport, timeout) = (
-            self.config.launcher.clone(),
+        let (launchers, transport, timeout) = (
+            self.config.launchers.clone(),
             self.config.transport,
             self.config.handshake_timeout,
         );
@@ -739,7 +746,7 @@ impl Manager {
         let started = self.started;
         let spawn = Arc::new(move |slot: usize| {
             WorkerProcess::spawn(
-                &*launcher,
+                &*launchers[slot],
                 transport,
                 timeout,
                 slot,
@@ -793,7 +800,7 @@ impl Manager {
 
     fn spawn(&self, slot: usize, id: u64) -> Result<WorkerProcess, PoolError> {
         WorkerProcess::spawn(
-            &*self.config.launcher,
+            &*self.config.launchers[slot],
             self.config.transport,
             self.config.handshake_timeout,
             slot,
@@ -1023,7 +1030,8 @@ mod tests {
         let (tx, _rx) = ToManager::new();
         let config = Config {
             workers: 1,
-            launcher: Arc::new(SpawnCommand(WorkerCommand::new("true"))),
+            launchers: vec![Arc::new(SpawnCommand(WorkerCommand::new("true")))],
+            places: vec![0],
             transport: Transport::Pipe,
             in_flight: 2,
             handshake_timeout: Duration::from_secs(1),
@@ -1039,6 +1047,7 @@ mod tests {
         WorkerStats {
             slot: 0,
             pid,
+            host: None,
             phases: Phases {
                 started_seconds: 0.0,
                 spawn_seconds: 0.0,

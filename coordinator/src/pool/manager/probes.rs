@@ -44,7 +44,11 @@ impl Manager {
                 let _ = reply.send(self.ready_seconds());
             }
             ProbeCall::ServerStartSeconds(reply) => {
-                let start = self.config.launcher.server_start();
+                let start = self
+                    .config
+                    .launchers
+                    .iter()
+                    .find_map(|launcher| launcher.server_start());
                 let _ = reply.send(start.map(|d| d.as_secs_f64()));
             }
         }

@@ -144,7 +144,11 @@ impl Manager {
         if let Some((wire, _)) = &failed {
             held.retain(|id| id != wire);
         }
+        let place = self.config.places[slot];
         for &id in held.iter().rev() {
+            if let Some(issued) = self.chunks.get_mut(&id) {
+                issued.lost_on = Some(place);
+            }
             self.retry.push_front(id);
         }
         match give_up {

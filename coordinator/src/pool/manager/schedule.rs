@@ -17,8 +17,13 @@ impl Manager {
         // Workers whose budget is spent for now.
         let mut full = Vec::new();
         while let Some(slot) = self.least_loaded(&full) {
-            let Some(wire) = self.next_chunk() else {
-                return self.steal();
+            let Some(wire) = self.next_chunk(slot) else {
+                if self.retry.is_empty() {
+                    return self.steal();
+                }
+                // What is left waits for a worker on another host.
+                full.push(slot);
+                continue;
             };
             if !self.send_chunk(slot, wire) {
                 self.unsent.push_front(wire);

@@ -1,0 +1,569 @@
+//! Workers on other hosts, started over OpenSSH: one master connection per
+//! host (ControlMaster, its control socket in a private directory), and
+//! each worker a session multiplexed on it, so only the first pays for a
+//! handshake.
+//!
+//! Nothing outlives the pool. The master and every ssh client die with the
+//! thread that started them (PR_SET_PDEATHSIG, asked for before exec), and
+//! the pool starts them from threads it keeps; a master's end closes its
+//! connection, the far side's sshd then ends its sessions, and each remote
+//! worker, which asks to die with its parent (the session's sshd), dies.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::child::{Killer, OwnedChild, Process, Spawned};
+use super::error::PoolError;
+use super::hosts::{Host, Login, Ssh};
+use super::launch::Launch;
+use super::registry;
+use super::transport::ChildStdio;
+use super::{MAX_WORKERS, WorkerCommand};
+
+/// How often a master that is connecting is looked at.
+const CONNECT_POLL: Duration = Duration::from_millis(2);
+/// The most of ssh's stderr kept for a message.
+const STDERR_KEPT: usize = 4096;
+
+/// One host's master connection, open until dropped.
+pub(crate) struct Master {
+    login: Login,
+    ssh: WorkerCommand,
+    dir: PathBuf,
+    control: PathBuf,
+    /// The master process; `None` once it is stopped.
+    process: Mutex<Option<OwnedChild>>,
+    /// The thread that started it, parked until the master is stopped: the
+    /// master dies with it.
+    keeper: Option<(Sender<()>, JoinHandle<()>)>,
+    /// From the master's spawn until its control socket was up: what a
+    /// worker would pay for ssh without multiplexing, roughly.
+    pub connect: Duration,
+    /// The host's core count, asked over the master once it was up.
+    pub cores: usize,
+}
+
+impl fmt::Debug for Master {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Master")
+            .field("login", &self.login)
+            .field("control", &self.control)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `ssh` command line for `login`: the user's ssh and options, then
+/// ours, then the destination. Every part the user gave is one argument;
+/// the host and user were checked not to look like options.
+fn ssh_to(ssh: &WorkerCommand, login: &Login, ours: &[&str]) -> Command {
+    let mut cmd = ssh.to_command();
+    cmd.args(ours);
+    if let Some(port) = login.port {
+        cmd.arg("-p").arg(port.to_string());
+    }
+    if let Some(user) = &login.user {
+        cmd.arg("-l").arg(user);
+    }
+    cmd.arg("--").arg(&login.host);
+    cmd
+}
+
+/// Asks for SIGKILL when the spawning thread ends, before the exec.
+fn die_with_spawner(cmd: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: prctl, getppid and _exit are async-signal-safe, and the hook
+    // touches no memory of the parent's.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A private directory for control sockets: mode 0700, a name no other
+/// run uses.
+fn private_dir() -> io::Result<PathBuf> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = std::env::temp_dir();
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = base.join(format!("fibpool-ssh-{}-{n}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {
+                registry::list_dir(&dir);
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What a process wrote to stderr, the last [`STDERR_KEPT`] bytes of it,
+/// gathered by a thread until it closes.
+struct Stderr(JoinHandle<Vec<u8>>);
+
+impl Stderr {
+    fn gather(mut from: impl Read + Send + 'static) -> io::Result<Stderr> {
+        let thread = std::thread::Builder::new()
+            .name("fibpool-ssh-stderr".to_owned())
+            .spawn(move || {
+                let (mut kept, mut buf) = (Vec::new(), [0u8; 1024]);
+                while let Ok(n @ 1..) = from.read(&mut buf) {
+                    kept.extend_from_slice(&buf[..n]);
+                    let excess = kept.len().saturating_sub(STDERR_KEPT);
+                    kept.drain(..excess);
+                }
+                kept
+            })?;
+        Ok(Stderr(thread))
+    }
+
+    /// Its last line that says something, once the process closed it.
+    fn last_line(self) -> Option<String> {
+        let text = self.0.join().ok()?;
+        let text = String::from_utf8_lossy(&text);
+        text.lines()
+            .map(str::trim)
+            .rfind(|line| !line.is_empty())
+            .map(str::to_owned)
+    }
+}
+
+fn host_error(login: &Login, what: String) -> PoolError {
+    PoolError::Host {
+        host: login.to_string(),
+        what,
+    }
+}
+
+fn status_line(status: ExitStatus) -> String {
+    super::child::describe_status(status)
+}
+
+impl Master {
+    /// Connects to `login` and waits, at most `timeout`, until the master's
+    /// control socket is up; then checks that the worker program is there
+    /// and asks for the host's core count over it.
+    pub fn connect(login: &Login, ssh: &Ssh, timeout: Duration) -> Result<Master, PoolError> {
+        let failed = |e: io::Error| host_error(login, format!("cannot run ssh: {e}"));
+        let dir = private_dir().map_err(failed)?;
+        let control = dir.join("master");
+        let mut master = Master {
+            login: login.clone(),
+            ssh: ssh.command.clone(),
+            dir,
+            control,
+            process: Mutex::new(None),
+            keeper: None,
+            connect: Duration::ZERO,
+            cores: 1,
+        };
+        let started = Instant::now();
+        let (child, stderr) = master.spawn().map_err(failed)?;
+        master.keeper = Some(child.keeper);
+        let mut process = child.process;
+        // Dropped on every way out but success: kills and reaps the master.
+        let owned = |process: Spawned| OwnedChild::new(Box::new(process));
+        loop {
+            if master.control.exists() {
+                break;
+            }
+            match process.wait_timeout(CONNECT_POLL) {
+                Ok(None) => {}
+                Ok(Some(status)) => {
+                    drop(owned(process));
+                    let said = stderr.last_line();
+                    return Err(host_error(
+                        login,
+                        said.unwrap_or_else(|| format!("ssh {}", status_line(status))),
+                    ));
+                }
+                Err(e) => {
+                    drop(owned(process));
+                    return Err(failed(e));
+                }
+            }
+            if started.elapsed() >= timeout {
+                drop(owned(process));
+                let said = stderr.last_line().map(|s| format!(" (ssh said: {s})"));
+                return Err(host_error(
+                    login,
+                    format!(
+                        "no connection within {timeout:?}{}",
+                        said.unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        master.connect = started.elapsed();
+        *master
+            .process
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(owned(process));
+        Ok(master)
+    }
+
+    /// Starts the master process from a keeper thread of its own.
+    fn spawn(&self) -> io::Result<(Spawn, Stderr)> {
+        let mut cmd = ssh_to(
+            &self.ssh,
+            &self.login,
+            &[
+                "-M",
+                "-N",
+                "-S",
+                path_str(&self.control)?,
+                "-o",
+                "ControlMaster=yes",
+                "-o",
+                "ControlPersist=no",
+            ],
+        );
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        die_with_spawner(&mut cmd);
+        let (tx, rx) = mpsc::channel();
+        let (release, parked) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("fibpool-ssh-master".to_owned())
+            .spawn(move || {
+                let spawned = registry::start_server(|| {
+                    let child = cmd.spawn()?;
+                    let pid = child.id();
+                    Ok::<_, io::Error>((child, pid))
+                });
+                let _ = tx.send(spawned);
+                let _ = parked.recv();
+            })?;
+        let keeper = (release, thread);
+        let mut child = match rx.recv() {
+            Ok(Ok(child)) => child,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(io::Error::other("the ssh master's thread ended")),
+        };
+        let stderr = child.stderr.take().map(Stderr::gather).transpose();
+        let process = Spawned(child);
+        let stderr = match stderr {
+            Ok(Some(stderr)) => stderr,
+            Ok(None) => unreachable!("stderr is piped"),
+            Err(e) => {
+                drop(OwnedChild::new(Box::new(process)));
+                return Err(e);
+            }
+        };
+        Ok((Spawn { process, keeper }, stderr))
+    }
+
+    /// Checks over the master that `program` is on the far side's PATH,
+    /// and returns the host's core count.
+    pub fn probe(&mut self, program: Option<&str>) -> Result<usize, PoolError> {
+        let mut script = String::new();
+        if let Some(program) = program {
+            script += &format!(
+                "command -v {} >/dev/null 2>&1 || exit 127; ",
+                shell_words::quote(program)
+            );
+        }
+        script += "nproc 2>/dev/null || getconf _NPROCESSORS_ONLN";
+        let mut cmd = self
+            .session(&script)
+            .map_err(|e| host_error(&self.login, format!("cannot run ssh: {e}")))?;
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| host_error(&self.login, format!("cannot run ssh: {e}")))?;
+        let said = String::from_utf8_lossy(&out.stderr);
+        let said = said.lines().map(str::trim).rfind(|l| !l.is_empty());
+        match out.status.code() {
+            Some(0) => {}
+            Some(127) if program.is_some() => {
+                return Err(host_error(
+                    &self.login,
+                    format!(
+                        "`{}` is not on its PATH (exit 127)",
+                        program.unwrap_or_default()
+                    ),
+                ));
+            }
+            _ => {
+                return Err(host_error(
+                    &self.login,
+                    said.map_or_else(
+                        || format!("asking its core count: ssh {}", status_line(out.status)),
+                        |s| format!("asking its core count: {s}"),
+                    ),
+                ));
+            }
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        match text.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => {
+                self.cores = n;
+                Ok(n)
+            }
+            _ => Err(host_error(
+                &self.login,
+                format!("its core count came back as '{}'", text.trim()),
+            )),
+        }
+    }
+
+    /// An ssh client that runs `remote` in a session on this master.
+    fn session(&self, remote: &str) -> io::Result<Command> {
+        let mut cmd = ssh_to(
+            &self.ssh,
+            &self.login,
+            &[
+                "-T",
+                "-S",
+                path_str(&self.control)?,
+                "-o",
+                "ControlMaster=no",
+            ],
+        );
+        cmd.arg(remote);
+        Ok(cmd)
+    }
+}
+
+fn path_str(path: &Path) -> io::Result<&str> {
+    path.to_str()
+        .ok_or_else(|| io::Error::other("the temporary directory's path is not UTF-8"))
+}
+
+struct Spawn {
+    process: Spawned,
+    keeper: (Sender<()>, JoinHandle<()>),
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        // Ends the connection: whatever still runs on it ends with it.
+        drop(
+            self.process
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        if let Some((release, thread)) = self.keeper.take() {
+            drop(release);
+            let _ = thread.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        registry::forget_dir(&self.dir);
+    }
+}
+
+/// Starts each worker as an ssh session on a host's master, or, `direct`,
+/// as an ssh connection of its own (to measure what multiplexing saves).
+#[derive(Debug)]
+pub(crate) struct SshLauncher {
+    master: Arc<Master>,
+    remote: String,
+    direct: bool,
+}
+
+impl SshLauncher {
+    pub fn new(master: Arc<Master>, remote: String) -> SshLauncher {
+        SshLauncher {
+            master,
+            remote,
+            direct: false,
+        }
+    }
+
+    fn command(&self) -> io::Result<Command> {
+        if self.direct {
+            let mut cmd = ssh_to(&self.master.ssh, &self.master.login, &["-T", "-S", "none"]);
+            cmd.arg(&self.remote);
+            Ok(cmd)
+        } else {
+            self.master.session(&self.remote)
+        }
+    }
+}
+
+impl Launch for SshLauncher {
+    fn launch(&self, stdio: ChildStdio) -> io::Result<OwnedChild> {
+        let mut cmd = self.command()?;
+        cmd.stdin(stdio.stdin.map_or_else(Stdio::null, Stdio::from))
+            .stdout(stdio.stdout.map_or_else(Stdio::null, Stdio::from))
+            .stderr(Stdio::inherit())
+            .process_group(0);
+        die_with_spawner(&mut cmd);
+        let child = registry::start(|| {
+            let child = cmd.spawn()?;
+            let pid = child.id();
+            Ok::<_, io::Error>((child, pid))
+        })?;
+        drop(cmd);
+        Ok(OwnedChild::new(Box::new(SshClient {
+            client: Spawned(child),
+            _master: self.master.clone(),
+        })))
+    }
+
+    fn describe(&self) -> String {
+        format!("ssh {} {}", self.master.login, self.remote)
+    }
+
+    fn host(&self) -> Option<String> {
+        Some(self.master.login.to_string())
+    }
+}
+
+/// A worker's ssh client; its master stays up while it runs.
+#[derive(Debug)]
+struct SshClient {
+    client: Spawned,
+    _master: Arc<Master>,
+}
+
+impl Process for SshClient {
+    fn pid(&self) -> u32 {
+        self.client.pid()
+    }
+
+    fn kill(&mut self) {
+        self.client.kill();
+    }
+
+    fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        self.client.wait_timeout(timeout)
+    }
+
+    fn killer(&self) -> io::Result<Killer> {
+        self.client.killer()
+    }
+}
+
+/// How each worker of a pool is started, and where (its place: slots with
+/// the same place are on the same host).
+pub(crate) struct Layout {
+    pub launchers: Vec<Arc<dyn Launch>>,
+    pub places: Vec<usize>,
+}
+
+impl Layout {
+    /// `workers` workers, all started by `launcher` on this machine.
+    pub fn local(workers: usize, launcher: Arc<dyn Launch>) -> Layout {
+        Layout {
+            launchers: vec![launcher; workers],
+            places: vec![0; workers],
+        }
+    }
+
+    /// The workers of `hosts`: every remote host's master is connected
+    /// (all at once, each within `timeout`) and asked its core count, for
+    /// the hosts whose count is not given by the entry or by `per_host`.
+    /// `local` makes the launcher for this machine's workers, if any.
+    pub fn hosts(
+        hosts: &[Host],
+        per_host: Option<usize>,
+        ssh: &Ssh,
+        timeout: Duration,
+        local: impl FnOnce() -> Result<Arc<dyn Launch>, PoolError>,
+    ) -> Result<Layout, PoolError> {
+        if hosts.is_empty() || hosts.len() > MAX_WORKERS {
+            return Err(PoolError::Config(format!(
+                "a host list has 1 to {MAX_WORKERS} entries, not {}",
+                hosts.len()
+            )));
+        }
+        let program = ssh.remote_program().map_err(PoolError::Config)?;
+        let program = program.as_deref();
+        // Each distinct place once, in the order first named.
+        let mut places: Vec<Option<&Login>> = Vec::new();
+        for host in hosts {
+            if !places.contains(&host.login.as_ref()) {
+                places.push(host.login.as_ref());
+            }
+        }
+        let masters: Vec<Option<Result<Master, PoolError>>> = std::thread::scope(|scope| {
+            let connecting: Vec<_> = places
+                .iter()
+                .map(|place| {
+                    place.map(|login| {
+                        scope.spawn(move || {
+                            let mut master = Master::connect(login, ssh, timeout)?;
+                            master.probe(program)?;
+                            Ok(master)
+                        })
+                    })
+                })
+                .collect();
+            connecting
+                .into_iter()
+                .map(|thread| {
+                    thread.map(|t| {
+                        t.join().unwrap_or_else(|_| {
+                            Err(PoolError::Config(
+                                "connecting to a host panicked".to_owned(),
+                            ))
+                        })
+                    })
+                })
+                .collect()
+        });
+        let mut launchers: Vec<Arc<dyn Launch>> = Vec::new();
+        let mut cores = Vec::new();
+        let mut local = Some(local);
+        for master in masters {
+            match master {
+                Some(master) => {
+                    let master = master?;
+                    cores.push(master.cores);
+                    let remote = ssh.remote_command.clone();
+                    launchers.push(Arc::new(SshLauncher::new(Arc::new(master), remote)));
+                }
+                None => {
+                    cores.push(super::default_workers());
+                    let make = local.take().expect("one local place");
+                    launchers.push(make()?);
+                }
+            }
+        }
+        let mut places_of_hosts = Vec::new();
+        for host in hosts {
+            let place = places.iter().position(|p| *p == host.login.as_ref());
+            let place = place.expect("every place is listed");
+            let n = host.workers.or(per_host).unwrap_or(cores[place]);
+            places_of_hosts.push((place, n));
+        }
+        let total = places_of_hosts.iter().map(|&(_, n)| n).sum::<usize>();
+        if total > MAX_WORKERS {
+            return Err(PoolError::Config(format!(
+                "the hosts give {total} workers, more than a pool has ({MAX_WORKERS})"
+            )));
+        }
+        let mut layout = Layout {
+            launchers: Vec::with_capacity(total),
+            places: Vec::with_capacity(total),
+        };
+        for (place, n) in places_of_hosts {
+            for _ in 0..n {
+                layout.launchers.push(launchers[place].clone());
+                layout.places.push(place);
+            }
+        }
+        Ok(layout)
+    }
+}

@@ -1,0 +1,473 @@
+//! Workers on other hosts over OpenSSH: a real sshd on the loopback, on a
+//! free port, with a throwaway host key and client key, and 127.0.0.1 and
+//! 127.0.0.2 as two hosts. `.ci/run` installs openssh-server where missing.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fibpool_coordinator::{Host, Pool, PoolError, Ssh, WorkerCommand};
+
+use crate::util::*;
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// An sshd of this test's own, killed when dropped.
+struct Sshd {
+    dir: PathBuf,
+    port: u16,
+    child: Child,
+}
+
+impl Sshd {
+    fn start(name: &str) -> Sshd {
+        assert!(
+            std::path::Path::new(SSHD).exists(),
+            "{SSHD} is missing: install openssh-server (.ci/run does)"
+        );
+        let dir = scratch_dir(&format!("sshd-{name}"));
+        for key in ["host_key", "client_key"] {
+            let ok = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", ""])
+                .arg("-f")
+                .arg(dir.join(key))
+                .status()
+                .expect("ssh-keygen runs (openssh-client)")
+                .success();
+            assert!(ok, "ssh-keygen failed");
+        }
+        std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
+        // Privilege separation wants it, when sshd runs as root.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let port = free_port();
+        let d = dir.display();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nListenAddress 127.0.0.2\n\
+             HostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+             StrictModes no\nPermitRootLogin prohibit-password\nPidFile none\n\
+             MaxSessions 64\nLogLevel INFO\n"
+        );
+        std::fs::write(dir.join("sshd_config"), config).unwrap();
+        let child = Command::new(SSHD)
+            .arg("-D")
+            .arg("-f")
+            .arg(dir.join("sshd_config"))
+            .arg("-E")
+            .arg(dir.join("log"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sshd starts");
+        let sshd = Sshd { dir, port, child };
+        for ip in ["127.0.0.1", "127.0.0.2"] {
+            let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+            wait_until(
+                &format!("sshd listens on {addr}"),
+                Duration::from_secs(30),
+                || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
+            );
+        }
+        sshd
+    }
+
+    /// `--ssh`: this sshd's client key, no user config, no questions.
+    fn ssh(&self) -> String {
+        let d = self.dir.display();
+        format!(
+            "ssh -F none -i {d}/client_key -o UserKnownHostsFile={d}/known_hosts \
+             -o StrictHostKeyChecking=no -o BatchMode=yes -o LogLevel=ERROR"
+        )
+    }
+
+    fn host(&self, ip: &str) -> String {
+        format!("{ip}:{}", self.port)
+    }
+
+    /// Connections sshd accepted so far.
+    fn logins(&self) -> usize {
+        let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+        log.matches("Accepted publickey").count()
+    }
+
+    /// `fibpool worker` processes under this sshd.
+    fn remote_workers(&self) -> Vec<u32> {
+        descendants(self.child.id())
+            .into_iter()
+            .filter(|&pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                cmdline.ends_with(b"\0worker\0") && alive(pid)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What `run 0..100 300000xCOPIES` prints.
+fn big_run_lines(copies: usize) -> String {
+    let big = format!("300000\t{}\n", fib(300000));
+    let mut want = expected_lines(&(0..100).collect::<Vec<_>>(), 10);
+    for _ in 0..copies {
+        want.push_str(&big);
+    }
+    want
+}
+
+/// F(n) by plain iteration, without a table: independent of the kernels.
+fn fib(n: u64) -> num_bigint::BigUint {
+    let (mut a, mut b) = (num_bigint::BigUint::ZERO, num_bigint::BigUint::from(1u32));
+    for _ in 0..n {
+        let next = &a + &b;
+        a = std::mem::replace(&mut b, next);
+    }
+    a
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Every process under `pid`, from /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    let mut next = vec![pid];
+    while let Some(p) = next.pop() {
+        for child in children(p) {
+            all.push(child);
+            next.push(child);
+        }
+    }
+    all
+}
+
+/// The worker command on the far side: the binary under test.
+fn remote_cmd() -> String {
+    format!("{} worker", env!("CARGO_BIN_EXE_fibpool"))
+}
+
+fn hosts_run(sshd: &Sshd, hosts: &str) -> Command {
+    let mut cmd = fibpool();
+    cmd.args(["run", "--hosts", hosts, "--ssh", &sshd.ssh()]);
+    cmd.args(["--remote-cmd", &remote_cmd()]);
+    cmd
+}
+
+fn report(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn workers_on_two_hosts_and_here_compute_the_same_values() {
+    let sshd = Sshd::start("values");
+    let dir = scratch_dir("hosts-values");
+    let file = dir.join("report.json");
+    let hosts = format!("{},{},:", sshd.host("127.0.0.1"), sshd.host("127.0.0.2"));
+    // Enough work that the remote workers, ready a few tenths of a
+    // second after the local one, take their share.
+    let out = run(hosts_run(&sshd, &hosts)
+        .args(["-w", "1", "-c", "1", "--report"])
+        .arg(&file)
+        .args(["0..100", "300000x500"]));
+    out.assert_success();
+    assert_same_lines(&out.stdout, &big_run_lines(500));
+    assert!(
+        out.stderr
+            .starts_with("fibpool: 600 indices in 600 chunks on 3 workers: "),
+        "{}",
+        out.stderr
+    );
+    let report = report(&file);
+    let stats = report["worker_stats"].as_array().unwrap();
+    let mut hosts_seen: Vec<String> = stats
+        .iter()
+        .map(|w| w["host"].as_str().unwrap_or(":").to_owned())
+        .collect();
+    hosts_seen.sort();
+    let mut want = vec![
+        sshd.host("127.0.0.1"),
+        sshd.host("127.0.0.2"),
+        ":".to_owned(),
+    ];
+    want.sort();
+    assert_eq!(hosts_seen, want);
+    for w in stats {
+        assert!(
+            w["chunks"].as_u64().unwrap() > 0,
+            "every host took chunks: {w}"
+        );
+    }
+    for w in stats.iter().filter(|w| w["host"].is_string()) {
+        // The worker's clock is not ours: no exec phase, its init its own.
+        assert!(w["exec_seconds"].is_null(), "{w}");
+        assert!(w["init_seconds"].as_f64().is_some(), "{w}");
+    }
+    // One connection per host, whatever the sessions on it.
+    assert_eq!(sshd.logins(), 2, "one master per host");
+    assert!(sshd.remote_workers().is_empty(), "remote workers left");
+}
+
+#[test]
+fn one_master_per_host_carries_every_worker_there() {
+    let sshd = Sshd::start("mux");
+    let hosts = format!("3/{},2/{}", sshd.host("127.0.0.1"), sshd.host("127.0.0.2"));
+    let running = Running::start(hosts_run(&sshd, &hosts).args([
+        "-c",
+        "1",
+        "--output",
+        "none",
+        "4000x300000",
+    ]));
+    let mut remote = Vec::new();
+    wait_until("5 remote workers run", Duration::from_secs(60), || {
+        remote = sshd.remote_workers();
+        remote.len() == 5
+    });
+    assert_eq!(sshd.logins(), 2, "two hosts, two connections");
+    signal(running.pid(), libc::SIGTERM);
+    let out = running.finish();
+    assert_eq!(out.code(), Some(143), "{}", out.stderr);
+    wait_until("the remote workers exit", Duration::from_secs(10), || {
+        remote.iter().all(|&pid| !alive(pid))
+    });
+}
+
+#[test]
+fn the_coordinator_sigkilled_leaves_no_worker_on_any_host() {
+    let sshd = Sshd::start("sigkill");
+    let hosts = format!(
+        "2/{},1/{},1/:",
+        sshd.host("127.0.0.1"),
+        sshd.host("127.0.0.2")
+    );
+    let running = Running::start(hosts_run(&sshd, &hosts).args([
+        "-c",
+        "1",
+        "--output",
+        "none",
+        "4000x300000",
+    ]));
+    let mut remote = Vec::new();
+    wait_until("3 remote workers run", Duration::from_secs(60), || {
+        remote = sshd.remote_workers();
+        remote.len() == 3
+    });
+    let local = running.workers(4);
+    signal(running.pid(), libc::SIGKILL);
+    let out = running.finish();
+    assert_eq!(out.status.code(), None, "killed by a signal");
+    wait_until(
+        "every worker, remote or local, exits",
+        Duration::from_secs(10),
+        || remote.iter().chain(&local).all(|&pid| !alive(pid)),
+    );
+    assert!(sshd.remote_workers().is_empty());
+}
+
+#[test]
+fn a_remote_workers_ssh_killed_mid_run_is_a_dead_worker_and_nothing_is_lost() {
+    let sshd = Sshd::start("killed-ssh");
+    let dir = scratch_dir("hosts-killed-ssh");
+    let file = dir.join("report.json");
+    let hosts = format!("{},{}", sshd.host("127.0.0.1"), sshd.host("127.0.0.2"));
+    let running = Running::start(
+        hosts_run(&sshd, &hosts)
+            .args(["-w", "1", "-c", "1", "--report"])
+            .arg(&file)
+            .args(["0..100", "300000x400"]),
+    );
+    wait_until("2 remote workers run", Duration::from_secs(60), || {
+        sshd.remote_workers().len() == 2
+    });
+    // The coordinator's children: two ssh clients and two masters; a
+    // worker's client is the one that runs the worker command.
+    let client = children(running.pid())
+        .into_iter()
+        .find(|&pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.ends_with(b" worker\0")
+        })
+        .expect("a worker's ssh client");
+    signal(client, libc::SIGKILL);
+    let out = running.finish();
+    out.assert_success();
+    assert_same_lines(&out.stdout, &big_run_lines(400));
+    let report = report(&file);
+    assert_eq!(report["worker_restarts"], 1, "{report}");
+    let ended: Vec<&str> = report["worker_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["ended"].as_str())
+        .collect();
+    assert_eq!(ended, ["was killed by signal 9 (SIGKILL)"], "{report}");
+    wait_until("no remote worker is left", Duration::from_secs(10), || {
+        sshd.remote_workers().is_empty()
+    });
+}
+
+#[test]
+fn a_host_that_cannot_be_used_is_named_with_what_went_wrong() {
+    let sshd = Sshd::start("refused");
+    let closed = free_port();
+    let cases = [
+        (
+            format!("127.0.0.1:{closed}"),
+            sshd.ssh(),
+            remote_cmd(),
+            format!(
+                "fibpool: error: cannot start the pool: host 127.0.0.1:{closed}: \
+                 ssh: connect to host 127.0.0.1 port {closed}: Connection refused\n"
+            ),
+        ),
+        (
+            sshd.host("127.0.0.2"),
+            // Another key: authentication fails.
+            sshd.ssh().replace("client_key", "host_key"),
+            remote_cmd(),
+            format!(
+                "fibpool: error: cannot start the pool: host {}: \
+                 root@127.0.0.2: Permission denied (publickey).\n",
+                sshd.host("127.0.0.2")
+            ),
+        ),
+        (
+            sshd.host("127.0.0.1"),
+            sshd.ssh(),
+            "no-such-fibpool worker".to_owned(),
+            format!(
+                "fibpool: error: cannot start the pool: host {}: \
+                 `no-such-fibpool` is not on its PATH (exit 127)\n",
+                sshd.host("127.0.0.1")
+            ),
+        ),
+    ];
+    for (host, ssh, remote, want) in cases {
+        let out = run(fibpool().args([
+            "run",
+            "--hosts",
+            &host,
+            "--ssh",
+            &ssh,
+            "--remote-cmd",
+            &remote,
+            "10",
+        ]));
+        assert_eq!(out.code(), Some(1), "{host}: {}", out.stderr);
+        assert_eq!(out.stdout, "");
+        assert_eq!(out.stderr, want);
+    }
+}
+
+#[test]
+fn bad_host_options_are_usage_errors() {
+    let cases = [
+        (
+            vec!["--hosts", "0/node"],
+            "fibpool: error: --hosts: bad host '0/node': N/ must be a count from 1 to 1024\n",
+        ),
+        (
+            vec!["--hosts=-oProxyCommand=x"],
+            "fibpool: error: --hosts: bad host '-oProxyCommand=x': the host name is empty or has a character ssh would not take\n",
+        ),
+        (
+            vec!["--hosts", "node", "--remote-cmd", "'open"],
+            "fibpool: error: --remote-cmd: cannot parse ''open': missing closing quote\n",
+        ),
+        (
+            vec!["--hosts", "node", "--transport", "socket"],
+            "fibpool: error: --transport socket is for this machine's workers: a remote worker talks over ssh's pipes\n",
+        ),
+        (
+            vec!["--hosts-file", "/nonexistent/hosts"],
+            "fibpool: error: cannot read --hosts-file '/nonexistent/hosts': No such file or directory (os error 2)\n",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = run(fibpool().arg("run").args(&args).arg("10"));
+        assert_eq!(out.code(), Some(2), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr, want, "{args:?}");
+    }
+}
+
+#[test]
+fn a_hosts_file_names_the_hosts() {
+    let sshd = Sshd::start("hosts-file");
+    let dir = scratch_dir("hosts-file");
+    let file = dir.join("hosts");
+    std::fs::write(
+        &file,
+        format!(
+            "# two hosts\n2/{}\n\n{}  # one more\n",
+            sshd.host("127.0.0.1"),
+            sshd.host("127.0.0.2")
+        ),
+    )
+    .unwrap();
+    let out = run(fibpool()
+        .args([
+            "run",
+            "-w",
+            "1",
+            "--ssh",
+            &sshd.ssh(),
+            "--remote-cmd",
+            &remote_cmd(),
+        ])
+        .arg("--hosts-file")
+        .arg(&file)
+        .arg("0..500"));
+    out.assert_success();
+    let indices: Vec<u64> = (0..500).collect();
+    assert_same_lines(&out.stdout, &expected_lines(&indices, 10));
+    assert!(out.stderr.contains(" on 3 workers: "), "{}", out.stderr);
+}
+
+/// The library: a pool on two hosts, used, failed, and used again.
+#[test]
+fn a_pool_on_hosts_is_used_sees_an_error_and_is_used_again() {
+    let sshd = Sshd::start("library");
+    let hosts = Host::parse_list(&format!(
+        "{},{}",
+        sshd.host("127.0.0.1"),
+        sshd.host("127.0.0.2")
+    ))
+    .unwrap();
+    let ssh = Ssh {
+        command: WorkerCommand::parse(&sshd.ssh()).unwrap(),
+        remote_command: remote_cmd(),
+    };
+    let pool = Pool::builder()
+        .hosts(hosts)
+        .ssh(ssh)
+        .workers(1)
+        .build()
+        .unwrap();
+    assert_eq!(pool.size(), 2);
+    let table = fib_table(2999);
+    let first: Vec<_> = pool.map(0..3000).collect::<Result<_, _>>().unwrap();
+    assert!(first == table, "the first map's values differ");
+    let Err(err) = pool.submit([u64::MAX]) else {
+        panic!("index u64::MAX was taken")
+    };
+    assert!(matches!(err, PoolError::IndexTooLarge { .. }), "{err}");
+    let again: Vec<_> = pool.map((0..3000).rev()).collect::<Result<_, _>>().unwrap();
+    assert!(again.iter().rev().eq(table.iter()));
+    let stats = pool.worker_stats();
+    let mut hosts: Vec<_> = stats.iter().map(|w| w.host.clone().unwrap()).collect();
+    hosts.sort();
+    assert_eq!(hosts, [sshd.host("127.0.0.1"), sshd.host("127.0.0.2")]);
+    pool.shutdown(true, false).unwrap();
+    wait_until("no remote worker is left", Duration::from_secs(10), || {
+        sshd.remote_workers().is_empty()
+    });
+}
