@@ -306,7 +306,14 @@ impl Server {
     /// end of the socket, moved to its stdin, with every other descriptor
     /// of this process closed and its stdout on /dev/null.
     fn fork_from_here() -> io::Result<Server> {
-        let threads = threads();
+        // A pool just dropped leaves its reader threads to end on their
+        // own, a moment after its workers: they are given that moment.
+        let waited = Instant::now();
+        let mut threads = threads();
+        while threads != 1 && waited.elapsed() < THREADS_ENDING {
+            std::thread::sleep(Duration::from_millis(1));
+            threads = self::threads();
+        }
         if threads != 1 {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -640,6 +647,10 @@ fn become_server(socket: &OwnedFd) -> io::Result<()> {
     std::mem::forget(null);
     Ok(())
 }
+
+/// How long the fork method waits for other threads to end (those of a
+/// pool just dropped) before it refuses to fork.
+const THREADS_ENDING: Duration = Duration::from_millis(250);
 
 /// How many threads this process runs, from /proc.
 fn threads() -> usize {
