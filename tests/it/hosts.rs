@@ -177,12 +177,12 @@ fn workers_on_two_hosts_and_here_compute_the_same_values() {
     let out = run(hosts_run(&sshd, &hosts)
         .args(["-w", "1", "-c", "1", "--report"])
         .arg(&file)
-        .args(["0..100", "300000x500"]));
+        .args(["0..100", "300000x1500"]));
     out.assert_success();
-    assert_same_lines(&out.stdout, &big_run_lines(500));
+    assert_same_lines(&out.stdout, &big_run_lines(1500));
     assert!(
         out.stderr
-            .starts_with("fibpool: 600 indices in 600 chunks on 3 workers: "),
+            .starts_with("fibpool: 1600 indices in 1600 chunks on 3 workers: "),
         "{}",
         out.stderr
     );
@@ -261,7 +261,9 @@ fn the_coordinator_sigkilled_leaves_no_worker_on_any_host() {
         remote = sshd.remote_workers();
         remote.len() == 3
     });
-    let local = running.workers(4);
+    // Its children: the two hosts' masters, and the local worker.
+    let local = running.workers(3);
+    assert_eq!(local.len(), 3, "{local:?}");
     signal(running.pid(), libc::SIGKILL);
     let out = running.finish();
     assert_eq!(out.status.code(), None, "killed by a signal");
@@ -273,10 +275,21 @@ fn the_coordinator_sigkilled_leaves_no_worker_on_any_host() {
     assert!(sshd.remote_workers().is_empty());
 }
 
+/// The coordinator's children that run `ssh -M`: one master per host.
+fn masters(coordinator: u32) -> Vec<u32> {
+    children(coordinator)
+        .into_iter()
+        .filter(|&pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.split(|&b| b == 0).any(|arg| arg == b"-M") && alive(pid)
+        })
+        .collect()
+}
+
 #[test]
-fn a_remote_workers_ssh_killed_mid_run_is_a_dead_worker_and_nothing_is_lost() {
-    let sshd = Sshd::start("killed-ssh");
-    let dir = scratch_dir("hosts-killed-ssh");
+fn a_remote_worker_killed_mid_run_is_a_dead_worker_and_nothing_is_lost() {
+    let sshd = Sshd::start("killed-remote");
+    let dir = scratch_dir("hosts-killed-remote");
     let file = dir.join("report.json");
     let hosts = format!("{},{}", sshd.host("127.0.0.1"), sshd.host("127.0.0.2"));
     let running = Running::start(
@@ -285,19 +298,12 @@ fn a_remote_workers_ssh_killed_mid_run_is_a_dead_worker_and_nothing_is_lost() {
             .arg(&file)
             .args(["0..100", "300000x400"]),
     );
+    let mut remote = Vec::new();
     wait_until("2 remote workers run", Duration::from_secs(60), || {
-        sshd.remote_workers().len() == 2
+        remote = sshd.remote_workers();
+        remote.len() == 2
     });
-    // The coordinator's children: two ssh clients and two masters; a
-    // worker's client is the one that runs the worker command.
-    let client = children(running.pid())
-        .into_iter()
-        .find(|&pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            cmdline.ends_with(b" worker\0")
-        })
-        .expect("a worker's ssh client");
-    signal(client, libc::SIGKILL);
+    signal(remote[0], libc::SIGKILL);
     let out = running.finish();
     out.assert_success();
     assert_same_lines(&out.stdout, &big_run_lines(400));
@@ -309,7 +315,33 @@ fn a_remote_workers_ssh_killed_mid_run_is_a_dead_worker_and_nothing_is_lost() {
         .iter()
         .filter_map(|w| w["ended"].as_str())
         .collect();
-    assert_eq!(ended, ["was killed by signal 9 (SIGKILL)"], "{report}");
+    assert_eq!(ended, ["exited with status 255"], "{report}");
+    wait_until("no remote worker is left", Duration::from_secs(10), || {
+        sshd.remote_workers().is_empty()
+    });
+}
+
+#[test]
+fn a_hosts_ssh_killed_mid_run_leaves_the_work_to_the_other_host() {
+    let sshd = Sshd::start("killed-master");
+    let dir = scratch_dir("hosts-killed-master");
+    let file = dir.join("report.json");
+    let hosts = format!("{},{}", sshd.host("127.0.0.1"), sshd.host("127.0.0.2"));
+    let running = Running::start(
+        hosts_run(&sshd, &hosts)
+            .args(["-w", "1", "-c", "1", "--report"])
+            .arg(&file)
+            .args(["0..100", "300000x400"]),
+    );
+    wait_until("2 remote workers run", Duration::from_secs(60), || {
+        sshd.remote_workers().len() == 2
+    });
+    let masters = masters(running.pid());
+    assert_eq!(masters.len(), 2, "one master per host: {masters:?}");
+    signal(masters[0], libc::SIGKILL);
+    let out = running.finish();
+    out.assert_success();
+    assert_same_lines(&out.stdout, &big_run_lines(400));
     wait_until("no remote worker is left", Duration::from_secs(10), || {
         sshd.remote_workers().is_empty()
     });

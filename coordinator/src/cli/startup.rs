@@ -9,9 +9,9 @@ use clap::Args;
 use super::{check_workers, create_report, usage, worker_command};
 use fibpool_coordinator::default_workers;
 use fibpool_coordinator::measure::bench::{PythonPeer, find_python};
-use fibpool_coordinator::measure::startup::{StartupPlan, measure};
-use fibpool_coordinator::report::StartupReport;
+use fibpool_coordinator::measure::startup::{HostsPlan, StartupPlan, measure, measure_hosts};
 use fibpool_coordinator::report::plot::startup_waterfall_svg;
+use fibpool_coordinator::report::{HostStartupReport, StartupReport};
 use fibpool_coordinator::stats::Summary;
 
 /// The most rounds per pool size.
@@ -52,6 +52,10 @@ pub struct StartupArgs {
 
     #[command(flatten)]
     handshake: super::HandshakeArg,
+
+    /// With --hosts: measure, per host, a worker's start on its master and over a connection of its own, instead of pools here
+    #[command(flatten)]
+    hosts: super::HostsArg,
 
     /// Write the report as JSON to FILE (one object per pool size and start method; an array when several)
     #[arg(long, value_name = "FILE")]
@@ -98,6 +102,27 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
     let floor = floor_program()?;
 
     let handshake_timeout = args.handshake.timeout()?;
+    let (hosts, ssh) = args.hosts.hosts()?;
+    if !hosts.is_empty() {
+        if args.plot.is_some() || args.vs_python {
+            usage!("--plot and --vs-python measure pools here: not with --hosts");
+        }
+        let plan = HostsPlan {
+            hosts,
+            ssh,
+            command,
+            floor,
+            rounds: args.rounds,
+            warmup: args.warmup,
+            handshake_timeout,
+        };
+        let reports = measure_hosts(&plan, |_| {}).context("the measurement failed")?;
+        super::print(&HostStartupReport::table(&reports))?;
+        if let Some(file) = report {
+            file.write(&reports)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let plan = StartupPlan {
         handshake_timeout,
         workers,

@@ -11,11 +11,13 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use fibpool_protocol::env::ANSWER_AT_ONCE;
+use fibpool_protocol::{CoordinatorHello, PROTOCOL_VERSION, Request, Response};
 
+use crate::pool::probe::{Connection, Launcher};
 use crate::pool::{PHASE_NAMES, Phases};
-use crate::report::{PhaseSummaries, StartupReport};
+use crate::report::{HostStartupReport, PhaseSummaries, StartupReport};
 use crate::stats::{Summary, median};
-use crate::{Pool, PoolError, StartMethod, WorkerCommand};
+use crate::{Host, Pool, PoolError, Ssh, StartMethod, Transport, WorkerCommand};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -321,4 +323,117 @@ fn median_round(samples: &Samples) -> Vec<Phases> {
     let mut workers = samples.rounds[middle].clone();
     workers.sort_by(|a, b| a.started_seconds.total_cmp(&b.started_seconds));
     workers
+}
+
+/// What `fibpool startup --hosts` measures.
+#[derive(Debug, Clone)]
+pub struct HostsPlan {
+    pub hosts: Vec<Host>,
+    pub ssh: Ssh,
+    /// This machine's worker command (for `:`).
+    pub command: WorkerCommand,
+    pub floor: OsString,
+    pub rounds: usize,
+    pub warmup: usize,
+    pub handshake_timeout: Duration,
+}
+
+/// For every place of the host list: its master's connection once, then,
+/// round after round, a worker started as the pool starts its later ones
+/// there (a session on the master) and, for a remote host, one over an ssh
+/// connection of its own; each timed on this machine's clock from the
+/// start of its spawn to its handshake, with the local floor in the same
+/// rounds.
+pub fn measure_hosts(
+    plan: &HostsPlan,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<HostStartupReport>, PoolError> {
+    let (_, sites) = Launcher::for_hosts(
+        &plan.hosts,
+        Some(1),
+        &plan.ssh,
+        StartMethod::Spawn,
+        &plan.command,
+        plan.handshake_timeout,
+    )?;
+    let mut samples: Vec<(Vec<f64>, Vec<f64>)> = sites.iter().map(|_| Default::default()).collect();
+    let mut floor = Vec::new();
+    for round in 0..plan.warmup + plan.rounds {
+        progress(round);
+        let keep = round >= plan.warmup;
+        let timeout = plan.handshake_timeout;
+        let floor_now = first_bytes(1, timeout, || Command::new(&plan.floor))?;
+        if keep {
+            floor.extend(floor_now);
+        }
+        for (site, (via, own)) in sites.iter().zip(&mut samples) {
+            let ready = handshake_seconds(&site.launcher, timeout)?;
+            let direct = match &site.direct {
+                Some(direct) => Some(handshake_seconds(direct, timeout)?),
+                None => None,
+            };
+            if keep {
+                via.push(ready);
+                own.extend(direct);
+            }
+        }
+    }
+    let floor_median = median(&floor);
+    Ok(sites
+        .iter()
+        .zip(samples)
+        .map(|(site, (via, own))| HostStartupReport {
+            host: site.host.clone().unwrap_or_else(|| ":".to_owned()),
+            rounds: plan.rounds,
+            warmup_rounds: plan.warmup,
+            master_connect_seconds: site.connect.map(|d| d.as_secs_f64()),
+            ready: Summary::of(&via),
+            ready_own_connection: Summary::of(&own),
+            baseline: Summary::of(&floor),
+            ready_over_floor: median(&via) / floor_median,
+        })
+        .collect())
+}
+
+/// Starts one worker with `launcher` and exchanges the handshake; seconds
+/// from the start of the spawn until the worker's Ready was decoded. The
+/// worker is then told to shut down and reaped.
+fn handshake_seconds(launcher: &Launcher, timeout: Duration) -> Result<f64, PoolError> {
+    let start = Instant::now();
+    let (mut child, mut reader, mut writer) =
+        Connection::open(launcher, Transport::Pipe, timeout, 0)?.into_parts();
+    let name = child.name;
+    let protocol = |source| PoolError::WorkerProtocol {
+        worker: name,
+        source,
+    };
+    let watchdog = child.kill_after(timeout);
+    let hello = writer
+        .send(&Request::Hello(CoordinatorHello {
+            version: PROTOCOL_VERSION,
+            pid: std::process::id(),
+        }))
+        .map_err(protocol)
+        .and_then(|_| match reader.recv_handshake::<Response>() {
+            Ok(Some(Response::Ready(_))) => Ok(start.elapsed().as_secs_f64()),
+            Ok(other) => Err(PoolError::WorkerMisbehaved {
+                worker: name,
+                what: format!("answered its handshake with {other:?}"),
+            }),
+            Err(e) => Err(protocol(e)),
+        });
+    if watchdog.disarm() {
+        return Err(PoolError::HandshakeTimeout {
+            worker: name,
+            timeout,
+        });
+    }
+    let seconds = hello?;
+    let _ = writer.send(&Request::Shutdown);
+    drop(writer);
+    child.reap(timeout).map_err(|source| PoolError::Reap {
+        worker: name,
+        source,
+    })?;
+    Ok(seconds)
 }

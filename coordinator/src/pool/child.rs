@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
@@ -39,6 +39,9 @@ pub enum Killer {
     Group(u32),
     /// A pidfd: that process or none, whoever reaps it.
     Pidfd(OwnedFd),
+    /// The control connection of a session on an ssh master: shut down,
+    /// it ends the session.
+    Socket(OwnedFd),
 }
 
 impl Killer {
@@ -58,6 +61,7 @@ impl Killer {
                     0,
                 );
             },
+            Killer::Socket(fd) => super::mux::shut(fd.as_fd()),
         }
     }
 }

@@ -8,12 +8,21 @@ use std::time::Duration;
 pub struct WorkerName {
     /// The worker's place in the pool, from 0; a replacement takes the same place.
     pub slot: usize,
+    /// Its pid; for a worker on another host, its pid there once its
+    /// handshake came, 0 before.
     pub pid: u32,
 }
 
 impl fmt::Display for WorkerName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "worker {} (pid {})", self.slot, self.pid)
+        match self.pid {
+            0 => write!(
+                f,
+                "worker {} (an ssh session, before its handshake)",
+                self.slot
+            ),
+            pid => write!(f, "worker {} (pid {pid})", self.slot),
+        }
     }
 }
 

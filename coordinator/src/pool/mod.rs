@@ -23,6 +23,7 @@ mod hosts;
 mod launch;
 mod manager;
 mod map;
+mod mux;
 pub mod probe;
 pub mod registry;
 mod ssh;

@@ -14,8 +14,10 @@ use fibpool_protocol::{Encoding, FrameReader, FrameWriter};
 pub use super::child::Killer;
 use super::child::OwnedChild;
 use super::error::{PoolError, WorkerName};
+use super::hosts::{Host, Ssh};
 use super::launch::{Launch, StartMethod, start};
 use super::manager::{Msg, ProbeCall};
+use super::ssh::Layout;
 use super::tasks::TaskList;
 use super::transport::Transport;
 use super::{Pool, WorkerCommand};
@@ -90,8 +92,22 @@ pub struct Connection {
 }
 
 /// How a measurement starts its workers: a start method's launcher, shared
-/// by the connections it opens (a fork server's is started once).
+/// by the connections it opens (a fork server's is started once), or ssh
+/// to a host's master.
+#[derive(Clone)]
 pub struct Launcher(Arc<dyn Launch>);
+
+/// One place of a host list, connected: see [`Launcher::for_hosts`].
+pub struct Site {
+    /// `None` for this machine.
+    pub host: Option<String>,
+    /// How long the host's master took to connect: a whole ssh handshake.
+    pub connect: Option<Duration>,
+    /// Starts a worker there as a pool does.
+    pub launcher: Launcher,
+    /// For a remote host: a worker over an ssh connection of its own.
+    pub direct: Option<Launcher>,
+}
 
 impl Launcher {
     /// `command` started by `method`; a fork server must answer each start
@@ -104,6 +120,38 @@ impl Launcher {
         method
             .launcher(command.clone(), answer_timeout)
             .map(Launcher)
+    }
+
+    /// One launcher per worker of a pool on `hosts`, laid out as
+    /// [`crate::PoolBuilder::hosts`] lays it out (this machine's started by
+    /// `method`), and each place of the list once. Every remote host is
+    /// connected first, within `answer_timeout`.
+    pub fn for_hosts(
+        hosts: &[Host],
+        per_host: Option<usize>,
+        ssh: &Ssh,
+        method: StartMethod,
+        command: &WorkerCommand,
+        answer_timeout: Duration,
+    ) -> Result<(Vec<Launcher>, Vec<Site>), PoolError> {
+        let local = || method.launcher(command.clone(), answer_timeout);
+        let layout = Layout::hosts(hosts, per_host, ssh, answer_timeout, local)?;
+        let sites = layout
+            .sites
+            .into_iter()
+            .map(|site| Site {
+                host: site.host,
+                connect: site.connect,
+                launcher: Launcher(site.launcher),
+                direct: site.direct.map(Launcher),
+            })
+            .collect();
+        Ok((layout.launchers.into_iter().map(Launcher).collect(), sites))
+    }
+
+    /// The host its workers run on, when not this machine.
+    pub fn host(&self) -> Option<String> {
+        self.0.host()
     }
 }
 

@@ -1,13 +1,15 @@
 //! Workers on other hosts, started over OpenSSH: one master connection per
 //! host (ControlMaster, its control socket in a private directory), and
-//! each worker a session multiplexed on it, so only the first pays for a
-//! handshake.
+//! each worker a session on it that the pool opens itself ([`super::mux`]),
+//! so only the master pays for a handshake and no worker needs a local
+//! process.
 //!
-//! Nothing outlives the pool. The master and every ssh client die with the
-//! thread that started them (PR_SET_PDEATHSIG, asked for before exec), and
-//! the pool starts them from threads it keeps; a master's end closes its
-//! connection, the far side's sshd then ends its sessions, and each remote
-//! worker, which asks to die with its parent (the session's sshd), dies.
+//! Nothing outlives the pool. A master dies with the thread that started
+//! it (PR_SET_PDEATHSIG, asked for before exec), a keeper thread that lives
+//! as long as the master is wanted; a signal that stops the program kills
+//! it with the workers ([`registry`]). A master's end closes its
+//! connection, the far side's sshd then ends, and each remote worker, which
+//! asked to die with its parent (the connection's sshd), dies with it.
 
 use std::fmt;
 use std::io::{self, Read};
@@ -25,6 +27,7 @@ use super::child::{Killer, OwnedChild, Process, Spawned};
 use super::error::PoolError;
 use super::hosts::{Host, Login, Ssh};
 use super::launch::Launch;
+use super::mux;
 use super::registry;
 use super::transport::ChildStdio;
 use super::{MAX_WORKERS, WorkerCommand};
@@ -372,8 +375,9 @@ impl Drop for Master {
     }
 }
 
-/// Starts each worker as an ssh session on a host's master, or, `direct`,
-/// as an ssh connection of its own (to measure what multiplexing saves).
+/// Starts each worker as a session on a host's master, or, `direct`, as an
+/// `ssh` client with a connection of its own (what multiplexing saves, for
+/// `fibpool startup --hosts`).
 #[derive(Debug)]
 pub(crate) struct SshLauncher {
     master: Arc<Master>,
@@ -390,19 +394,33 @@ impl SshLauncher {
         }
     }
 
-    fn command(&self) -> io::Result<Command> {
-        if self.direct {
-            let mut cmd = ssh_to(&self.master.ssh, &self.master.login, &["-T", "-S", "none"]);
-            cmd.arg(&self.remote);
-            Ok(cmd)
-        } else {
-            self.master.session(&self.remote)
+    /// The same host, without the master: every worker its own connection.
+    pub fn direct(&self) -> SshLauncher {
+        SshLauncher {
+            master: self.master.clone(),
+            remote: self.remote.clone(),
+            direct: true,
         }
+    }
+
+    /// An ssh client over a connection of its own.
+    fn command(&self) -> io::Result<Command> {
+        let mut cmd = ssh_to(&self.master.ssh, &self.master.login, &["-T", "-S", "none"]);
+        cmd.arg(&self.remote);
+        Ok(cmd)
     }
 }
 
 impl Launch for SshLauncher {
     fn launch(&self, stdio: ChildStdio) -> io::Result<OwnedChild> {
+        if !self.direct {
+            let (Some(stdin), Some(stdout)) = (stdio.stdin, stdio.stdout) else {
+                return Err(io::Error::other("an ssh session needs the worker's pipes"));
+            };
+            let keep: Arc<dyn Send + Sync> = self.master.clone();
+            let session = mux::open(&self.master.control, &self.remote, stdin, stdout, keep)?;
+            return Ok(OwnedChild::new(Box::new(session)));
+        }
         let mut cmd = self.command()?;
         cmd.stdin(stdio.stdin.map_or_else(Stdio::null, Stdio::from))
             .stdout(stdio.stdout.map_or_else(Stdio::null, Stdio::from))
@@ -460,14 +478,35 @@ impl Process for SshClient {
 pub(crate) struct Layout {
     pub launchers: Vec<Arc<dyn Launch>>,
     pub places: Vec<usize>,
+    /// Each place once, in the order first named.
+    pub sites: Vec<Site>,
+}
+
+/// One place of a host list, for a measurement of what starting a worker
+/// there costs: see [`super::probe::Site`].
+pub(crate) struct Site {
+    /// `None` for this machine.
+    pub host: Option<String>,
+    /// How long its master took to connect (a whole ssh handshake).
+    pub connect: Option<Duration>,
+    /// Starts workers there as a pool does: on the master, or spawned here.
+    pub launcher: Arc<dyn Launch>,
+    /// For a remote host: each worker over an ssh connection of its own.
+    pub direct: Option<Arc<dyn Launch>>,
 }
 
 impl Layout {
     /// `workers` workers, all started by `launcher` on this machine.
     pub fn local(workers: usize, launcher: Arc<dyn Launch>) -> Layout {
         Layout {
-            launchers: vec![launcher; workers],
+            launchers: vec![launcher.clone(); workers],
             places: vec![0; workers],
+            sites: vec![Site {
+                host: None,
+                connect: None,
+                launcher,
+                direct: None,
+            }],
         }
     }
 
@@ -524,23 +563,37 @@ impl Layout {
                 .collect()
         });
         let mut launchers: Vec<Arc<dyn Launch>> = Vec::new();
+        let mut sites = Vec::new();
         let mut cores = Vec::new();
         let mut local = Some(local);
         for master in masters {
             match master {
                 Some(master) => {
-                    let master = master?;
+                    let master = Arc::new(master?);
                     cores.push(master.cores);
                     let remote = ssh.remote_command.clone();
-                    launchers.push(Arc::new(SshLauncher::new(Arc::new(master), remote)));
+                    let launcher = SshLauncher::new(master.clone(), remote);
+                    sites.push(Site {
+                        host: Some(master.login.to_string()),
+                        connect: Some(master.connect),
+                        direct: Some(Arc::new(launcher.direct())),
+                        launcher: Arc::new(launcher),
+                    });
                 }
                 None => {
                     cores.push(super::default_workers());
                     let make = local.take().expect("one local place");
-                    launchers.push(make()?);
+                    sites.push(Site {
+                        host: None,
+                        connect: None,
+                        launcher: make()?,
+                        direct: None,
+                    });
                 }
             }
+            launchers.push(sites.last().expect("pushed").launcher.clone());
         }
+
         let mut places_of_hosts = Vec::new();
         for host in hosts {
             let place = places.iter().position(|p| *p == host.login.as_ref());
@@ -557,6 +610,7 @@ impl Layout {
         let mut layout = Layout {
             launchers: Vec::with_capacity(total),
             places: Vec::with_capacity(total),
+            sites,
         };
         for (place, n) in places_of_hosts {
             for _ in 0..n {

@@ -45,6 +45,7 @@ impl Phases {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct WorkerStats {
     pub slot: usize,
+    /// For a worker on another host, its pid there (0 if it never said).
     pub pid: u32,
     /// The host it ran on, when not this machine (`[user@]host[:port]`).
     #[serde(skip_serializing_if = "Option::is_none")]

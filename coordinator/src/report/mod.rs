@@ -101,6 +101,60 @@ pub struct PhaseSummaries {
     pub shutdown: Option<Summary>,
 }
 
+/// `fibpool startup --hosts` for one place of the host list.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HostStartupReport {
+    /// `[user@]host[:port]`, or `:` for this machine.
+    pub host: String,
+    pub rounds: usize,
+    pub warmup_rounds: usize,
+    /// The host's master connection, made once: a whole ssh handshake.
+    pub master_connect_seconds: Option<f64>,
+    /// Spawn to handshake on this machine's clock, for a worker started as
+    /// the pool starts its later ones there: a session on the master (or
+    /// spawned here, for `:`).
+    pub ready: Option<Summary>,
+    /// The same over an ssh connection of its own, without multiplexing.
+    pub ready_own_connection: Option<Summary>,
+    /// Spawn to first byte of `fibpool-floor` here, in the same rounds.
+    pub baseline: Option<Summary>,
+    /// The `ready` median over the `baseline` median.
+    pub ready_over_floor: f64,
+}
+
+impl HostStartupReport {
+    /// One table for every place measured.
+    pub fn table(reports: &[HostStartupReport]) -> String {
+        let Some(first) = reports.first() else {
+            return String::new();
+        };
+        let mut out = format!(
+            "worker start per host, {} rounds after {} warm-up (medians; spawn to handshake on this machine's clock)
+",
+            first.rounds, first.warmup_rounds
+        );
+        let median = |s: Option<Summary>| s.map_or("-".to_owned(), |s| seconds(s.median_seconds));
+        let rows: Vec<Vec<(&str, String)>> = reports
+            .iter()
+            .map(|r| {
+                vec![
+                    ("host", r.host.clone()),
+                    (
+                        "master connect",
+                        r.master_connect_seconds.map_or("-".to_owned(), seconds),
+                    ),
+                    ("ready via master", median(r.ready)),
+                    ("ready, own connection", median(r.ready_own_connection)),
+                    ("floor here", median(r.baseline)),
+                    ("ready / floor", ratio(r.ready_over_floor)),
+                ]
+            })
+            .collect();
+        out += &aligned(&rows);
+        out
+    }
+}
+
 /// `fibpool startup` for one pool size.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StartupReport {

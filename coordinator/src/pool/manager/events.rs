@@ -138,6 +138,11 @@ impl Manager {
         let w = self.worker(slot);
         match response {
             Response::Ready(hello) if !w.process.is_ready() => {
+                // A remote worker is no process here: it is named by its
+                // pid there.
+                if w.process.life.host.is_some() {
+                    w.process.name.pid = hello.pid;
+                }
                 w.process.life.ready = Some((at, hello));
                 // Chunks sent while it was starting: its task timeout runs
                 // from now, not from their sending.
