@@ -503,3 +503,95 @@ fn a_pool_on_hosts_is_used_sees_an_error_and_is_used_again() {
         sshd.remote_workers().is_empty()
     });
 }
+
+#[test]
+fn startup_measures_each_host_on_its_master_and_over_its_own_connection() {
+    let sshd = Sshd::start("startup");
+    let dir = scratch_dir("hosts-startup");
+    let file = dir.join("startup.json");
+    let hosts = format!("{},:", sshd.host("127.0.0.2"));
+    let out = run(fibpool()
+        .args([
+            "startup", "--rounds", "2", "--warmup", "0", "--hosts", &hosts,
+        ])
+        .args([
+            "--ssh",
+            &sshd.ssh(),
+            "--remote-cmd",
+            &remote_cmd(),
+            "--report",
+        ])
+        .arg(&file));
+    out.assert_success();
+    let report = report(&file);
+    let rows = report.as_array().expect("one row per place");
+    assert_eq!(rows.len(), 2, "{report}");
+    let (remote, local) = (&rows[0], &rows[1]);
+    assert_eq!(remote["host"], sshd.host("127.0.0.2"));
+    assert_eq!(local["host"], ":");
+    assert!(
+        remote["master_connect_seconds"].as_f64().unwrap() > 0.0,
+        "{remote}"
+    );
+    assert!(local["master_connect_seconds"].is_null(), "{local}");
+    for row in rows {
+        let ready = row["ready"]["median_seconds"].as_f64().unwrap();
+        let floor = row["baseline"]["median_seconds"].as_f64().unwrap();
+        assert!(ready > 0.0 && floor > 0.0, "{row}");
+        let ratio = row["ready_over_floor"].as_f64().unwrap();
+        assert!((ratio - ready / floor).abs() < 1e-9, "{row}");
+    }
+    assert!(
+        remote["ready_own_connection"]["median_seconds"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(local["ready_own_connection"].is_null());
+    // Two rounds, each a worker on the master and one on a connection of
+    // its own: the master's login, then two more.
+    assert_eq!(sshd.logins(), 3, "the master and two direct connections");
+    assert!(out.stdout.contains("ready via master"), "{}", out.stdout);
+}
+
+#[test]
+fn stress_over_ssh_is_exact_and_intact() {
+    let sshd = Sshd::start("stress");
+    let dir = scratch_dir("hosts-stress");
+    let file = dir.join("stress.json");
+    let out = run(fibpool()
+        .args(["stress", "-w", "2", "--pattern", "pingpong,stream,fanout"])
+        .args(["--sizes", "8,64K", "--count", "160"])
+        .args([
+            "--hosts",
+            &format!("{},{}", sshd.host("127.0.0.1"), sshd.host("127.0.0.2")),
+        ])
+        .args([
+            "--ssh",
+            &sshd.ssh(),
+            "--remote-cmd",
+            &remote_cmd(),
+            "--report",
+        ])
+        .arg(&file));
+    out.assert_success();
+    let report = report(&file);
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 6, "{report}");
+    for r in results {
+        for key in ["messages", "raw_messages"] {
+            assert_eq!(r[key], 160, "{r}: {key}");
+        }
+        for key in [
+            "lost",
+            "duplicated",
+            "corrupted",
+            "raw_lost",
+            "raw_duplicated",
+            "raw_corrupted",
+        ] {
+            assert_eq!(r[key], 0, "{r}: {key}");
+        }
+    }
+    assert_eq!(sshd.logins(), 2 * 6, "each cell connects each host once");
+}

@@ -20,6 +20,9 @@ fn report_has_the_run_and_every_worker() {
     assert_eq!(report["chunk_size"], 10);
     let wall = report["wall_seconds"].as_f64().unwrap();
     assert!(wall > 0.0 && wall.is_finite());
+    // 100 chunks on 2 workers: both were ready before the end.
+    let ready = report["ready_seconds"].as_f64().unwrap();
+    assert!(ready > 0.0 && ready < wall, "ready {ready}, wall {wall}");
     let workers = report["worker_stats"].as_array().unwrap();
     assert_eq!(workers.len(), 2);
     let mut chunks = 0;

@@ -70,6 +70,10 @@ pub struct BenchArgs {
     #[command(flatten)]
     handshake: super::HandshakeArg,
 
+    /// With --hosts: the pools run there, each -w N being the workers per host (the ceiling is still measured here)
+    #[command(flatten)]
+    hosts: super::HostsArg,
+
     /// Indices to benchmark instead of presets (as for `fibpool run`)
     #[arg(value_name = "INDICES", allow_negative_numbers = true)]
     indices: Vec<String>,
@@ -134,7 +138,12 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     };
     let (scratch, _remove_on_signal) = super::scratch("fibpool-bench-")?;
     let handshake_timeout = args.handshake.timeout()?;
+    let (hosts, ssh) = args.hosts.hosts()?;
+    let run_args = args.hosts.forwarded();
     let plan = BenchPlan {
+        hosts,
+        ssh,
+        run_args,
         handshake_timeout,
         workloads,
         workers,

@@ -374,6 +374,22 @@ struct HostsArg {
 }
 
 impl HostsArg {
+    /// These options as given, for a `fibpool run` of ours to take too.
+    fn forwarded(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(spec) = &self.hosts {
+            args.extend(["--hosts".to_owned(), spec.clone()]);
+        }
+        if let Some(path) = &self.hosts_file {
+            args.extend(["--hosts-file".to_owned(), path.display().to_string()]);
+        }
+        if !args.is_empty() {
+            args.extend(["--ssh".to_owned(), self.ssh.clone()]);
+            args.extend(["--remote-cmd".to_owned(), self.remote_cmd.clone()]);
+        }
+        args
+    }
+
     /// The hosts named (none: every worker on this machine) and how ssh
     /// reaches them, checked.
     fn hosts(&self) -> Result<(Vec<Host>, Ssh)> {

@@ -211,6 +211,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         chunks: None,
         chunk_size: config.chunk_size.map(NonZeroU64::get),
         wall_seconds: 0.0,
+        ready_seconds: None,
         worker_restarts: 0,
         retried_chunks: 0,
         recycled: 0,
@@ -300,6 +301,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .and_then(|summary| out.flush().map(|()| summary).map_err(PoolError::Sink));
     progress.finish();
     drop(stall);
+    report.ready_seconds = pool
+        .probe()
+        .ready_at()
+        .map(|at| at.saturating_duration_since(started).as_secs_f64());
     // Values handed to stdout's buffer count as done once it is flushed;
     // on an error, what is still buffered may not have reached the reader.
     report.tasks_done = done.load(Ordering::Relaxed);

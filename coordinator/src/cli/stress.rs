@@ -73,6 +73,10 @@ pub struct StressArgs {
     #[command(flatten)]
     handshake: super::HandshakeArg,
 
+    /// With --hosts: the workers run there, one on each in turn (over ssh's pipes)
+    #[command(flatten)]
+    hosts: super::HostsArg,
+
     /// Write the report as JSON to FILE
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -129,8 +133,16 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
             available >> 20
         );
     }
+    let (hosts, ssh) = args.hosts.hosts()?;
+    if !hosts.is_empty() && args.transport.contains(&TransportArg::Socket) {
+        usage!(
+            "--transport socket is for this machine's workers: a remote worker talks over ssh's pipes"
+        );
+    }
     let report_file = create_report(args.report)?;
     let plan = StressPlan {
+        hosts,
+        ssh,
         handshake_timeout,
         workers,
         patterns,

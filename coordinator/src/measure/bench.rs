@@ -14,7 +14,7 @@ use fibpool_worker::kernels::{Tally, encode_run};
 
 use crate::report::{BenchReport, BenchRow, BenchWorkload};
 use crate::stats::{amdahl_speedup, karp_flatt, median};
-use crate::{Pool, PoolError, RunOptions, StartMethod, TaskList, WorkerCommand};
+use crate::{Host, Pool, PoolError, RunOptions, Ssh, StartMethod, TaskList, WorkerCommand};
 
 /// The Python peers, embedded so that an installed `fibpool` can run them.
 const PYTHON_PEER: &str = include_str!("../../../bench/python_peer.py");
@@ -130,6 +130,13 @@ pub struct BenchPlan {
     /// How the pools start their workers, each method in every repeat; the
     /// first is also `fibpool run`'s against the peers.
     pub start_methods: Vec<StartMethod>,
+    /// Hosts for the pools (none: this machine), each pool size then the
+    /// workers per host, and how ssh reaches them.
+    pub hosts: Vec<Host>,
+    pub ssh: Ssh,
+    /// Given to every `fibpool run` against the peers as well (the same
+    /// hosts, for one).
+    pub run_args: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,7 +271,8 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
                     let mut run = Command::new(&plan.fibpool);
                     run.args(["run", "-w", &n.to_string(), "--output", "none", "--input"])
                         .arg(&input)
-                        .args(["--start-method", plan.start_methods[0].name()]);
+                        .args(["--start-method", plan.start_methods[0].name()])
+                        .args(&plan.run_args);
                     fib.push(time_process("fibpool run", run)?);
                     tick();
                 }
@@ -285,7 +293,8 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
                     let mut run = Command::new(&plan.fibpool);
                     run.args(["run", "-w", &n.to_string(), "--output", "hex", "--input"])
                         .arg(&input)
-                        .args(["--start-method", plan.start_methods[0].name()]);
+                        .args(["--start-method", plan.start_methods[0].name()])
+                        .args(&plan.run_args);
                     run
                 };
                 let theirs = process_output("the gmpy2 peer", peer())?;
@@ -363,12 +372,15 @@ fn pool_sample(
     n: usize,
 ) -> Result<PoolSample, PoolError> {
     let start = Instant::now();
-    let pool = Pool::builder()
+    let mut builder = Pool::builder()
         .workers(n)
         .start_method(method)
         .worker_command(plan.command.clone())
-        .handshake_timeout(plan.handshake_timeout)
-        .build()?;
+        .handshake_timeout(plan.handshake_timeout);
+    if !plan.hosts.is_empty() {
+        builder = builder.hosts(plan.hosts.clone()).ssh(plan.ssh.clone());
+    }
+    let pool = builder.build()?;
     let mut bytes = 0usize;
     let options = RunOptions {
         chunk_size: None,

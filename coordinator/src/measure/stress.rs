@@ -19,7 +19,7 @@ use crate::pool::probe::{
     Connection, Killer, Launcher, Reader, WorkerProcessHandle, Writer, describe_status,
     peak_rss_bytes,
 };
-use crate::pool::{PoolError, StartMethod, Transport, WorkerCommand, WorkerName};
+use crate::pool::{Host, PoolError, Ssh, StartMethod, Transport, WorkerCommand, WorkerName};
 use crate::report;
 
 /// The largest payload a stress frame may carry: the frame cap less room for
@@ -92,6 +92,10 @@ pub struct StressPlan {
     pub handshake_timeout: Duration,
     /// Alternations of framed and raw slices per measurement (ABBA order).
     pub slices: usize,
+    /// Hosts the workers run on, one each in turn (none: this machine),
+    /// and how ssh reaches them.
+    pub hosts: Vec<Host>,
+    pub ssh: Ssh,
 }
 
 /// What one codec did in one measurement.
@@ -298,9 +302,24 @@ fn measure_cell(
     // the same cores, over the same channel.
     let body = body(size);
     let deadline = plan.handshake_timeout;
-    let launcher = Launcher::new(plan.start_method, &plan.command, deadline)?;
+    let launchers = if plan.hosts.is_empty() {
+        vec![Launcher::new(plan.start_method, &plan.command, deadline)?]
+    } else {
+        let (launchers, _) = Launcher::for_hosts(
+            &plan.hosts,
+            Some(1),
+            &plan.ssh,
+            plan.start_method,
+            &plan.command,
+            deadline,
+        )?;
+        launchers
+    };
     let mut drivers = (0..workers)
-        .map(|slot| Driver::start(&launcher, transport, &body, slot, deadline))
+        .map(|slot| {
+            let launcher = &launchers[slot % launchers.len()];
+            Driver::start(launcher, transport, &body, slot, deadline)
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     // A count is each codec's messages per pattern: shared out over its

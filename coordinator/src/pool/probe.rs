@@ -74,6 +74,11 @@ impl<'p> Probe<'p> {
         self.call(ProbeCall::ReadySeconds).ok().flatten()
     }
 
+    /// When the last worker was ready, once all are.
+    pub fn ready_at(&self) -> Option<std::time::Instant> {
+        self.call(ProbeCall::ReadyAt).ok().flatten()
+    }
+
     /// For a pool that starts a fork server of its own (forkserver): from
     /// the server's spawn until it said it was ready.
     pub fn server_start_seconds(&self) -> Option<f64> {

@@ -29,6 +29,10 @@ pub struct RunReport {
     /// The fixed chunk size, or null for guided chunks.
     pub chunk_size: Option<u64>,
     pub wall_seconds: f64,
+    /// From the run's start until every worker was ready (with `--hosts`,
+    /// the ssh connections included), if all were before the run ended:
+    /// `wall_seconds` less this is the run once the workers are ready.
+    pub ready_seconds: Option<f64>,
     /// Workers that died or hung and were replaced.
     pub worker_restarts: u64,
     /// Chunks sent again because their worker died or hung.

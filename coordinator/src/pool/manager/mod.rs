@@ -324,6 +324,7 @@ pub(crate) enum ProbeCall {
         reply: Sender<Result<f64, PoolError>>,
     },
     ReadySeconds(Sender<Option<f64>>),
+    ReadyAt(Sender<Option<Instant>>),
     ServerStartSeconds(Sender<Option<f64>>),
 }
 

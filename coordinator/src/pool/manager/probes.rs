@@ -43,6 +43,12 @@ impl Manager {
             ProbeCall::ReadySeconds(reply) => {
                 let _ = reply.send(self.ready_seconds());
             }
+            ProbeCall::ReadyAt(reply) => {
+                let at = self
+                    .ready_seconds()
+                    .map(|s| self.started + Duration::from_secs_f64(s));
+                let _ = reply.send(at);
+            }
             ProbeCall::ServerStartSeconds(reply) => {
                 let start = self
                     .config
