@@ -121,6 +121,8 @@ mod layers {
             "run_if_worker",
             "Future",
             "default_workers",
+            "Host",
+            "Ssh",
         ];
         let allowed: [(&str, &[&str]); 5] = [
             ("pool", &core),

@@ -24,6 +24,10 @@ pub(crate) trait Process: Send + fmt::Debug {
     /// What kills it from another thread, as [`Process::kill`] does.
     fn killer(&self) -> io::Result<Killer>;
 
+    /// For a worker on another host: its pid there, from its handshake, so
+    /// that killing it can reach it.
+    fn remote_pid(&mut self, _pid: u32) {}
+
     /// Whether it ended because what started it did (a forked worker whose
     /// fork server died): no chunk of its is to blame.
     fn collateral(&self) -> bool {
@@ -144,6 +148,11 @@ impl OwnedChild {
     fn reaped(&mut self, status: ExitStatus) {
         self.status = Some(status);
         registry::forget(self.pid());
+    }
+
+    /// See [`Process::remote_pid`].
+    pub fn remote_pid(&mut self, pid: u32) {
+        self.process.remote_pid(pid);
     }
 
     /// See [`Process::collateral`].

@@ -186,6 +186,26 @@ impl Ssh {
     }
 }
 
+impl Ssh {
+    /// The remote command as sent: with `exec` before a plain command (a
+    /// program and its words, nothing else for the shell to do), so that
+    /// the worker replaces the far side's shell, its parent is the sshd
+    /// that serves its session, and a kill of its pid is a kill of the
+    /// worker.
+    pub(crate) fn sent_command(&self) -> String {
+        let plain = matches!(self.remote_program(), Ok(Some(_)))
+            && !self
+                .remote_command
+                .chars()
+                .any(|c| ";&|<>()$`\n*?[]{}~!#".contains(c));
+        if plain && !self.remote_command.trim_start().starts_with("exec ") {
+            format!("exec {}", self.remote_command)
+        } else {
+            self.remote_command.clone()
+        }
+    }
+}
+
 impl Default for Ssh {
     fn default() -> Self {
         Ssh {
@@ -276,6 +296,30 @@ mod tests {
         ];
         for (spec, want) in cases {
             assert_eq!(Host::parse(spec).unwrap_err(), want, "{spec}");
+        }
+    }
+
+    #[test]
+    fn a_plain_remote_command_is_execed_and_others_are_left_alone() {
+        let sent = |remote: &str| {
+            Ssh {
+                command: WorkerCommand::new("ssh"),
+                remote_command: remote.to_owned(),
+            }
+            .sent_command()
+        };
+        assert_eq!(sent("fibpool worker"), "exec fibpool worker");
+        assert_eq!(
+            sent("'/opt/my dir/fibpool' worker"),
+            "exec '/opt/my dir/fibpool' worker"
+        );
+        assert_eq!(sent("exec fibpool worker"), "exec fibpool worker");
+        for other in [
+            "cd /x && fibpool worker",
+            "FOO=1 fibpool worker",
+            "fibpool worker 2>$LOG",
+        ] {
+            assert_eq!(sent(other), other);
         }
     }
 

@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -148,6 +148,8 @@ pub(crate) fn open(
     drop((stdin, stdout));
     Ok(MuxSession {
         socket,
+        control: control.to_owned(),
+        remote_pid: None,
         exit_value: None,
         status: None,
         _keep: keep,
@@ -157,6 +159,10 @@ pub(crate) fn open(
 /// A remote worker's session: see the module's documentation.
 pub(crate) struct MuxSession {
     socket: UnixStream,
+    /// The master's control socket, for a session that kills the worker.
+    control: PathBuf,
+    /// The worker's pid there, once its handshake said.
+    remote_pid: Option<u32>,
     /// The exit value the master sent, once it has.
     exit_value: Option<u32>,
     /// How it ended, once the master closed the connection.
@@ -218,8 +224,22 @@ impl Process for MuxSession {
         0
     }
 
+    /// SIGKILL to the worker there, by a session of its own on the master
+    /// (waited for, at most [`KILL_TIMEOUT`]), when its pid is known and it
+    /// has not ended; then the session's end. The end alone would only close
+    /// the worker's input, which it reads between chunks: a hung or busy
+    /// worker would go on.
     fn kill(&mut self) {
+        if self.status.is_none()
+            && let Some(pid) = self.remote_pid.take()
+        {
+            let _ = kill_remote(&self.control, pid, self._keep.clone());
+        }
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn remote_pid(&mut self, pid: u32) {
+        self.remote_pid = Some(pid);
     }
 
     fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
@@ -246,6 +266,24 @@ impl Process for MuxSession {
     fn killer(&self) -> io::Result<Killer> {
         Ok(Killer::Socket(self.socket.as_fd().try_clone_to_owned()?))
     }
+}
+
+/// How long killing a remote worker waits for its kill to be done.
+const KILL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs `kill -KILL pid` there, in a session on the master at `control`.
+fn kill_remote(control: &Path, pid: u32, keep: Arc<dyn Send + Sync>) -> io::Result<()> {
+    let null = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+    };
+    let (stdin, stdout) = (OwnedFd::from(null()?), OwnedFd::from(null()?));
+    let command = format!("kill -KILL {pid} 2>/dev/null");
+    let mut session = open(control, &command, stdin, stdout, keep)?;
+    session.wait_timeout(KILL_TIMEOUT)?;
+    Ok(())
 }
 
 /// For [`Killer::Socket`]: ends the connection for both sides.

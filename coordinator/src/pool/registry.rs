@@ -77,7 +77,6 @@ pub(crate) fn list_member(pid: u32) {
     }
 }
 
-/// Takes `pid` off the list: it was reaped, and may be reused.
 /// Lists a directory for [`stop_all`] to remove; [`forget_dir`] when
 /// removed otherwise.
 pub(crate) fn list_dir(dir: &std::path::Path) {
@@ -88,6 +87,7 @@ pub(crate) fn forget_dir(dir: &std::path::Path) {
     live().dirs.retain(|d| d != dir);
 }
 
+/// Takes `pid` off the list: it was reaped, and may be reused.
 pub(crate) fn forget(pid: u32) {
     let live = &mut *live();
     for list in [&mut live.pids, &mut live.servers, &mut live.members] {

@@ -32,6 +32,10 @@ use super::registry;
 use super::transport::ChildStdio;
 use super::{MAX_WORKERS, WorkerCommand};
 
+/// Workers per master connection: sshd's default MaxSessions is 10, and
+/// killing a worker takes a session of its own for a moment.
+const SESSIONS_PER_MASTER: usize = 9;
+
 /// How often a master that is connecting is looked at.
 const CONNECT_POLL: Duration = Duration::from_millis(2);
 /// The most of ssh's stderr kept for a message.
@@ -102,7 +106,11 @@ fn die_with_spawner(cmd: &mut Command) {
 /// run uses.
 fn private_dir() -> io::Result<PathBuf> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let base = std::env::temp_dir();
+    let mut base = std::env::temp_dir();
+    // A socket's path has at most 107 bytes.
+    if base.as_os_str().len() > 64 {
+        base = PathBuf::from("/tmp");
+    }
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = base.join(format!("fibpool-ssh-{}-{n}", std::process::id()));
@@ -135,6 +143,11 @@ impl Stderr {
                 kept
             })?;
         Ok(Stderr(thread))
+    }
+
+    /// All of it (its last [`STDERR_KEPT`] bytes), once the process closed it.
+    fn text(self) -> String {
+        String::from_utf8_lossy(&self.0.join().unwrap_or_default()).into_owned()
     }
 
     /// Its last line that says something, once the process closed it.
@@ -231,11 +244,20 @@ impl Master {
                 "-M",
                 "-N",
                 "-S",
-                path_str(&self.control)?,
+                &control_arg(&self.control)?,
                 "-o",
                 "ControlMaster=yes",
                 "-o",
                 "ControlPersist=no",
+                // No one could answer a prompt: it would stop the master
+                // in the background. A host that stops answering is
+                // noticed within 45 s.
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ServerAliveInterval=15",
+                "-o",
+                "ServerAliveCountMax=3",
             ],
         );
         cmd.stdin(Stdio::null())
@@ -277,7 +299,7 @@ impl Master {
 
     /// Checks over the master that `program` is on the far side's PATH,
     /// and returns the host's core count.
-    pub fn probe(&mut self, program: Option<&str>) -> Result<usize, PoolError> {
+    pub fn probe(&mut self, program: Option<&str>, timeout: Duration) -> Result<usize, PoolError> {
         let mut script = String::new();
         if let Some(program) = program {
             script += &format!(
@@ -286,16 +308,36 @@ impl Master {
             );
         }
         script += "nproc 2>/dev/null || getconf _NPROCESSORS_ONLN";
-        let mut cmd = self
-            .session(&script)
-            .map_err(|e| host_error(&self.login, format!("cannot run ssh: {e}")))?;
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| host_error(&self.login, format!("cannot run ssh: {e}")))?;
-        let said = String::from_utf8_lossy(&out.stderr);
-        let said = said.lines().map(str::trim).rfind(|l| !l.is_empty());
-        match out.status.code() {
+        let failed = |e: io::Error| host_error(&self.login, format!("cannot run ssh: {e}"));
+        let mut cmd = self.session(&script).map_err(failed)?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(failed)?;
+        let streams = (child.stdout.take(), child.stderr.take());
+        let mut process = Spawned(child);
+        let (Some(stdout), Some(stderr)) = streams else {
+            unreachable!("both are piped")
+        };
+        let gathered = Stderr::gather(stdout).and_then(|out| Ok((out, Stderr::gather(stderr)?)));
+        let status = match gathered.and_then(|g| Ok((g, process.wait_timeout(timeout)?))) {
+            Ok((gathered, Some(status))) => Ok((gathered, status)),
+            Ok((_, None)) => Err(host_error(
+                &self.login,
+                format!("a session on its connection gave no answer within {timeout:?}"),
+            )),
+            Err(e) => Err(failed(e)),
+        };
+        let ((stdout, stderr), status) = match status {
+            Ok(done) => done,
+            Err(e) => {
+                drop(OwnedChild::new(Box::new(process)));
+                return Err(e);
+            }
+        };
+        let said = stderr.last_line();
+        match status.code() {
             Some(0) => {}
             Some(127) if program.is_some() => {
                 return Err(host_error(
@@ -310,13 +352,13 @@ impl Master {
                 return Err(host_error(
                     &self.login,
                     said.map_or_else(
-                        || format!("asking its core count: ssh {}", status_line(out.status)),
+                        || format!("asking its core count: ssh {}", status_line(status)),
                         |s| format!("asking its core count: {s}"),
                     ),
                 ));
             }
         }
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = stdout.text();
         match text.trim().parse::<usize>() {
             Ok(n) if n >= 1 => {
                 self.cores = n;
@@ -337,7 +379,7 @@ impl Master {
             &[
                 "-T",
                 "-S",
-                path_str(&self.control)?,
+                &control_arg(&self.control)?,
                 "-o",
                 "ControlMaster=no",
             ],
@@ -347,9 +389,12 @@ impl Master {
     }
 }
 
-fn path_str(path: &Path) -> io::Result<&str> {
-    path.to_str()
-        .ok_or_else(|| io::Error::other("the temporary directory's path is not UTF-8"))
+/// The control socket's path for `ssh -S`, which expands `%` tokens in it.
+fn control_arg(path: &Path) -> io::Result<String> {
+    let path = path
+        .to_str()
+        .ok_or_else(|| io::Error::other("the temporary directory's path is not UTF-8"))?;
+    Ok(path.replace('%', "%%"))
 }
 
 struct Spawn {
@@ -418,7 +463,16 @@ impl Launch for SshLauncher {
                 return Err(io::Error::other("an ssh session needs the worker's pipes"));
             };
             let keep: Arc<dyn Send + Sync> = self.master.clone();
-            let session = mux::open(&self.master.control, &self.remote, stdin, stdout, keep)?;
+            let session = mux::open(&self.master.control, &self.remote, stdin, stdout, keep)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "no session on the ssh connection to {} (has it ended?): {e}",
+                            self.master.login
+                        ),
+                    )
+                })?;
             return Ok(OwnedChild::new(Box::new(session)));
         }
         let mut cmd = self.command()?;
@@ -536,6 +590,12 @@ impl Layout {
                 places.push(host.login.as_ref());
             }
         }
+        // Before any thread of ours starts: the fork method forks this
+        // process, which must then have one thread.
+        let mut local = match places.contains(&None) {
+            true => Some(local()?),
+            false => None,
+        };
         let masters: Vec<Option<Result<Master, PoolError>>> = std::thread::scope(|scope| {
             let connecting: Vec<_> = places
                 .iter()
@@ -543,7 +603,7 @@ impl Layout {
                     place.map(|login| {
                         scope.spawn(move || {
                             let mut master = Master::connect(login, ssh, timeout)?;
-                            master.probe(program)?;
+                            master.probe(program, timeout)?;
                             Ok(master)
                         })
                     })
@@ -565,14 +625,12 @@ impl Layout {
         let mut launchers: Vec<Arc<dyn Launch>> = Vec::new();
         let mut sites = Vec::new();
         let mut cores = Vec::new();
-        let mut local = Some(local);
         for master in masters {
             match master {
                 Some(master) => {
                     let master = Arc::new(master?);
                     cores.push(master.cores);
-                    let remote = ssh.remote_command.clone();
-                    let launcher = SshLauncher::new(master.clone(), remote);
+                    let launcher = SshLauncher::new(master.clone(), ssh.sent_command());
                     sites.push(Site {
                         host: Some(master.login.to_string()),
                         connect: Some(master.connect),
@@ -582,11 +640,10 @@ impl Layout {
                 }
                 None => {
                     cores.push(super::default_workers());
-                    let make = local.take().expect("one local place");
                     sites.push(Site {
                         host: None,
                         connect: None,
-                        launcher: make()?,
+                        launcher: local.take().expect("one local place"),
                         direct: None,
                     });
                 }
@@ -607,14 +664,64 @@ impl Layout {
                 "the hosts give {total} workers, more than a pool has ({MAX_WORKERS})"
             )));
         }
+        // A host with more workers than one connection takes sessions gets
+        // more masters, connected at once.
+        let mut on_place = vec![0usize; places.len()];
+        for &(place, n) in &places_of_hosts {
+            on_place[place] += n;
+        }
+        let mut masters_of: Vec<Vec<Arc<dyn Launch>>> =
+            launchers.iter().map(|l| vec![l.clone()]).collect();
+        let extra: Vec<(usize, Result<Master, PoolError>)> = std::thread::scope(|scope| {
+            let connecting: Vec<_> = places
+                .iter()
+                .enumerate()
+                .filter_map(|(place, login)| Some((place, (*login)?)))
+                .flat_map(|(place, login)| {
+                    let more = on_place[place]
+                        .div_ceil(SESSIONS_PER_MASTER)
+                        .saturating_sub(1);
+                    (0..more).map(move |_| (place, login))
+                })
+                .map(|(place, login)| {
+                    (
+                        place,
+                        scope.spawn(move || Master::connect(login, ssh, timeout)),
+                    )
+                })
+                .collect();
+            connecting
+                .into_iter()
+                .map(|(place, t)| {
+                    let joined = t.join().unwrap_or_else(|_| {
+                        Err(PoolError::Config(
+                            "connecting to a host panicked".to_owned(),
+                        ))
+                    });
+                    (place, joined)
+                })
+                .collect()
+        });
+        for (place, master) in extra {
+            let launcher = SshLauncher::new(Arc::new(master?), ssh.sent_command());
+            masters_of[place].push(Arc::new(launcher));
+        }
         let mut layout = Layout {
             launchers: Vec::with_capacity(total),
             places: Vec::with_capacity(total),
             sites,
         };
+        let mut seated = vec![0usize; places.len()];
         for (place, n) in places_of_hosts {
             for _ in 0..n {
-                layout.launchers.push(launchers[place].clone());
+                // A slot keeps its master: its replacements take its session's place.
+                let master = if places[place].is_some() {
+                    seated[place] / SESSIONS_PER_MASTER
+                } else {
+                    0
+                };
+                seated[place] += 1;
+                layout.launchers.push(masters_of[place][master].clone());
                 layout.places.push(place);
             }
         }

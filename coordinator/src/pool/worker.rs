@@ -243,6 +243,13 @@ impl WorkerProcess {
         self.child.kill();
     }
 
+    /// A remote worker's handshake came: it is named, and killed, by its
+    /// pid there.
+    pub fn remote_pid(&mut self, pid: u32) {
+        self.name.pid = pid;
+        self.child.remote_pid(pid);
+    }
+
     /// Waits up to `grace` for the worker to exit, then kills it; reaps it either way.
     pub fn reap(&mut self, grace: Duration) -> io::Result<ExitStatus> {
         let first = self.life.reaped.is_none();

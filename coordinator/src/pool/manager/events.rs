@@ -141,7 +141,7 @@ impl Manager {
                 // A remote worker is no process here: it is named by its
                 // pid there.
                 if w.process.life.host.is_some() {
-                    w.process.name.pid = hello.pid;
+                    w.process.remote_pid(hello.pid);
                 }
                 w.process.life.ready = Some((at, hello));
                 // Chunks sent while it was starting: its task timeout runs
