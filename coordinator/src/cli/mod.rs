@@ -374,6 +374,11 @@ struct HostsArg {
 }
 
 impl HostsArg {
+    /// Whether a host named is another machine (not `:`).
+    fn remote(hosts: &[Host]) -> bool {
+        hosts.iter().any(|h| h.login.is_some())
+    }
+
     /// These options as given, for a `fibpool run` of ours to take too.
     fn forwarded(&self) -> Vec<String> {
         let mut args = Vec::new();

@@ -374,7 +374,7 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
     let command = worker_command(args.worker_cmd.as_deref())?;
     let handshake_timeout = args.handshake.timeout()?;
     let (hosts, ssh) = args.hosts.hosts()?;
-    if !hosts.is_empty() && args.transport == TransportArg::Socket {
+    if super::HostsArg::remote(&hosts) && args.transport == TransportArg::Socket {
         usage!(
             "--transport socket is for this machine's workers: a remote worker talks over ssh's pipes"
         );

@@ -107,6 +107,9 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
         if args.plot.is_some() || args.vs_python {
             usage!("--plot and --vs-python measure pools here: not with --hosts");
         }
+        if methods != [fibpool_coordinator::StartMethod::Spawn] {
+            usage!("--hosts measures spawned workers here (':') and ssh sessions there: it takes no --start-method");
+        }
         let plan = HostsPlan {
             hosts,
             ssh,

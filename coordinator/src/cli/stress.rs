@@ -134,7 +134,7 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
         );
     }
     let (hosts, ssh) = args.hosts.hosts()?;
-    if !hosts.is_empty() && args.transport.contains(&TransportArg::Socket) {
+    if super::HostsArg::remote(&hosts) && args.transport.contains(&TransportArg::Socket) {
         usage!(
             "--transport socket is for this machine's workers: a remote worker talks over ssh's pipes"
         );

@@ -133,8 +133,7 @@ impl HostStartupReport {
             return String::new();
         };
         let mut out = format!(
-            "worker start per host, {} rounds after {} warm-up (medians; spawn to handshake on this machine's clock)
-",
+            "worker start per host, {} rounds after {} warm-up (medians of spawn to handshake on this machine's clock; the master's connect once per host)\n",
             first.rounds, first.warmup_rounds
         );
         let median = |s: Option<Summary>| s.map_or("-".to_owned(), |s| seconds(s.median_seconds));
