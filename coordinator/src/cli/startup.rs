@@ -108,7 +108,9 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
             usage!("--plot and --vs-python measure pools here: not with --hosts");
         }
         if methods != [fibpool_coordinator::StartMethod::Spawn] {
-            usage!("--hosts measures spawned workers here (':') and ssh sessions there: it takes no --start-method");
+            usage!(
+                "--hosts measures spawned workers here (':') and ssh sessions there: it takes no --start-method"
+            );
         }
         let plan = HostsPlan {
             hosts,
