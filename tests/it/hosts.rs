@@ -137,6 +137,22 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// User and system CPU time of `pid` so far, in clock ticks (0 if gone).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the parenthesised name: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let field = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(14) + field(15)
+}
+
 /// Every process under `pid`, from /proc.
 fn descendants(pid: u32) -> Vec<u32> {
     let mut all = Vec::new();
@@ -299,9 +315,10 @@ fn a_remote_worker_killed_mid_run_is_a_dead_worker_and_nothing_is_lost() {
             .args(["0..100", "300000x400"]),
     );
     let mut remote = Vec::new();
-    wait_until("2 remote workers run", Duration::from_secs(60), || {
+    // Computing, so past their handshakes: 50 ms of CPU each.
+    wait_until("2 remote workers compute", Duration::from_secs(60), || {
         remote = sshd.remote_workers();
-        remote.len() == 2
+        remote.len() == 2 && remote.iter().all(|&pid| cpu_ticks(pid) >= 5)
     });
     signal(remote[0], libc::SIGKILL);
     let out = running.finish();
@@ -329,12 +346,15 @@ fn a_hosts_ssh_killed_mid_run_leaves_the_work_to_the_other_host() {
     let hosts = format!("{},{}", sshd.host("127.0.0.1"), sshd.host("127.0.0.2"));
     let running = Running::start(
         hosts_run(&sshd, &hosts)
-            .args(["-w", "1", "-c", "1", "--report"])
+            // Its workers' chunks are not to blame: even one failure
+            // allowed is not spent on them.
+            .args(["-w", "1", "-c", "1", "--retries", "1", "--report"])
             .arg(&file)
             .args(["0..100", "300000x400"]),
     );
-    wait_until("2 remote workers run", Duration::from_secs(60), || {
-        sshd.remote_workers().len() == 2
+    wait_until("2 remote workers compute", Duration::from_secs(60), || {
+        let remote = sshd.remote_workers();
+        remote.len() == 2 && remote.iter().all(|&pid| cpu_ticks(pid) >= 5)
     });
     let masters = masters(running.pid());
     assert_eq!(masters.len(), 2, "one master per host: {masters:?}");

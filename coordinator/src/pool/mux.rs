@@ -34,8 +34,10 @@ const NO_ESCAPE: u32 = 0xffff_ffff;
 /// The longest packet a master is believed to send: its messages are a few
 /// words and a reason.
 const MAX_PACKET: usize = 64 * 1024;
-/// How long the master may take to say hello or finish a packet.
-const MASTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the master may take to say hello or finish a packet. A start
+/// waits for the hello on the pool's thread: a master that is stopped holds
+/// the pool up this long per start, and then the start fails.
+const MASTER_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn bad(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("ssh master: {what}"))
@@ -111,6 +113,7 @@ pub(crate) fn open(
     command: &str,
     stdin: OwnedFd,
     stdout: OwnedFd,
+    master_pid: u32,
     keep: Arc<dyn Send + Sync>,
 ) -> io::Result<MuxSession> {
     let mut socket = UnixStream::connect(control)?;
@@ -152,6 +155,8 @@ pub(crate) fn open(
         remote_pid: None,
         exit_value: None,
         status: None,
+        collateral: false,
+        master_pid,
         _keep: keep,
     })
 }
@@ -167,6 +172,11 @@ pub(crate) struct MuxSession {
     exit_value: Option<u32>,
     /// How it ended, once the master closed the connection.
     status: Option<ExitStatus>,
+    /// It ended because its master did: no exit value came, and the master
+    /// process ended.
+    collateral: bool,
+    /// The master process, a child of this one.
+    master_pid: u32,
     /// What must outlive the session (its master).
     _keep: Arc<dyn Send + Sync>,
 }
@@ -211,6 +221,9 @@ impl MuxSession {
     }
 
     fn ended(&mut self) -> ExitStatus {
+        if self.status.is_none() && self.exit_value.is_none() {
+            self.collateral = master_ended(self.master_pid);
+        }
         let value = self.exit_value.unwrap_or(255).min(255);
         *self
             .status
@@ -242,6 +255,10 @@ impl Process for MuxSession {
         self.remote_pid = Some(pid);
     }
 
+    fn collateral(&self) -> bool {
+        self.collateral
+    }
+
     fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
         if let Some(status) = self.status {
             return Ok(Some(status));
@@ -268,6 +285,28 @@ impl Process for MuxSession {
     }
 }
 
+/// How long a session that ended without an exit value waits to see its
+/// master end: the master closes the worker's streams as it exits, a
+/// moment before it is a zombie.
+const MASTER_ENDING: Duration = Duration::from_millis(500);
+
+/// Whether the master process (our child, not reaped while a session of
+/// its lives) has ended, or does within [`MASTER_ENDING`]. A pidfd becomes
+/// readable when its process exits.
+fn master_ended(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    // SAFETY: pidfd_open has no memory-safety preconditions.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if raw < 0 {
+        return io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    }
+    // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
+    let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw as i32) };
+    poll_readable(pidfd.as_raw_fd(), MASTER_ENDING).unwrap_or(false)
+}
+
 /// How long killing a remote worker waits for its kill to be done.
 const KILL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -281,7 +320,7 @@ fn kill_remote(control: &Path, pid: u32, keep: Arc<dyn Send + Sync>) -> io::Resu
     };
     let (stdin, stdout) = (OwnedFd::from(null()?), OwnedFd::from(null()?));
     let command = format!("kill -KILL {pid} 2>/dev/null");
-    let mut session = open(control, &command, stdin, stdout, keep)?;
+    let mut session = open(control, &command, stdin, stdout, 0, keep)?;
     session.wait_timeout(KILL_TIMEOUT)?;
     Ok(())
 }

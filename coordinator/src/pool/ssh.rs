@@ -49,6 +49,7 @@ pub(crate) struct Master {
     control: PathBuf,
     /// The master process; `None` once it is stopped.
     process: Mutex<Option<OwnedChild>>,
+    pid: u32,
     /// The thread that started it, parked until the master is stopped: the
     /// master dies with it.
     keeper: Option<(Sender<()>, JoinHandle<()>)>,
@@ -111,6 +112,7 @@ fn private_dir() -> io::Result<PathBuf> {
     if base.as_os_str().len() > 64 {
         base = PathBuf::from("/tmp");
     }
+    sweep(&base);
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = base.join(format!("fibpool-ssh-{}-{n}", std::process::id()));
@@ -123,6 +125,35 @@ fn private_dir() -> io::Result<PathBuf> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Removes the control directories of coordinators that are gone (killed
+/// by SIGKILL, which leaves them), once per process.
+fn sweep(base: &Path) {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(base) else {
+            return;
+        };
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("fibpool-ssh-"))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok());
+            let Some(pid) = pid else { continue };
+            // Only ours: a directory of another user's is theirs to remove.
+            let mine = entry
+                .metadata()
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid);
+            if mine && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    });
 }
 
 /// What a process wrote to stderr, the last [`STDERR_KEPT`] bytes of it,
@@ -186,6 +217,7 @@ impl Master {
             dir,
             control,
             process: Mutex::new(None),
+            pid: 0,
             keeper: None,
             connect: Duration::ZERO,
             cores: 1,
@@ -228,6 +260,7 @@ impl Master {
             }
         }
         master.connect = started.elapsed();
+        master.pid = process.pid();
         *master
             .process
             .lock()
@@ -463,8 +496,9 @@ impl Launch for SshLauncher {
                 return Err(io::Error::other("an ssh session needs the worker's pipes"));
             };
             let keep: Arc<dyn Send + Sync> = self.master.clone();
-            let session = mux::open(&self.master.control, &self.remote, stdin, stdout, keep)
-                .map_err(|e| {
+            let (control, pid) = (&self.master.control, self.master.pid);
+            let session =
+                mux::open(control, &self.remote, stdin, stdout, pid, keep).map_err(|e| {
                     io::Error::new(
                         e.kind(),
                         format!(
