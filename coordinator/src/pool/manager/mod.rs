@@ -1044,6 +1044,60 @@ mod tests {
         Manager::new(config, tx, Arc::new(Shared::default()))
     }
 
+    /// A chunk lost with a worker on one host goes to a worker on another
+    /// while there is one, and back to the first host once there is none.
+    #[test]
+    fn a_chunk_lost_on_a_host_is_sent_to_another_host_first() {
+        let sleeper: Arc<dyn Launch> =
+            Arc::new(SpawnCommand(WorkerCommand::new("sleep").arg("30")));
+        let (tx, _rx) = ToManager::new();
+        let config = Config {
+            workers: 2,
+            launchers: vec![sleeper.clone(), sleeper],
+            places: vec![0, 1],
+            transport: Transport::Pipe,
+            in_flight: 2,
+            handshake_timeout: Duration::from_secs(1),
+            task_timeout: None,
+            retries: 3,
+            spawn_threads: 1,
+            max_tasks_per_child: None,
+        };
+        let mut manager = Manager::new(config, tx, Arc::new(Shared::default()));
+        for slot in 0..2 {
+            let process = manager.spawn(slot, slot as u64).expect("sleep starts");
+            manager.slots[slot].worker = Some(Worker::new(process));
+        }
+        let plan = ChunkPlan {
+            id: 0,
+            first_position: 0,
+            count: 1,
+            runs: Vec::new(),
+        };
+        manager.chunks.insert(
+            7,
+            Issued {
+                job: 0,
+                encoding: Encoding::Raw,
+                plan,
+                failures: 1,
+                lost_on: Some(0),
+            },
+        );
+        manager.retry.push_back(7);
+        assert_eq!(
+            manager.next_chunk(0),
+            None,
+            "not back to the host it was lost on"
+        );
+        assert_eq!(manager.retry.len(), 1, "it waits for the other host");
+        assert_eq!(manager.next_chunk(1), Some(7), "the other host takes it");
+        // With no worker on the other host, the first host takes it again.
+        manager.retry.push_back(7);
+        manager.slots[1].worker = None;
+        assert_eq!(manager.next_chunk(0), Some(7));
+    }
+
     fn stats(pid: u32) -> WorkerStats {
         WorkerStats {
             slot: 0,
