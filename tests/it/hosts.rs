@@ -615,3 +615,28 @@ fn stress_over_ssh_is_exact_and_intact() {
     }
     assert_eq!(sshd.logins(), 2 * 6, "each cell connects each host once");
 }
+
+#[test]
+fn a_remote_shell_that_prints_is_named_for_it() {
+    let sshd = Sshd::start("chatty");
+    let remote = format!("echo Welcome to host; {}", remote_cmd());
+    let out = run(fibpool()
+        .args([
+            "run",
+            "-w",
+            "1",
+            "--retries",
+            "1",
+            "--hosts",
+            &sshd.host("127.0.0.1"),
+        ])
+        .args(["--ssh", &sshd.ssh(), "--remote-cmd", &remote, "0..10"]));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("fibpool: error: the run failed: the pool is broken: worker 0 (an ssh session, before its handshake) sent a bad frame before its handshake: frame of 1668048215 bytes exceeds")
+            && last.contains("(its first bytes read as text, \"Welc\": does a login script print to stdout?)"),
+        "{last}"
+    );
+}

@@ -980,7 +980,30 @@ fn fault_cause(error: &PoolError, when: &str) -> String {
         let _ = write!(cause, ": {s}");
         source = s.source();
     }
+    if let Some(text) = text_for_a_frame(error) {
+        let _ = write!(
+            cause,
+            " (its first bytes read as text, \"{text}\": does a login script print to stdout?)"
+        );
+    }
     cause
+}
+
+/// A frame header that is the start of a line of text (a shell's greeting
+/// on a remote worker's stdout, say): that text.
+fn text_for_a_frame(error: &PoolError) -> Option<String> {
+    let PoolError::WorkerProtocol {
+        source: fibpool_protocol::Error::TooLarge { len, .. },
+        ..
+    } = error
+    else {
+        return None;
+    };
+    let bytes = u32::try_from(*len).ok()?.to_le_bytes();
+    bytes
+        .iter()
+        .all(|b| b.is_ascii_graphic() || *b == b' ')
+        .then(|| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The error a probe waiting on a lost worker gets.
