@@ -3,7 +3,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Names one worker process in messages: `worker 2 (pid 41234)`.
+/// Names one worker process in messages: `worker 2 (pid 41234)`, or for a
+/// worker on another host `worker 2 (pid 41234 there)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerName {
     /// The worker's place in the pool, from 0; a replacement takes the same place.
@@ -11,17 +12,20 @@ pub struct WorkerName {
     /// Its pid; for a worker on another host, its pid there once its
     /// handshake came, 0 before.
     pub pid: u32,
+    /// It runs on another host (its stats say which).
+    pub remote: bool,
 }
 
 impl fmt::Display for WorkerName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.pid {
-            0 => write!(
+        match (self.pid, self.remote) {
+            (0, true) => write!(
                 f,
                 "worker {} (an ssh session, before its handshake)",
                 self.slot
             ),
-            pid => write!(f, "worker {} (pid {pid})", self.slot),
+            (pid, true) => write!(f, "worker {} (pid {pid} there)", self.slot),
+            (pid, false) => write!(f, "worker {} (pid {pid})", self.slot),
         }
     }
 }

@@ -178,6 +178,7 @@ impl Connection {
             name: WorkerName {
                 slot,
                 pid: child.pid(),
+                remote: launcher.0.host().is_some(),
             },
             reader: FrameReader::new(reader),
             writer: FrameWriter::new(writer),

@@ -173,6 +173,7 @@ impl WorkerProcess {
         let name = WorkerName {
             slot,
             pid: child.pid(),
+            remote: launcher.host().is_some(),
         };
         let process = WorkerProcess {
             id,
