@@ -198,7 +198,10 @@ impl Ssh {
                 .remote_command
                 .chars()
                 .any(|c| ";&|<>()$`\n*?[]{}~!#".contains(c));
-        if plain && !self.remote_command.trim_start().starts_with("exec ") {
+        // Shell builtins and keywords that `exec` cannot run.
+        let first = self.remote_command.split_whitespace().next().unwrap_or("");
+        let builtin = matches!(first, "exec" | "command" | "builtin" | "time" | "eval");
+        if plain && !builtin {
             format!("exec {}", self.remote_command)
         } else {
             self.remote_command.clone()
@@ -314,6 +317,7 @@ mod tests {
             "exec '/opt/my dir/fibpool' worker"
         );
         assert_eq!(sent("exec fibpool worker"), "exec fibpool worker");
+        assert_eq!(sent("command fibpool worker"), "command fibpool worker");
         for other in [
             "cd /x && fibpool worker",
             "FOO=1 fibpool worker",

@@ -34,10 +34,11 @@ const NO_ESCAPE: u32 = 0xffff_ffff;
 /// The longest packet a master is believed to send: its messages are a few
 /// words and a reason.
 const MAX_PACKET: usize = 64 * 1024;
-/// How long the master may take to say hello or finish a packet. A start
-/// waits for the hello on the pool's thread: a master that is stopped holds
-/// the pool up this long per start, and then the start fails.
-const MASTER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the master (a local process, which answers in well under a
+/// millisecond) may take to say hello or finish a packet. A start waits for
+/// the hello on the pool's thread: a master that is stopped holds the pool
+/// up this long per start, and then the start fails.
+const MASTER_TIMEOUT: Duration = Duration::from_millis(250);
 
 fn bad(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("ssh master: {what}"))
@@ -238,15 +239,28 @@ impl Process for MuxSession {
     }
 
     /// SIGKILL to the worker there, by a session of its own on the master
-    /// (waited for, at most [`KILL_TIMEOUT`]), when its pid is known and it
-    /// has not ended; then the session's end. The end alone would only close
+    /// (from a thread of its own, which waits at most [`KILL_TIMEOUT`] for
+    /// it), when its pid is known and it has not ended; then the session's
+    /// end. The end alone would only close
     /// the worker's input, which it reads between chunks: a hung or busy
     /// worker would go on.
     fn kill(&mut self) {
+        // An exit message already here: the worker is gone, and its pid
+        // may be another process's by now.
+        while self.exit_value.is_none()
+            && poll_readable(self.socket.as_raw_fd(), Duration::ZERO).unwrap_or(false)
+            && self.read_one().unwrap_or(false)
+        {}
         if self.status.is_none()
+            && self.exit_value.is_none()
             && let Some(pid) = self.remote_pid.take()
         {
-            let _ = kill_remote(&self.control, pid, self._keep.clone());
+            // Off the pool's thread: a master that does not answer (one
+            // stopped) holds up only this.
+            let (control, keep) = (self.control.clone(), self._keep.clone());
+            let _ = std::thread::Builder::new()
+                .name("fibpool-ssh-kill".to_owned())
+                .spawn(move || kill_remote(&control, pid, keep));
         }
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }

@@ -32,9 +32,10 @@ use super::registry;
 use super::transport::ChildStdio;
 use super::{MAX_WORKERS, WorkerCommand};
 
-/// Workers per master connection: sshd's default MaxSessions is 10, and
-/// killing a worker takes a session of its own for a moment.
-const SESSIONS_PER_MASTER: usize = 9;
+/// Workers per master connection: sshd's default MaxSessions is 10, and a
+/// killed worker's session may still be closing there while its kill and
+/// its replacement each take a session.
+const SESSIONS_PER_MASTER: usize = 7;
 
 /// How often a master that is connecting is looked at.
 const CONNECT_POLL: Duration = Duration::from_millis(2);

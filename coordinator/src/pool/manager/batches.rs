@@ -149,7 +149,7 @@ impl Manager {
 
     /// The next chunk to send to the worker in `slot`: one to retry, else
     /// the oldest batch's next. A chunk lost on the slot's host waits for
-    /// a worker on another, while another host has one.
+    /// a worker on another, while another host has a ready one.
     pub(super) fn next_chunk(&mut self, slot: usize) -> Option<u64> {
         while let Some(wire) = self.unsent.pop_front() {
             if self.chunks.contains_key(&wire) {
@@ -161,7 +161,9 @@ impl Manager {
         let elsewhere = |lost_on: Option<usize>| {
             lost_on == Some(place)
                 && self.slots.iter().enumerate().any(|(other, s)| {
-                    self.config.places[other] != place && s.worker.is_some() && !s.given_up
+                    self.config.places[other] != place
+                        && !s.given_up
+                        && s.worker.as_ref().is_some_and(|w| w.process.is_ready())
                 })
         };
         let at = self

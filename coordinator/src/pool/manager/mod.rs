@@ -1088,7 +1088,15 @@ mod tests {
         };
         let mut manager = Manager::new(config, tx, Arc::new(Shared::default()));
         for slot in 0..2 {
-            let process = manager.spawn(slot, slot as u64).expect("sleep starts");
+            let mut process = manager.spawn(slot, slot as u64).expect("sleep starts");
+            // As if its handshake had come.
+            let hello = fibpool_protocol::WorkerHello {
+                version: fibpool_protocol::PROTOCOL_VERSION,
+                pid: process.name.pid,
+                main_entered_ns: 0,
+                ready_ns: 0,
+            };
+            process.life.ready = Some((Instant::now(), hello));
             manager.slots[slot].worker = Some(Worker::new(process));
         }
         let plan = ChunkPlan {
@@ -1115,9 +1123,15 @@ mod tests {
         );
         assert_eq!(manager.retry.len(), 1, "it waits for the other host");
         assert_eq!(manager.next_chunk(1), Some(7), "the other host takes it");
-        // With no worker on the other host, the first host takes it again.
+        // With no ready worker on the other host, the first host takes it again.
         manager.retry.push_back(7);
-        manager.slots[1].worker = None;
+        manager.slots[1]
+            .worker
+            .as_mut()
+            .expect("a worker")
+            .process
+            .life
+            .ready = None;
         assert_eq!(manager.next_chunk(0), Some(7));
     }
 
