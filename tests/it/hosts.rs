@@ -18,6 +18,8 @@ struct Sshd {
     dir: PathBuf,
     port: u16,
     child: Child,
+    /// Logins of the harness's own check.
+    baseline: usize,
 }
 
 impl Sshd {
@@ -59,7 +61,12 @@ impl Sshd {
             .stdin(Stdio::null())
             .spawn()
             .expect("sshd starts");
-        let sshd = Sshd { dir, port, child };
+        let mut sshd = Sshd {
+            dir,
+            port,
+            child,
+            baseline: 0,
+        };
         for ip in ["127.0.0.1", "127.0.0.2"] {
             let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
             wait_until(
@@ -68,6 +75,21 @@ impl Sshd {
                 || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
             );
         }
+        // One login, so that a machine where it cannot work (a locked root
+        // account, say) fails here, with sshd's own words.
+        let login = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{} -p {port} 127.0.0.1 true", sshd.ssh()))
+            .output()
+            .expect("sh runs");
+        if !login.status.success() {
+            let log = std::fs::read_to_string(sshd.dir.join("log")).unwrap_or_default();
+            panic!(
+                "cannot log in to the test sshd: {}\nsshd's log:\n{log}",
+                String::from_utf8_lossy(&login.stderr).trim()
+            );
+        }
+        sshd.baseline = sshd.logins();
         sshd
     }
 
@@ -84,10 +106,10 @@ impl Sshd {
         format!("{ip}:{}", self.port)
     }
 
-    /// Connections sshd accepted so far.
+    /// Connections sshd accepted so far, the harness's own check aside.
     fn logins(&self) -> usize {
         let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
-        log.matches("Accepted publickey").count()
+        log.matches("Accepted publickey").count() - self.baseline
     }
 
     /// `fibpool worker` processes under this sshd.
