@@ -157,14 +157,15 @@ fn sweep(base: &Path) {
     });
 }
 
-/// What a process wrote to stderr, the last [`STDERR_KEPT`] bytes of it,
-/// gathered by a thread until it closes.
-struct Stderr(JoinHandle<Vec<u8>>);
+/// What a process wrote to one of its streams (ssh's stderr, a probe's
+/// stdout), the last [`STDERR_KEPT`] bytes of it, gathered by a thread
+/// until it closes.
+struct Gathered(JoinHandle<Vec<u8>>);
 
-impl Stderr {
-    fn gather(mut from: impl Read + Send + 'static) -> io::Result<Stderr> {
+impl Gathered {
+    fn gather(mut from: impl Read + Send + 'static) -> io::Result<Gathered> {
         let thread = std::thread::Builder::new()
-            .name("fibpool-ssh-stderr".to_owned())
+            .name("fibpool-ssh-output".to_owned())
             .spawn(move || {
                 let (mut kept, mut buf) = (Vec::new(), [0u8; 1024]);
                 while let Ok(n @ 1..) = from.read(&mut buf) {
@@ -174,7 +175,7 @@ impl Stderr {
                 }
                 kept
             })?;
-        Ok(Stderr(thread))
+        Ok(Gathered(thread))
     }
 
     /// All of it (its last [`STDERR_KEPT`] bytes), once the process closed it.
@@ -270,7 +271,7 @@ impl Master {
     }
 
     /// Starts the master process from a keeper thread of its own.
-    fn spawn(&self) -> io::Result<(Spawn, Stderr)> {
+    fn spawn(&self) -> io::Result<(Spawn, Gathered)> {
         let mut cmd = ssh_to(
             &self.ssh,
             &self.login,
@@ -318,7 +319,7 @@ impl Master {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(io::Error::other("the ssh master's thread ended")),
         };
-        let stderr = child.stderr.take().map(Stderr::gather).transpose();
+        let stderr = child.stderr.take().map(Gathered::gather).transpose();
         let process = Spawned(child);
         let stderr = match stderr {
             Ok(Some(stderr)) => stderr,
@@ -354,7 +355,8 @@ impl Master {
         let (Some(stdout), Some(stderr)) = streams else {
             unreachable!("both are piped")
         };
-        let gathered = Stderr::gather(stdout).and_then(|out| Ok((out, Stderr::gather(stderr)?)));
+        let gathered =
+            Gathered::gather(stdout).and_then(|out| Ok((out, Gathered::gather(stderr)?)));
         let status = match gathered.and_then(|g| Ok((g, process.wait_timeout(timeout)?))) {
             Ok((gathered, Some(status))) => Ok((gathered, status)),
             Ok((_, None)) => Err(host_error(
