@@ -463,7 +463,15 @@ fn scratch(prefix: &str) -> Result<(tempfile::TempDir, OnSignal)> {
         .context("cannot make a scratch directory")?;
     let path = dir.path().to_owned();
     let guard = on_signal(move |_| {
-        let _ = std::fs::remove_dir_all(&path);
+        // The command may still be writing a file there: a removal that
+        // lists the directory before that file appears fails to remove the
+        // directory. Once the directory is gone nothing can be written
+        // there, so a few more tries see it through.
+        for _ in 0..100 {
+            if std::fs::remove_dir_all(&path).is_ok() || !path.exists() {
+                break;
+            }
+        }
     });
     Ok((dir, guard))
 }
