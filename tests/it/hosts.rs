@@ -360,6 +360,66 @@ fn a_remote_worker_killed_mid_run_is_a_dead_worker_and_nothing_is_lost() {
     });
 }
 
+/// The `FIBPOOL_TCP` a process was started with.
+fn tcp_address(pid: u32) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ
+        .split(|&b| b == 0)
+        .find_map(|var| var.strip_prefix(b"FIBPOOL_TCP="))
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+}
+
+#[test]
+fn over_tcp_workers_on_two_hosts_and_here_compute_the_same_values_and_survive_a_kill() {
+    let sshd = Sshd::start("tcp");
+    let dir = scratch_dir("hosts-tcp");
+    let file = dir.join("report.json");
+    let hosts = format!("{},{},:", sshd.host("127.0.0.1"), sshd.host("127.0.0.2"));
+    let running = Running::start(
+        hosts_run(&sshd, &hosts)
+            .args(["-w", "1", "-c", "1", "--transport", "tcp", "--report"])
+            .arg(&file)
+            .args(["0..100", "300000x1500"]),
+    );
+    let mut remote = Vec::new();
+    wait_until("2 remote workers compute", Duration::from_secs(60), || {
+        remote = sshd.remote_workers();
+        remote.len() == 2 && remote.iter().all(|&pid| cpu_ticks(pid) >= 5)
+    });
+    // Each was told where to connect: an address of this machine as its
+    // host sees it, and a port of its own.
+    let addresses: Vec<String> = remote.iter().filter_map(|&p| tcp_address(p)).collect();
+    assert_eq!(addresses.len(), 2, "{addresses:?}");
+    assert_ne!(addresses[0], addresses[1]);
+    for address in &addresses {
+        assert!(address.starts_with("127.0.0."), "{address}");
+    }
+    signal(remote[0], libc::SIGKILL);
+    let out = running.finish();
+    out.assert_success();
+    assert_same_lines(&out.stdout, &big_run_lines(1500));
+    let report = report(&file);
+    assert_eq!(report["worker_restarts"], 1, "{report}");
+    let stats = report["worker_stats"].as_array().unwrap();
+    let mut hosts_seen: Vec<String> = stats
+        .iter()
+        .filter(|w| w["ended"].is_null())
+        .map(|w| w["host"].as_str().unwrap_or(":").to_owned())
+        .collect();
+    hosts_seen.sort();
+    let mut want = vec![
+        sshd.host("127.0.0.1"),
+        sshd.host("127.0.0.2"),
+        ":".to_owned(),
+    ];
+    want.sort();
+    assert_eq!(hosts_seen, want, "{report}");
+    assert_eq!(sshd.logins(), 2, "one master per host");
+    wait_until("no remote worker is left", Duration::from_secs(10), || {
+        sshd.remote_workers().is_empty()
+    });
+}
+
 #[test]
 fn a_hosts_ssh_killed_mid_run_leaves_the_work_to_the_other_host() {
     let sshd = Sshd::start("killed-master");
@@ -459,7 +519,7 @@ fn bad_host_options_are_usage_errors() {
         ),
         (
             vec!["--hosts", "node", "--transport", "socket"],
-            "fibpool: error: --transport socket is for this machine's workers: a remote worker talks over ssh's pipes\n",
+            "fibpool: error: --transport socket is for this machine's workers: a remote worker talks over ssh's pipes or tcp\n",
         ),
         (
             vec!["--hosts-file", "/nonexistent/hosts"],

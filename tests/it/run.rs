@@ -74,6 +74,24 @@ fn the_socket_transport_computes_the_same_values() {
 }
 
 #[test]
+fn the_tcp_transport_computes_the_same_values() {
+    let out = run(fibpool().args([
+        "run",
+        "-w",
+        "2",
+        "-c",
+        "16",
+        "--transport",
+        "tcp",
+        "0..300",
+        "20000",
+    ]));
+    out.assert_success();
+    let indices: Vec<u64> = (0..300).chain([20000]).collect();
+    assert_same_lines(&out.stdout, &expected_lines(&indices, 10));
+}
+
+#[test]
 fn max_tasks_per_child_recycles_workers_and_the_report_says_so() {
     let path = scratch_dir("recycle").join("r.json");
     let out = run(fibpool()
@@ -270,4 +288,71 @@ fn only_the_worker_started_for_a_socket_may_connect_to_it() {
     let mut got = Vec::new();
     impostor.read_to_end(&mut got).unwrap();
     assert_eq!(got, b"");
+}
+
+#[test]
+fn only_a_connection_that_brings_its_workers_token_is_served_over_tcp() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let dir = scratch_dir("tcp-impostor");
+    let go = dir.join("go");
+    // As for the local socket: the worker connects only once the
+    // impostors are in line, at most a minute later.
+    let worker = format!(
+        "sh -c 'i=0; while [ ! -e {go} ] && [ $i -lt 6000 ]; do sleep 0.01; i=$((i+1)); done; exec {bin}'",
+        go = go.display(),
+        bin = worker_bin()
+    );
+    let running = Running::start(fibpool().args([
+        "run",
+        "-w",
+        "1",
+        "--transport",
+        "tcp",
+        "--worker-cmd",
+        &worker,
+        "0..50",
+    ]));
+    let shell = running.workers(1)[0];
+    // The port is in the worker's environment; the token is not.
+    let mut address = None;
+    wait_until(
+        "the worker's environment names its port",
+        Duration::from_secs(60),
+        || {
+            let environ = std::fs::read(format!("/proc/{shell}/environ")).unwrap_or_default();
+            address = environ
+                .split(|&b| b == 0)
+                .find_map(|var| var.strip_prefix(b"FIBPOOL_TCP="))
+                .map(|a| String::from_utf8(a.to_vec()).unwrap());
+            address.is_some()
+        },
+    );
+    let address = address.unwrap();
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
+    let environ = std::fs::read(format!("/proc/{shell}/environ")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&environ).contains("TOKEN"),
+        "the token is not in the environment"
+    );
+    // One guesses a token; one says nothing at all.
+    let mut guesser = TcpStream::connect(&address).expect("the port accepts connections");
+    guesser
+        .write_all(b"0123456789abcdef0123456789abcdef\n")
+        .unwrap();
+    let mut silent = TcpStream::connect(&address).unwrap();
+    std::fs::write(&go, "").unwrap();
+    let out = running.finish();
+    out.assert_success();
+    assert_same_lines(
+        &out.stdout,
+        &expected_lines(&(0..50).collect::<Vec<_>>(), 10),
+    );
+    // Both were closed unanswered: not one byte of the protocol.
+    for impostor in [&mut guesser, &mut silent] {
+        let mut got = Vec::new();
+        let _ = impostor.read_to_end(&mut got);
+        assert_eq!(got, b"");
+    }
 }

@@ -2,7 +2,7 @@
 //! Every wait is a bounded poll.
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::util::*;
@@ -145,4 +145,29 @@ fn garbage_piped_into_a_worker_gets_one_line_and_a_failure() {
             out.stderr
         );
     }
+}
+
+#[test]
+fn a_tcp_worker_without_its_token_says_so_and_fails() {
+    let out = run(Command::new(worker_bin())
+        .env("FIBPOOL_TCP", "127.0.0.1:9")
+        .stdin(Stdio::null()));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .ends_with("error: cannot connect to FIBPOOL_TCP=\"127.0.0.1:9\": no token on stdin\n"),
+        "{}",
+        out.stderr
+    );
+    let out = run(Command::new(worker_bin())
+        .env("FIBPOOL_TCP", "nowhere")
+        .stdin(Stdio::null()));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.ends_with(
+            "error: cannot connect to FIBPOOL_TCP=\"nowhere\": not an address and port\n"
+        ),
+        "{}",
+        out.stderr
+    );
 }

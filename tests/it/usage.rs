@@ -83,6 +83,17 @@ fn bad_options() {
     );
     check(&["run", "-c", "0", "5"], "--chunk-size must be at least 1");
     check(
+        &[
+            "run",
+            "--transport",
+            "tcp",
+            "--start-method",
+            "forkserver",
+            "5",
+        ],
+        "--transport tcp reaches spawned workers only: it takes --start-method spawn",
+    );
+    check(
         &["run", "--max-index", "300000001", "5"],
         "--max-index 300000001 is above the largest index a worker computes (300000000)",
     );

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use fibpool_protocol::clock::monotonic_ns;
 use fibpool_protocol::forkserver::{self, FromServer, MAX_PACKET, ToServer};
 
-use crate::stdio::{die_with_parent, say, serve_stdio};
+use crate::stdio::{Channel, die_with_parent, say, serve_stdio};
 
 /// Serves fork requests until the coordinator closes the socket, in a
 /// process started with `FIBPOOL_FORK_SERVER` (the coordinator's pid).
@@ -161,7 +161,10 @@ fn fork_worker(
     if pid == 0 {
         let entered = monotonic_ns();
         let code = match become_worker(control, children, fds, server) {
-            Ok(()) => serve_stdio(name, entered, socket),
+            Ok(()) => {
+                let channel = socket.map_or(Channel::Stdio, Channel::Socket);
+                serve_stdio(name, entered, channel)
+            }
             Err(e) => {
                 say(name, &format!("forked worker: {e}"));
                 ExitCode::FAILURE

@@ -1,6 +1,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
+use std::net::TcpStream;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
@@ -23,11 +24,26 @@ pub fn run_stdio(name: &str, main_entered_ns: u64) -> ExitCode {
     if let Some(coordinator) = std::env::var_os(env::FORK_SERVER) {
         return crate::forkserver::run(name, &coordinator);
     }
-    serve_stdio(name, main_entered_ns, std::env::var_os(env::SOCKET))
+    let channel = match (std::env::var_os(env::SOCKET), std::env::var_os(env::TCP)) {
+        (Some(name), _) => Channel::Socket(name),
+        (None, Some(address)) => Channel::Tcp(address),
+        (None, None) => Channel::Stdio,
+    };
+    serve_stdio(name, main_entered_ns, channel)
 }
 
-/// Serves on stdin and stdout, or on the local socket `socket`.
-pub(crate) fn serve_stdio(name: &str, main_entered_ns: u64, socket: Option<OsString>) -> ExitCode {
+/// Where a worker's frames travel.
+pub(crate) enum Channel {
+    /// Its stdin and stdout.
+    Stdio,
+    /// A local socket of this name.
+    Socket(OsString),
+    /// A TCP connection to this address, opened with the token on stdin.
+    Tcp(OsString),
+}
+
+/// Serves on `channel`.
+pub(crate) fn serve_stdio(name: &str, main_entered_ns: u64, channel: Channel) -> ExitCode {
     let options = match options(main_entered_ns) {
         Ok(options) => options,
         Err(message) => {
@@ -35,11 +51,14 @@ pub(crate) fn serve_stdio(name: &str, main_entered_ns: u64, socket: Option<OsStr
             return ExitCode::FAILURE;
         }
     };
-    let served = match socket {
-        Some(name) => socket_streams(&name)
+    let served = match channel {
+        Channel::Socket(name) => socket_streams(&name)
             .map_err(|e| format!("cannot connect to local socket {name:?}: {e}"))
             .map(|(input, output)| serve(input, output, &options)),
-        None => frame_stdio()
+        Channel::Tcp(address) => tcp_streams(&address)
+            .map_err(|e| format!("cannot connect to {}={address:?}: {e}", env::TCP))
+            .map(|(input, output)| serve(input, output, &options)),
+        Channel::Stdio => frame_stdio()
             .map_err(|e| format!("cannot set up stdin/stdout: {e}"))
             .map(|(input, output)| serve(input, output, &options)),
     };
@@ -106,6 +125,33 @@ fn socket_streams(name: &std::ffi::OsStr) -> io::Result<(UnixStream, UnixStream)
     let output = stream.inner().try_clone()?;
     point_stdout_at_stderr()?;
     Ok((input, output))
+}
+
+/// Both ends of a TCP connection to `address`, opened with the token the
+/// coordinator wrote on stdin (one line). stdout stays open on a descriptor
+/// of its own for this process's life: the coordinator sees it close when
+/// the worker ends before connecting. fd 1 then points at stderr.
+fn tcp_streams(address: &std::ffi::OsStr) -> io::Result<(TcpStream, TcpStream)> {
+    use std::io::Read;
+    let address = address
+        .to_str()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .ok_or_else(|| io::Error::other("not an address and port"))?;
+    let mut line = Vec::with_capacity(env::TCP_TOKEN_LINE);
+    io::stdin()
+        .lock()
+        .take(env::TCP_TOKEN_LINE as u64)
+        .read_to_end(&mut line)?;
+    if line.len() != env::TCP_TOKEN_LINE || line.last() != Some(&b'\n') {
+        return Err(io::Error::other("no token on stdin"));
+    }
+    let lifeline = io::stdout().as_fd().try_clone_to_owned()?;
+    std::mem::forget(lifeline);
+    point_stdout_at_stderr()?;
+    let stream = TcpStream::connect(address)?;
+    stream.set_nodelay(true)?;
+    (&stream).write_all(&line)?;
+    Ok((stream.try_clone()?, stream))
 }
 
 fn point_stdout_at_stderr() -> io::Result<()> {

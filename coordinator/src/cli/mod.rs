@@ -496,6 +496,26 @@ fn check_fork_command(forks: bool, worker_cmd: bool) -> Result<()> {
     Ok(())
 }
 
+/// What each transport reaches: a local socket no remote worker, TCP only
+/// spawned workers here.
+fn check_transports(
+    hosts: &[Host],
+    transports: &[run::TransportArg],
+    method: run::StartMethodArg,
+) -> Result<()> {
+    if HostsArg::remote(hosts) && transports.contains(&run::TransportArg::Socket) {
+        usage!(
+            "--transport socket is for this machine's workers: a remote worker talks over ssh's pipes or tcp"
+        );
+    }
+    let local = hosts.is_empty() || hosts.iter().any(|h| h.login.is_none());
+    if local && transports.contains(&run::TransportArg::Tcp) && method != run::StartMethodArg::Spawn
+    {
+        usage!("--transport tcp reaches spawned workers only: it takes --start-method spawn");
+    }
+    Ok(())
+}
+
 fn check_workers(workers: usize) -> Result<usize> {
     if !(1..=MAX_WORKERS).contains(&workers) {
         usage!("--workers must be between 1 and {MAX_WORKERS}, got {workers}");

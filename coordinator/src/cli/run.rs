@@ -103,6 +103,8 @@ pub(crate) enum TransportArg {
     Pipe,
     /// A Unix local socket (interprocess local_socket)
     Socket,
+    /// TCP, each worker connecting with a token; for remote workers, past ssh's cipher (unencrypted)
+    Tcp,
 }
 
 impl From<TransportArg> for Transport {
@@ -110,6 +112,7 @@ impl From<TransportArg> for Transport {
         match arg {
             TransportArg::Pipe => Transport::Pipe,
             TransportArg::Socket => Transport::Socket,
+            TransportArg::Tcp => Transport::Tcp,
         }
     }
 }
@@ -374,11 +377,7 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
     let command = worker_command(args.worker_cmd.as_deref())?;
     let handshake_timeout = args.handshake.timeout()?;
     let (hosts, ssh) = args.hosts.hosts()?;
-    if super::HostsArg::remote(&hosts) && args.transport == TransportArg::Socket {
-        usage!(
-            "--transport socket is for this machine's workers: a remote worker talks over ssh's pipes"
-        );
-    }
+    super::check_transports(&hosts, &[args.transport], args.start_method)?;
     let stall_warning = seconds(
         "--stall-warning",
         &args.stall_warning,

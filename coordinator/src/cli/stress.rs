@@ -134,11 +134,7 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
         );
     }
     let (hosts, ssh) = args.hosts.hosts()?;
-    if super::HostsArg::remote(&hosts) && args.transport.contains(&TransportArg::Socket) {
-        usage!(
-            "--transport socket is for this machine's workers: a remote worker talks over ssh's pipes"
-        );
-    }
+    super::check_transports(&hosts, &args.transport, args.start_method)?;
     let report_file = create_report(args.report)?;
     let plan = StressPlan {
         hosts,

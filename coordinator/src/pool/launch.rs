@@ -90,6 +90,12 @@ pub(crate) trait Launch: fmt::Debug + Send + Sync {
         None
     }
 
+    /// An address of this machine its workers can reach: where a TCP
+    /// channel listens.
+    fn near(&self) -> io::Result<std::net::IpAddr> {
+        Ok(std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
     /// For a launcher that starts a server of its own first (a fork
     /// server): from the server's spawn until it said it was ready, once it
     /// has.
@@ -162,7 +168,8 @@ pub(crate) fn start<T>(
         command: launcher.describe(),
         source,
     };
-    let (stdio, ends, budget) = transport.open(nonblocking).map_err(failed)?;
+    let near = launcher.near().map_err(failed)?;
+    let (stdio, ends, budget) = transport.open(nonblocking, near).map_err(failed)?;
     let (made, listening) = match ends {
         Ends::Ready(reader, writer) => (Some(channel(reader, writer)?), None),
         Ends::Listening(listening) => (None, Some((listening, channel))),
@@ -280,7 +287,9 @@ mod tests {
     #[test]
     fn a_spawned_command_is_listed_until_reaped() {
         let launcher = SpawnCommand(WorkerCommand::new("sh").arg("-c").arg("exit 4"));
-        let (stdio, _ends, budget) = Transport::Pipe.open(false).unwrap();
+        let (stdio, _ends, budget) = Transport::Pipe
+            .open(false, std::net::Ipv4Addr::LOCALHOST.into())
+            .unwrap();
         assert!(budget.capacity >= 4096, "{budget:?}");
         let mut child = launcher.launch(stdio).unwrap();
         assert!(registry::listed(child.pid()));

@@ -166,8 +166,8 @@ impl PoolBuilder {
         self
     }
 
-    /// How frames travel (default: pipes). With [`Transport::Socket`], each
-    /// spawn waits for its worker to connect.
+    /// How frames travel (default: pipes). With [`Transport::Socket`] and
+    /// [`Transport::Tcp`], a worker's reader waits for it to connect.
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
@@ -205,7 +205,9 @@ impl PoolBuilder {
     /// host, else its core count (asked over the connection). The build
     /// connects to every host first, and fails with [`PoolError::Host`]
     /// for one that cannot be reached or lacks the worker program. Remote
-    /// workers talk over ssh's pipes: only [`Transport::Pipe`] reaches them.
+    /// workers talk over their ssh sessions, or with [`Transport::Tcp`]
+    /// over TCP connections of their own; [`Transport::Socket`] cannot
+    /// reach them.
     pub fn hosts(mut self, hosts: Vec<Host>) -> Self {
         self.hosts = hosts;
         self
@@ -256,8 +258,19 @@ impl PoolBuilder {
                 source,
             })?,
         };
-        if self.transport != Transport::Pipe && self.hosts.iter().any(|h| h.login.is_some()) {
-            return config("workers on other hosts talk over ssh's pipes: use the pipe transport");
+        if self.transport == Transport::Socket && self.hosts.iter().any(|h| h.login.is_some()) {
+            return config(
+                "a local socket cannot reach workers on other hosts: use the pipe or tcp transport",
+            );
+        }
+        let local_workers = self.hosts.is_empty() || self.hosts.iter().any(|h| h.login.is_none());
+        if self.transport == Transport::Tcp
+            && local_workers
+            && self.start_method != StartMethod::Spawn
+        {
+            return config(
+                "the tcp transport reaches spawned workers only: use the spawn start method",
+            );
         }
         let (method, timeout) = (self.start_method, self.handshake_timeout);
         let local = || method.launcher(command, timeout);

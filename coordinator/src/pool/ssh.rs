@@ -59,6 +59,9 @@ pub(crate) struct Master {
     pub connect: Duration,
     /// The host's core count, asked over the master once it was up.
     pub cores: usize,
+    /// The address the host sees this machine as (the first word of its
+    /// `SSH_CONNECTION`), asked with the core count.
+    seen_as: Option<std::net::IpAddr>,
 }
 
 impl fmt::Debug for Master {
@@ -223,6 +226,7 @@ impl Master {
             keeper: None,
             connect: Duration::ZERO,
             cores: 1,
+            seen_as: None,
         };
         let started = Instant::now();
         let (child, stderr) = master.spawn().map_err(failed)?;
@@ -342,7 +346,7 @@ impl Master {
                 shell_words::quote(program)
             );
         }
-        script += "nproc 2>/dev/null || getconf _NPROCESSORS_ONLN";
+        script += "echo \"$SSH_CONNECTION\"; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN";
         let failed = |e: io::Error| host_error(&self.login, format!("cannot run ssh: {e}"));
         let mut cmd = self.session(&script).map_err(failed)?;
         cmd.stdin(Stdio::null())
@@ -395,7 +399,14 @@ impl Master {
             }
         }
         let text = stdout.text();
-        match text.trim().parse::<usize>() {
+        // What a login script printed comes first.
+        let mut lines = text.lines().rev();
+        let (cores, connection) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+        self.seen_as = connection
+            .split_whitespace()
+            .next()
+            .and_then(|a| a.parse().ok());
+        match cores.trim().parse::<usize>() {
             Ok(n) if n >= 1 => {
                 self.cores = n;
                 Ok(n)
@@ -485,34 +496,48 @@ impl SshLauncher {
     }
 
     /// An ssh client over a connection of its own.
-    fn command(&self) -> io::Result<Command> {
+    fn command(&self, remote: &str) -> Command {
         let mut cmd = ssh_to(&self.master.ssh, &self.master.login, &["-T", "-S", "none"]);
-        cmd.arg(&self.remote);
-        Ok(cmd)
+        cmd.arg(remote);
+        cmd
     }
+}
+
+/// The remote command with the worker's environment exported before it
+/// (sshd passes on no variables of ours), for whatever shell words the
+/// command is. The values are ours (an address and port), quoted anyway.
+fn with_env(remote: &str, env: &[(&'static str, std::ffi::OsString)]) -> String {
+    let mut line = String::new();
+    for (name, value) in env {
+        line += &format!(
+            "export {name}={}; ",
+            shell_words::quote(&value.to_string_lossy())
+        );
+    }
+    line + remote
 }
 
 impl Launch for SshLauncher {
     fn launch(&self, stdio: ChildStdio) -> io::Result<OwnedChild> {
+        let remote = with_env(&self.remote, &stdio.env);
         if !self.direct {
             let (Some(stdin), Some(stdout)) = (stdio.stdin, stdio.stdout) else {
                 return Err(io::Error::other("an ssh session needs the worker's pipes"));
             };
             let keep: Arc<dyn Send + Sync> = self.master.clone();
             let (control, pid) = (&self.master.control, self.master.pid);
-            let session =
-                mux::open(control, &self.remote, stdin, stdout, pid, keep).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!(
-                            "no session on the ssh connection to {} (has it ended?): {e}",
-                            self.master.login
-                        ),
-                    )
-                })?;
+            let session = mux::open(control, &remote, stdin, stdout, pid, keep).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "no session on the ssh connection to {} (has it ended?): {e}",
+                        self.master.login
+                    ),
+                )
+            })?;
             return Ok(OwnedChild::new(Box::new(session)));
         }
-        let mut cmd = self.command()?;
+        let mut cmd = self.command(&remote);
         cmd.stdin(stdio.stdin.map_or_else(Stdio::null, Stdio::from))
             .stdout(stdio.stdout.map_or_else(Stdio::null, Stdio::from))
             .stderr(Stdio::inherit())
@@ -536,6 +561,15 @@ impl Launch for SshLauncher {
 
     fn host(&self) -> Option<String> {
         Some(self.master.login.to_string())
+    }
+
+    fn near(&self) -> io::Result<std::net::IpAddr> {
+        self.master.seen_as.ok_or_else(|| {
+            io::Error::other(format!(
+                "{} did not say what address it sees this machine as (SSH_CONNECTION)",
+                self.master.login
+            ))
+        })
     }
 }
 
