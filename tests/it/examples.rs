@@ -159,3 +159,30 @@ fn fork_pools_of_a_library_program_give_every_value_and_leave_no_worker() {
         assert!(!alive(pid), "worker {pid} outlived the program");
     }
 }
+
+#[test]
+fn warm_runs_times_every_round_on_each_transport() {
+    for transport in ["pipe", "socket", "tcp"] {
+        let out = run(example("warm_runs").args(["3", "100", "400", "2", transport]));
+        out.assert_success();
+        let line = out.stdout.trim_end();
+        let rest = line
+            .strip_prefix("3 rounds of 100..400: first ")
+            .unwrap_or_else(|| panic!("{transport}: {line}"));
+        let times: Vec<f64> = rest
+            .split(", ")
+            .map(|part| {
+                let ms = part.rsplit_once(' ').unwrap().0;
+                let ms = ms.rsplit(' ').next().unwrap();
+                ms.parse().unwrap_or_else(|_| panic!("{transport}: {line}"))
+            })
+            .collect();
+        assert_eq!(times.len(), 4, "{line}");
+        let (min, max) = (times[2], times[3]);
+        assert!(min > 0.0 && min <= times[0] && times[0] <= max, "{line}");
+        assert!(min <= times[1] && times[1] <= max, "{line}");
+    }
+    let out = run(example("warm_runs").args(["3", "0", "10", "1", "udp"]));
+    assert_eq!(out.code(), Some(1));
+    assert!(out.stderr.contains("no transport 'udp'"), "{}", out.stderr);
+}

@@ -182,6 +182,7 @@ fn the_report_says_why_a_run_failed() {
         let got = report["error"].as_str().unwrap();
         assert!(got.starts_with(error), "{got}");
         assert_eq!(report["tasks_done"], 0, "{report}");
+        assert!(report["done_seconds"].is_null(), "{report}");
         only_file_left(&dir, "r.json");
     }
 }
@@ -211,6 +212,7 @@ fn sigint_and_sigterm_write_the_report() {
         assert_eq!(report["outcome"], format!("stopped by {name}"), "{report}");
         assert_eq!(report["tasks"], 10, "{report}");
         assert_eq!(report["tasks_done"], 0, "{report}");
+        assert!(report["done_seconds"].is_null(), "{report}");
         only_file_left(&dir, "r.json");
     }
 }

@@ -23,6 +23,13 @@ fn report_has_the_run_and_every_worker() {
     // 100 chunks on 2 workers: both were ready before the end.
     let ready = report["ready_seconds"].as_f64().unwrap();
     assert!(ready > 0.0 && ready < wall, "ready {ready}, wall {wall}");
+    // The last value was written after the workers were ready, and the
+    // pool shut down after that.
+    let done = report["done_seconds"].as_f64().unwrap();
+    assert!(
+        ready < done && done < wall,
+        "ready {ready}, done {done}, wall {wall}"
+    );
     let workers = report["worker_stats"].as_array().unwrap();
     assert_eq!(workers.len(), 2);
     let mut chunks = 0;

@@ -215,6 +215,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         chunk_size: config.chunk_size.map(NonZeroU64::get),
         wall_seconds: 0.0,
         ready_seconds: None,
+        done_seconds: None,
         worker_restarts: 0,
         retried_chunks: 0,
         recycled: 0,
@@ -313,6 +314,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     report.tasks_done = done.load(Ordering::Relaxed);
     let result = match outcome {
         Ok(summary) => {
+            report.done_seconds = Some(started.elapsed().as_secs_f64());
             report.chunks = Some(summary.chunks);
             report.chunk_size = summary.chunk_size;
             pool.shutdown(true, false)

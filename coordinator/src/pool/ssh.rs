@@ -60,8 +60,9 @@ pub(crate) struct Master {
     /// The host's core count, asked over the master once it was up.
     pub cores: usize,
     /// The address the host sees this machine as (the first word of its
-    /// `SSH_CONNECTION`), asked with the core count.
-    seen_as: Option<std::net::IpAddr>,
+    /// `SSH_CONNECTION`, asked with the core count), once found to be one
+    /// this machine can listen on; else why not.
+    near: Result<std::net::IpAddr, String>,
 }
 
 impl fmt::Debug for Master {
@@ -226,7 +227,7 @@ impl Master {
             keeper: None,
             connect: Duration::ZERO,
             cores: 1,
-            seen_as: None,
+            near: Err("it was not asked".to_owned()),
         };
         let started = Instant::now();
         let (child, stderr) = master.spawn().map_err(failed)?;
@@ -402,10 +403,7 @@ impl Master {
         // What a login script printed comes first.
         let mut lines = text.lines().rev();
         let (cores, connection) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
-        self.seen_as = connection
-            .split_whitespace()
-            .next()
-            .and_then(|a| a.parse().ok());
+        self.near = listenable(connection.split_whitespace().next().unwrap_or_default());
         match cores.trim().parse::<usize>() {
             Ok(n) if n >= 1 => {
                 self.cores = n;
@@ -433,6 +431,22 @@ impl Master {
         );
         cmd.arg(remote);
         Ok(cmd)
+    }
+}
+
+/// `seen_as` (a host's view of this machine's address) if this machine can
+/// listen there; else why not. Behind NAT or a jump host it is none of this
+/// machine's addresses.
+fn listenable(seen_as: &str) -> Result<std::net::IpAddr, String> {
+    let address: std::net::IpAddr = seen_as.parse().map_err(|_| {
+        format!("it sees this machine as '{seen_as}' (SSH_CONNECTION), not an address to listen on")
+    })?;
+    match std::net::TcpListener::bind((address, 0)) {
+        Ok(_) => Ok(address),
+        Err(e) => Err(format!(
+            "it sees this machine as {address}, where nothing here can listen ({e}): \
+             is there NAT or a jump host between them? Use the pipe transport"
+        )),
     }
 }
 
@@ -564,12 +578,10 @@ impl Launch for SshLauncher {
     }
 
     fn near(&self) -> io::Result<std::net::IpAddr> {
-        self.master.seen_as.ok_or_else(|| {
-            io::Error::other(format!(
-                "{} did not say what address it sees this machine as (SSH_CONNECTION)",
-                self.master.login
-            ))
-        })
+        self.master
+            .near
+            .clone()
+            .map_err(|why| io::Error::other(format!("{}: {why}", self.master.login)))
     }
 }
 
@@ -797,5 +809,44 @@ impl Layout {
             }
         }
         Ok(layout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{listenable, with_env};
+
+    #[test]
+    fn the_workers_environment_is_exported_before_its_command() {
+        assert_eq!(with_env("exec fibpool worker", &[]), "exec fibpool worker");
+        let env = [("FIBPOOL_TCP", "[::1]:4321".into())];
+        assert_eq!(
+            with_env("cd /x && fibpool worker", &env),
+            "export FIBPOOL_TCP='[::1]:4321'; cd /x && fibpool worker"
+        );
+    }
+
+    #[test]
+    fn a_tcp_channel_listens_only_where_this_machine_can() {
+        assert_eq!(listenable("127.0.0.1"), Ok([127, 0, 0, 1].into()));
+        // TEST-NET-3 (RFC 5737): no machine's own address, as a NAT's is not.
+        let nat = listenable("203.0.113.7").unwrap_err();
+        assert!(
+            nat.starts_with("it sees this machine as 203.0.113.7, where nothing here can listen (")
+                && nat
+                    .ends_with("is there NAT or a jump host between them? Use the pipe transport"),
+            "{nat}"
+        );
+        assert_eq!(
+            listenable(""),
+            Err("it sees this machine as '' (SSH_CONNECTION), not an address to listen on".into())
+        );
+        assert_eq!(
+            listenable("fe80::1%eth0"),
+            Err(
+                "it sees this machine as 'fe80::1%eth0' (SSH_CONNECTION), not an address to listen on"
+                    .into()
+            )
+        );
     }
 }

@@ -117,6 +117,14 @@ impl Transport {
                     io::Error::new(e.kind(), format!("cannot listen on {near} for TCP: {e}"))
                 })?;
                 listener.set_nonblocking(true)?;
+                // Set before the worker's SYN, so that the connection it
+                // makes opens with a window that takes a chunk's answers.
+                set_int(
+                    listener.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    RECEIVE_BUFFER,
+                );
                 let address = listener.local_addr()?;
                 let token = token_line()?;
                 let (stdin, mut hand) = io::pipe()?;
@@ -379,28 +387,32 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) == 0
 }
 
+/// What a TCP channel's receiving side asks for (the kernel grants at most
+/// `net.core.rmem_max`, doubled).
+const RECEIVE_BUFFER: libc::c_int = 4 << 20;
+
 /// A connection whose far host vanishes fails within about a minute, as an
 /// ssh connection does with fibpool's ServerAliveInterval.
 fn keep_alive(stream: &TcpStream) {
     let fd = stream.as_raw_fd();
-    for (level, name, value) in [
-        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 15),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 5),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 6),
-    ] {
-        let value: libc::c_int = value;
-        // SAFETY: setsockopt with an int option on a socket we own.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                (&raw const value).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-    }
+    set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 15);
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 5);
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 6);
+}
+
+/// Sets an int socket option, best effort: a refused one leaves the default.
+fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: setsockopt with an int option on a socket we own.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
 }
 
 /// True once the worker's stdout has closed: it ended. Whatever it printed

@@ -31,8 +31,11 @@ pub struct RunReport {
     pub wall_seconds: f64,
     /// From the run's start until every worker was ready (with `--hosts`,
     /// the ssh connections included), if all were before the run ended:
-    /// `wall_seconds` less this is the run once the workers are ready.
+    /// `done_seconds` less this is the run once the workers are ready.
     pub ready_seconds: Option<f64>,
+    /// From the run's start until its last value was written (before the
+    /// pool shut down), if the batch completed.
+    pub done_seconds: Option<f64>,
     /// Workers that died or hung and were replaced.
     pub worker_restarts: u64,
     /// Chunks sent again because their worker died or hung.
