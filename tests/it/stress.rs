@@ -1,5 +1,6 @@
-//! `fibpool stress`: short runs of every pattern on both transports with
-//! integrity asserted, and frames over the cap refused on both sides.
+//! `fibpool stress`: short runs of every pattern on every transport with
+//! integrity asserted, frames over the cap refused on both sides, and
+//! Python's multiprocessing measured beside them.
 
 use serde_json::Value;
 
@@ -18,7 +19,7 @@ fn every_pattern_on_both_transports_is_exact_and_intact() {
             "--count",
             "160",
             "--transport",
-            "pipe,socket",
+            "pipe,socket,tcp",
         ])
         .arg("--report")
         .arg(&path));
@@ -61,7 +62,7 @@ fn every_pattern_on_both_transports_is_exact_and_intact() {
         assert_eq!(r["workers"], workers, "{cell}");
         cells.push(cell);
     }
-    let want: Vec<String> = ["\"pipe\"", "\"socket\""]
+    let want: Vec<String> = ["\"pipe\"", "\"socket\"", "\"tcp\""]
         .iter()
         .flat_map(|t| {
             ["\"pingpong\"", "\"stream\"", "\"fanout\""]
@@ -157,4 +158,123 @@ fn the_coordinator_refuses_a_frame_over_the_cap() {
         "{line}"
     );
     assert_eq!(out.stdout, "");
+}
+
+#[test]
+fn stress_vs_python_sets_pythons_pipe_and_queue_beside_fibpools() {
+    let dir = scratch_dir("stress-python");
+    let path = dir.join("stress.json");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let out = run(fibpool()
+        .env("TMPDIR", &tmp)
+        .args(["stress", "--pattern", "pingpong,stream,fanout", "-w", "2"])
+        .args(["--sizes", "8,64K", "--count", "100", "--vs-python"])
+        .arg("--report")
+        .arg(&path));
+    out.assert_success();
+    let report: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let python = &report["python"];
+    assert!(
+        python["python"].as_str().unwrap().starts_with("3."),
+        "{python}"
+    );
+    assert_eq!(python["against"], "pipe");
+    let rows = python["rows"].as_array().unwrap();
+    let mut cells = Vec::new();
+    for r in rows {
+        let cell = format!("{} {} {}", r["mechanism"], r["pattern"], r["size_bytes"]);
+        // Exactly the count, every one intact.
+        assert_eq!(r["messages"], 100, "{cell}");
+        for key in ["lost", "duplicated", "corrupted"] {
+            assert_eq!(r[key], 0, "{cell}: {key}");
+        }
+        let p50 = r["rtt_p50_seconds"].as_f64().unwrap();
+        assert!(
+            p50 > 0.0 && p50 <= r["rtt_max_seconds"].as_f64().unwrap(),
+            "{cell}"
+        );
+        // Each ratio is against fibpool's row for the same pattern and size.
+        let ours = report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["pattern"] == r["pattern"] && o["size_bytes"] == r["size_bytes"])
+            .unwrap();
+        let want = p50 / ours["rtt_p50_seconds"].as_f64().unwrap();
+        let got = r["rtt_p50_vs_fibpool"].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-9 * want,
+            "{cell}: {got} against {want}"
+        );
+        assert!(r["throughput_vs_fibpool"].as_f64().unwrap() > 0.0, "{cell}");
+        cells.push(cell);
+    }
+    // Fanout has no Python counterpart.
+    let want: Vec<String> = ["pingpong", "stream"]
+        .iter()
+        .flat_map(|p| {
+            ["8", "65536"]
+                .iter()
+                .flat_map(move |s| ["Pipe", "Queue"].map(|m| format!("\"{m}\" \"{p}\" {s}")))
+        })
+        .collect();
+    assert_eq!(cells, want);
+    let caption = format!(
+        "\nPython {} multiprocessing (child by {}), x: against fibpool over pipe\n",
+        python["python"].as_str().unwrap(),
+        python["start_method"].as_str().unwrap()
+    );
+    assert!(out.stdout.contains(&caption), "{caption}: {}", out.stdout);
+    let python_lines = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("Pipe ") || l.starts_with("Queue "))
+        .count();
+    assert_eq!(python_lines, 8, "{}", out.stdout);
+    // The script's scratch directory is gone.
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}
+
+/// The script's own check, which the stress test trusts: a child that
+/// damages every tenth payload is caught on each of them.
+#[test]
+fn the_python_stress_script_counts_what_its_child_damages() {
+    let dir = scratch_dir("stress-python-damage");
+    let json = dir.join("p.json");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/python_stress.py");
+    let out = run(std::process::Command::new("python3")
+        .arg(&script)
+        .args(["--sizes", "4,100", "--count", "50", "--corrupt-every", "10"])
+        .arg("--json")
+        .arg(&json));
+    out.assert_success();
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 8);
+    for r in rows {
+        assert_eq!(r["messages"], 50, "{r}");
+        assert_eq!(r["corrupted"], 5, "{r}");
+        assert_eq!(r["lost"], 0, "{r}");
+        assert_eq!(r["duplicated"], 0, "{r}");
+    }
+}
+
+#[test]
+fn stress_vs_python_without_python3_says_so_and_measures_the_rest() {
+    let dir = scratch_dir("stress-no-python");
+    let path = dir.join("stress.json");
+    let out = run(fibpool()
+        .env("PATH", &dir)
+        .args(["stress", "--pattern", "pingpong", "--sizes", "8"])
+        .args(["--count", "20", "--vs-python", "--report"])
+        .arg(&path));
+    out.assert_success();
+    assert_eq!(
+        out.stderr,
+        "fibpool: python3 not found: measuring without the Python comparison\n"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(report["python"].is_null(), "{report}");
+    assert_eq!(report["results"][0]["messages"], 20);
 }

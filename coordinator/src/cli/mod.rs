@@ -496,6 +496,37 @@ fn check_fork_command(forks: bool, worker_cmd: bool) -> Result<()> {
     Ok(())
 }
 
+/// Runs bench/`name` (written at `script`) with `args` and `--json json`,
+/// and parses what it wrote there. A failure is one line: its status and
+/// the last line of its stderr.
+fn python_json<T: serde::de::DeserializeOwned>(
+    python: &fibpool_coordinator::measure::bench::PythonPeer,
+    name: &str,
+    script: &std::path::Path,
+    args: &[String],
+    json: &std::path::Path,
+) -> Result<T> {
+    let out = std::process::Command::new(&python.interpreter)
+        .arg(script)
+        .args(args)
+        .arg("--json")
+        .arg(json)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", python.interpreter.display()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        anyhow::bail!(
+            "bench/{name} failed ({}): {}",
+            out.status,
+            stderr.lines().last().unwrap_or("")
+        );
+    }
+    serde_json::from_slice(&std::fs::read(json).context("cannot read the Python script's results")?)
+        .context("the Python script's results do not parse")
+}
+
 /// What each transport reaches: a local socket no remote worker, TCP only
 /// spawned workers here.
 fn check_transports(

@@ -1,7 +1,7 @@
 //! `fibpool startup`.
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -197,32 +197,16 @@ fn compare_with_python(
     let json = scratch.path().join("python.json");
     let version = format!("Python {}", python.version);
     for &n in &plan.workers {
-        let out = Command::new(&python.interpreter)
-            .arg(&script)
-            .args([
-                "--workers",
-                &n.to_string(),
-                "--rounds",
-                &plan.rounds.to_string(),
-            ])
-            .args(["--warmup", &plan.warmup.to_string(), "--json"])
-            .arg(&json)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .output()
-            .with_context(|| format!("cannot run {}", python.interpreter.display()))?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            anyhow::bail!(
-                "bench/python_startup.py failed ({}): {}",
-                out.status,
-                stderr.lines().last().unwrap_or("")
-            );
-        }
-        let rounds: Vec<PythonRound> = serde_json::from_slice(
-            &std::fs::read(&json).context("cannot read the Python script's results")?,
-        )
-        .context("the Python script's results do not parse")?;
+        let args = [
+            "--workers".to_owned(),
+            n.to_string(),
+            "--rounds".to_owned(),
+            plan.rounds.to_string(),
+            "--warmup".to_owned(),
+            plan.warmup.to_string(),
+        ];
+        let rounds: Vec<PythonRound> =
+            super::python_json(python, "python_startup.py", &script, &args, &json)?;
         for report in reports.iter_mut().filter(|r| r.workers == n) {
             let theirs = rounds
                 .iter()

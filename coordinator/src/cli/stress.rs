@@ -9,11 +9,12 @@ use clap::{Args, ValueEnum};
 
 use super::run::{StartMethodArg, TransportArg};
 use super::{check_workers, create_report, seconds, usage, worker_command};
+use fibpool_coordinator::measure::bench::find_python;
 use fibpool_coordinator::measure::stress::{
     Limit, MAX_PAYLOAD, Pattern, StressPlan, measure, memory_needed,
 };
 use fibpool_coordinator::pool::probe::available_memory_bytes;
-use fibpool_coordinator::report::StressReport;
+use fibpool_coordinator::report::{PythonStress, StressReport, StressResult};
 use fibpool_coordinator::{Transport, default_workers};
 
 /// Alternations of framed and raw slices per measurement.
@@ -80,6 +81,10 @@ pub struct StressArgs {
     /// Write the report as JSON to FILE
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+
+    /// Also measure pingpong and stream over Python's multiprocessing.Pipe and Queue (bench/python_stress.py), with the same sizes and limit, where python3 is present
+    #[arg(long)]
+    vs_python: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -150,10 +155,15 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
         slices: SLICES,
     };
     let results = measure(&plan, |_, _, _| {}).context("the stress test failed")?;
+    let python = match args.vs_python {
+        true => python_stress(&plan, &results)?,
+        false => None,
+    };
     let report = StressReport {
         workers,
         worker_command: plan.command.to_string(),
         results,
+        python,
     };
     super::print(&report.table())?;
     if let Some(file) = report_file {
@@ -169,6 +179,52 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
         anyhow::bail!("{frames} lost, duplicated or corrupted (see the table)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// bench/python_stress.py: the pingpong and stream patterns over Python's
+/// multiprocessing.Pipe and multiprocessing.Queue.
+const PYTHON_STRESS: &str = include_str!("../../../bench/python_stress.py");
+
+/// Runs bench/python_stress.py for the plan's pingpong and stream patterns,
+/// sizes and limit, each row compared with fibpool's first transport; `None`
+/// (said on stderr) without python3 or without a pattern it has.
+fn python_stress(plan: &StressPlan, results: &[StressResult]) -> Result<Option<PythonStress>> {
+    let patterns: Vec<&str> = plan
+        .patterns
+        .iter()
+        .filter(|p| matches!(p, Pattern::PingPong | Pattern::Stream))
+        .map(|p| p.name())
+        .collect();
+    if patterns.is_empty() {
+        super::say("fibpool: --vs-python measures pingpong and stream, and neither was asked for");
+        return Ok(None);
+    }
+    let Some(python) = find_python(1) else {
+        super::say("fibpool: python3 not found: measuring without the Python comparison");
+        return Ok(None);
+    };
+    let (scratch, _remove_on_signal) = super::scratch("fibpool-stress-")?;
+    let script = scratch.path().join("python_stress.py");
+    std::fs::write(&script, PYTHON_STRESS).context("cannot write the Python script")?;
+    let json = scratch.path().join("python.json");
+    let sizes: Vec<String> = plan.sizes.iter().map(usize::to_string).collect();
+    let limit = match plan.limit {
+        Limit::Duration(d) => ["--duration".to_owned(), d.as_secs_f64().to_string()],
+        Limit::Count(k) => ["--count".to_owned(), k.to_string()],
+    };
+    let mut args = vec![
+        "--patterns".to_owned(),
+        patterns.join(","),
+        "--sizes".to_owned(),
+        sizes.join(","),
+    ];
+    args.extend(limit);
+    let mut measured: PythonStress =
+        super::python_json(&python, "python_stress.py", &script, &args, &json)?;
+    if let Some(first) = plan.transports.first() {
+        measured.compare(results, first.name());
+    }
+    Ok(Some(measured))
 }
 
 /// "8", "1K", "64k", "1M", "16M", "1G": bytes, with binary multiples.

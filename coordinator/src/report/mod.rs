@@ -337,23 +337,148 @@ pub struct StressReport {
     pub workers: usize,
     pub worker_command: String,
     pub results: Vec<StressResult>,
+    /// With `--vs-python`, where python3 is present: the same patterns over
+    /// Python's multiprocessing.
+    pub python: Option<PythonStress>,
+}
+
+/// The columns every stress row has: what, pattern, size, messages, round
+/// trips, throughput.
+fn measured_header() -> String {
+    format!(
+        "{:<6} {:<8} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "", "", "size", "msgs", "rtt p50", "p99", "p99.9", "max", "MB/s", "msg/s"
+    )
+}
+
+/// A row's cells under [`measured_header`]; `rtt` is p50, p99, p99.9, max.
+fn measured_cells(
+    what: &str,
+    pattern: &str,
+    size: usize,
+    messages: u64,
+    rtt: [f64; 4],
+    bytes_per_second: f64,
+    messages_per_second: f64,
+) -> String {
+    format!(
+        "{what:<6} {pattern:<8} {:>6} {messages:>8} {:>9} {:>9} {:>9} {:>9} {:>10.1} {messages_per_second:>10.0}",
+        bytes(size),
+        seconds(rtt[0]),
+        seconds(rtt[1]),
+        seconds(rtt[2]),
+        seconds(rtt[3]),
+        bytes_per_second / 1e6,
+    )
+}
+
+/// `fibpool stress --vs-python`: bench/python_stress.py's measurements.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct PythonStress {
+    /// Python's version, as `3.12.1`.
+    pub python: String,
+    /// multiprocessing's start method for the child.
+    pub start_method: String,
+    /// The fibpool transport each row is compared with (the first measured).
+    #[serde(default)]
+    pub against: String,
+    pub rows: Vec<PythonStressResult>,
+}
+
+/// One mechanism (`Pipe` or `Queue`), pattern and size.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct PythonStressResult {
+    pub mechanism: String,
+    pub pattern: String,
+    pub size_bytes: usize,
+    pub messages: u64,
+    pub rtt_p50_seconds: f64,
+    pub rtt_p99_seconds: f64,
+    pub rtt_p999_seconds: f64,
+    pub rtt_max_seconds: f64,
+    pub throughput_bytes_per_second: f64,
+    pub messages_per_second: f64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub corrupted: u64,
+    /// Its p50 over fibpool's for the same pattern and size (above 1:
+    /// Python's round trip is longer).
+    #[serde(default)]
+    pub rtt_p50_vs_fibpool: Option<f64>,
+    /// Its throughput over fibpool's (below 1: Python moves less).
+    #[serde(default)]
+    pub throughput_vs_fibpool: Option<f64>,
+}
+
+impl PythonStress {
+    /// Sets each row's ratios against `results` rows of transport
+    /// `against`, where one has the same pattern and size.
+    pub fn compare(&mut self, results: &[StressResult], against: &'static str) {
+        self.against = against.to_owned();
+        for row in &mut self.rows {
+            let ours = results.iter().find(|r| {
+                r.transport == against && r.pattern == row.pattern && r.size_bytes == row.size_bytes
+            });
+            row.rtt_p50_vs_fibpool = ours.map(|r| row.rtt_p50_seconds / r.rtt_p50_seconds);
+            row.throughput_vs_fibpool =
+                ours.map(|r| row.throughput_bytes_per_second / r.throughput_bytes_per_second);
+        }
+    }
+
+    /// Lost, duplicated and corrupted messages, all rows together.
+    pub fn integrity_failures(&self) -> u64 {
+        self.rows
+            .iter()
+            .map(|r| r.lost + r.duplicated + r.corrupted)
+            .sum()
+    }
+
+    fn table(&self) -> String {
+        let mut out = format!(
+            "Python {} multiprocessing (child by {}), x: against fibpool over {}\n",
+            self.python, self.start_method, self.against
+        );
+        out += &format!(
+            "{} {:>6} {:>6}  {}\n",
+            measured_header(),
+            "p50 x",
+            "MB/s x",
+            "lost/dup/bad"
+        );
+        for r in &self.rows {
+            out += &format!(
+                "{} {:>6} {:>6}  {}/{}/{}\n",
+                measured_cells(
+                    &r.mechanism,
+                    &r.pattern,
+                    r.size_bytes,
+                    r.messages,
+                    [
+                        r.rtt_p50_seconds,
+                        r.rtt_p99_seconds,
+                        r.rtt_p999_seconds,
+                        r.rtt_max_seconds
+                    ],
+                    r.throughput_bytes_per_second,
+                    r.messages_per_second
+                ),
+                ratio(r.rtt_p50_vs_fibpool.unwrap_or(f64::NAN)),
+                ratio(r.throughput_vs_fibpool.unwrap_or(f64::NAN)),
+                r.lost,
+                r.duplicated,
+                r.corrupted,
+            );
+        }
+        out
+    }
 }
 
 impl StressReport {
     /// The human table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{:<6} {:<8} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>6} {:>6}  {}\n",
-            "",
-            "",
-            "size",
-            "msgs",
-            "rtt p50",
-            "p99",
-            "p99.9",
-            "max",
-            "MB/s",
-            "msg/s",
+            "{} {:>9} {:>10} {:>6} {:>6}  {}\n",
+            measured_header(),
             "raw p50",
             "raw MB/s",
             "p50 x",
@@ -362,17 +487,21 @@ impl StressReport {
         );
         for r in &self.results {
             out += &format!(
-                "{:<6} {:<8} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10.1} {:>10.0} {:>9} {:>10.1} {:>6} {:>6}  {}/{}/{}\n",
-                r.transport,
-                r.pattern,
-                bytes(r.size_bytes),
-                r.messages,
-                seconds(r.rtt_p50_seconds),
-                seconds(r.rtt_p99_seconds),
-                seconds(r.rtt_p999_seconds),
-                seconds(r.rtt_max_seconds),
-                r.throughput_bytes_per_second / 1e6,
-                r.messages_per_second,
+                "{} {:>9} {:>10.1} {:>6} {:>6}  {}/{}/{}\n",
+                measured_cells(
+                    r.transport,
+                    r.pattern,
+                    r.size_bytes,
+                    r.messages,
+                    [
+                        r.rtt_p50_seconds,
+                        r.rtt_p99_seconds,
+                        r.rtt_p999_seconds,
+                        r.rtt_max_seconds
+                    ],
+                    r.throughput_bytes_per_second,
+                    r.messages_per_second
+                ),
                 seconds(r.raw_rtt_p50_seconds),
                 r.raw_throughput_bytes_per_second / 1e6,
                 ratio(r.rtt_p50_ratio),
@@ -403,6 +532,10 @@ impl StressReport {
                     bytes(r.size_bytes)
                 );
             }
+        }
+        if let Some(python) = &self.python {
+            out += "\n";
+            out += &python.table();
         }
         out
     }
