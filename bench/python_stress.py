@@ -31,6 +31,8 @@ from collections import deque
 
 MAX_WINDOW = 64
 WINDOW_BYTES = 4 << 20
+# As fibpool's report gives them (coordinator/src/report/mod.rs, PERCENTILES).
+PERCENTILES = [50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99]
 
 
 def damage(payload, seq, corrupt_every):
@@ -87,7 +89,7 @@ def body(size):
 def percentile(sorted_values, q):
     if not sorted_values:
         return 0.0
-    rank = max(1, -(-int(q * 10000) * len(sorted_values) // 10000))
+    rank = max(1, -(-round(q * 10000) * len(sorted_values) // 10000))
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
@@ -153,6 +155,9 @@ def measure(mechanism, pattern, size, duration, count, corrupt_every):
         "rtt_p99_seconds": percentile(rtts, 0.99),
         "rtt_p999_seconds": percentile(rtts, 0.999),
         "rtt_max_seconds": rtts[-1] if rtts else 0.0,
+        "rtt_percentiles": [
+            {"percentile": p, "seconds": percentile(rtts, p / 100)} for p in PERCENTILES
+        ],
         "throughput_bytes_per_second": messages * size * directions / elapsed,
         "messages_per_second": messages / elapsed,
         "lost": lost,

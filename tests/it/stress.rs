@@ -278,3 +278,96 @@ fn stress_vs_python_without_python3_says_so_and_measures_the_rest() {
     assert!(report["python"].is_null(), "{report}");
     assert_eq!(report["results"][0]["messages"], 20);
 }
+
+#[test]
+fn stress_plots_round_trips_by_percentile_and_throughput() {
+    let dir = scratch_dir("stress-plot");
+    let (json, svg) = (dir.join("s.json"), dir.join("s.svg"));
+    let out = run(fibpool()
+        .args(["stress", "--pattern", "pingpong,stream", "--sizes", "8,64K"])
+        .args(["--count", "200", "--transport", "pipe,tcp", "--vs-python"])
+        .arg("--plot")
+        .arg(&svg)
+        .arg("--report")
+        .arg(&json));
+    out.assert_success();
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    // Each row's round trips at the same nine percentiles, never falling,
+    // from p50 to p99.99, Python's rows too.
+    let rows = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(report["python"]["rows"].as_array().unwrap());
+    let mut seen = 0;
+    for r in rows {
+        let at: Vec<(f64, f64)> = r["rtt_percentiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["percentile"].as_f64().unwrap(),
+                    p["seconds"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        let percentiles: Vec<f64> = at.iter().map(|a| a.0).collect();
+        assert_eq!(
+            percentiles,
+            [50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99],
+            "{r}"
+        );
+        assert!(at[0].1 > 0.0, "{r}");
+        assert!(at.windows(2).all(|w| w[0].1 <= w[1].1), "{r}");
+        assert!(
+            at[8].1 <= r["rtt_max_seconds"].as_f64().unwrap() * 1.01,
+            "{r}"
+        );
+        seen += 1;
+    }
+    assert_eq!(
+        seen,
+        8 + 8,
+        "2 transports and 2 mechanisms, 2 patterns, 2 sizes"
+    );
+
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("the plot is well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts: Vec<&str> = doc
+        .descendants()
+        .filter_map(|n| n.text())
+        .map(str::trim)
+        .collect();
+    for label in [
+        "pingpong, 8 B",
+        "pingpong, 64 KiB",
+        "stream throughput",
+        "pipe",
+        "tcp",
+        "Python Pipe",
+        "Python Queue",
+        "p99.9",
+    ] {
+        assert!(
+            texts.contains(&label),
+            "no '{label}' in the plot: {texts:?}"
+        );
+    }
+
+    // A point per percentile of each curve (4 curves in each of 2 panels),
+    // and per size on each throughput curve.
+    let points = doc
+        .descendants()
+        .filter(|n| n.tag_name().name() == "circle")
+        .count();
+    assert_eq!(points, 4 * 2 * 9 + 4 * 2);
+
+    let out = run(fibpool().args(["stress", "--plot", "/nonexistent/dir/s.svg"]));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        "fibpool: error: cannot create --plot file '/nonexistent/dir/s.svg': No such file or directory (os error 2)\n"
+    );
+}

@@ -14,6 +14,7 @@ use fibpool_coordinator::measure::stress::{
     Limit, MAX_PAYLOAD, Pattern, StressPlan, measure, memory_needed,
 };
 use fibpool_coordinator::pool::probe::available_memory_bytes;
+use fibpool_coordinator::report::plot::stress_svg;
 use fibpool_coordinator::report::{PythonStress, StressReport, StressResult};
 use fibpool_coordinator::{Transport, default_workers};
 
@@ -82,6 +83,10 @@ pub struct StressArgs {
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
 
+    /// Draw round trips by percentile (one panel per size, a curve per transport) and throughput to FILE (SVG)
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+
     /// Also measure pingpong and stream over Python's multiprocessing.Pipe and Queue (bench/python_stress.py), with the same sizes and limit, where python3 is present
     #[arg(long)]
     vs_python: bool,
@@ -141,6 +146,11 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
     let (hosts, ssh) = args.hosts.hosts()?;
     super::check_transports(&hosts, &args.transport, args.start_method)?;
     let report_file = create_report(args.report)?;
+    if let Some(path) = &args.plot
+        && let Err(e) = std::fs::File::create(path)
+    {
+        usage!("cannot create --plot file '{}': {e}", path.display());
+    }
     let plan = StressPlan {
         hosts,
         ssh,
@@ -166,6 +176,11 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
         python,
     };
     super::print(&report.table())?;
+    if let Some(path) = &args.plot {
+        stress_svg(&report, path)
+            .map_err(|e| anyhow::anyhow!(e))
+            .with_context(|| format!("cannot draw the plot to '{}'", path.display()))?;
+    }
     if let Some(file) = report_file {
         file.write(&report)?;
     }

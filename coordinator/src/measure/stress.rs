@@ -197,6 +197,13 @@ impl Cell {
             rtt_p99_seconds: quantile(f, 0.99),
             rtt_p999_seconds: quantile(f, 0.999),
             rtt_max_seconds: f.rtt.max() as f64 * 1e-9,
+            rtt_percentiles: report::PERCENTILES
+                .iter()
+                .map(|&percentile| report::Percentile {
+                    percentile,
+                    seconds: quantile(f, percentile / 100.0),
+                })
+                .collect(),
             throughput_bytes_per_second: throughput,
             messages_per_second: rate(cell.framed_flow.counts.messages, &cell.framed_flow),
             lost: cell.framed_all.counts.lost,

@@ -281,6 +281,18 @@ pub fn seconds(s: f64) -> String {
     }
 }
 
+/// The percentiles a stress row's round trips are given at (bench/
+/// python_stress.py gives the same).
+pub const PERCENTILES: [f64; 9] = [50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99];
+
+/// A round trip at a percentile: `percentile`% of round trips took at most
+/// `seconds`.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq)]
+pub struct Percentile {
+    pub percentile: f64,
+    pub seconds: f64,
+}
+
 /// `fibpool stress` for one transport, pattern and size: fibpool's framing
 /// and, measured in the same slices, the raw baseline (no bincode).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -296,6 +308,8 @@ pub struct StressResult {
     pub rtt_p99_seconds: f64,
     pub rtt_p999_seconds: f64,
     pub rtt_max_seconds: f64,
+    /// The round trip at each of [`PERCENTILES`], for `--plot`.
+    pub rtt_percentiles: Vec<Percentile>,
     /// Payload bytes that crossed the channel per second, both directions.
     pub throughput_bytes_per_second: f64,
     pub messages_per_second: f64,
@@ -396,6 +410,9 @@ pub struct PythonStressResult {
     pub rtt_p99_seconds: f64,
     pub rtt_p999_seconds: f64,
     pub rtt_max_seconds: f64,
+    /// The round trip at each of [`PERCENTILES`].
+    #[serde(default)]
+    pub rtt_percentiles: Vec<Percentile>,
     pub throughput_bytes_per_second: f64,
     pub messages_per_second: f64,
     pub lost: u64,

@@ -1,13 +1,15 @@
-//! The `--plot` SVG of `fibpool bench`: measured speedup against workers for
-//! each workload, the ideal line, and each workload's Amdahl curve from its
-//! serial fraction. Drawn from the report alone.
+//! The `--plot` SVGs, each drawn from its report alone: `fibpool bench`'s
+//! measured speedup against workers for each workload, the ideal line, and
+//! each workload's Amdahl curve from its serial fraction; `fibpool
+//! startup`'s waterfall; `fibpool stress`'s round trips by percentile and
+//! throughput, per transport.
 
 use std::path::Path;
 
 use plotters::prelude::*;
 
 use crate::pool::Phases;
-use crate::report::{BenchReport, BenchWorkload, StartupReport};
+use crate::report::{BenchReport, BenchWorkload, Percentile, StartupReport, StressReport, bytes};
 use crate::stats::amdahl_speedup;
 
 const COLOURS: [RGBColor; 6] = [
@@ -288,4 +290,212 @@ fn draw_waterfall(
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// One curve of the stress plot: a transport (or Python's mechanism), a
+/// pattern and a size.
+struct Curve<'a> {
+    name: String,
+    pattern: &'a str,
+    size: usize,
+    percentiles: &'a [Percentile],
+    bytes_per_second: f64,
+}
+
+/// Writes `fibpool stress --plot`: one panel per payload size with the
+/// round trip at each percentile (HDR style: the x axis is 1/(1-p) on a log
+/// scale, p50 to p99.99; the y axis log-scaled), a curve per transport, of
+/// pingpong where it was measured (else stream); and a panel of each
+/// transport's stream throughput (else pingpong's) against size.
+pub fn stress_svg(report: &StressReport, path: &Path) -> Result<(), String> {
+    draw_stress(report, path).map_err(|e| e.to_string())
+}
+
+fn draw_stress(report: &StressReport, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let mut curves: Vec<Curve> = report
+        .results
+        .iter()
+        .map(|r| Curve {
+            name: r.transport.to_owned(),
+            pattern: r.pattern,
+            size: r.size_bytes,
+            percentiles: &r.rtt_percentiles,
+            bytes_per_second: r.throughput_bytes_per_second,
+        })
+        .collect();
+    if let Some(python) = &report.python {
+        curves.extend(python.rows.iter().map(|r| Curve {
+            name: format!("Python {}", r.mechanism),
+            pattern: &r.pattern,
+            size: r.size_bytes,
+            percentiles: &r.rtt_percentiles,
+            bytes_per_second: r.throughput_bytes_per_second,
+        }));
+    }
+    let pick = |first: &str, then: &str| {
+        if curves.iter().any(|c| c.pattern == first) {
+            first.to_owned()
+        } else {
+            then.to_owned()
+        }
+    };
+    let (latency, flow) = (pick("pingpong", "stream"), pick("stream", "pingpong"));
+    let mut names: Vec<String> = Vec::new();
+    let mut sizes: Vec<usize> = Vec::new();
+    for c in &curves {
+        if !names.contains(&c.name) {
+            names.push(c.name.clone());
+        }
+        if !sizes.contains(&c.size) {
+            sizes.push(c.size);
+        }
+    }
+    sizes.sort_unstable();
+    let colour = |name: &str| {
+        let i = names.iter().position(|n| n == name).unwrap_or(0);
+        COLOURS[i % COLOURS.len()]
+    };
+    let panels = sizes.len() + 1;
+    let columns = panels.min(3);
+    let rows = panels.div_ceil(columns);
+    let root =
+        SVGBackend::new(path, (420 * columns as u32, 340 * rows as u32 + 40)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (title, body) = root.split_vertically(40);
+    title.titled(
+        &format!("fibpool stress: round trips by percentile ({latency}) and throughput ({flow})"),
+        ("sans-serif", 20),
+    )?;
+    let areas = body.split_evenly((rows, columns));
+    // 1/(1-p), as log10: p50 is 0.3, p99.99 is 4.
+    let x_of = |p: f64| (1.0 / (1.0 - p / 100.0)).log10();
+    for (area, &size) in areas.iter().zip(&sizes) {
+        let shown: Vec<&Curve> = curves
+            .iter()
+            .filter(|c| c.size == size && c.pattern == latency && !c.percentiles.is_empty())
+            .collect();
+        let seconds = shown
+            .iter()
+            .flat_map(|c| c.percentiles.iter().map(|p| p.seconds))
+            .filter(|s| s.is_finite() && *s > 0.0);
+        let (low, high) = seconds.fold((f64::INFINITY, 0f64), |(lo, hi), s| (lo.min(s), hi.max(s)));
+        let (low, high) = if high > 0.0 {
+            (low * 0.8 * 1e6, high * 1.25 * 1e6)
+        } else {
+            (1.0, 10.0)
+        };
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{latency}, {}", payload(size)), ("sans-serif", 15))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0f64..4.2, (low..high).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("percentile, from p50")
+            .y_desc("round trip")
+            .light_line_style(WHITE)
+            .y_labels(8)
+            .y_label_formatter(&|us| crate::report::seconds(us * 1e-6))
+            .x_labels(5)
+            // The whole nines: p90, p99, p99.9, p99.99.
+            .x_label_formatter(&|x| {
+                let n = x.round();
+                match ["", "p90", "p99", "p99.9", "p99.99"].get(n as usize) {
+                    Some(label) if (x - n).abs() < 1e-6 && n >= 0.0 => (*label).to_owned(),
+                    _ => String::new(),
+                }
+            })
+            .draw()?;
+        for c in shown {
+            let points: Vec<(f64, f64)> = c
+                .percentiles
+                .iter()
+                .filter(|p| p.seconds > 0.0)
+                .map(|p| (x_of(p.percentile), p.seconds * 1e6))
+                .collect();
+            let line = colour(&c.name);
+            chart
+                .draw_series(LineSeries::new(points.clone(), line.stroke_width(2)))?
+                .label(c.name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 16, y)], line.stroke_width(2))
+                });
+            chart.draw_series(points.into_iter().map(|p| Circle::new(p, 2, line.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.5))
+            .label_font(("sans-serif", 11))
+            .draw()?;
+    }
+    let area = &areas[sizes.len()];
+    let rates = curves
+        .iter()
+        .filter(|c| c.pattern == flow)
+        .map(|c| c.bytes_per_second / 1e6)
+        .filter(|r| r.is_finite() && *r > 0.0);
+    let (low, high) = rates.fold((f64::INFINITY, 0f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
+    let (low, high) = if high > 0.0 {
+        (low * 0.5, high * 2.0)
+    } else {
+        (0.1, 1.0)
+    };
+    let at = |size: usize| sizes.iter().position(|&s| s == size).unwrap_or(0) as f64;
+    let mut chart = ChartBuilder::on(area)
+        .caption(format!("{flow} throughput"), ("sans-serif", 15))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(55)
+        .build_cartesian_2d(-0.3f64..sizes.len() as f64 - 0.7, (low..high).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("payload")
+        .y_desc("MB/s")
+        .light_line_style(WHITE)
+        .y_labels(8)
+        .y_label_formatter(&|r| format!("{r}"))
+        .x_labels(sizes.len().max(2))
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            match sizes.get(i as usize) {
+                Some(&size) if (x - i).abs() < 1e-6 && i >= 0.0 => payload(size),
+                _ => String::new(),
+            }
+        })
+        .draw()?;
+    for name in &names {
+        let points: Vec<(f64, f64)> = curves
+            .iter()
+            .filter(|c| &c.name == name && c.pattern == flow && c.bytes_per_second > 0.0)
+            .map(|c| (at(c.size), c.bytes_per_second / 1e6))
+            .collect();
+        let line = colour(name);
+        chart
+            .draw_series(LineSeries::new(points.clone(), line.stroke_width(2)))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], line.stroke_width(2)));
+        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, line.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.5))
+        .label_font(("sans-serif", 11))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// A payload size for a caption: "8 B", "1 KiB", "16 MiB".
+fn payload(size: usize) -> String {
+    match bytes(size) {
+        b if b.ends_with(['K', 'M', 'G']) => {
+            format!("{} {}iB", &b[..b.len() - 1], &b[b.len() - 1..])
+        }
+        b => format!("{b} B"),
+    }
 }
