@@ -722,3 +722,61 @@ fn a_remote_shell_that_prints_is_named_for_it() {
         "{last}"
     );
 }
+
+#[test]
+fn eight_workers_on_one_host_take_two_masters_on_either_transport() {
+    let sshd = Sshd::start("eight");
+    let host = format!("8/{}", sshd.host("127.0.0.1"));
+    let want = expected_lines(&(0..60).collect::<Vec<_>>(), 10);
+    for (i, transport) in ["pipe", "tcp"].into_iter().enumerate() {
+        let out = run(hosts_run(&sshd, &host).args(["-c", "1", "--transport", transport, "0..60"]));
+        out.assert_success();
+        assert_same_lines(&out.stdout, &want);
+        assert!(
+            out.stderr
+                .starts_with("fibpool: 60 indices in 60 chunks on 8 workers: "),
+            "{transport}: {}",
+            out.stderr
+        );
+        // Seven sessions a master: the eighth worker is on a second one.
+        assert_eq!(sshd.logins(), 2 * (i + 1), "{transport}");
+    }
+}
+
+/// A host reached through a ProxyCommand running `sshd -i` sees no address
+/// of this machine (its SSH_CONNECTION says UNKNOWN), as behind a jump host:
+/// its pipes serve, and tcp is refused with why.
+#[test]
+fn a_host_that_sees_no_address_here_serves_over_pipes_and_refuses_tcp_with_why() {
+    let sshd = Sshd::start("inetd");
+    let d = sshd.dir.display();
+    let ssh = format!(
+        "{} -o 'ProxyCommand={SSHD} -i -f {d}/sshd_config -E {d}/log-inetd'",
+        sshd.ssh()
+    );
+    let hosts = ["run", "--hosts", "2/behind-a-jump", "--ssh", &ssh];
+    let out = run(fibpool()
+        .args(hosts)
+        .args(["--remote-cmd", &remote_cmd(), "0..40"]));
+    out.assert_success();
+    assert_same_lines(
+        &out.stdout,
+        &expected_lines(&(0..40).collect::<Vec<_>>(), 10),
+    );
+    let out = run(fibpool().args(hosts).args([
+        "--remote-cmd",
+        &remote_cmd(),
+        "--transport",
+        "tcp",
+        "0..40",
+    ]));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            ": behind-a-jump: it sees this machine as 'UNKNOWN' (SSH_CONNECTION), not an address to listen on\n"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stdout, "");
+}

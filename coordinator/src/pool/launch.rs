@@ -168,7 +168,10 @@ pub(crate) fn start<T>(
         command: launcher.describe(),
         source,
     };
-    let near = launcher.near().map_err(failed)?;
+    let near = match transport {
+        Transport::Tcp => launcher.near().map_err(failed)?,
+        _ => std::net::Ipv4Addr::LOCALHOST.into(),
+    };
     let (stdio, ends, budget) = transport.open(nonblocking, near).map_err(failed)?;
     let (made, listening) = match ends {
         Ends::Ready(reader, writer) => (Some(channel(reader, writer)?), None),

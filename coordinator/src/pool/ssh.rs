@@ -708,11 +708,14 @@ impl Layout {
         let mut launchers: Vec<Arc<dyn Launch>> = Vec::new();
         let mut sites = Vec::new();
         let mut cores = Vec::new();
+        // What each place's probe found, for its other masters.
+        let mut nears = Vec::new();
         for master in masters {
             match master {
                 Some(master) => {
                     let master = Arc::new(master?);
                     cores.push(master.cores);
+                    nears.push(master.near.clone());
                     let launcher = SshLauncher::new(master.clone(), ssh.sent_command());
                     sites.push(Site {
                         host: Some(master.login.to_string()),
@@ -723,6 +726,7 @@ impl Layout {
                 }
                 None => {
                     cores.push(super::default_workers());
+                    nears.push(Err("this machine".to_owned()));
                     sites.push(Site {
                         host: None,
                         connect: None,
@@ -786,7 +790,10 @@ impl Layout {
                 .collect()
         });
         for (place, master) in extra {
-            let launcher = SshLauncher::new(Arc::new(master?), ssh.sent_command());
+            let mut master = master?;
+            // The same host, seen from the same machine.
+            master.near = nears[place].clone();
+            let launcher = SshLauncher::new(Arc::new(master), ssh.sent_command());
             masters_of[place].push(Arc::new(launcher));
         }
         let mut layout = Layout {
