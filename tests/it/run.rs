@@ -304,12 +304,16 @@ fn only_a_connection_that_brings_its_workers_token_is_served_over_tcp() {
         go = go.display(),
         bin = worker_bin()
     );
+    // Three seconds: less than the silent ones below would take, were their
+    // tokens awaited one after another.
     let running = Running::start(fibpool().args([
         "run",
         "-w",
         "1",
         "--transport",
         "tcp",
+        "--handshake-timeout",
+        "3",
         "--worker-cmd",
         &worker,
         "0..50",
@@ -336,12 +340,16 @@ fn only_a_connection_that_brings_its_workers_token_is_served_over_tcp() {
         !String::from_utf8_lossy(&environ).contains("TOKEN"),
         "the token is not in the environment"
     );
-    // One guesses a token; one says nothing at all.
+    // One guesses a token, one brings half of one, five say nothing at all.
     let mut guesser = TcpStream::connect(&address).expect("the port accepts connections");
     guesser
         .write_all(b"0123456789abcdef0123456789abcdef\n")
         .unwrap();
-    let mut silent = TcpStream::connect(&address).unwrap();
+    let mut dribbler = TcpStream::connect(&address).unwrap();
+    dribbler.write_all(b"0123456789abcdef").unwrap();
+    let mut silent: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
     std::fs::write(&go, "").unwrap();
     let out = running.finish();
     out.assert_success();
@@ -349,8 +357,8 @@ fn only_a_connection_that_brings_its_workers_token_is_served_over_tcp() {
         &out.stdout,
         &expected_lines(&(0..50).collect::<Vec<_>>(), 10),
     );
-    // Both were closed unanswered: not one byte of the protocol.
-    for impostor in [&mut guesser, &mut silent] {
+    // All were closed unanswered: not one byte of the protocol.
+    for impostor in [&mut guesser, &mut dribbler].into_iter().chain(&mut silent) {
         let mut got = Vec::new();
         let _ = impostor.read_to_end(&mut got);
         assert_eq!(got, b"");

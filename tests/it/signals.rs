@@ -171,3 +171,23 @@ fn a_tcp_worker_without_its_token_says_so_and_fails() {
         out.stderr
     );
 }
+
+/// A token line sent to a worker that was not told FIBPOOL_TCP (a worker
+/// command that runs its own ssh does not pass it on) is named for what it
+/// likely is.
+#[test]
+fn a_token_line_on_a_pipe_worker_is_named_for_what_it_is() {
+    let out = run_with_input(
+        Command::new(worker_bin()).env_remove("FIBPOOL_TCP"),
+        b"0123456789abcdef0123456789abcdef\n",
+    );
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.ends_with(
+            "error: frame of 858927408 bytes exceeds the maximum frame length of 67108864 bytes \
+             (it reads as a tcp worker's token line: FIBPOOL_TCP did not reach this worker)\n"
+        ),
+        "{}",
+        out.stderr
+    );
+}

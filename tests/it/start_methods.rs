@@ -756,3 +756,35 @@ print(code, orphans)
         );
     }
 }
+
+/// A fork server whose coordinator has already closed its socket (one that
+/// stopped at a usage error, having forked the server first) ends quietly:
+/// no "Broken pipe" line beside the coordinator's one.
+#[test]
+fn a_fork_server_whose_coordinator_is_gone_ends_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two new descriptors into `fds`.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are new and owned here alone.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(ours);
+    // Its own stdin: `run` would give it a pipe.
+    let out = fibpool()
+        .arg("worker")
+        .env("FIBPOOL_FORK_SERVER", std::process::id().to_string())
+        .stdin(std::process::Stdio::from(theirs))
+        .output()
+        .expect("the binary under test starts");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+}

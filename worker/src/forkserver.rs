@@ -45,6 +45,16 @@ pub(crate) fn run(name: &str, coordinator: &OsStr) -> ExitCode {
 pub fn serve_as_fork_server(name: &str, coordinator: u32) -> ExitCode {
     match serve_forks(name, coordinator) {
         Ok(()) => ExitCode::SUCCESS,
+        // The coordinator closed the socket first: it is done with this
+        // server (one that stopped at a usage error, before any request).
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             say(name, &format!("fork server: {e}"));
             ExitCode::FAILURE

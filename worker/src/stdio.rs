@@ -69,7 +69,7 @@ pub(crate) fn serve_stdio(name: &str, main_entered_ns: u64, channel: Channel) ->
             // this worker's output while the process lives on.
             std::thread::park();
         },
-        Ok(served) => served.map_err(|e| error_chain(&e)),
+        Ok(served) => served.map_err(|e| error_chain(&e) + token_hint(&e)),
         Err(message) => Err(message),
     };
     match result {
@@ -127,6 +127,10 @@ fn socket_streams(name: &std::ffi::OsStr) -> io::Result<(UnixStream, UnixStream)
     Ok((input, output))
 }
 
+/// How long a TCP worker tries to connect: the pool's default handshake
+/// timeout.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Both ends of a TCP connection to `address`, opened with the token the
 /// coordinator wrote on stdin (one line). stdout stays open on a descriptor
 /// of its own for this process's life: the coordinator sees it close when
@@ -148,7 +152,9 @@ fn tcp_streams(address: &std::ffi::OsStr) -> io::Result<(TcpStream, TcpStream)> 
     let lifeline = io::stdout().as_fd().try_clone_to_owned()?;
     std::mem::forget(lifeline);
     point_stdout_at_stderr()?;
-    let stream = TcpStream::connect(address)?;
+    // Bounded: a filtered route would otherwise hold a remote worker, whose
+    // pid the pool learns only from its handshake, for minutes.
+    let stream = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT)?;
     stream.set_nodelay(true)?;
     (&stream).write_all(&line)?;
     Ok((stream.try_clone()?, stream))
@@ -160,6 +166,21 @@ fn point_stdout_at_stderr() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// For a first frame whose length reads as hexadecimal digits: what that
+/// likely is, a TCP worker's token line, sent to a worker that was not told
+/// `FIBPOOL_TCP` (a worker command that starts it through its own ssh, say).
+fn token_hint(e: &ServeError) -> &'static str {
+    match e {
+        ServeError::Protocol(fibpool_protocol::Error::TooLarge { len, .. })
+            if u32::try_from(*len)
+                .is_ok_and(|l| l.to_le_bytes().iter().all(u8::is_ascii_hexdigit)) =>
+        {
+            " (it reads as a tcp worker's token line: FIBPOOL_TCP did not reach this worker)"
+        }
+        _ => "",
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -4,6 +4,7 @@
 //! finds the other end. Today: anonymous pipes, a Unix local socket, and
 //! TCP.
 
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
@@ -117,14 +118,6 @@ impl Transport {
                     io::Error::new(e.kind(), format!("cannot listen on {near} for TCP: {e}"))
                 })?;
                 listener.set_nonblocking(true)?;
-                // Set before the worker's SYN, so that the connection it
-                // makes opens with a window that takes a chunk's answers.
-                set_int(
-                    listener.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUF,
-                    RECEIVE_BUFFER,
-                );
                 let address = listener.local_addr()?;
                 let token = token_line()?;
                 let (stdin, mut hand) = io::pipe()?;
@@ -278,36 +271,60 @@ impl Listening {
     }
 
     /// A TCP connection that brings `token` first; others are closed.
+    /// Every connection's token is read as it comes, all at once, and each
+    /// has [`TOKEN_WAIT`] in all to bring it: connections that say nothing,
+    /// or dribble, hold up no other (the worker's among them).
     fn accept_tcp(
         listener: &TcpListener,
         token: &[u8; env::TCP_TOKEN_LINE],
         lifeline: &OwnedFd,
         deadline: Instant,
     ) -> io::Result<Option<TcpStream>> {
+        let mut arriving: VecDeque<Arriving> = VecDeque::new();
         loop {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    stream.set_nonblocking(false)?;
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let wait = left.clamp(Duration::from_millis(1), TOKEN_WAIT);
-                    stream.set_read_timeout(Some(wait))?;
-                    let mut brought = [0u8; env::TCP_TOKEN_LINE];
-                    if (&stream).read_exact(&mut brought).is_ok() && same(&brought, token) {
-                        stream.set_read_timeout(None)?;
+            loop {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream.set_nonblocking(true)?;
+                        if arriving.len() == MAX_ARRIVING {
+                            arriving.pop_front();
+                        }
+                        arriving.push_back(Arriving {
+                            stream,
+                            brought: [0; env::TCP_TOKEN_LINE],
+                            len: 0,
+                            until: Instant::now() + TOKEN_WAIT,
+                        });
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            let now = Instant::now();
+            let mut i = 0;
+            while i < arriving.len() {
+                match arriving[i].read() {
+                    Some(true) if same(&arriving[i].brought, token) => {
+                        let stream = arriving.swap_remove_back(i).expect("listed").stream;
+                        stream.set_nonblocking(false)?;
                         stream.set_nodelay(true)?;
                         keep_alive(&stream);
                         return Ok(Some(stream));
                     }
-                    // A stranger, or silent: dropped.
+                    Some(false) if arriving[i].until > now => i += 1,
+                    // A stranger, one that ended, or too slow: dropped.
+                    _ => {
+                        arriving.remove(i);
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
             }
-            if ended(lifeline)? || Instant::now() >= deadline {
+            if ended(lifeline)? || now >= deadline {
                 return Ok(None);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            poll_readable(listener.as_raw_fd(), left.min(Duration::from_millis(10)))?;
+            let left = deadline.saturating_duration_since(now);
+            let mut fds: Vec<RawFd> = vec![listener.as_raw_fd()];
+            fds.extend(arriving.iter().map(|a| a.stream.as_raw_fd()));
+            poll_any(&fds, left.min(Duration::from_millis(10)))?;
         }
     }
 
@@ -348,8 +365,60 @@ impl Listening {
     }
 }
 
-/// How long a connection may take to bring its token.
+/// How long a connection may take to bring its token, in all.
 const TOKEN_WAIT: Duration = Duration::from_secs(1);
+
+/// Connections bringing their tokens at once, at most: a new one beyond
+/// these drops the oldest.
+const MAX_ARRIVING: usize = 64;
+
+/// A TCP connection that has not yet brought its token.
+struct Arriving {
+    stream: TcpStream,
+    brought: [u8; env::TCP_TOKEN_LINE],
+    len: usize,
+    until: Instant,
+}
+
+impl Arriving {
+    /// Reads what has come, never past the token: `Some(true)` once it is
+    /// all there, `Some(false)` while more may come, `None` when the
+    /// connection ended or failed.
+    fn read(&mut self) -> Option<bool> {
+        while self.len < self.brought.len() {
+            match (&self.stream).read(&mut self.brought[self.len..]) {
+                Ok(0) => return None,
+                Ok(n) => self.len += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        Some(true)
+    }
+}
+
+/// Waits until one of `fds` is readable or `timeout` passes.
+fn poll_any(fds: &[RawFd], timeout: Duration) -> io::Result<()> {
+    let mut polls: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let millis = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `polls` is a valid array of its length, for open descriptors.
+    let rc = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, millis) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
 
 /// A fresh token line: 32 hexadecimal digits of the kernel's randomness and
 /// a newline.
@@ -386,10 +455,6 @@ fn token_line() -> io::Result<[u8; env::TCP_TOKEN_LINE]> {
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) == 0
 }
-
-/// What a TCP channel's receiving side asks for (the kernel grants at most
-/// `net.core.rmem_max`, doubled).
-const RECEIVE_BUFFER: libc::c_int = 4 << 20;
 
 /// A connection whose far host vanishes fails within about a minute, as an
 /// ssh connection does with fibpool's ServerAliveInterval.
