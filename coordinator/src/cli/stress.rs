@@ -75,7 +75,7 @@ pub struct StressArgs {
     #[command(flatten)]
     handshake: super::HandshakeArg,
 
-    /// With --hosts: the workers run there, one on each in turn (over ssh's pipes)
+    /// With --hosts: the workers run there, one on each in turn (over ssh's pipes, or tcp)
     #[command(flatten)]
     hosts: super::HostsArg,
 
