@@ -91,6 +91,30 @@ fn the_tcp_transport_computes_the_same_values() {
     assert_same_lines(&out.stdout, &expected_lines(&indices, 10));
 }
 
+/// Over tcp a worker's stdout only says whether it lives: what a wrapper
+/// prints there before the worker starts (a login script's greeting; here
+/// more than a pipe holds, so the wrapper waits for it to be read) is read
+/// and dropped.
+#[test]
+fn a_tcp_worker_whose_wrapper_prints_first_computes_the_same_values() {
+    let worker = format!("sh -c 'yes hello | head -c 200000; exec {}'", worker_bin());
+    let out = run(fibpool().args([
+        "run",
+        "-w",
+        "2",
+        "--transport",
+        "tcp",
+        "--worker-cmd",
+        &worker,
+        "0..100",
+    ]));
+    out.assert_success();
+    assert_same_lines(
+        &out.stdout,
+        &expected_lines(&(0..100).collect::<Vec<_>>(), 10),
+    );
+}
+
 #[test]
 fn max_tasks_per_child_recycles_workers_and_the_report_says_so() {
     let path = scratch_dir("recycle").join("r.json");

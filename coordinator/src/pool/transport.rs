@@ -484,7 +484,12 @@ fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int)
 /// there (a login script's greeting) is read and dropped.
 fn ended(lifeline: &OwnedFd) -> io::Result<bool> {
     let mut buf = [0u8; 4096];
-    while poll_readable(lifeline.as_raw_fd(), Duration::ZERO)? {
+    // At most 64 KiB a call: a worker that prints without end holds up the
+    // accept loop no longer than that.
+    for _ in 0..16 {
+        if !poll_readable(lifeline.as_raw_fd(), Duration::ZERO)? {
+            break;
+        }
         // SAFETY: read into a live buffer of its length.
         let n = unsafe { libc::read(lifeline.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         match n {
