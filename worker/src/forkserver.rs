@@ -45,16 +45,6 @@ pub(crate) fn run(name: &str, coordinator: &OsStr) -> ExitCode {
 pub fn serve_as_fork_server(name: &str, coordinator: u32) -> ExitCode {
     match serve_forks(name, coordinator) {
         Ok(()) => ExitCode::SUCCESS,
-        // The coordinator closed the socket first: it is done with this
-        // server (one that stopped at a usage error, before any request).
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-            ) =>
-        {
-            ExitCode::SUCCESS
-        }
         Err(e) => {
             say(name, &format!("fork server: {e}"));
             ExitCode::FAILURE
@@ -76,10 +66,15 @@ fn serve_forks(name: &str, coordinator: u32) -> io::Result<()> {
     let ready = FromServer::Ready {
         ready_ns: monotonic_ns(),
     };
-    forkserver::send(control.as_fd(), &ready.encode(), &[])?;
+    match forkserver::send(control.as_fd(), &ready.encode(), &[]) {
+        // The coordinator closed the socket first: it is done with this
+        // server (one that stopped at a usage error), which has no child.
+        Err(e) if gone(&e) => return Ok(()),
+        sent => sent?,
+    }
     let mut children: Vec<Child> = Vec::new();
     let mut packet = [0u8; MAX_PACKET];
-    loop {
+    'serving: loop {
         let mut polls: Vec<libc::pollfd> = std::iter::once(control.as_raw_fd())
             .chain(children.iter().map(|c| c.pidfd.as_raw_fd()))
             .map(|fd| libc::pollfd {
@@ -108,12 +103,20 @@ fn serve_forks(name: &str, coordinator: u32) -> io::Result<()> {
                 pid: child.pid,
                 status,
             };
-            forkserver::send(control.as_fd(), &exited.encode(), &[])?;
+            match forkserver::send(control.as_fd(), &exited.encode(), &[]) {
+                // The coordinator is gone: kill and reap what is left.
+                Err(e) if gone(&e) => break 'serving,
+                sent => sent?,
+            }
         }
         if polls[0].revents == 0 {
             continue;
         }
-        let Some((len, fds)) = forkserver::recv(control.as_fd(), &mut packet)? else {
+        let received = match forkserver::recv(control.as_fd(), &mut packet) {
+            Err(e) if gone(&e) => break,
+            received => received?,
+        };
+        let Some((len, fds)) = received else {
             break;
         };
         let ToServer::Start { socket } = ToServer::decode(&packet[..len])?;
@@ -142,7 +145,11 @@ fn serve_forks(name: &str, coordinator: u32) -> io::Result<()> {
             }
         };
         drop(fds);
-        answer?;
+        match answer {
+            // As above.
+            Err(e) if gone(&e) => break,
+            answer => answer?,
+        }
     }
     // The coordinator is done (or gone): no worker outlives this server.
     for child in &children {
@@ -152,6 +159,14 @@ fn serve_forks(name: &str, coordinator: u32) -> io::Result<()> {
         reap(child.pid)?;
     }
     Ok(())
+}
+
+/// An error that says the coordinator closed its end of the socket.
+fn gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+    )
 }
 
 /// Forks a worker on `fds` (its stdin and stdout) or on `socket`.

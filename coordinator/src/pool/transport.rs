@@ -282,19 +282,33 @@ impl Listening {
     ) -> io::Result<Option<TcpStream>> {
         let mut arriving: VecDeque<Arriving> = VecDeque::new();
         loop {
-            loop {
+            // A token that is there at its accept is read then, before any
+            // later connection can push it out; only incomplete ones wait.
+            // At most 256 a turn, so that a flood cannot hold the loop past
+            // its deadline.
+            for _ in 0..256 {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         stream.set_nonblocking(true)?;
-                        if arriving.len() == MAX_ARRIVING {
-                            arriving.pop_front();
-                        }
-                        arriving.push_back(Arriving {
+                        let mut one = Arriving {
                             stream,
                             brought: [0; env::TCP_TOKEN_LINE],
                             len: 0,
                             until: Instant::now() + TOKEN_WAIT,
-                        });
+                        };
+                        match one.read() {
+                            Some(true) if same(&one.brought, token) => {
+                                return Ok(Some(connected(one.stream)?));
+                            }
+                            Some(false) => {
+                                if arriving.len() == MAX_ARRIVING {
+                                    arriving.pop_front();
+                                }
+                                arriving.push_back(one);
+                            }
+                            // A stranger, or one that ended: dropped.
+                            _ => {}
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e),
@@ -306,10 +320,7 @@ impl Listening {
                 match arriving[i].read() {
                     Some(true) if same(&arriving[i].brought, token) => {
                         let stream = arriving.swap_remove_back(i).expect("listed").stream;
-                        stream.set_nonblocking(false)?;
-                        stream.set_nodelay(true)?;
-                        keep_alive(&stream);
-                        return Ok(Some(stream));
+                        return Ok(Some(connected(stream)?));
                     }
                     Some(false) if arriving[i].until > now => i += 1,
                     // A stranger, one that ended, or too slow: dropped.
@@ -367,6 +378,14 @@ impl Listening {
 
 /// How long a connection may take to bring its token, in all.
 const TOKEN_WAIT: Duration = Duration::from_secs(1);
+
+/// The worker's connection, made ready for frames.
+fn connected(stream: TcpStream) -> io::Result<TcpStream> {
+    stream.set_nonblocking(false)?;
+    stream.set_nodelay(true)?;
+    keep_alive(&stream);
+    Ok(stream)
+}
 
 /// Connections bringing their tokens at once, at most: a new one beyond
 /// these drops the oldest.
