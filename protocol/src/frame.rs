@@ -130,8 +130,11 @@ impl<W: Write> FrameWriter<W> {
     }
 }
 
+/// The most a [`FrameReader`] reserves for a frame before its bytes arrive.
+pub const RESERVED_AHEAD: usize = 4 << 20;
+
 /// Reads frames, reusing one payload buffer that grows with the bytes that
-/// actually arrive, never with what a header announces.
+/// actually arrive: a header's word reserves at most [`RESERVED_AHEAD`].
 pub struct FrameReader<R: Read> {
     inner: BufReader<R>,
     buf: Vec<u8>,
@@ -168,6 +171,10 @@ impl<R: Read> FrameReader<R> {
         }
         let len = payload_len(header, self.max_len)?;
         self.buf.clear();
+        // Room for a part's frame at once (growing by doubling copied a
+        // megabyte's frame nine times over), never more than RESERVED_AHEAD
+        // on a header's word: past that the buffer grows with the bytes.
+        self.buf.reserve(len.min(RESERVED_AHEAD));
         let got = (&mut self.inner)
             .take(len as u64)
             .read_to_end(&mut self.buf)?;

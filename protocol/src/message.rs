@@ -11,7 +11,7 @@ use crate::{Error, PackedValues, codec};
 
 /// The protocol version both handshakes carry. Bump it on any change to a
 /// message's layout.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest index a worker computes. The decimal text of F(n) has about
 /// 0.209 n digits, so F(300 000 000) (62.7 MB of text) is the last whose value
@@ -47,7 +47,8 @@ pub enum Request<'a> {
 pub enum Response<'a> {
     /// Sent once, as soon as the worker starts. Must stay variant 0.
     Ready(WorkerHello),
-    /// The values of one chunk, in the chunk's order.
+    /// The values of one chunk, in the chunk's order: the last of its
+    /// answer's frames (any [`Response::Part`]s come first, in order).
     Computed(#[serde(borrow)] ChunkResult<'a>),
     /// The worker refuses a request; it exits after sending this.
     Failed(Failure),
@@ -55,7 +56,17 @@ pub enum Response<'a> {
     Echo(#[serde(borrow)] EchoReply<'a>),
     /// The answer to [`Request::Measure`].
     Measured(Measured),
+    /// The next values of a chunk whose answer is bigger than a part
+    /// ([`PART_BYTES`]): a chunk's answer is its parts in order, then its
+    /// [`Response::Computed`] with the values that are left. A range is
+    /// seeded once per chunk however much its values weigh, and no frame
+    /// holds more than a part and one value.
+    Part(#[serde(borrow)] ChunkPart<'a>),
 }
+
+/// A worker sends a chunk's values in a [`Response::Part`] once they take
+/// this many bytes: about a megabyte per frame, however big the chunk.
+pub const PART_BYTES: usize = 1 << 20;
 
 impl Request<'_> {
     /// The same request, owning its byte strings.
@@ -89,6 +100,10 @@ impl Response<'_> {
                 ..reply
             }),
             Response::Measured(measured) => Response::Measured(measured),
+            Response::Part(part) => Response::Part(ChunkPart {
+                values: part.values.into_owned(),
+                ..part
+            }),
         }
     }
 }
@@ -159,6 +174,14 @@ pub struct ChunkResult<'a> {
     /// Time the worker spent computing and encoding this chunk.
     pub busy_ns: u64,
     /// The values in the chunk's order, packed in one block.
+    #[serde(borrow)]
+    pub values: PackedValues<'a>,
+}
+
+/// Some of a chunk's values, before the rest: see [`Response::Part`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkPart<'a> {
+    pub id: u64,
     #[serde(borrow)]
     pub values: PackedValues<'a>,
 }

@@ -76,6 +76,10 @@ fn every_message() -> (Vec<Request<'static>>, Vec<Response<'static>>) {
             values: 50_000,
             bytes: 108_000_000,
         }),
+        Response::Part(ChunkPart {
+            id: 8,
+            values: [&[7u8; PART_BYTES][..], b"12"].into_iter().collect(),
+        }),
     ];
     (requests, responses)
 }

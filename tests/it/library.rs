@@ -371,22 +371,27 @@ fn chain(result: &Result<BigUint, PoolError>) -> String {
     }
 }
 
+/// Checks that a map ended at once, its first chunk (`indices`) failed by
+/// worker 0 breaking the protocol with a message holding each of `what`.
+#[track_caller]
+fn assert_broke_the_protocol(out: &[Result<BigUint, PoolError>], indices: &str, what: &[&str]) {
+    assert_eq!(out.len(), 1, "{out:?}");
+    let line = chain(&out[0]);
+    let start = format!("chunk 0 (indices {indices}) failed: worker 0 (pid ");
+    assert!(line.starts_with(&start), "{line}");
+    let (_, message) = line.split_once(") broke the protocol: ").expect(&line);
+    for part in what {
+        assert!(message.contains(part), "{line}");
+    }
+}
+
 #[test]
 fn an_answer_under_an_id_never_given_is_named_as_such() {
     // The worker answers the chunk holding 50 under another id: that
     // chunk, the one it was on, fails, and the pool heals.
     let out = map_with_fault("wrong-id@50", &[50, 51]);
-    assert_eq!(out.len(), 1, "{out:?}");
-    let line = chain(&out[0]);
-    assert!(
-        line.starts_with("chunk 0 (indices 50) failed: worker 0 (pid "),
-        "{line}"
-    );
-    assert!(
-        line.contains(") broke the protocol: answered chunk "),
-        "{line}"
-    );
-    assert!(line.ends_with(", which it was not given"), "{line}");
+    assert_broke_the_protocol(&out, "50", &["answered chunk "]);
+    assert!(chain(&out[0]).ends_with(", which it was not given"));
 }
 
 #[test]
@@ -407,6 +412,52 @@ fn a_second_answer_for_a_chunk_is_named_as_such() {
         "{line}"
     );
     assert!(line.ends_with(" twice"), "{line}");
+}
+
+/// Maps 8000..12000 as one chunk (about 3.5 MB of values: several parts)
+/// on one worker with `fault`, and checks the pool computes right after.
+fn map_parts_with_fault(fault: &str) -> (Vec<Result<BigUint, PoolError>>, Pool) {
+    let pool = builder(1)
+        .worker_command(worker().env(FAULT, fault))
+        .build()
+        .unwrap();
+    let out = pool
+        .map(8000..12_000)
+        .chunk_size(NonZeroU64::new(4000).unwrap())
+        .collect();
+    assert_computes(&pool, &[1, 2, 3]);
+    (out, pool)
+}
+
+#[test]
+fn a_worker_that_dies_after_part_of_an_answer_is_replaced_and_nothing_is_doubled() {
+    let dir = scratch_dir("crash-mid");
+    let fault = format!("crash-mid@9000;once={}", dir.join("fired").display());
+    let (out, pool) = map_parts_with_fault(&fault);
+    let got: Vec<BigUint> = out.into_iter().map(Result::unwrap).collect();
+    // Exactly the values, in order: the parts that came before the crash
+    // were dropped with the worker, and the chunk was computed again.
+    assert!(
+        got == oracle(&(8000..12_000).collect::<Vec<_>>()),
+        "{} values, not F(8000..12000)",
+        got.len()
+    );
+    assert_eq!(pool.counts().worker_restarts, 1);
+    assert_eq!(pool.counts().retried_chunks, 1);
+}
+
+#[test]
+fn a_part_of_another_chunk_is_named_as_such() {
+    let (out, _pool) = map_parts_with_fault("stray-part@9000");
+    let what = ["sent values for chunk ", " before finishing chunk "];
+    assert_broke_the_protocol(&out, "8000..=11999", &what);
+}
+
+#[test]
+fn an_answer_that_never_ends_is_cut_off_at_the_cap() {
+    let (out, _pool) = map_parts_with_fault("endless@9000");
+    let what = ["sent more than 67108864 bytes for chunk "];
+    assert_broke_the_protocol(&out, "8000..=11999", &what);
 }
 
 #[test]

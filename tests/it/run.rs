@@ -55,6 +55,31 @@ fn a_range_splits_across_workers() {
     assert!(chunks.iter().all(|&c| c >= 2), "{chunks:?}");
 }
 
+/// Chunks of 4000 values near F(10000) answer in several parts each
+/// (about 3.5 MB raw, 7 MB of hex), on every transport: every value comes
+/// once, in order, as an independent computation has it.
+#[test]
+fn answers_in_parts_are_whole_and_in_order_on_every_transport() {
+    let indices: Vec<u64> = (0..12_000).collect();
+    let want = expected_lines(&indices, 16);
+    for transport in ["pipe", "socket", "tcp"] {
+        let out = run(fibpool().args([
+            "run",
+            "-w",
+            "2",
+            "-c",
+            "4000",
+            "--output",
+            "hex",
+            "--transport",
+            transport,
+            "0..12000",
+        ]));
+        out.assert_success();
+        assert_same_lines(&out.stdout, &want);
+    }
+}
+
 #[test]
 fn the_socket_transport_computes_the_same_values() {
     let out = run(fibpool().args([

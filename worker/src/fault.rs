@@ -11,7 +11,13 @@
 //! - `wrong-id@N`: answer a chunk holding index N under another chunk's id;
 //! - `twice@N`: answer a chunk holding index N twice;
 //! - `reorder@N`: on a chunk holding index N, read the next chunk and
-//!   answer it first.
+//!   answer it first;
+//! - `crash-mid@N`: abort right after sending the first part of the
+//!   answer to a chunk holding index N (a chunk too small for parts is
+//!   answered as usual);
+//! - `stray-part@N`: before answering a chunk holding index N, send a part
+//!   under another chunk's id;
+//! - `endless@N`: answer a chunk holding index N with parts that never end.
 //!
 //! With `once=PATH`, only the first worker to create the file PATH fails.
 //!
@@ -58,6 +64,9 @@ pub enum Fault {
     WrongId(u64),
     Twice(u64),
     Reorder(u64),
+    CrashMid(u64),
+    StrayPart(u64),
+    Endless(u64),
 }
 
 /// A fault and whether it is limited to one worker.
@@ -78,6 +87,9 @@ pub enum Action {
     WrongId,
     Twice,
     Reorder,
+    CrashMid,
+    StrayPart,
+    Endless,
 }
 
 impl FaultPlan {
@@ -101,6 +113,9 @@ impl FaultPlan {
             "wrong-id" => Fault::WrongId(n),
             "twice" => Fault::Twice(n),
             "reorder" => Fault::Reorder(n),
+            "crash-mid" => Fault::CrashMid(n),
+            "stray-part" => Fault::StrayPart(n),
+            "endless" => Fault::Endless(n),
             _ => return Err(bad()),
         };
         Ok(FaultPlan { fault, once })
@@ -123,6 +138,9 @@ impl FaultPlan {
             Fault::WrongId(n) if holds(n) => Action::WrongId,
             Fault::Twice(n) if holds(n) => Action::Twice,
             Fault::Reorder(n) if holds(n) => Action::Reorder,
+            Fault::CrashMid(n) if holds(n) => Action::CrashMid,
+            Fault::StrayPart(n) if holds(n) => Action::StrayPart,
+            Fault::Endless(n) if holds(n) => Action::Endless,
             _ => return None,
         };
         // Only the worker that creates the file fails.
@@ -172,6 +190,18 @@ mod tests {
         assert_eq!(
             FaultPlan::parse("wrong-id@4").unwrap().fault,
             Fault::WrongId(4)
+        );
+        assert_eq!(
+            FaultPlan::parse("crash-mid@6").unwrap().fault,
+            Fault::CrashMid(6)
+        );
+        assert_eq!(
+            FaultPlan::parse("stray-part@7").unwrap().fault,
+            Fault::StrayPart(7)
+        );
+        assert_eq!(
+            FaultPlan::parse("endless@8").unwrap().fault,
+            Fault::Endless(8)
         );
         let plan = FaultPlan::parse("twice@5").unwrap();
         assert_eq!(plan.before(&chunk(&[(5, 1)]), 0), Some(Action::Twice));

@@ -4,9 +4,9 @@ use std::io::{Read, Write};
 use std::time::Instant;
 
 use fibpool_protocol::{
-    Bytes, Chunk, ChunkResult, CoordinatorHello, EchoReply, Failure, FrameReader, FrameWriter,
-    MAX_FRAME_LEN, MAX_INDEX, Measured, PROTOCOL_VERSION, PackedBuf, Reply, Request, Response,
-    WorkerHello, checksum, raw,
+    Bytes, Chunk, ChunkPart, ChunkResult, CoordinatorHello, EchoReply, Failure, FrameReader,
+    FrameWriter, MAX_FRAME_LEN, MAX_INDEX, Measured, PART_BYTES, PROTOCOL_VERSION, PackedBuf,
+    Reply, Request, Response, WorkerHello, checksum, raw,
 };
 
 use fibpool_protocol::clock::monotonic_ns;
@@ -111,6 +111,8 @@ pub fn serve<R: Read, W: Write>(
                 #[cfg(feature = "fault-injection")]
                 let mut chunk = chunk;
                 #[cfg(feature = "fault-injection")]
+                let mut crash_mid = false;
+                #[cfg(feature = "fault-injection")]
                 if let Some(action) = options
                     .fault
                     .as_ref()
@@ -131,17 +133,36 @@ pub fn serve<R: Read, W: Write>(
                         Action::Twice => answers = 2,
                         Action::Reorder => {
                             if let Some(Request::Compute(next)) = rx.recv::<Request>()? {
-                                let result = compute(&next, &mut packed)
-                                    .map_err(|reason| refuse(&mut tx, next.id, reason))?;
+                                let result = compute(&next, &mut packed, &mut tx, false)?;
                                 tx.send(&Response::Computed(result))?;
+                            }
+                        }
+                        Action::CrashMid => crash_mid = true,
+                        Action::StrayPart => {
+                            packed.clear();
+                            packed.push(&[1; fibpool_protocol::PART_BYTES]);
+                            tx.send(&Response::Part(fibpool_protocol::ChunkPart {
+                                id: chunk.id.wrapping_add(1 << 40),
+                                values: packed.as_packed(),
+                            }))?;
+                        }
+                        Action::Endless => {
+                            packed.clear();
+                            packed.push(&[1; fibpool_protocol::PART_BYTES]);
+                            loop {
+                                tx.send(&Response::Part(fibpool_protocol::ChunkPart {
+                                    id: chunk.id,
+                                    values: packed.as_packed(),
+                                }))?;
                             }
                         }
                     }
                 }
-                let result = compute(&chunk, &mut packed)
-                    .map_err(|reason| refuse(&mut tx, chunk.id, reason))?;
+                #[cfg(not(feature = "fault-injection"))]
+                let crash_mid = false;
+                let result = compute(&chunk, &mut packed, &mut tx, crash_mid)?;
                 summary.chunks += 1;
-                summary.values += result.values.len() as u64;
+                summary.values += chunk.task_count();
                 #[cfg(feature = "fault-injection")]
                 for _ in 1..answers {
                     tx.send(&Response::Computed(result.clone()))?;
@@ -261,34 +282,95 @@ pub fn measure(chunk: &Chunk) -> Result<Measured, String> {
     })
 }
 
-/// Checks a chunk against the worker's limits, then computes it into `packed`
-/// (cleared first), which the answer borrows.
-pub fn compute<'p>(chunk: &Chunk, packed: &'p mut PackedBuf) -> Result<ChunkResult<'p>, String> {
+/// Checks a chunk against the worker's limits (refusing it, with the reason
+/// sent, if it fails them), then computes it: its values are packed into
+/// `packed` (cleared first) and sent as parts of about [`PART_BYTES`] as
+/// they pass that size. Returns the answer's last frame, holding the values
+/// left, which the caller sends. With `crash_after_part` (fault injection),
+/// the process aborts once its first part is sent.
+pub fn compute<'p, W: Write>(
+    chunk: &Chunk,
+    packed: &'p mut PackedBuf,
+    tx: &mut FrameWriter<W>,
+    crash_after_part: bool,
+) -> Result<ChunkResult<'p>, ServeError> {
     let started = Instant::now();
-    check_indices(chunk)?;
-    let mut bound = 0u64; // the answer's size, bounded
+    check_indices(chunk).map_err(|reason| refuse(tx, chunk.id, reason))?;
+    // A part holds what passes PART_BYTES and one value more: the largest
+    // value must fit in a frame with it.
+    let mut largest = 0;
     for run in &chunk.runs {
         let last = run.start + run.len - 1;
-        let per_value = kernels::packed_len_bound(last, chunk.encoding);
-        bound = bound.saturating_add(run.len.saturating_mul(per_value));
+        largest = largest.max(kernels::packed_len_bound(last, chunk.encoding));
     }
-    if bound > MAX_FRAME_LEN as u64 {
-        return Err(format!(
-            "its answer could take {bound} bytes, more than a frame carries ({MAX_FRAME_LEN})"
-        ));
+    let frame_room = (MAX_FRAME_LEN - PART_OVERHEAD) as u64;
+    if largest > frame_room {
+        let reason = format!(
+            "one of its values could take {largest} bytes, more than a frame carries ({MAX_FRAME_LEN})"
+        );
+        return Err(refuse(tx, chunk.id, reason));
     }
 
     packed.clear();
-    // Within a frame, checked above (the data's share is less).
-    packed.reserve(chunk.task_count() as usize, bound as usize);
+    let mut parts = Parts {
+        id: chunk.id,
+        packed,
+        tx,
+        error: None,
+        crash_after_part,
+    };
     for run in &chunk.runs {
-        kernels::encode_run(run.start, run.len, chunk.encoding, packed);
+        kernels::encode_run(run.start, run.len, chunk.encoding, &mut parts);
+    }
+    if let Some(error) = parts.error {
+        return Err(error.into());
     }
     Ok(ChunkResult {
         id: chunk.id,
         busy_ns: started.elapsed().as_nanos() as u64,
         values: packed.as_packed(),
     })
+}
+
+/// What a part's frame holds besides its values: the message's tag, the
+/// id and the two blocks' lengths, well under this.
+const PART_OVERHEAD: usize = 64;
+
+/// Where a chunk's values go as they are made: packed, and sent in a
+/// [`Response::Part`] each time they pass [`PART_BYTES`]. After a failed
+/// send nothing more is kept (the coordinator is gone): the error is
+/// returned once the values are done.
+struct Parts<'a, W: Write> {
+    id: u64,
+    packed: &'a mut PackedBuf,
+    tx: &'a mut FrameWriter<W>,
+    error: Option<fibpool_protocol::Error>,
+    crash_after_part: bool,
+}
+
+impl<W: Write> kernels::ValueSink for Parts<'_, W> {
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        self.packed.data()
+    }
+
+    fn end_value(&mut self) {
+        self.packed.end_value();
+        if self.packed.data().len() < PART_BYTES {
+            return;
+        }
+        if self.error.is_none() {
+            let part = Response::Part(ChunkPart {
+                id: self.id,
+                values: self.packed.as_packed(),
+            });
+            match self.tx.send(&part) {
+                Ok(_) if self.crash_after_part => std::process::abort(),
+                Ok(_) => {}
+                Err(error) => self.error = Some(error),
+            }
+        }
+        self.packed.clear();
+    }
 }
 
 fn describe(request: &Request) -> String {
@@ -464,7 +546,6 @@ mod tests {
             ),
             (vec![(5, 0)], "run 5+0 is empty or overflows"),
             (vec![(u64::MAX, 2)], "overflows"),
-            (vec![(0, 40_000_000)], "more than a frame carries"),
         ] {
             let input = frames(&[
                 HELLO,
@@ -485,6 +566,61 @@ mod tests {
                 }
                 other => panic!("{runs:?}: expected Failed, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_big_answer_comes_in_parts_in_order_then_the_rest() {
+        // F(0..12000) raw: about 6.2 MB, seeded once.
+        let input = frames(&[
+            HELLO,
+            compute_request(5, Encoding::Raw, &[(0, 12_000)]),
+            compute_request(6, Encoding::Hex, &[(7, 2)]),
+        ]);
+        let (result, responses) = serve_bytes(&input);
+        assert_eq!(result.unwrap().values, 12_002);
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut parts = 0;
+        for response in &responses[1..responses.len() - 1] {
+            match response {
+                Response::Part(part) => {
+                    assert_eq!(part.id, 5);
+                    assert!(part.values.data().len() >= PART_BYTES);
+                    // A part is sent as soon as it passes the size.
+                    let without_last = part.values.data().len()
+                        - part.values.get(part.values.len() - 1).unwrap().len();
+                    assert!(without_last < PART_BYTES);
+                    got.extend(part.values.iter().map(<[u8]>::to_vec));
+                    parts += 1;
+                }
+                Response::Computed(last) => {
+                    assert_eq!(last.id, 5);
+                    got.extend(last.values.iter().map(<[u8]>::to_vec));
+                }
+                other => panic!("expected parts then Computed, got {other:?}"),
+            }
+        }
+        assert_eq!(parts, 5);
+        let mut want = Vec::new();
+        let (mut a, mut b) = (BigUint::ZERO, BigUint::from(1u32));
+        for _ in 0..12_000 {
+            // raw zero is empty
+            want.push(if a == BigUint::ZERO {
+                vec![]
+            } else {
+                a.to_bytes_le()
+            });
+            let next = &a + &b;
+            a = std::mem::replace(&mut b, next);
+        }
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the parts' values differ from F(0..12000)");
+        match responses.last() {
+            Some(Response::Computed(r)) => {
+                assert_eq!(r.id, 6);
+                assert_eq!(r.values.iter().collect::<Vec<_>>(), [&b"d"[..], b"15"]);
+            }
+            other => panic!("expected chunk 6's answer, got {other:?}"),
         }
     }
 

@@ -13,38 +13,79 @@ use fibpool_protocol::packed::END_LEN;
 use super::error::PoolError;
 use super::tasks::ChunkPlan;
 
-/// A chunk's values as they arrived: the frame's payload, and where in it
-/// the packed values' ends table and bytes lie. One buffer per chunk, not one
-/// per value.
+/// A chunk's values as they arrived: the payloads of the frames they came
+/// in (its parts, then the last), and where in each the packed values' ends
+/// table and bytes lie. One buffer per frame, not one per value.
 #[derive(Debug, Default)]
 pub(crate) struct Values {
-    pub buf: Vec<u8>,
-    pub ends: Range<usize>,
-    pub data: Range<usize>,
+    parts: Vec<Part>,
+    len: usize,
+}
+
+#[derive(Debug)]
+struct Part {
+    buf: Vec<u8>,
+    ends: Range<usize>,
+    data: Range<usize>,
+    /// The place in the chunk of the part's first value.
+    first: usize,
 }
 
 impl Values {
     /// Values that do not lie in a frame, copied into one buffer.
     pub fn copied(values: &PackedValues<'_>) -> Values {
         let (ends, data) = (values.ends(), values.data());
-        Values {
-            buf: [ends, data].concat(),
-            ends: 0..ends.len(),
-            data: ends.len()..ends.len() + data.len(),
+        let buf = [ends, data].concat();
+        Values::in_frame(buf, 0..ends.len(), ends.len()..ends.len() + data.len())
+    }
+
+    /// The values packed in a frame's payload `buf`, with their ends table
+    /// at `ends` and their bytes at `data` (ranges in `buf`).
+    pub fn in_frame(buf: Vec<u8>, ends: Range<usize>, data: Range<usize>) -> Values {
+        let mut values = Values::default();
+        values.push(buf, ends, data);
+        values
+    }
+
+    /// The next values of the chunk, after those held.
+    pub fn push(&mut self, buf: Vec<u8>, ends: Range<usize>, data: Range<usize>) {
+        let count = ends.len() / END_LEN;
+        if count == 0 {
+            return;
+        }
+        let first = self.len;
+        self.len += count;
+        self.parts.push(Part {
+            buf,
+            ends,
+            data,
+            first,
+        });
+    }
+
+    /// The values of `rest` after those held.
+    pub fn append(&mut self, rest: Values) {
+        for part in rest.parts {
+            self.push(part.buf, part.ends, part.data);
         }
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len() / END_LEN
+        self.len
     }
 
     /// The `i`th value; `None` past the end.
     pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let at = self
+            .parts
+            .partition_point(|p| p.first <= i)
+            .checked_sub(1)?;
+        let part = &self.parts[at];
         let (ends, data) = (
-            self.buf.get(self.ends.clone())?,
-            self.buf.get(self.data.clone())?,
+            part.buf.get(part.ends.clone())?,
+            part.buf.get(part.data.clone())?,
         );
-        fibpool_protocol::packed::value(ends, data, i)
+        fibpool_protocol::packed::value(ends, data, i - part.first)
     }
 }
 
@@ -149,6 +190,27 @@ mod tests {
 
     fn ids(board: &mut Board) -> Vec<u64> {
         std::iter::from_fn(|| board.next_ready().map(|(p, _)| p.id)).collect()
+    }
+
+    #[test]
+    fn values_in_parts_read_as_one_chunk() {
+        let mut all = values(&[b"a", b"", b"bc"]);
+        all.append(values(&[]));
+        all.append(values(&[b"def"]));
+        all.append(values(&[b"g", b"hi"]));
+        assert_eq!(all.len(), 6);
+        let got: Vec<_> = (0..7).map(|i| all.get(i)).collect();
+        let want: [Option<&[u8]>; 7] = [
+            Some(b"a"),
+            Some(b""),
+            Some(b"bc"),
+            Some(b"def"),
+            Some(b"g"),
+            Some(b"hi"),
+            None,
+        ];
+        assert_eq!(got, want);
+        assert_eq!(Values::default().get(0), None);
     }
 
     #[test]

@@ -8,8 +8,11 @@ use fibpool_protocol::{Encoding, Run};
 
 /// A chunk's answer is kept under this many bytes (estimated from the indices)
 /// unless a single value is bigger: it bounds the memory the coordinator holds
-/// per chunk, and keeps frames far below the cap.
-pub const CHUNK_BYTES_BUDGET: u64 = 1 << 20;
+/// per chunk. The answer travels in parts of about a megabyte (see
+/// `PART_BYTES`), so a range is seeded once per 32 MiB of values: with 1 MiB
+/// chunks, each seeded by a fresh fast doubling, `run 0..1000000` spent half
+/// its workers' time seeding.
+pub const CHUNK_BYTES_BUDGET: u64 = 32 << 20;
 
 /// The most runs a chunk holds (a repeat is one run per copy). It bounds a
 /// request's size: at most about 40 KB for indices below 2^32, so that a
@@ -634,18 +637,18 @@ mod tests {
 
     #[test]
     fn big_values_get_chunks_of_their_own() {
-        // F(10^7) is about 2.1 MB of decimal text, over the budget alone.
-        let l = list(&[(10_000_000, 10_000_003, false)]);
+        // F(2 10^8) is about 42 MB of decimal text, over the budget alone.
+        let l = list(&[(200_000_000, 200_000_003, false)]);
         let plans: Vec<_> = l.chunks(ChunkSize::Fixed(100), Encoding::Decimal).collect();
         assert_eq!(plans.iter().map(|p| p.count).collect::<Vec<_>>(), [1, 1, 1]);
-        // F(200000) is about 42 KB: 24 fit in a megabyte.
-        let l = list(&[(200_000, 200_100, false)]);
+        // F(200000) is about 42 KB: about 800 fit in 32 MiB.
+        let l = list(&[(200_000, 202_000, false)]);
         let counts: Vec<_> = l
-            .chunks(ChunkSize::Fixed(1000), Encoding::Decimal)
+            .chunks(ChunkSize::Fixed(5000), Encoding::Decimal)
             .map(|p| p.count)
             .collect();
-        assert_eq!(counts.iter().sum::<u64>(), 100);
-        assert!(counts[0] > 20 && counts[0] < 26, "{counts:?}");
+        assert_eq!(counts.iter().sum::<u64>(), 2000);
+        assert!(counts[0] > 780 && counts[0] < 800, "{counts:?}");
     }
 
     #[test]
@@ -782,7 +785,7 @@ mod tests {
         assert_eq!((c, bad), (None, Some(TooLarge(100))));
         assert_eq!(it.peek(), Some(&100));
         // Big values get a chunk each, as with a task list.
-        let mut it = [3_000_000u64, 3_000_001].into_iter().peekable();
+        let mut it = [200_000_000u64, 200_000_001].into_iter().peekable();
         let (d, _) = chunk_from_iter(
             &mut it,
             ChunkSize::Fixed(100),

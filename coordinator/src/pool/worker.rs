@@ -7,8 +7,8 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use fibpool_protocol::{
-    BUFFER_CAPACITY, CoordinatorHello, FrameReader, FrameWriter, PROTOCOL_VERSION, Request,
-    Response, WorkerHello,
+    BUFFER_CAPACITY, CoordinatorHello, FrameReader, FrameWriter, MAX_FRAME_LEN, PART_BYTES,
+    PROTOCOL_VERSION, Request, Response, WorkerHello,
 };
 
 use super::board::Values;
@@ -16,6 +16,7 @@ use super::child::OwnedChild;
 use super::error::{PoolError, WorkerName};
 use super::launch::{Launch, Started, start};
 use super::stats::Phases;
+use super::tasks::CHUNK_BYTES_BUDGET;
 use super::transport::Budget;
 use super::transport::{Reader, Transport, Writer};
 
@@ -34,6 +35,14 @@ pub(crate) enum Event {
         busy_ns: u64,
         values: Values,
         at: Instant,
+    },
+    /// The worker's frames broke a rule of the protocol that decoding
+    /// alone does not see (`chunk`: the chunk it is to blame on, if any);
+    /// the reader stops.
+    Misbehaved {
+        worker: u64,
+        what: String,
+        chunk: Option<u64>,
     },
     /// The worker's stdout ended: cleanly (`None`) or with a bad frame.
     Closed {
@@ -274,6 +283,7 @@ impl WorkerProcess {
 fn read_events(reader: Reader, worker: u64, deliver: impl Fn(Event) -> bool) {
     let mut frames = FrameReader::new(reader);
     let mut first = true;
+    let mut answer = None;
     loop {
         let next = if first {
             first = false;
@@ -285,7 +295,7 @@ fn read_events(reader: Reader, worker: u64, deliver: impl Fn(Event) -> bool) {
                 })
             })
         } else {
-            next_event(&mut frames, worker)
+            next_event(&mut frames, worker, &mut answer)
         };
         let event = match next {
             Ok(Some(event)) => event,
@@ -298,67 +308,119 @@ fn read_events(reader: Reader, worker: u64, deliver: impl Fn(Event) -> bool) {
                 error: Some(error),
             },
         };
-        let closed = matches!(event, Event::Closed { .. });
-        if !deliver(event) || closed {
+        let last = matches!(event, Event::Closed { .. } | Event::Misbehaved { .. });
+        if !deliver(event) || last {
             return;
         }
     }
 }
 
-/// Decodes the next frame. A chunk's values stay in the frame's buffer,
-/// which the event takes over; anything else is copied out.
+/// The most bytes (values and ends tables) a chunk's answer takes in all
+/// its frames. Chunks are cut to answers of at most
+/// [`CHUNK_BYTES_BUDGET`], or of one value, which fits a frame.
+pub(crate) const MAX_ANSWER_BYTES: usize = MAX_FRAME_LEN;
+
+const _: () = assert!(CHUNK_BYTES_BUDGET <= MAX_ANSWER_BYTES as u64);
+
+/// A chunk's answer while its parts arrive.
+pub(crate) struct Answer {
+    id: u64,
+    values: Values,
+    bytes: usize,
+}
+
+/// Decodes the next frame. A chunk's values stay in the buffers of the
+/// frames they came in, which the event takes over; the parts of an answer
+/// are gathered in `answer` until its last frame. Anything else is copied
+/// out.
 fn next_event(
     frames: &mut FrameReader<Reader>,
     worker: u64,
+    answer: &mut Option<Answer>,
 ) -> Result<Option<Event>, fibpool_protocol::Error> {
-    let Some(payload) = frames.recv_payload()? else {
-        return Ok(None);
-    };
-    let (id, busy_ns, ends, data) = match fibpool_protocol::codec::decode::<Response>(payload)? {
-        Response::Computed(result) => {
-            // Decoding borrows both blocks from the payload: keep where they lie.
-            let within = |part: &[u8]| {
-                let start = (part.as_ptr() as usize).checked_sub(payload.as_ptr() as usize)?;
-                (start + part.len() <= payload.len()).then_some(start..start + part.len())
-            };
-            match (within(result.values.ends()), within(result.values.data())) {
-                (Some(ends), Some(data)) => (result.id, result.busy_ns, ends, data),
-                // Not borrowed after all: copy them.
-                _ => {
-                    return Ok(Some(Event::Computed {
+    loop {
+        let Some(payload) = frames.recv_payload()? else {
+            return Ok(None);
+        };
+        let (id, busy_ns, packed, last) =
+            match fibpool_protocol::codec::decode::<Response>(payload)? {
+                Response::Computed(result) => (result.id, result.busy_ns, result.values, true),
+                Response::Part(part) => (part.id, 0, part.values, false),
+                other => {
+                    // Whatever the worker was answering will not be finished.
+                    *answer = None;
+                    return Ok(Some(Event::Response {
                         worker,
-                        id: result.id,
-                        busy_ns: result.busy_ns,
-                        values: Values::copied(&result.values),
+                        response: other.into_owned(),
                         at: Instant::now(),
                     }));
                 }
-            }
-        }
-        other => {
-            return Ok(Some(Event::Response {
+            };
+        let misbehaved = |what: String, chunk: Option<u64>| {
+            Ok(Some(Event::Misbehaved {
                 worker,
-                response: other.into_owned(),
-                at: Instant::now(),
-            }));
+                what,
+                chunk,
+            }))
+        };
+        if !last && packed.data().len() < PART_BYTES {
+            let what = format!(
+                "sent a part of chunk {id} holding {} bytes of values, less than a part ({PART_BYTES})",
+                packed.data().len()
+            );
+            return misbehaved(what, None);
         }
-    };
-    let at = Instant::now();
-    let mut buf = frames.take_payload();
-    // The buffer grew by doubling as the bytes came: held in a batch's
-    // window it counts at its capacity, up to twice the answer's bytes.
-    // Large blocks shrink in place (mremap), without a copy.
-    if buf.capacity() - buf.len() > buf.len() / 8 {
-        buf.shrink_to_fit();
+        if let Some(open) = answer.as_ref()
+            && open.id != id
+        {
+            let what = format!(
+                "sent values for chunk {id} before finishing chunk {}",
+                open.id
+            );
+            return misbehaved(what, None);
+        }
+        let bytes =
+            answer.as_ref().map_or(0, |a| a.bytes) + packed.ends().len() + packed.data().len();
+        if bytes > MAX_ANSWER_BYTES {
+            let what = format!("sent more than {MAX_ANSWER_BYTES} bytes for chunk {id}");
+            return misbehaved(what, Some(id));
+        }
+        // Decoding borrows both blocks from the payload: keep where they lie.
+        let within = |part: &[u8]| {
+            let start = (part.as_ptr() as usize).checked_sub(payload.as_ptr() as usize)?;
+            (start + part.len() <= payload.len()).then_some(start..start + part.len())
+        };
+        let piece = match (within(packed.ends()), within(packed.data())) {
+            (Some(ends), Some(data)) => {
+                let mut buf = frames.take_payload();
+                // A frame over what the reader reserves ahead grew by doubling
+                // as its bytes came: held in a batch's window it counts at its
+                // capacity. Large blocks shrink in place (mremap), without a copy.
+                if buf.capacity() - buf.len() > buf.len() / 8 {
+                    buf.shrink_to_fit();
+                }
+                Values::in_frame(buf, ends, data)
+            }
+            // Not borrowed after all: copy them.
+            _ => Values::copied(&packed),
+        };
+        let mut values = match answer.take() {
+            Some(open) => open.values,
+            None => Values::default(),
+        };
+        values.append(piece);
+        if !last {
+            *answer = Some(Answer { id, values, bytes });
+            continue;
+        }
+        return Ok(Some(Event::Computed {
+            worker,
+            id,
+            busy_ns,
+            values,
+            at: Instant::now(),
+        }));
     }
-    let values = Values { buf, ends, data };
-    Ok(Some(Event::Computed {
-        worker,
-        id,
-        busy_ns,
-        values,
-        at,
-    }))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! What the workers' reader threads report, and what the pool makes of it.
 
 use super::*;
+use fibpool_protocol::{ChunkPart, ChunkResult};
 
 impl Manager {
     pub(super) fn slot_of(&self, process: u64) -> Option<usize> {
@@ -13,14 +14,15 @@ impl Manager {
         let process = match &event {
             Event::Response { worker, .. }
             | Event::Computed { worker, .. }
-            | Event::Closed { worker, .. } => *worker,
+            | Event::Closed { worker, .. }
+            | Event::Misbehaved { worker, .. } => *worker,
         };
         if let Some(slot) = self.slot_of(process) {
             return self.on_worker_event(slot, event);
         }
         if let Some(i) = self.retiring.iter().position(|w| w.process.id == process) {
             // A recycled worker: its output ends as it exits.
-            if matches!(event, Event::Closed { .. }) {
+            if matches!(event, Event::Closed { .. } | Event::Misbehaved { .. }) {
                 let mut worker = self.retiring.swap_remove(i);
                 let _ = worker.process.reap(EXIT_GRACE);
                 self.retire(worker.stats(Some("recycled".to_owned())));
@@ -51,6 +53,7 @@ impl Manager {
                 at,
                 ..
             } => self.on_computed(slot, id, busy_ns, values, at),
+            Event::Misbehaved { what, chunk, .. } => self.misbehaved(slot, what, chunk),
         }
     }
 
@@ -158,11 +161,8 @@ impl Manager {
             // The reader sends results as Event::Computed from the second
             // frame on, and a first frame is caught above, before the
             // handshake: an error, not a panic, should that ever change.
-            Response::Computed(result) => {
-                let what = format!(
-                    "sent a result for chunk {} outside the result path",
-                    result.id
-                );
+            Response::Computed(ChunkResult { id, .. }) | Response::Part(ChunkPart { id, .. }) => {
+                let what = format!("sent a result for chunk {id} outside the result path");
                 self.misbehaved(slot, what, None);
             }
             Response::Failed(failure) => {

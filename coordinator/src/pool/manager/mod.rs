@@ -263,7 +263,7 @@ impl Msg {
             | Msg::Probe(_)
             | Msg::Stats(_)
             | Msg::Shutdown { .. } => true,
-            Msg::Event(event) => !matches!(event, Event::Closed { .. }),
+            Msg::Event(event) => !matches!(event, Event::Closed { .. } | Event::Misbehaved { .. }),
             _ => false,
         }
     }
@@ -1039,6 +1039,7 @@ fn describe(response: &Response<'_>) -> String {
         Response::Failed(failure) => format!("a failure ({})", failure.message),
         Response::Echo(reply) => format!("an echo (seq {})", reply.seq),
         Response::Measured(measured) => format!("a measurement (id {})", measured.id),
+        Response::Part(part) => format!("a part of a result for chunk {}", part.id),
     }
 }
 
