@@ -264,20 +264,19 @@ pub fn encode_limbs(
             }
         }
         Encoding::Hex => {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
             out.reserve(limbs.len() * 16);
-            let mut limbs = limbs.rev().skip_while(|&l| l == 0).peekable();
-            let Some(&top) = limbs.peek() else {
+            let mut limbs = limbs.rev().skip_while(|&l| l == 0);
+            let Some(top) = limbs.next() else {
                 out.push(b'0');
                 return;
             };
-            // The top limb without its leading zeros, the rest in full.
-            let mut width = 16 - top.leading_zeros() as usize / 4;
+            // The top limb without its leading zeros, the rest in full,
+            // two digits a byte from a table: a digit at a time went at
+            // about a byte a nanosecond.
+            let digits = hex_limb(top);
+            out.extend_from_slice(&digits[top.leading_zeros() as usize / 4..]);
             for limb in limbs {
-                for shift in (0..width).rev() {
-                    out.push(DIGITS[(limb >> (4 * shift)) as usize & 15]);
-                }
-                width = 16;
+                out.extend_from_slice(&hex_limb(limb));
             }
         }
         Encoding::Decimal => {
@@ -285,6 +284,27 @@ pub fn encode_limbs(
             encode_into(&Natural::from_owned_limbs_asc(limbs), encoding, out)
         }
     }
+}
+
+/// The two lowercase hex digits of every byte.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        pairs[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
+        i += 1;
+    }
+    pairs
+};
+
+/// A limb's 16 hex digits, leading zeros included.
+fn hex_limb(limb: u64) -> [u8; 16] {
+    let mut digits = [0u8; 16];
+    for (pair, byte) in digits.chunks_exact_mut(2).zip(limb.to_be_bytes()) {
+        pair.copy_from_slice(&HEX_PAIRS[byte as usize]);
+    }
+    digits
 }
 
 /// A natural number in base 10^18 limbs, least significant first: addition
