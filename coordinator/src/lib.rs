@@ -26,10 +26,10 @@ pub mod stats;
 
 pub use fibpool_protocol::Encoding;
 pub use pool::{
-    AsCompleted, Future, Host, Item, Login, Map, MapUnordered, Pool, PoolBuilder, PoolCounts,
-    PoolError, RunOptions, RunSummary, Ssh, StartMethod, TaskList, Transport, WORKER_ENV,
-    WorkerCommand, WorkerName, WorkerStats, as_completed, default_workers, prepare_fork,
-    release_fork,
+    AsCompleted, ChunkValues, Future, Host, Item, Login, Map, MapUnordered, Pool, PoolBuilder,
+    PoolCounts, PoolError, RunOptions, RunSummary, Ssh, StartMethod, TaskList, Transport,
+    WORKER_ENV, WorkerCommand, WorkerName, WorkerStats, as_completed, default_workers,
+    prepare_fork, release_fork,
 };
 
 /// In a process started by [`WorkerCommand::this_program`] (that is, with

@@ -4,6 +4,7 @@
 //! failures exit 1 with the whole error chain on one line.
 
 mod bench;
+mod lines;
 mod progress;
 mod run;
 mod stall;
@@ -240,11 +241,12 @@ pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
 /// waited on with poll(2) when full, instead of failing with EAGAIN.
 pub(crate) struct Stdout;
 
-impl Write for Stdout {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+impl Stdout {
+    /// Runs a write call until it is done, waiting for the descriptor while
+    /// it would block.
+    fn retry(mut call: impl FnMut() -> isize) -> std::io::Result<usize> {
         loop {
-            // SAFETY: writes from a valid buffer of `buf.len()` bytes.
-            let n = unsafe { libc::write(1, buf.as_ptr().cast(), buf.len()) };
+            let n = call();
             if n >= 0 {
                 return Ok(n as usize);
             }
@@ -264,11 +266,28 @@ impl Write for Stdout {
             }
         }
     }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // SAFETY: writes from a valid buffer of `buf.len()` bytes.
+        Stdout::retry(|| unsafe { libc::write(1, buf.as_ptr().cast(), buf.len()) })
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let count = bufs.len().min(IOV_MAX) as libc::c_int;
+        // SAFETY: an IoSlice is an iovec on Unix (std documents the ABI),
+        // and `count` of them are valid.
+        Stdout::retry(|| unsafe { libc::writev(1, bufs.as_ptr().cast(), count) })
+    }
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
+
+/// The most buffers one writev(2) takes on Linux.
+pub(crate) const IOV_MAX: usize = 1024;
 
 /// Writes `text` to stdout; an error, not a panic, if it cannot be written.
 pub(crate) fn print(text: &str) -> Result<()> {

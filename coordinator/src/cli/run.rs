@@ -1,7 +1,7 @@
 //! `fibpool run`.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader};
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use fibpool_protocol::{Encoding, MAX_INDEX};
 
+use super::lines::Lines;
 use super::progress::Progress;
 use super::{
     ReportFile, check_workers, create_report, quoted_path, seconds, usage, worker_command,
@@ -287,20 +288,22 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         encoding,
         ordered: config.ordered,
     };
-    let mut out = BufWriter::with_capacity(1 << 16, super::Stdout);
+    let mut out = Lines::new(super::Stdout);
     let print = config.output != Output::None;
     let mut progress = Progress::new(config.tasks.len(), "run");
     let stall = super::stall::StallWatch::start(done.clone(), config.stall_warning);
     let outcome = pool
-        .run(&config.tasks, &options, |item| {
-            progress.inc(1);
-            if print {
-                write!(out, "{}\t", item.index)?;
-                out.write_all(item.value)?;
-                out.write_all(b"\n")?;
+        .run_chunks(&config.tasks, &options, |chunk| {
+            progress.inc(chunk.len());
+            if !print {
+                done.fetch_add(chunk.len(), Ordering::Relaxed);
+                return Ok(());
             }
-            done.fetch_add(1, Ordering::Relaxed);
-            Ok(())
+            // A line counts as done once handed to stdout's writer, as it
+            // would be once in a buffer.
+            let written = out.write_items(chunk.items());
+            done.store(out.handed, Ordering::Relaxed);
+            written
         })
         .and_then(|summary| out.flush().map(|()| summary).map_err(PoolError::Sink));
     progress.finish();

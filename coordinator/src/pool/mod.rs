@@ -54,9 +54,10 @@ pub use stats::{PHASE_NAMES, Phases, PoolCounts, WorkerStats};
 pub use tasks::{CHUNK_BYTES_BUDGET, ChunkSize, GUIDED_MIN_COST, TaskList, guided_chunk_size};
 pub use transport::Transport;
 
+use board::Values;
 use manager::{Config, Job, JobId, Msg, Shared, Sink, Source, ToManager};
 use stream::Stream;
-use tasks::Cursor;
+use tasks::{ChunkPlan, Cursor};
 
 /// How long a worker may take from spawn to its handshake by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -371,6 +372,38 @@ pub struct Item<'a> {
     pub value: &'a [u8],
 }
 
+/// One chunk's values as [`Pool::run_chunks`] delivers them.
+pub struct ChunkValues<'a> {
+    plan: &'a ChunkPlan,
+    values: &'a Values,
+}
+
+impl<'a> ChunkValues<'a> {
+    /// How many values the chunk holds.
+    pub fn len(&self) -> u64 {
+        self.plan.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.plan.count == 0
+    }
+
+    /// The chunk's values in order, with their places and indices.
+    pub fn items(&self) -> impl Iterator<Item = Item<'a>> + use<'a> {
+        let (plan, values) = (self.plan, self.values);
+        // The manager checked the count against the plan.
+        plan.indices()
+            .enumerate()
+            .map_while(move |(offset, index)| {
+                Some(Item {
+                    position: plan.first_position + offset as u64,
+                    index,
+                    value: values.get(offset)?,
+                })
+            })
+    }
+}
+
 /// How [`Pool::run`] cuts a batch and hands values back.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -476,6 +509,20 @@ impl Pool {
         options: &RunOptions,
         mut sink: impl FnMut(Item<'_>) -> io::Result<()>,
     ) -> Result<RunSummary, PoolError> {
+        self.run_chunks(tasks, options, |chunk| {
+            chunk.items().try_for_each(&mut sink)
+        })
+    }
+
+    /// [`Pool::run`], handing over a chunk's values at a time, all borrowed
+    /// from the frames they came in: a sink can write them out together
+    /// (`write_vectored`) without copying any.
+    pub fn run_chunks(
+        &self,
+        tasks: &TaskList,
+        options: &RunOptions,
+        mut sink: impl FnMut(&ChunkValues<'_>) -> io::Result<()>,
+    ) -> Result<RunSummary, PoolError> {
         self.usable()?;
         check_indices(tasks)?;
         let chunk_size = options.chunk_size.map(NonZeroU64::get);
@@ -501,18 +548,11 @@ impl Pool {
                 break;
             };
             let values = outcome?;
-            for (offset, index) in plan.indices().enumerate() {
-                // The manager checked the count against the plan.
-                let Some(value) = values.get(offset) else {
-                    break;
-                };
-                sink(Item {
-                    position: plan.first_position + offset as u64,
-                    index,
-                    value,
-                })
-                .map_err(PoolError::Sink)?;
-            }
+            sink(&ChunkValues {
+                plan: &plan,
+                values: &values,
+            })
+            .map_err(PoolError::Sink)?;
         }
         let after = self.counts();
         Ok(RunSummary {
