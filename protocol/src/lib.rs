@@ -18,9 +18,11 @@
 //! - [`env`]: the environment variables a coordinator sets for its workers.
 //! - [`forkserver`]: what a coordinator and its fork server say, and how
 //!   descriptors travel with it (SCM_RIGHTS).
+//! - [`ring`]: frames through shared memory, a ring each way in a memfd.
 //!
 //! This crate has no process code: it moves bytes through whatever reader and
-//! writer it is given, and the fork server's packets through a socket.
+//! writer it is given, the fork server's packets through a socket, and
+//! frames through a shared mapping.
 
 pub mod clock;
 pub mod codec;
@@ -30,6 +32,7 @@ pub mod forkserver;
 pub mod frame;
 pub mod message;
 pub mod packed;
+pub mod ring;
 
 pub use error::{Error, FramePart, clone_io};
 pub use frame::{

@@ -23,13 +23,23 @@ fn ended(report: &Value) -> Vec<String> {
 
 #[test]
 fn a_worker_killed_mid_run_is_replaced_and_every_value_is_right() {
-    let dir = scratch_dir("sigkill-worker");
+    killed_mid_run("pipe");
+}
+
+#[test]
+fn a_worker_killed_mid_run_over_shared_memory_is_replaced_and_every_value_is_right() {
+    killed_mid_run("shm");
+}
+
+fn killed_mid_run(transport: &str) {
+    let dir = scratch_dir(&format!("sigkill-worker-{transport}"));
     let path = dir.join("run.json");
     let indices: Vec<u64> = (0..300).map(|i| 1_000_000 + 7 * i).collect();
     let tokens: Vec<String> = indices.iter().map(u64::to_string).collect();
     let running = Running::start(
         fibpool()
-            .args(["run", "-w", "2", "-c", "1", "--output", "hex", "--report"])
+            .args(["run", "-w", "2", "-c", "1", "--output", "hex"])
+            .args(["--transport", transport, "--report"])
             .arg(&path)
             .args(&tokens),
     );
@@ -244,4 +254,64 @@ fn garbage_from_a_worker_is_fatal_and_named() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn a_worker_that_scribbles_on_its_ring_is_named_and_never_read_past_it() {
+    // The worker publishes a head 2^40 bytes past its tail once its
+    // handshake and a little more are out: its chunk fails, naming it.
+    let out = run(fibpool().env("FIBPOOL_TEST_SCRIBBLE", "100").args([
+        "run",
+        "-w",
+        "1",
+        "-c",
+        "200",
+        "--transport",
+        "shm",
+        "0..400",
+    ]));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    let line = out.stderr.lines().last().unwrap();
+    assert!(
+        line.starts_with(
+            "fibpool: error: the run failed: chunk 0 (indices 0..=199) failed: worker 0 (pid "
+        ),
+        "{}",
+        out.stderr
+    );
+    // The tail is where the reader is: past the handshake.
+    let (_, message) = line
+        .split_once(") sent a bad frame: i/o error on the frame stream: ")
+        .expect(line);
+    assert!(
+        message.starts_with("shared ring's counters are impossible: head 1099511627776, tail "),
+        "{line}"
+    );
+    assert!(message.ends_with(", for a ring of 4194304 bytes"), "{line}");
+}
+
+#[test]
+fn a_worker_on_shared_memory_that_dies_mid_answer_is_survived() {
+    // It dies after the first part of the chunk holding 9000: the parts
+    // that came are dropped, the chunk is computed again, nothing doubles.
+    let dir = scratch_dir("shm-crash-mid");
+    let path = dir.join("run.json");
+    let out = run(fibpool()
+        .env(
+            FAULT,
+            format!("crash-mid@9000;once={}", dir.join("fired").display()),
+        )
+        .args(["run", "-w", "2", "-c", "4000", "--output", "hex"])
+        .args(["--transport", "shm"])
+        .arg("--report")
+        .arg(&path)
+        .arg("0..12000"));
+    out.assert_success();
+    assert_same_lines(
+        &out.stdout,
+        &expected_lines(&(0..12_000).collect::<Vec<_>>(), 16),
+    );
+    let report = report(&path);
+    assert_eq!(report["worker_restarts"], 1, "{report}");
+    assert_eq!(ended(&report), ["was killed by signal 6 (SIGABRT)"]);
 }

@@ -7,7 +7,8 @@ use std::num::NonZeroU64;
 use std::time::Duration;
 
 use fibpool_coordinator::{
-    Encoding, Pool, PoolBuilder, PoolError, RunOptions, TaskList, WorkerCommand, as_completed,
+    Encoding, Pool, PoolBuilder, PoolError, RunOptions, TaskList, Transport, WorkerCommand,
+    as_completed,
 };
 use num_bigint::BigUint;
 
@@ -458,6 +459,31 @@ fn an_answer_that_never_ends_is_cut_off_at_the_cap() {
     let (out, _pool) = map_parts_with_fault("endless@9000");
     let what = ["sent more than 67108864 bytes for chunk "];
     assert_broke_the_protocol(&out, "8000..=11999", &what);
+}
+
+#[test]
+fn a_pool_on_shared_memory_survives_a_poison_chunk_and_is_used_again() {
+    // Every worker crashes on the chunk holding 9000 (of parts bigger
+    // than a ring), so that chunk is poison; the chunk before it is
+    // delivered, and the pool computes right afterwards, over its rings.
+    let pool = builder(2)
+        .transport(Transport::SharedMemory)
+        .worker_command(worker().env(FAULT, "crash@9000"))
+        .build()
+        .unwrap();
+    let out: Vec<_> = pool
+        .map(4000..12_000)
+        .chunk_size(NonZeroU64::new(4000).unwrap())
+        .collect();
+    assert_eq!(out.len(), 4001, "the first chunk's values, then the error");
+    let got: Vec<BigUint> = out[..4000].iter().map(|v| v.clone().unwrap()).collect();
+    assert!(got == oracle(&(4000..8000).collect::<Vec<_>>()));
+    let line = chain(&out[4000]);
+    assert!(line.starts_with("poison chunk "), "{line}");
+    assert_computes(
+        &pool,
+        &(8000..8100).chain(12_000..12_010).collect::<Vec<_>>(),
+    );
 }
 
 #[test]

@@ -56,13 +56,14 @@ fn a_range_splits_across_workers() {
 }
 
 /// Chunks of 4000 values near F(10000) answer in several parts each
-/// (about 3.5 MB raw, 7 MB of hex), on every transport: every value comes
+/// (about 3.5 MB raw, 7 MB of hex, more than a shared ring holds), on
+/// every transport: every value comes
 /// once, in order, as an independent computation has it.
 #[test]
 fn answers_in_parts_are_whole_and_in_order_on_every_transport() {
     let indices: Vec<u64> = (0..12_000).collect();
     let want = expected_lines(&indices, 16);
-    for transport in ["pipe", "socket", "tcp"] {
+    for transport in ["pipe", "socket", "tcp", "shm"] {
         let out = run(fibpool().args([
             "run",
             "-w",

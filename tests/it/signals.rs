@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::util::*;
 
 /// A run long enough to be interrupted: about 15 s of work on two workers.
-fn long_run() -> std::process::Command {
+fn long_run(transport: &str) -> std::process::Command {
     let mut cmd = fibpool();
     cmd.args([
         "run",
@@ -18,18 +18,24 @@ fn long_run() -> std::process::Command {
         "1",
         "--output",
         "none",
+        "--transport",
+        transport,
         "2000x2000000",
     ]);
     cmd
 }
 
+const TRANSPORTS: [&str; 2] = ["pipe", "shm"];
+
 #[test]
 fn sigint_and_sigterm_stop_the_run_and_reap_every_worker() {
-    for (sig, name, code) in [
-        (libc::SIGINT, "SIGINT", 130),
-        (libc::SIGTERM, "SIGTERM", 143),
+    for (sig, name, code, transport) in [
+        (libc::SIGINT, "SIGINT", 130, "pipe"),
+        (libc::SIGTERM, "SIGTERM", 143, "pipe"),
+        (libc::SIGINT, "SIGINT", 130, "shm"),
+        (libc::SIGTERM, "SIGTERM", 143, "shm"),
     ] {
-        let running = Running::start(&mut long_run());
+        let running = Running::start(&mut long_run(transport));
         let workers = running.workers(2);
         assert_eq!(workers.len(), 2, "{name}: {workers:?}");
         signal(running.pid(), sig);
@@ -37,25 +43,40 @@ fn sigint_and_sigterm_stop_the_run_and_reap_every_worker() {
         assert_eq!(out.code(), Some(code), "{name}: {}", out.stderr);
         assert_eq!(
             out.stderr,
-            format!("fibpool: stopped by {name}; 2 worker processes killed and reaped\n")
+            format!("fibpool: stopped by {name}; 2 worker processes killed and reaped\n"),
+            "{transport}"
         );
         // Reaped by the coordinator itself: not even a zombie is left.
         for pid in workers {
-            assert!(!listed(pid), "{name}: worker {pid} is still in /proc");
+            assert!(
+                !listed(pid),
+                "{transport} {name}: worker {pid} is still in /proc"
+            );
         }
     }
 }
 
 #[test]
 fn workers_die_with_the_coordinator_by_their_death_signal() {
+    for transport in TRANSPORTS {
+        die_with_the_coordinator(transport);
+    }
+}
+
+fn die_with_the_coordinator(transport: &str) {
     // Every worker hangs on its first chunk and never reads its input
     // again, so the end of its input cannot stop it: only the
     // PR_SET_PDEATHSIG it asked for when the Hello came can.
-    let running = Running::start(
-        fibpool()
-            .env("FIBPOOL_TEST_FAULT", "hang@5")
-            .args(["run", "-w", "2", "-c", "1", "5x100"]),
-    );
+    let running = Running::start(fibpool().env("FIBPOOL_TEST_FAULT", "hang@5").args([
+        "run",
+        "-w",
+        "2",
+        "-c",
+        "1",
+        "--transport",
+        transport,
+        "5x100",
+    ]));
     let workers = running.workers(2);
     assert_eq!(workers.len(), 2, "{workers:?}");
     wait_until(

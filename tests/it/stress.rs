@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::util::*;
 
 #[test]
-fn every_pattern_on_both_transports_is_exact_and_intact() {
+fn every_pattern_on_every_transport_is_exact_and_intact() {
     let dir = scratch_dir("stress");
     let path = dir.join("stress.json");
     // 160 messages split evenly over 10 slices, 2 fanout phases and 2 workers.
@@ -19,7 +19,7 @@ fn every_pattern_on_both_transports_is_exact_and_intact() {
             "--count",
             "160",
             "--transport",
-            "pipe,socket,tcp",
+            "pipe,socket,tcp,shm",
         ])
         .arg("--report")
         .arg(&path));
@@ -62,7 +62,7 @@ fn every_pattern_on_both_transports_is_exact_and_intact() {
         assert_eq!(r["workers"], workers, "{cell}");
         cells.push(cell);
     }
-    let want: Vec<String> = ["\"pipe\"", "\"socket\"", "\"tcp\""]
+    let want: Vec<String> = ["\"pipe\"", "\"socket\"", "\"tcp\"", "\"shm\""]
         .iter()
         .flat_map(|t| {
             ["\"pingpong\"", "\"stream\"", "\"fanout\""]

@@ -22,12 +22,69 @@
 //! With `once=PATH`, only the first worker to create the file PATH fails.
 //!
 //! Apart from these, `FIBPOOL_TEST_STDIN_PIPE=BYTES` shrinks the pipe on
-//! the worker's stdin to that many bytes, behind the coordinator's back.
+//! the worker's stdin to that many bytes, behind the coordinator's back, and
+//! `FIBPOOL_TEST_SCRIBBLE=BYTES` makes a worker on shared memory publish an
+//! impossible ring counter once it has written that many bytes.
 
 use fibpool_protocol::Chunk;
 
 /// The environment variable that carries a fault.
 pub const FAULT_ENV: &str = "FIBPOOL_TEST_FAULT";
+
+/// The environment variable that makes a shared-memory worker scribble.
+pub const SCRIBBLE_ENV: &str = "FIBPOOL_TEST_SCRIBBLE";
+
+/// A worker's response ring that, with [`SCRIBBLE_ENV`] set, publishes a
+/// head of 2^40 (far past its tail) in place of the write that would take
+/// it to so many bytes, and writes nothing more.
+pub struct Scribbling {
+    inner: fibpool_protocol::ring::RingWriter,
+    state: Scribble,
+    written: u64,
+}
+
+enum Scribble {
+    Never,
+    After(u64),
+    Done,
+}
+
+impl Scribbling {
+    pub fn new(inner: fibpool_protocol::ring::RingWriter) -> Scribbling {
+        let after = std::env::var(SCRIBBLE_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok());
+        Scribbling {
+            inner,
+            state: after.map_or(Scribble::Never, Scribble::After),
+            written: 0,
+        }
+    }
+}
+
+impl std::io::Write for Scribbling {
+    /// The write that would reach the count scribbles instead, and every
+    /// later one is dropped: a real write would publish a sane head again.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.state {
+            Scribble::After(after) if self.written + buf.len() as u64 >= after => {
+                self.inner.scribble(1 << 40);
+                self.state = Scribble::Done;
+                Ok(buf.len())
+            }
+            Scribble::Done => Ok(buf.len()),
+            _ => {
+                let n = self.inner.write(buf)?;
+                self.written += n as u64;
+                Ok(n)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 /// The environment variable that shrinks the worker's stdin pipe.
 pub const STDIN_PIPE_ENV: &str = "FIBPOOL_TEST_STDIN_PIPE";

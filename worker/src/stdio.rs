@@ -6,7 +6,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
-use fibpool_protocol::env;
+use std::sync::Arc;
+
+use fibpool_protocol::{env, ring};
 
 use crate::serve::{ServeError, ServeOptions, serve};
 
@@ -58,6 +60,13 @@ pub(crate) fn serve_stdio(name: &str, main_entered_ns: u64, channel: Channel) ->
         Channel::Tcp(address) => tcp_streams(&address)
             .map_err(|e| format!("cannot connect to {}={address:?}: {e}", env::TCP))
             .map(|(input, output)| serve(input, output, &options)),
+        Channel::Stdio if stdout_is_a_ring() => ring_streams()
+            .map_err(|e| format!("cannot map the shared rings on stdout: {e}"))
+            .map(|(input, output)| {
+                #[cfg(feature = "fault-injection")]
+                let output = crate::fault::Scribbling::new(output);
+                serve(input, output, &options)
+            }),
         Channel::Stdio => frame_stdio()
             .map_err(|e| format!("cannot set up stdin/stdout: {e}"))
             .map(|(input, output)| serve(input, output, &options)),
@@ -113,6 +122,31 @@ fn frame_stdio() -> io::Result<(File, File)> {
     let output: OwnedFd = io::stdout().as_fd().try_clone_to_owned()?;
     point_stdout_at_stderr()?;
     Ok((File::from(input), File::from(output)))
+}
+
+/// True when stdout is the memfd of a pool's shared rings (the shm
+/// transport), whichever way this worker was started.
+fn stdout_is_a_ring() -> bool {
+    let Ok(target) = std::fs::read_link("/proc/self/fd/1") else {
+        return false;
+    };
+    let name = fibpool_protocol::ring::MEMFD_NAME.to_bytes();
+    let memfd = [b"/memfd:".as_slice(), name].concat();
+    use std::os::unix::ffi::OsStrExt;
+    target.as_os_str().as_bytes().starts_with(&memfd)
+}
+
+/// The rings on stdout: requests read from one, responses written to the
+/// other, the peer socket on stdin. stdout then points at stderr.
+fn ring_streams() -> io::Result<(ring::RingReader, ring::RingWriter)> {
+    let memfd = io::stdout().as_fd().try_clone_to_owned()?;
+    let map = Arc::new(ring::Mapping::open(memfd.as_fd())?);
+    drop(memfd);
+    let peer = Arc::new(ring::Peer::new(io::stdin().as_fd().try_clone_to_owned()?));
+    point_stdout_at_stderr()?;
+    let input = ring::RingReader::new(map.clone(), ring::Direction::Requests, peer.clone());
+    let output = ring::RingWriter::new(map, ring::Direction::Responses, peer, false);
+    Ok((input, output))
 }
 
 /// Both ends of a connection to the coordinator's local socket, as two

@@ -558,6 +558,11 @@ fn check_transports(
             "--transport socket is for this machine's workers: a remote worker talks over ssh's pipes or tcp"
         );
     }
+    if HostsArg::remote(hosts) && transports.contains(&run::TransportArg::Shm) {
+        usage!(
+            "--transport shm is for this machine's workers: a remote worker talks over ssh's pipes or tcp"
+        );
+    }
     let local = hosts.is_empty() || hosts.iter().any(|h| h.login.is_none());
     if local && transports.contains(&run::TransportArg::Tcp) && method != run::StartMethodArg::Spawn
     {

@@ -106,6 +106,8 @@ pub(crate) enum TransportArg {
     Socket,
     /// TCP, each worker connecting with a token; for remote workers, past ssh's cipher (unencrypted)
     Tcp,
+    /// Shared memory: a ring each way in a memfd, woken through a socket pair; this machine's workers only
+    Shm,
 }
 
 impl From<TransportArg> for Transport {
@@ -114,6 +116,7 @@ impl From<TransportArg> for Transport {
             TransportArg::Pipe => Transport::Pipe,
             TransportArg::Socket => Transport::Socket,
             TransportArg::Tcp => Transport::Tcp,
+            TransportArg::Shm => Transport::SharedMemory,
         }
     }
 }

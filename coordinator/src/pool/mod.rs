@@ -264,6 +264,12 @@ impl PoolBuilder {
                 "a local socket cannot reach workers on other hosts: use the pipe or tcp transport",
             );
         }
+        if self.transport == Transport::SharedMemory && self.hosts.iter().any(|h| h.login.is_some())
+        {
+            return config(
+                "shared memory cannot reach workers on other hosts: use the pipe or tcp transport",
+            );
+        }
         let local_workers = self.hosts.is_empty() || self.hosts.iter().any(|h| h.login.is_none());
         if self.transport == Transport::Tcp
             && local_workers
