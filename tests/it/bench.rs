@@ -131,6 +131,34 @@ fn a_tiny_bench_is_consistent_and_draws_a_plot() {
 }
 
 #[test]
+fn a_bench_over_shared_memory_says_so_and_its_pools_compute() {
+    let dir = scratch_dir("bench-shm");
+    let json = dir.join("bench.json");
+    let out = run(fibpool()
+        .args(["bench", "-w", "1,2", "--repeat", "1", "--transport", "shm"])
+        .arg("--report")
+        .arg(&json)
+        .args(["0..3000"]));
+    out.assert_success();
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["transport"], "shm");
+    assert!(out.stdout.contains(", transport shm, "), "{}", out.stdout);
+    let rows = report["workloads"][0]["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        let pool = r["pool_seconds"].as_f64().unwrap();
+        assert!(pool.is_finite() && pool > 0.0, "{r}");
+    }
+    // Remote workers cannot share memory: refused before anything runs.
+    let out = run(fibpool().args(["bench", "--transport", "shm", "--hosts", "node1", "0..10"]));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        "fibpool: error: --transport shm is for this machine's workers: a remote worker talks over ssh's pipes or tcp\n"
+    );
+}
+
+#[test]
 fn an_unknown_preset_is_a_usage_error() {
     let out = run(fibpool().args(["bench", "--preset", "seed-100x1000,nope"]));
     assert_eq!(out.code(), Some(2), "{}", out.stderr);

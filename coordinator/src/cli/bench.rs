@@ -67,6 +67,10 @@ pub struct BenchArgs {
     #[command(flatten)]
     start_methods: super::run::StartMethodsArg,
 
+    /// How the pools' frames travel, and those of `fibpool run` against the peers
+    #[arg(long, value_enum, default_value_t = super::run::TransportArg::Pipe)]
+    transport: super::run::TransportArg,
+
     #[command(flatten)]
     handshake: super::HandshakeArg,
 
@@ -139,8 +143,14 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     let (scratch, _remove_on_signal) = super::scratch("fibpool-bench-")?;
     let handshake_timeout = args.handshake.timeout()?;
     let (hosts, ssh) = args.hosts.hosts()?;
-    let run_args = args.hosts.forwarded();
+    for &method in args.start_methods.given() {
+        super::check_transports(&hosts, &[args.transport], method)?;
+    }
+    let transport: fibpool_coordinator::Transport = args.transport.into();
+    let mut run_args = args.hosts.forwarded();
+    run_args.extend(["--transport".to_owned(), transport.name().to_owned()]);
     let plan = BenchPlan {
+        transport,
         hosts,
         ssh,
         run_args,

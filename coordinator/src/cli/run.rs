@@ -143,6 +143,11 @@ impl StartMethodsArg {
     pub(crate) fn forks(&self) -> bool {
         self.start_method.contains(&StartMethodArg::Fork)
     }
+
+    /// The methods as given.
+    pub(crate) fn given(&self) -> &[StartMethodArg] {
+        &self.start_method
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

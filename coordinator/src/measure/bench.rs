@@ -14,7 +14,9 @@ use fibpool_worker::kernels::{Tally, encode_run};
 
 use crate::report::{BenchReport, BenchRow, BenchWorkload};
 use crate::stats::{amdahl_speedup, karp_flatt, median};
-use crate::{Host, Pool, PoolError, RunOptions, Ssh, StartMethod, TaskList, WorkerCommand};
+use crate::{
+    Host, Pool, PoolError, RunOptions, Ssh, StartMethod, TaskList, Transport, WorkerCommand,
+};
 
 /// The Python peers, embedded so that an installed `fibpool` can run them.
 const PYTHON_PEER: &str = include_str!("../../../bench/python_peer.py");
@@ -130,6 +132,8 @@ pub struct BenchPlan {
     /// How the pools start their workers, each method in every repeat; the
     /// first is also `fibpool run`'s against the peers.
     pub start_methods: Vec<StartMethod>,
+    /// How the pools' frames travel.
+    pub transport: Transport,
     /// Hosts for the pools (none: this machine), each pool size then the
     /// workers per host, and how ssh reaches them.
     pub hosts: Vec<Host>,
@@ -335,6 +339,7 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
     Ok(BenchReport {
         workers: plan.workers.clone(),
         repeat: plan.repeat,
+        transport: plan.transport.name(),
         worker_command: plan.command.to_string(),
         python: plan
             .python
@@ -375,6 +380,7 @@ fn pool_sample(
     let mut builder = Pool::builder()
         .workers(n)
         .start_method(method)
+        .transport(plan.transport)
         .worker_command(plan.command.clone())
         .handshake_timeout(plan.handshake_timeout);
     if !plan.hosts.is_empty() {

@@ -672,6 +672,8 @@ pub struct BenchWorkload {
 pub struct BenchReport {
     pub workers: Vec<usize>,
     pub repeat: usize,
+    /// How the pools' frames travelled.
+    pub transport: &'static str,
     pub worker_command: String,
     /// The Python version compared against, when one was.
     pub python: Option<String>,
@@ -686,11 +688,12 @@ impl BenchReport {
         let mut out = String::new();
         for w in &self.workloads {
             out += &format!(
-                "{}: {} ({} indices), start method {}, median of {}{}\n",
+                "{}: {} ({} indices), start method {}, transport {}, median of {}{}\n",
                 w.name,
                 w.description,
                 w.tasks,
                 w.start_method,
+                self.transport,
                 self.repeat,
                 match (w.serial_fraction, w.overhead_bound, w.superlinear) {
                     (Some(e), _, _) => format!(", serial fraction {e:.3}"),
