@@ -271,10 +271,11 @@ fn ratio(x: f64) -> String {
     }
 }
 
-/// A duration for people: "412 µs", "1.23 ms", "2.50 s".
+/// A duration for people: "410 ns", "412 µs", "1.23 ms", "2.50 s".
 pub fn seconds(s: f64) -> String {
     match s {
         s if !s.is_finite() => "-".to_owned(),
+        s if s < 1e-6 => format!("{:.0} ns", s * 1e9),
         s if s < 1e-3 => format!("{:.0} µs", s * 1e6),
         s if s < 1.0 => format!("{:.2} ms", s * 1e3),
         s => format!("{s:.2} s"),
@@ -760,5 +761,19 @@ mod ratio_tests {
         assert_eq!(super::ratio(1.234), "1.23");
         assert_eq!(super::ratio(f64::NAN), "-");
         assert_eq!(super::ratio(f64::INFINITY), "-");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seconds;
+
+    #[test]
+    fn durations_read_in_their_unit() {
+        let shown: Vec<String> = [4.1e-7, 4.12e-4, 1.234e-3, 2.5, f64::NAN]
+            .into_iter()
+            .map(seconds)
+            .collect();
+        assert_eq!(shown, ["410 ns", "412 µs", "1.23 ms", "2.50 s", "-"]);
     }
 }
