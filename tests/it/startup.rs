@@ -58,16 +58,22 @@ fn check_report(report: &Value, workers: u64, rounds: u64) {
 
 #[test]
 fn startup_reports_every_phase() {
-    let dir = scratch_dir("startup");
+    for transport in ["pipe", "shm"] {
+        reports_every_phase(transport);
+    }
+}
+
+fn reports_every_phase(transport: &str) {
+    let dir = scratch_dir(&format!("startup-{transport}"));
     let path = dir.join("startup.json");
     let out = run(fibpool()
-        .args([
-            "startup", "-w", "2", "--rounds", "3", "--warmup", "1", "--report",
-        ])
+        .args(["startup", "-w", "2", "--rounds", "3", "--warmup", "1"])
+        .args(["--transport", transport, "--report"])
         .arg(&path));
     out.assert_success();
     let report: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     check_report(&report, 2, 3);
+    assert_eq!(report["transport"], transport);
     figures(&report["pool_ready_parallel"], "pool_ready_parallel");
     for row in PHASES
         .iter()

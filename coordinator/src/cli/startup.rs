@@ -60,6 +60,10 @@ pub struct StartupArgs {
     /// Write the report as JSON to FILE (one object per pool size and start method; an array when several)
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+
+    /// How the pools' frames travel (the floor is always a pipe)
+    #[arg(long, value_enum, default_value_t = super::run::TransportArg::Pipe)]
+    transport: super::run::TransportArg,
 }
 
 impl StartupArgs {
@@ -103,7 +107,13 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
 
     let handshake_timeout = args.handshake.timeout()?;
     let (hosts, ssh) = args.hosts.hosts()?;
+    for &method in args.start_methods.given() {
+        super::check_transports(&hosts, &[args.transport], method)?;
+    }
     if !hosts.is_empty() {
+        if args.transport != super::run::TransportArg::Pipe {
+            usage!("--hosts measures the ssh sessions' own pipes: it takes no --transport");
+        }
         if args.plot.is_some() || args.vs_python {
             usage!("--plot and --vs-python measure pools here: not with --hosts");
         }
@@ -137,6 +147,7 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
         floor,
         spawn_threads,
         methods,
+        transport: args.transport.into(),
     };
     let mut reports = measure(&plan, |_, _| {}).context("the measurement failed")?;
     if args.vs_python {

@@ -36,6 +36,8 @@ pub struct StartupPlan {
     pub handshake_timeout: Duration,
     /// Start methods, each measured in every round.
     pub methods: Vec<StartMethod>,
+    /// How the pools' frames travel.
+    pub transport: Transport,
 }
 
 /// Samples in seconds, one list per thing measured, for one pool size.
@@ -132,6 +134,7 @@ fn pool_round(
     let pool = Pool::builder()
         .workers(n)
         .start_method(method)
+        .transport(plan.transport)
         .worker_command(plan.command.clone())
         .handshake_timeout(plan.handshake_timeout)
         .spawn_threads(threads)
@@ -283,6 +286,7 @@ fn report(plan: &StartupPlan, method: StartMethod, n: usize, samples: &Samples) 
     StartupReport {
         workers: n,
         start_method: method.name(),
+        transport: plan.transport.name(),
         rounds: plan.rounds,
         warmup_rounds: plan.warmup,
         worker_command: plan.command.to_string(),

@@ -167,6 +167,8 @@ pub struct StartupReport {
     pub workers: usize,
     /// How the workers were started: `spawn`, `forkserver` or `fork`.
     pub start_method: &'static str,
+    /// How their frames travelled.
+    pub transport: &'static str,
     pub rounds: usize,
     pub warmup_rounds: usize,
     pub worker_command: String,
@@ -204,10 +206,11 @@ impl StartupReport {
     /// The human table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{} worker{}, start method {}, {} rounds after {} warm-up, worker command: {}\n",
+            "{} worker{}, start method {}, transport {}, {} rounds after {} warm-up, worker command: {}\n",
             self.workers,
             if self.workers == 1 { "" } else { "s" },
             self.start_method,
+            self.transport,
             self.rounds,
             self.warmup_rounds,
             self.worker_command
