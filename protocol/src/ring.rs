@@ -505,6 +505,45 @@ mod tests {
         assert!(got == data, "{} bytes came of {}", got.len(), data.len());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+        /// Writes and reads of any sizes, interleaved on one thread: the
+        /// writer takes what fits (full: WouldBlock), the reader what is
+        /// there; the bytes come out as they went in, across the ring's end.
+        #[test]
+        fn any_interleaving_of_writes_and_reads_keeps_the_stream(
+            steps in proptest::collection::vec((0usize..3 * REQUEST_RING / 2, 1usize..REQUEST_RING), 1..40),
+        ) {
+            let (map, _fd) = Mapping::create().unwrap();
+            let map = Arc::new(map);
+            let (a, b) = peer_pair().unwrap();
+            let mut writer = RingWriter::new(map.clone(), Direction::Requests, Arc::new(Peer::new(a)), true);
+            let mut reader = RingReader::new(map, Direction::Requests, Arc::new(Peer::new(b)));
+            let (mut sent, mut got) = (Vec::new(), Vec::new());
+            let mut next = 0u8;
+            for (write, read) in steps {
+                let bytes: Vec<u8> = (0..write).map(|_| { next = next.wrapping_add(31); next }).collect();
+                match writer.write(&bytes) {
+                    Ok(n) => sent.extend_from_slice(&bytes[..n]),
+                    Err(e) => proptest::prop_assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
+                }
+                // Read only what is there: an empty ring would wait.
+                let there = sent.len() - got.len();
+                let mut buf = vec![0u8; read.min(there)];
+                if !buf.is_empty() {
+                    let n = reader.read(&mut buf).unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            proptest::prop_assert!(sent.len() - got.len() <= REQUEST_RING);
+            proptest::prop_assert!(sent.starts_with(&got));
+            drop(writer);
+            reader.read_to_end(&mut got).unwrap();
+            proptest::prop_assert!(got == sent);
+        }
+    }
+
     #[test]
     fn a_full_ring_is_would_block_for_a_nonblocking_writer() {
         let (map, _fd) = Mapping::create().unwrap();
