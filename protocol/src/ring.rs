@@ -72,7 +72,12 @@ impl Mapping {
     /// A new mapping, zeroed, and the memfd that holds it.
     pub fn create() -> io::Result<(Mapping, OwnedFd)> {
         // SAFETY: a valid C string; the flags are memfd_create's.
-        let fd = unsafe { libc::memfd_create(MEMFD_NAME.as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe {
+            libc::memfd_create(
+                MEMFD_NAME.as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -80,6 +85,13 @@ impl Mapping {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: ftruncate on the descriptor we own.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), MAPPING_LEN as libc::off_t) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Its size is fixed for good: a worker that truncated its stdout
+        // would otherwise make the coordinator's next access a SIGBUS.
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: fcntl on the descriptor we own.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok((Mapping::map(fd.as_fd())?, fd))
@@ -329,6 +341,10 @@ impl Read for RingReader {
         let tail = self.tail;
         let mut spins = 0;
         loop {
+            // The end is looked at before the head: a writer publishes its
+            // last head before it closes, so a close seen here comes with
+            // every byte before it (the other order lost them, rarely).
+            let ended = self.gone || ring.flag(CLOSED).load(Ordering::SeqCst) != 0;
             let head = ring.counter(HEAD).load(Ordering::SeqCst);
             let used = ring.used(head, tail)?;
             if used > 0 {
@@ -341,7 +357,7 @@ impl Read for RingReader {
                 }
                 return Ok(n);
             }
-            if self.gone || ring.flag(CLOSED).load(Ordering::SeqCst) != 0 {
+            if ended {
                 return Ok(0);
             }
             if spins < SPINS {
@@ -541,6 +557,52 @@ mod tests {
             drop(writer);
             reader.read_to_end(&mut got).unwrap();
             proptest::prop_assert!(got == sent);
+        }
+    }
+
+    #[test]
+    fn the_last_bytes_before_a_close_are_read_before_the_end() {
+        // The writer publishes its last bytes and closes while the reader
+        // looks: the reader once saw the close after an older head and
+        // ended without them (2 in 20000 in a review; about one in four
+        // runs of this test caught it).
+        for round in 0..3000 {
+            let (map, _fd) = Mapping::create().unwrap();
+            let map = Arc::new(map);
+            let (a, b) = peer_pair().unwrap();
+            let mut writer = RingWriter::new(
+                map.clone(),
+                Direction::Responses,
+                Arc::new(Peer::new(a)),
+                false,
+            );
+            let mut reader = RingReader::new(map, Direction::Responses, Arc::new(Peer::new(b)));
+            let go = Arc::new(std::sync::Barrier::new(2));
+            let start = go.clone();
+            let writing = std::thread::spawn(move || {
+                start.wait();
+                for _ in 0..(round % 97) {
+                    std::hint::spin_loop();
+                }
+                writer.write_all(b"xyz").unwrap();
+            });
+            go.wait();
+            let mut got = Vec::new();
+            reader.read_to_end(&mut got).unwrap();
+            writing.join().unwrap();
+            assert_eq!(got, b"xyz", "round {round}");
+        }
+    }
+
+    #[test]
+    fn the_mapping_cannot_be_resized_by_the_worker() {
+        let (_map, fd) = Mapping::create().unwrap();
+        for len in [0, MAPPING_LEN as libc::off_t + 4096] {
+            // SAFETY: ftruncate on a descriptor we own.
+            let done = unsafe { libc::ftruncate(fd.as_raw_fd(), len) };
+            let e = io::Error::last_os_error();
+            assert_eq!(done, -1, "resized to {len}");
+            assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
         }
     }
 

@@ -92,16 +92,25 @@ impl<W: Write> Lines<W> {
             .map(IoSlice::new)
             .collect();
         let mut rest = &mut slices[..];
+        let mut written = Ok(());
         while !rest.is_empty() {
             match self.out.write_vectored(rest) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(0) => {
+                    written = Err(io::ErrorKind::WriteZero.into());
+                    break;
+                }
                 Ok(n) => IoSlice::advance_slices(&mut rest, n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    written = Err(e);
+                    break;
+                }
             }
         }
+        // Emptied either way: after an error what was copied is not written
+        // again (part of it may be out already), not even on drop.
         self.scratch.clear();
-        Ok(())
+        written
     }
 }
 
@@ -247,5 +256,6 @@ mod tests {
         let big = [vec![b'z'; BORROW_MIN]];
         let err = lines.write_items(items(&big, 0)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WriteZero);
+        assert!(lines.scratch.is_empty(), "nothing is written again on drop");
     }
 }

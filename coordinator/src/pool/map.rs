@@ -12,7 +12,7 @@ use num_bigint::BigUint;
 use super::Pool;
 use super::board::Values;
 use super::error::PoolError;
-use super::stream::Stream;
+use super::stream::{Stream, chunk_budget};
 use super::tasks::{ChunkPlan, ChunkSize, TooLarge, chunk_from_iter};
 
 /// What both map iterators share: the input, the stream of chunks, and the
@@ -66,6 +66,7 @@ impl<'p, I: Iterator<Item = u64>> Mapper<'p, I> {
                 Encoding::Raw,
                 self.next_chunk,
                 MAX_INDEX,
+                chunk_budget(self.buffersize),
             );
             if let Some(plan) = plan {
                 self.next_chunk = (plan.id + 1, plan.first_position + plan.count);

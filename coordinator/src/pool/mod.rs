@@ -536,11 +536,12 @@ impl Pool {
         let before = self.counts();
         let mut cursor = Cursor::default();
         let mut stream = Stream::new(self, options.encoding, options.ordered);
+        let budget = stream::chunk_budget(self.window);
         loop {
             if stream.half_empty(self.window) {
                 let (mut batch, mut bytes) = (Vec::new(), 0);
                 while stream.has_room(self.window, batch.len(), bytes) {
-                    match cursor.next(tasks, size, options.encoding) {
+                    match cursor.next(tasks, size, options.encoding, budget) {
                         Some(plan) => {
                             bytes += plan.answer_bound(options.encoding);
                             batch.push(plan);

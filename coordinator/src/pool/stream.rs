@@ -12,7 +12,7 @@ use super::Pool;
 use super::board::{Board, Outcome};
 use super::error::PoolError;
 use super::manager::{Delivery, Job, JobId, Msg, Sink, Source};
-use super::tasks::ChunkPlan;
+use super::tasks::{CHUNK_BYTES_BUDGET, ChunkPlan};
 
 pub(crate) struct Stream<'p> {
     pool: &'p Pool,
@@ -30,6 +30,14 @@ pub(crate) struct Stream<'p> {
 /// however many workers (a window of chunks alone grew with them, to 1.9 GB
 /// for 256 workers on values near F(300000)).
 pub const WINDOW_BYTES: u64 = 256 << 20;
+
+/// What a chunk of a fed batch whose window holds `chunks` chunks may take
+/// in answers: 32 MiB ([`CHUNK_BYTES_BUDGET`]) for the window of a pool of
+/// 2 workers, less for bigger ones, so that the window's bytes still hold
+/// half its chunks ([`WINDOW_BYTES`] x 2 / `chunks`), and at least 1 MiB.
+pub(crate) fn chunk_budget(chunks: usize) -> u64 {
+    (2 * WINDOW_BYTES / chunks.max(1) as u64).clamp(1 << 20, CHUNK_BYTES_BUDGET)
+}
 
 impl<'p> Stream<'p> {
     pub fn new(pool: &'p Pool, encoding: Encoding, ordered: bool) -> Self {

@@ -450,13 +450,15 @@ impl Cursor {
         self.next_id
     }
 
-    /// The next chunk of `tasks`: at most the chunk size and about
-    /// [`CHUNK_BYTES_BUDGET`] bytes of answer, and never empty.
+    /// The next chunk of `tasks`: at most the chunk size and `budget` bytes
+    /// of answer (at most [`CHUNK_BYTES_BUDGET`]) unless one value is more,
+    /// and never empty.
     pub fn next(
         &mut self,
         tasks: &TaskList,
         size: ChunkSize,
         encoding: Encoding,
+        budget: u64,
     ) -> Option<ChunkPlan> {
         let first = tasks.specs.get(self.spec)?;
         let next_index = match *first {
@@ -483,7 +485,7 @@ impl Cursor {
             }
             // every value in this piece is at most this big
             let per_value = packed_len_bound(start + step * (take - 1), encoding);
-            let affordable = CHUNK_BYTES_BUDGET.saturating_sub(bytes) / per_value;
+            let affordable = budget.saturating_sub(bytes) / per_value;
             if affordable < take {
                 take = if plan.count == 0 {
                     affordable.max(1)
@@ -531,7 +533,8 @@ impl Iterator for Chunker<'_> {
     type Item = ChunkPlan;
 
     fn next(&mut self) -> Option<ChunkPlan> {
-        self.cursor.next(self.tasks, self.size, self.encoding)
+        self.cursor
+            .next(self.tasks, self.size, self.encoding, CHUNK_BYTES_BUDGET)
     }
 }
 
@@ -549,6 +552,7 @@ pub(crate) fn chunk_from_iter<I: Iterator<Item = u64>>(
     encoding: Encoding,
     (id, first_position): (u64, u64),
     max: u64,
+    budget: u64,
 ) -> (Option<ChunkPlan>, Option<TooLarge>) {
     let Some(&first) = indices.peek() else {
         return (None, None);
@@ -569,7 +573,7 @@ pub(crate) fn chunk_from_iter<I: Iterator<Item = u64>>(
             break;
         }
         let per_value = packed_len_bound(index, encoding);
-        if plan.count > 0 && bytes + per_value > CHUNK_BYTES_BUDGET {
+        if plan.count > 0 && bytes + per_value > budget {
             break;
         }
         indices.next();
@@ -652,6 +656,26 @@ mod tests {
     }
 
     #[test]
+    fn a_smaller_budget_cuts_smaller_chunks() {
+        // F(200000) takes about 42 KB: a 1 MiB budget holds 24.
+        let l = list(&[(200_000, 202_000, false)]);
+        let plan = Cursor::default()
+            .next(&l, ChunkSize::Fixed(5000), Encoding::Decimal, 1 << 20)
+            .unwrap();
+        assert!(plan.count > 20 && plan.count < 26, "{}", plan.count);
+        let mut it = (200_000u64..202_000).peekable();
+        let (plan, _) = chunk_from_iter(
+            &mut it,
+            ChunkSize::Fixed(5000),
+            Encoding::Decimal,
+            (0, 0),
+            u64::MAX,
+            1 << 20,
+        );
+        assert!(plan.unwrap().count < 26);
+    }
+
+    #[test]
     fn splits_by_cost_cover_the_batch_evenly() {
         let l = list(&[(0, 50_000, false)]);
         let parts = l.split_by_cost(2);
@@ -729,8 +753,14 @@ mod tests {
             assert_eq!(all, l.iter().collect::<Vec<_>>());
         }
         let mut it = std::iter::repeat_n(7u64, 10_000).peekable();
-        let (plan, _) =
-            chunk_from_iter(&mut it, ChunkSize::Fixed(1 << 20), Encoding::Raw, (0, 0), 9);
+        let (plan, _) = chunk_from_iter(
+            &mut it,
+            ChunkSize::Fixed(1 << 20),
+            Encoding::Raw,
+            (0, 0),
+            9,
+            CHUNK_BYTES_BUDGET,
+        );
         assert_eq!(plan.unwrap().runs.len(), MAX_RUNS);
         // A range is one run however long.
         let mut it = (0u64..100_000).peekable();
@@ -740,6 +770,7 @@ mod tests {
             Encoding::Raw,
             (0, 0),
             u64::MAX,
+            CHUNK_BYTES_BUDGET,
         );
         assert_eq!(
             plan.unwrap().runs,
@@ -772,16 +803,19 @@ mod tests {
     fn chunks_from_an_iterator_follow_the_same_rules() {
         let mut it = [1u64, 2, 3, 7, 7, 8, 100, 5].into_iter().peekable();
         let size = ChunkSize::Fixed(3);
-        let (a, bad) = chunk_from_iter(&mut it, size, Encoding::Raw, (0, 0), 50);
+        let (a, bad) =
+            chunk_from_iter(&mut it, size, Encoding::Raw, (0, 0), 50, CHUNK_BYTES_BUDGET);
         let a = a.unwrap();
         assert_eq!((a.id, a.first_position, a.count, bad), (0, 0, 3, None));
         assert_eq!(a.runs, [Run { start: 1, len: 3 }]);
-        let (b, bad) = chunk_from_iter(&mut it, size, Encoding::Raw, (1, 3), 50);
+        let (b, bad) =
+            chunk_from_iter(&mut it, size, Encoding::Raw, (1, 3), 50, CHUNK_BYTES_BUDGET);
         let b = b.unwrap();
         assert_eq!(b.indices().collect::<Vec<_>>(), [7, 7, 8]);
         assert_eq!(bad, None);
         // 100 is above the maximum: nothing before it in this chunk, and it stays unread.
-        let (c, bad) = chunk_from_iter(&mut it, size, Encoding::Raw, (2, 6), 50);
+        let (c, bad) =
+            chunk_from_iter(&mut it, size, Encoding::Raw, (2, 6), 50, CHUNK_BYTES_BUDGET);
         assert_eq!((c, bad), (None, Some(TooLarge(100))));
         assert_eq!(it.peek(), Some(&100));
         // Big values get a chunk each, as with a task list.
@@ -792,11 +826,19 @@ mod tests {
             Encoding::Decimal,
             (0, 0),
             u64::MAX,
+            CHUNK_BYTES_BUDGET,
         );
         assert_eq!(d.unwrap().count, 1);
         let mut empty = std::iter::empty::<u64>().peekable();
         assert_eq!(
-            chunk_from_iter(&mut empty, size, Encoding::Raw, (0, 0), 9),
+            chunk_from_iter(
+                &mut empty,
+                size,
+                Encoding::Raw,
+                (0, 0),
+                9,
+                CHUNK_BYTES_BUDGET
+            ),
             (None, None)
         );
     }

@@ -191,11 +191,12 @@ impl Manager {
             }
             let encoding = entry.job.encoding;
             let plan = match &mut entry.job.source {
+                // A future holds its whole batch: no window to share.
                 Source::Tasks {
                     tasks,
                     cursor,
                     size,
-                } => cursor.next(tasks, *size, encoding),
+                } => cursor.next(tasks, *size, encoding, crate::pool::CHUNK_BYTES_BUDGET),
                 Source::Fed(queue) => queue.pop_front(),
             };
             if entry.exhausted() {
