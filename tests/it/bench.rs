@@ -91,8 +91,9 @@ fn a_tiny_bench_is_consistent_and_draws_a_plot() {
         }
     }
     assert!(
-        out.stdout
-            .starts_with("indices: 0..300 5000x40 (340 indices), start method spawn, median of 1"),
+        out.stdout.starts_with(
+            "indices: 0..300 5000x40 (340 indices), start method spawn, transport pipe, median of 1"
+        ),
         "{}",
         out.stdout
     );

@@ -487,8 +487,9 @@ fn startup_measures_each_start_method_in_the_same_rounds() {
     }
     for method in ["spawn", "forkserver", "fork"] {
         assert!(
-            out.stdout
-                .contains(&format!("2 workers, start method {method}, 3 rounds")),
+            out.stdout.contains(&format!(
+                "2 workers, start method {method}, transport pipe, 3 rounds"
+            )),
             "{}",
             out.stdout
         );
@@ -669,7 +670,7 @@ fn bench_measures_each_start_method_in_the_same_repeats() {
         }
         assert!(
             out.stdout.contains(&format!(
-                "indices: 0..300 (300 indices), start method {}, median of 2",
+                "indices: 0..300 (300 indices), start method {}, transport pipe, median of 2",
                 w["start_method"].as_str().unwrap()
             )),
             "{}",
