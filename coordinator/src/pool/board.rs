@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::{Mutex, PoisonError};
 
 use fibpool_protocol::PackedValues;
 use fibpool_protocol::packed::END_LEN;
@@ -65,8 +66,9 @@ impl Values {
 
     /// The values of `rest` after those held.
     pub fn append(&mut self, rest: Values) {
-        for part in rest.parts {
-            self.push(part.buf, part.ends, part.data);
+        for mut part in rest.parts {
+            let buf = std::mem::take(&mut part.buf);
+            self.push(buf, part.ends.clone(), part.data.clone());
         }
     }
 
@@ -86,6 +88,41 @@ impl Values {
             part.buf.get(part.data.clone())?,
         );
         fibpool_protocol::packed::value(ends, data, i - part.first)
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        recycle(std::mem::take(&mut self.buf));
+    }
+}
+
+/// Frame buffers that dropped values gave back, for the readers' next
+/// frames: a part's megabyte buffer was otherwise mapped and faulted in
+/// afresh for every frame (over 40 GB of values, tens of thousands of
+/// page faults a second). Process-wide and bounded: at most
+/// [`RECYCLED_MAX`] buffers, each of [`RECYCLED_CAPACITY`] bytes at most.
+static RECYCLED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+const RECYCLED_MAX: usize = 32;
+const RECYCLED_CAPACITY: usize = 2 * fibpool_protocol::frame::RESERVED_AHEAD;
+
+/// A buffer for the next frame: a recycled one, or a new, empty one.
+pub(crate) fn recycled_buffer() -> Vec<u8> {
+    RECYCLED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .pop()
+        .unwrap_or_default()
+}
+
+fn recycle(mut buf: Vec<u8>) {
+    if buf.capacity() < (64 << 10) || buf.capacity() > RECYCLED_CAPACITY {
+        return;
+    }
+    buf.clear();
+    let mut kept = RECYCLED.lock().unwrap_or_else(PoisonError::into_inner);
+    if kept.len() < RECYCLED_MAX {
+        kept.push(buf);
     }
 }
 

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use fibpool_protocol::{
     BUFFER_CAPACITY, CoordinatorHello, FrameReader, FrameWriter, MAX_FRAME_LEN, PART_BYTES,
-    PROTOCOL_VERSION, Request, Response, WorkerHello,
+    PROTOCOL_VERSION, Request, Response, WorkerHello, frame::RESERVED_AHEAD,
 };
 
-use super::board::Values;
+use super::board::{Values, recycled_buffer};
 use super::child::OwnedChild;
 use super::error::{PoolError, WorkerName};
 use super::launch::{Launch, Started, start};
@@ -392,11 +392,14 @@ fn next_event(
         };
         let piece = match (within(packed.ends()), within(packed.data())) {
             (Some(ends), Some(data)) => {
-                let mut buf = frames.take_payload();
+                // The next frame goes to a buffer given back by values
+                // already used, if there is one.
+                let mut buf = frames.swap_buffer(recycled_buffer());
                 // A frame over what the reader reserves ahead grew by doubling
                 // as its bytes came: held in a batch's window it counts at its
-                // capacity. Large blocks shrink in place (mremap), without a copy.
-                if buf.capacity() - buf.len() > buf.len() / 8 {
+                // capacity. Large blocks shrink in place (mremap), without a
+                // copy; a recycled buffer a little bigger than its frame is kept.
+                if buf.capacity() > RESERVED_AHEAD && buf.capacity() - buf.len() > buf.len() / 8 {
                     buf.shrink_to_fit();
                 }
                 Values::in_frame(buf, ends, data)
