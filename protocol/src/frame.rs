@@ -139,6 +139,9 @@ pub struct FrameReader<R: Read> {
     inner: BufReader<R>,
     buf: Vec<u8>,
     max_len: usize,
+    /// Where a buffer comes from once a frame's header has arrived and the
+    /// reader holds none (see [`FrameReader::set_buffers`]).
+    buffers: Option<fn(usize) -> Vec<u8>>,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -152,7 +155,16 @@ impl<R: Read> FrameReader<R> {
             inner: BufReader::with_capacity(BUFFER_CAPACITY, inner),
             buf: Vec::new(),
             max_len: max_len.min(MAX_FRAME_LEN),
+            buffers: None,
         }
+    }
+
+    /// After [`FrameReader::take_payload`] the reader holds no buffer;
+    /// with this, the next frame's comes from `buffers` (a pool of used
+    /// ones, say), asked with the frame's length once its header has
+    /// arrived, so an idle reader holds none.
+    pub fn set_buffers(&mut self, buffers: fn(usize) -> Vec<u8>) {
+        self.buffers = Some(buffers);
     }
 
     /// The next frame's payload, or `None` at a clean end of stream.
@@ -170,11 +182,17 @@ impl<R: Read> FrameReader<R> {
             }
         }
         let len = payload_len(header, self.max_len)?;
+        if self.buf.capacity() == 0
+            && let Some(buffers) = self.buffers
+        {
+            self.buf = buffers(len);
+        }
         self.buf.clear();
         // Room for a part's frame at once (growing by doubling copied a
-        // megabyte's frame nine times over), never more than RESERVED_AHEAD
-        // on a header's word: past that the buffer grows with the bytes.
-        self.buf.reserve(len.min(RESERVED_AHEAD));
+        // megabyte's frame nine times over), exactly, never more than
+        // RESERVED_AHEAD on a header's word: past that the buffer grows
+        // with the bytes.
+        self.buf.reserve_exact(len.min(RESERVED_AHEAD));
         let got = (&mut self.inner)
             .take(len as u64)
             .read_to_end(&mut self.buf)?;

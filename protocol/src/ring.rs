@@ -92,7 +92,11 @@ impl Mapping {
         let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
         // SAFETY: fcntl on the descriptor we own.
         if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot seal the shared rings' memfd against resizing: {e}"),
+            ));
         }
         Ok((Mapping::map(fd.as_fd())?, fd))
     }

@@ -101,18 +101,30 @@ impl Drop for Part {
 /// frames: a part's megabyte buffer was otherwise mapped and faulted in
 /// afresh for every frame (over 40 GB of values, tens of thousands of
 /// page faults a second). Process-wide and bounded: at most
-/// [`RECYCLED_MAX`] buffers, each of [`RECYCLED_CAPACITY`] bytes at most.
+/// [`RECYCLED_MAX`] buffers, each of [`RECYCLED_CAPACITY`] bytes at most
+/// (64 MiB in all), emptied whenever a pool is dropped.
 static RECYCLED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-const RECYCLED_MAX: usize = 32;
-const RECYCLED_CAPACITY: usize = 2 * fibpool_protocol::frame::RESERVED_AHEAD;
+const RECYCLED_MAX: usize = 16;
+const RECYCLED_CAPACITY: usize = fibpool_protocol::frame::RESERVED_AHEAD;
 
-/// A buffer for the next frame: a recycled one, or a new, empty one.
-pub(crate) fn recycled_buffer() -> Vec<u8> {
+/// Frees every recycled buffer.
+pub(crate) fn forget_recycled() {
     RECYCLED
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .pop()
-        .unwrap_or_default()
+        .clear();
+}
+
+/// A buffer for a frame of `len` bytes: a recycled one that holds it with
+/// at most an eighth to spare (so that it is not shrunk, nor held at more
+/// than its frame), or a new, empty one.
+pub(crate) fn recycled_buffer(len: usize) -> Vec<u8> {
+    let mut kept = RECYCLED.lock().unwrap_or_else(PoisonError::into_inner);
+    let fits = |b: &Vec<u8>| (len..=len + len / 8).contains(&b.capacity());
+    match kept.iter().position(fits) {
+        Some(i) => kept.swap_remove(i),
+        None => Vec::new(),
+    }
 }
 
 fn recycle(mut buf: Vec<u8>) {

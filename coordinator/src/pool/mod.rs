@@ -672,6 +672,7 @@ fn check_indices(tasks: &TaskList) -> Result<(), PoolError> {
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        board::forget_recycled();
         let thread = self
             .manager
             .get_mut()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fibpool_protocol::{
     BUFFER_CAPACITY, CoordinatorHello, FrameReader, FrameWriter, MAX_FRAME_LEN, PART_BYTES,
-    PROTOCOL_VERSION, Request, Response, WorkerHello, frame::RESERVED_AHEAD,
+    PROTOCOL_VERSION, Request, Response, WorkerHello,
 };
 
 use super::board::{Values, recycled_buffer};
@@ -282,6 +282,8 @@ impl WorkerProcess {
 
 fn read_events(reader: Reader, worker: u64, deliver: impl Fn(Event) -> bool) {
     let mut frames = FrameReader::new(reader);
+    // A frame's buffer is one that values already used gave back, if any.
+    frames.set_buffers(recycled_buffer);
     let mut first = true;
     let mut answer = None;
     loop {
@@ -392,14 +394,12 @@ fn next_event(
         };
         let piece = match (within(packed.ends()), within(packed.data())) {
             (Some(ends), Some(data)) => {
-                // The next frame goes to a buffer given back by values
-                // already used, if there is one.
-                let mut buf = frames.swap_buffer(recycled_buffer());
+                let mut buf = frames.take_payload();
                 // A frame over what the reader reserves ahead grew by doubling
-                // as its bytes came: held in a batch's window it counts at its
-                // capacity. Large blocks shrink in place (mremap), without a
-                // copy; a recycled buffer a little bigger than its frame is kept.
-                if buf.capacity() > RESERVED_AHEAD && buf.capacity() - buf.len() > buf.len() / 8 {
+                // as its bytes came, and a recycled buffer may be bigger than
+                // its frame: held in a batch's window a buffer counts at its
+                // capacity. Blocks shrink in place, without a copy.
+                if buf.capacity() - buf.len() > buf.len() / 8 {
                     buf.shrink_to_fit();
                 }
                 Values::in_frame(buf, ends, data)
