@@ -347,7 +347,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     report.set_counts(counts);
     report.worker_stats_dropped = counts.stats_dropped;
     report.wall_seconds = started.elapsed().as_secs_f64();
-    report.coordinator_peak_rss_bytes = peak_rss_bytes("/proc/self/status");
+    // Only a report shows it: reading /proc/self/status costs tens of
+    // microseconds, which a short run would pay for nothing.
+    if config.report.is_some() {
+        report.coordinator_peak_rss_bytes = peak_rss_bytes("/proc/self/status");
+    }
     if report.outcome == "completed" {
         super::say(&report.summary());
     }
