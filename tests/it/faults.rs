@@ -23,16 +23,32 @@ fn ended(report: &Value) -> Vec<String> {
 
 #[test]
 fn a_worker_killed_mid_run_is_replaced_and_every_value_is_right() {
-    killed_mid_run("pipe");
+    killed_mid_run("pipe", libc::SIGKILL);
+}
+
+/// The pool execs a worker of its own program with every signal blocked (no
+/// handler of the coordinator's may run between vfork and exec), and the
+/// worker's first act is to unblock them: SIGTERM kills it as it would any
+/// process.
+#[test]
+fn a_worker_takes_sigterm_as_any_process_does() {
+    killed_mid_run("pipe", libc::SIGTERM);
 }
 
 #[test]
 fn a_worker_killed_mid_run_over_shared_memory_is_replaced_and_every_value_is_right() {
-    killed_mid_run("shm");
+    killed_mid_run("shm", libc::SIGKILL);
 }
 
-fn killed_mid_run(transport: &str) {
-    let dir = scratch_dir(&format!("sigkill-worker-{transport}"));
+/// The mask of signals `pid` blocks, from /proc; `None` once it is gone.
+fn blocked_signals(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let mask = status.lines().find_map(|l| l.strip_prefix("SigBlk:"))?;
+    u64::from_str_radix(mask.trim(), 16).ok()
+}
+
+fn killed_mid_run(transport: &str, signal: i32) {
+    let dir = scratch_dir(&format!("signal-{signal}-worker-{transport}"));
     let path = dir.join("run.json");
     let indices: Vec<u64> = (0..300).map(|i| 1_000_000 + 7 * i).collect();
     let tokens: Vec<String> = indices.iter().map(u64::to_string).collect();
@@ -50,8 +66,13 @@ fn killed_mid_run(transport: &str) {
         std::time::Duration::from_secs(60),
         || cpu_ticks(victim) >= 2,
     );
+    assert_eq!(
+        blocked_signals(victim),
+        Some(0),
+        "a worker blocks no signal"
+    );
     assert!(
-        signal_child_of(running.pid(), victim, libc::SIGKILL),
+        signal_child_of(running.pid(), victim, signal),
         "the victim is gone"
     );
     let out = running.finish();
@@ -60,7 +81,15 @@ fn killed_mid_run(transport: &str) {
     let report = report(&path);
     assert_eq!(report["worker_restarts"], 1, "{report}");
     assert!(report["retried_chunks"].as_u64().unwrap() >= 1, "{report}");
-    assert_eq!(ended(&report), ["was killed by signal 9 (SIGKILL)"]);
+    let name = if signal == libc::SIGKILL {
+        "SIGKILL"
+    } else {
+        "SIGTERM"
+    };
+    assert_eq!(
+        ended(&report),
+        [format!("was killed by signal {signal} ({name})")]
+    );
     let pids: Vec<_> = report["worker_stats"]
         .as_array()
         .unwrap()

@@ -16,6 +16,7 @@ use crate::serve::{ServeError, ServeOptions, serve};
 /// Shutdown or goes away. Errors are one line on stderr, prefixed with `name`,
 /// and exit status 1.
 pub fn run_stdio(name: &str, main_entered_ns: u64) -> ExitCode {
+    unblock_signals();
     if std::env::var_os(env::ANSWER_AT_ONCE).is_some() {
         let mut out = io::stdout().lock();
         return match out.write_all(b"!").and_then(|()| out.flush()) {
@@ -259,4 +260,17 @@ pub(crate) fn die_with_parent(coordinator: u32) -> Result<(), ServeError> {
         }
     }
     Ok(())
+}
+
+/// A pool that starts this program may exec it with every signal blocked
+/// (the coordinator's `pool::vfork`): a worker takes signals as any process
+/// does.
+fn unblock_signals() {
+    // SAFETY: an empty set, given to pthread_sigmask on this thread, the
+    // only one so far.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
 }

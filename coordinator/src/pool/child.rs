@@ -95,6 +95,63 @@ impl Process for Spawned {
     }
 }
 
+/// A child of this process known by its pid (forked or vforked by hand),
+/// leading its own process group, with a pidfd to wait on.
+#[derive(Debug)]
+pub(crate) struct ChildPid {
+    pid: u32,
+    pidfd: OwnedFd,
+}
+
+impl ChildPid {
+    /// Takes charge of `pid`, our child and not yet reaped; one whose pidfd
+    /// cannot be had is killed and reaped, and that is the error.
+    pub fn adopt(pid: u32) -> io::Result<Self> {
+        // SAFETY: pidfd_open on our own child, not yet reaped.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: kill and waitpid on our own unreaped child.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+            }
+            return Err(e);
+        }
+        // SAFETY: a new descriptor that nothing else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        Ok(ChildPid { pid, pidfd })
+    }
+}
+
+impl Process for ChildPid {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn kill(&mut self) {
+        // SAFETY: kill(2) on the group of our child, which is not reaped
+        // while this handle lives.
+        unsafe { libc::kill(-(self.pid as libc::pid_t), libc::SIGKILL) };
+    }
+
+    fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        if !poll_readable(self.pidfd.as_raw_fd(), timeout)? {
+            return Ok(None);
+        }
+        let mut status = 0;
+        // SAFETY: waitpid on our own child, which has exited.
+        if unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Some(ExitStatus::from_raw(status)))
+    }
+
+    fn killer(&self) -> io::Result<Killer> {
+        Ok(Killer::Group(self.pid))
+    }
+}
+
 /// A worker process that is killed and reaped when dropped.
 #[derive(Debug)]
 pub(crate) struct OwnedChild {

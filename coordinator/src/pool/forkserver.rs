@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{ExitStatus, Stdio};
@@ -35,7 +35,9 @@ use fibpool_protocol::env;
 use fibpool_protocol::forkserver::{self, FromServer, MAX_PACKET, ToServer};
 
 use super::WorkerCommand;
-use super::child::{Killer, OwnedChild, Process, Spawned, describe_status, far, poll_readable};
+use super::child::{
+    ChildPid, Killer, OwnedChild, Process, Spawned, describe_status, far, poll_readable,
+};
 use super::error::PoolError;
 use super::launch::Launch;
 use super::registry;
@@ -355,21 +357,10 @@ impl Server {
                 };
             }
             let pid = pid as u32;
-            let pidfd = match pidfd_open(pid) {
-                Ok(fd) => fd,
-                Err(e) => {
-                    // SAFETY: kill and waitpid on our own unreaped child.
-                    unsafe {
-                        libc::kill(pid as libc::pid_t, libc::SIGKILL);
-                        libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
-                    }
-                    return Err(e);
-                }
-            };
-            Ok((Zygote { pid, pidfd }, pid))
+            Ok((ChildPid::adopt(pid)?, pid))
         })?;
         drop(theirs);
-        let pid = zygote.pid;
+        let pid = zygote.pid();
         Server::on(
             pid,
             OwnedChild::new(Box::new(zygote)),
@@ -655,51 +646,6 @@ const THREADS_ENDING: Duration = Duration::from_millis(250);
 /// How many threads this process runs, from /proc.
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |tasks| tasks.count())
-}
-
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open on our own child, not yet reaped.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as std::os::fd::RawFd) })
-}
-
-/// A fork server forked from this process: our child, leading its own group.
-#[derive(Debug)]
-struct Zygote {
-    pid: u32,
-    pidfd: OwnedFd,
-}
-
-impl Process for Zygote {
-    fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    fn kill(&mut self) {
-        // SAFETY: kill(2) on the group of our child, which is not reaped
-        // while this handle lives.
-        unsafe { libc::kill(-(self.pid as libc::pid_t), libc::SIGKILL) };
-    }
-
-    fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-        if !poll_readable(self.pidfd.as_raw_fd(), timeout)? {
-            return Ok(None);
-        }
-        let mut status = 0;
-        // SAFETY: waitpid on our own child, which has exited.
-        if unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, 0) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Some(ExitStatus::from_raw(status)))
-    }
-
-    fn killer(&self) -> io::Result<Killer> {
-        Ok(Killer::Group(self.pid))
-    }
 }
 
 /// A worker forked by a server.

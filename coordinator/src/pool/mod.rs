@@ -31,6 +31,7 @@ mod stats;
 mod stream;
 mod tasks;
 mod transport;
+mod vfork;
 mod worker;
 
 use std::io;

@@ -1055,7 +1055,7 @@ mod tests {
         let (tx, _rx) = ToManager::new();
         let config = Config {
             workers: 1,
-            launchers: vec![Arc::new(SpawnCommand(WorkerCommand::new("true")))],
+            launchers: vec![Arc::new(SpawnCommand::new(WorkerCommand::new("true")))],
             places: vec![0],
             transport: Transport::Pipe,
             in_flight: 2,
@@ -1073,7 +1073,7 @@ mod tests {
     #[test]
     fn a_chunk_lost_on_a_host_is_sent_to_another_host_first() {
         let sleeper: Arc<dyn Launch> =
-            Arc::new(SpawnCommand(WorkerCommand::new("sleep").arg("30")));
+            Arc::new(SpawnCommand::new(WorkerCommand::new("sleep").arg("30")));
         let (tx, _rx) = ToManager::new();
         let config = Config {
             workers: 2,
