@@ -43,6 +43,7 @@ pub(crate) fn run(name: &str, coordinator: &OsStr) -> ExitCode {
 /// thread: its children go on running Rust code after fork. For a process
 /// forked from a coordinator (the fork start method) as for one spawned.
 pub fn serve_as_fork_server(name: &str, coordinator: u32) -> ExitCode {
+    crate::unblock_signals();
     match serve_forks(name, coordinator) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -23,7 +23,7 @@ mod stdio;
 
 pub use forkserver::serve_as_fork_server;
 pub use serve::{ServeError, ServeOptions, ServeSummary, compute, measure, serve};
-pub use stdio::run_stdio;
+pub use stdio::{run_stdio, unblock_signals};
 
 #[cfg(test)]
 mod tests {

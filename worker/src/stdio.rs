@@ -264,8 +264,9 @@ pub(crate) fn die_with_parent(coordinator: u32) -> Result<(), ServeError> {
 
 /// A pool that starts this program may exec it with every signal blocked
 /// (the coordinator's `pool::vfork`): a worker takes signals as any process
-/// does.
-fn unblock_signals() {
+/// does. [`run_stdio`], [`crate::serve`] and [`crate::serve_as_fork_server`]
+/// call it first; a program that serves otherwise calls it itself.
+pub fn unblock_signals() {
     // SAFETY: an empty set, given to pthread_sigmask on this thread, the
     // only one so far.
     unsafe {

@@ -136,8 +136,16 @@ impl Process for ChildPid {
     }
 
     fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-        if !poll_readable(self.pidfd.as_raw_fd(), timeout)? {
-            return Ok(None);
+        // A poll cut short by a signal is not the end of the wait.
+        let deadline = far(timeout);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if poll_readable(self.pidfd.as_raw_fd(), left)? {
+                break;
+            }
+            if left.is_zero() {
+                return Ok(None);
+            }
         }
         let mut status = 0;
         // SAFETY: waitpid on our own child, which has exited.

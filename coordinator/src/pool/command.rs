@@ -16,9 +16,10 @@ pub struct WorkerCommand {
     program: OsString,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
-    /// Started from this program, through [`crate::run_if_worker`] or
-    /// `fibpool worker`, which unblock every signal first: such a worker
-    /// may be exec'd with them blocked ([`super::vfork`]).
+    /// Started from this program, which enters through
+    /// [`crate::run_if_worker`] or [`fibpool_worker::run_stdio`] (as
+    /// `fibpool worker` does); they unblock every signal first, so such a
+    /// worker may be exec'd with them blocked ([`super::vfork`]).
     this_program: bool,
 }
 
@@ -55,14 +56,18 @@ impl WorkerCommand {
 
     /// This very program, started with [`WORKER_ENV`]`=1`, as Python's "spawn"
     /// start method re-runs the main module. The program must call
-    /// [`crate::run_if_worker`] first thing in `main`.
+    /// [`crate::run_if_worker`] first thing in `main`, before it starts any
+    /// thread: it starts with every signal blocked until that call.
     pub fn this_program() -> std::io::Result<Self> {
         let mut command = WorkerCommand::new(current_exe()?).env(WORKER_ENV, "1");
         command.this_program = true;
         Ok(command)
     }
 
-    /// This program with a subcommand, such as `fibpool worker`.
+    /// This program with a subcommand, such as `fibpool worker`, which
+    /// must serve through [`fibpool_worker::run_stdio`] (or call
+    /// [`fibpool_worker::unblock_signals`] first thing): it starts with
+    /// every signal blocked.
     pub fn this_program_with(arg: impl Into<OsString>) -> std::io::Result<Self> {
         let mut command = WorkerCommand::new(current_exe()?).arg(arg);
         command.this_program = true;
@@ -79,36 +84,14 @@ impl WorkerCommand {
         &self.args
     }
 
-    /// The whole environment for a worker of this command with `extra` set
-    /// as well, as execve takes it; `None` when that is this process's own,
-    /// unchanged (copying it costs 12-18 µs a spawn).
-    pub(crate) fn exec_env(
-        &self,
-        extra: &[(&'static str, OsString)],
-    ) -> std::io::Result<Option<Vec<std::ffi::CString>>> {
-        if self.env.is_empty() && extra.is_empty() && !inherits_a_mode() {
-            return Ok(None);
-        }
-        let set = |key: &OsStr| {
-            self.env.iter().any(|(k, _)| k == key) || extra.iter().any(|(k, _)| key == *k)
-        };
-        let inherited = std::env::vars_os()
-            .filter(|(k, _)| !set(k) && !fibpool_protocol::env::ALL.iter().any(|n| k == n));
-        let given = self.env.iter().cloned();
-        let extra = extra.iter().map(|(k, v)| (OsString::from(k), v.clone()));
-        inherited
-            .chain(given)
-            .chain(extra)
-            .map(|(k, v)| {
-                super::vfork::env_entry(&k, &v).ok_or_else(|| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        format!("a NUL byte in the worker's environment variable {k:?}"),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+    /// The whole environment for a worker of this command, as execve takes
+    /// it: this process's, without the variables that choose a worker's
+    /// mode, with the command's own set (the last of a name wins).
+    pub(crate) fn exec_env(&self) -> std::io::Result<Vec<std::ffi::CString>> {
+        let inherited =
+            std::env::vars_os().filter(|(k, _)| !fibpool_protocol::env::ALL.iter().any(|n| k == n));
+        let vars: Vec<(OsString, OsString)> = inherited.chain(self.env.iter().cloned()).collect();
+        super::vfork::entries(&vars)
     }
 
     pub fn program(&self) -> &OsStr {
@@ -131,14 +114,6 @@ impl WorkerCommand {
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
-}
-
-/// Whether this process's environment sets a variable that chooses a
-/// worker's mode, which no worker may inherit.
-fn inherits_a_mode() -> bool {
-    fibpool_protocol::env::ALL
-        .iter()
-        .any(|name| std::env::var_os(name).is_some())
 }
 
 fn current_exe() -> std::io::Result<PathBuf> {

@@ -8,6 +8,7 @@
 //! keeps until every worker is reaped: its manager thread, and the spawner
 //! threads of a parallel start, which stay parked until the pool ends.
 
+use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -25,13 +26,14 @@ use super::child::{ChildPid, OwnedChild, Spawned};
 use super::error::PoolError;
 use super::registry;
 use super::transport::{Budget, ChildStdio, Ends, Reader, Transport, Writer};
-use super::vfork::Exec;
+use super::vfork::{self, Exec};
 
 /// How a pool starts its workers: Python's `mp_context` names, with their
 /// meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StartMethod {
-    /// Each worker is its command, spawned (posix_spawn and exec).
+    /// Each worker is its command, spawned: vfork and exec for a worker of
+    /// this program, posix_spawn for any other command.
     Spawn,
     /// The pool spawns one server, its command in server mode, and each
     /// worker is a fork of it: no exec per worker.
@@ -110,23 +112,27 @@ pub(crate) trait Launch: fmt::Debug + Send + Sync {
 /// inherited. A worker of this very program is vforked and exec'd by hand
 /// ([`super::vfork`]: 36 µs less a spawn); any other command is spawned
 /// with `std::process::Command` (posix_spawn, since no pre-exec hook is set).
+///
+/// A vforked worker gets the environment as it was when the pool was built
+/// (and the command's variables): the child's execve cannot take std's
+/// environment lock, so it reads a copy that nothing else changes.
 #[derive(Debug)]
 pub(crate) struct SpawnCommand {
     command: WorkerCommand,
-    exec: Option<Exec>,
+    exec: Option<(Exec, Vec<CString>)>,
 }
 
 impl SpawnCommand {
     pub fn new(command: WorkerCommand) -> Self {
         let exec = if command.is_this_program() {
-            Exec::new(command.program(), command.args())
+            Exec::new(command.program(), command.args()).zip(command.exec_env().ok())
         } else {
             None
         };
         SpawnCommand { command, exec }
     }
 
-    fn vfork(&self, exec: &Exec, stdio: ChildStdio) -> io::Result<OwnedChild> {
+    fn vfork(&self, exec: &Exec, env: &[CString], stdio: ChildStdio) -> io::Result<OwnedChild> {
         let null = || {
             std::fs::File::options()
                 .read(true)
@@ -142,9 +148,15 @@ impl SpawnCommand {
             Some(fd) => fd,
             None => null()?,
         };
-        let env = self.command.exec_env(&stdio.env)?;
+        let with_channel;
+        let env = if stdio.env.is_empty() {
+            env
+        } else {
+            with_channel = vfork::with_vars(env, &stdio.env)?;
+            &with_channel[..]
+        };
         let child = registry::start(|| {
-            let pid = exec.spawn(stdin.as_fd(), stdout.as_fd(), env.as_deref())?;
+            let pid = exec.spawn(stdin.as_fd(), stdout.as_fd(), env)?;
             Ok::<_, io::Error>((ChildPid::adopt(pid)?, pid))
         })?;
         // The worker's ends of its channel are the worker's alone now.
@@ -155,8 +167,8 @@ impl SpawnCommand {
 
 impl Launch for SpawnCommand {
     fn launch(&self, stdio: ChildStdio) -> io::Result<OwnedChild> {
-        if let Some(exec) = &self.exec {
-            return self.vfork(exec, stdio);
+        if let Some((exec, env)) = &self.exec {
+            return self.vfork(exec, env, stdio);
         }
         let mut cmd = self.command.to_command();
         cmd.stdin(stdio.stdin.map_or_else(Stdio::null, Stdio::from))

@@ -7,7 +7,9 @@
 //! needs none of that: the parent blocks every signal around the vfork, so
 //! no handler of the parent's can run in the child (which shares its
 //! memory), the blocked mask survives the exec, and the worker's first act
-//! ([`fibpool_worker::run_stdio`]) is to unblock them. Any other program
+//! ([`fibpool_worker::run_stdio`]) is to unblock them. The child's
+//! environment is a copy made beforehand, never `environ` itself, which
+//! another thread could change while execve reads it. Any other program
 //! gets `std::process::Command` and a clean signal state.
 
 use std::ffi::{CString, OsStr, OsString};
@@ -43,14 +45,14 @@ impl Exec {
     /// Starts the program in a process group of its own, with `stdin` and
     /// `stdout` as its fd 0 and 1, stderr and the environment inherited (or
     /// this `Exec`'s), every other descriptor closed by its close-on-exec
-    /// flag, and every signal blocked. `env`, when given, is the whole
-    /// environment (`KEY=VALUE` strings). Returns once the exec has
-    /// happened: a program that cannot be executed is this call's error.
+    /// flag, and every signal blocked, with `env` (`KEY=VALUE` strings) as
+    /// its whole environment. Returns once the exec has happened: a program
+    /// that cannot be executed is this call's error.
     pub fn spawn(
         &self,
         stdin: BorrowedFd<'_>,
         stdout: BorrowedFd<'_>,
-        env: Option<&[CString]>,
+        env: &[CString],
     ) -> io::Result<u32> {
         // Descriptors 0-2 are the child's to fill: ends that sit there in
         // this process (one that closed its own) move up first.
@@ -69,18 +71,13 @@ impl Exec {
             .map_or(stdout.as_raw_fd(), AsRawFd::as_raw_fd);
 
         let argv: Vec<*const libc::c_char> = pointers(&self.args);
-        let envp_owned: Option<Vec<*const libc::c_char>> = env.map(pointers);
-        let envp = match &envp_owned {
-            Some(envp) => envp.as_ptr(),
-            // SAFETY: reading the pointer `environ` holds. The environment
-            // changes only through `std::env::set_var`, which is unsafe for
-            // exactly this reason: no other thread may read it meanwhile.
-            None => unsafe { environ.cast_const().cast() },
-        };
+        // Never this process's `environ`: another thread may change it
+        // (`set_var`, or C's `setenv`) while the child's execve reads it.
+        let envp = pointers(env);
         let mut args = ChildArgs {
             path: self.program.as_ptr(),
             argv: argv.as_ptr(),
-            envp,
+            envp: envp.as_ptr(),
             stdin,
             stdout,
             errno: 0,
@@ -130,6 +127,49 @@ impl Exec {
     }
 }
 
+/// `vars` as execve's environment: `KEY=VALUE` strings, one per name, the
+/// last of a name winning (as `std::process::Command::env` does).
+pub(crate) fn entries(vars: &[(OsString, OsString)]) -> io::Result<Vec<CString>> {
+    let mut last = std::collections::HashMap::new();
+    for (i, (k, _)) in vars.iter().enumerate() {
+        last.insert(k.as_os_str(), i);
+    }
+    vars.iter()
+        .enumerate()
+        .filter(|(i, (k, _))| last[k.as_os_str()] == *i)
+        .map(|(_, (k, v))| {
+            env_entry(k, v).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("a NUL byte in the worker's environment variable {k:?}"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// `env` with `vars` set as well, replacing any of their names.
+pub(crate) fn with_vars(
+    env: &[CString],
+    vars: &[(&'static str, OsString)],
+) -> io::Result<Vec<CString>> {
+    let replaced = |entry: &CString| {
+        let name = entry
+            .as_bytes()
+            .split(|&b| b == b'=')
+            .next()
+            .unwrap_or_default();
+        vars.iter().any(|(k, _)| k.as_bytes() == name)
+    };
+    let mut all: Vec<CString> = env.iter().filter(|e| !replaced(e)).cloned().collect();
+    for (k, v) in vars {
+        all.push(env_entry(OsStr::new(k), v).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("a NUL byte in {k}"))
+        })?);
+    }
+    Ok(all)
+}
+
 /// `KEY=VALUE` for execve's environment.
 pub(crate) fn env_entry(key: &OsStr, value: &OsStr) -> Option<CString> {
     let mut kv = key.as_bytes().to_vec();
@@ -158,10 +198,6 @@ unsafe fn sigprocmask(set: *const libc::sigset_t, old: *mut libc::sigset_t) {
             KERNEL_SIGSET,
         )
     };
-}
-
-unsafe extern "C" {
-    static mut environ: *mut *mut libc::c_char;
 }
 
 fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
@@ -240,7 +276,7 @@ mod tests {
         let (mut stdout_read, stdout_write) = std::io::pipe().unwrap();
         let mine = blocked("/proc/thread-self/status");
         let pid = exec("/bin/cat", &[])
-            .spawn(stdin_read.as_fd(), stdout_write.as_fd(), None)
+            .spawn(stdin_read.as_fd(), stdout_write.as_fd(), &[])
             .unwrap();
         drop((stdin_read, stdout_write));
         // This thread's mask is as it was.
@@ -269,7 +305,7 @@ mod tests {
         let (mut stdout_read, stdout_write) = std::io::pipe().unwrap();
         let env = [env_entry(OsStr::new("ONLY"), OsStr::new("this one")).unwrap()];
         let pid = exec("/usr/bin/env", &[])
-            .spawn(stdin.as_fd(), stdout_write.as_fd(), Some(&env))
+            .spawn(stdin.as_fd(), stdout_write.as_fd(), &env)
             .unwrap();
         drop(stdout_write);
         let mut out = String::new();
@@ -282,13 +318,27 @@ mod tests {
     fn a_program_that_cannot_be_executed_is_the_spawn_error() {
         let (stdin, _keep) = std::io::pipe().unwrap();
         let err = exec("/nonexistent/fibpool", &["worker"])
-            .spawn(stdin.as_fd(), std::io::stderr().as_fd(), None)
+            .spawn(stdin.as_fd(), std::io::stderr().as_fd(), &[])
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
         let err = exec("/proc/self/status", &[])
-            .spawn(stdin.as_fd(), std::io::stderr().as_fd(), None)
+            .spawn(stdin.as_fd(), std::io::stderr().as_fd(), &[])
             .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
+    }
+
+    #[test]
+    fn the_last_of_a_name_wins_and_channel_variables_replace_their_names() {
+        let os = |s: &str| OsString::from(s);
+        let vars = [
+            (os("A"), os("first")),
+            (os("B"), os("b")),
+            (os("A"), os("second")),
+        ];
+        let env = entries(&vars).unwrap();
+        assert_eq!(env, [c"B=b", c"A=second"].map(CString::from));
+        let env = with_vars(&env, &[("B", os("channel")), ("C", os("c"))]).unwrap();
+        assert_eq!(env, [c"A=second", c"B=channel", c"C=c"].map(CString::from));
     }
 
     #[test]
