@@ -385,13 +385,13 @@ mod tests {
         check(
             "1001",
             Err(
-                "index 1001 in '1001' is above the maximum index 1000 (raise it with --max-index, up to 300000000)",
+                "index 1001 in '1001' is above the maximum index 1000 (raise it with --max-index, up to 20000000000)",
             ),
         );
         check(
             "0..1002",
             Err(
-                "index 1001 in '0..1002' is above the maximum index 1000 (raise it with --max-index, up to 300000000)",
+                "index 1001 in '0..1002' is above the maximum index 1000 (raise it with --max-index, up to 20000000000)",
             ),
         );
         check("0..1001", Ok(&(0..1001).collect::<Vec<_>>()));
@@ -481,7 +481,7 @@ mod tests {
     fn plain_indices_are_checked_the_same_on_both_paths() {
         let above = |token: &str, index: &str| {
             format!(
-                "index {index} in '{token}' is above the maximum index 1000 (raise it with --max-index, up to 300000000)"
+                "index {index} in '{token}' is above the maximum index 1000 (raise it with --max-index, up to 20000000000)"
             )
         };
         let full = "'7' brings the batch to 1000000001 indices, more than the limit of 1000000000";

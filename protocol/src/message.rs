@@ -11,12 +11,19 @@ use crate::{Error, PackedValues, codec};
 
 /// The protocol version both handshakes carry. Bump it on any change to a
 /// message's layout.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
-/// The largest index a worker computes. The decimal text of F(n) has about
-/// 0.209 n digits, so F(300 000 000) (62.7 MB of text) is the last whose value
-/// still fits one frame.
-pub const MAX_INDEX: u64 = 300_000_000;
+/// The largest index a worker computes. A value travels in pieces
+/// ([`Response::Piece`]) however big it is, but its length is a `u32` in a
+/// chunk's ends table: the decimal text of F(n) has about 0.209 n digits, so
+/// F(20 000 000 000) (4.18 GB of text) is about the last that fits. Memory
+/// is the real bound: a pool checks a value fits in it before computing it.
+pub const MAX_INDEX: u64 = 20_000_000_000;
+
+const _: () = assert!(
+    crate::packed::encoded_len_bound(MAX_INDEX, Encoding::Decimal) <= u32::MAX as u64
+        && crate::packed::encoded_len_bound(MAX_INDEX, Encoding::Hex) <= u32::MAX as u64
+);
 
 /// Coordinator to worker. `'a` is the frame a decoded request borrows its
 /// byte strings from; [`Request::into_owned`] copies them out.
@@ -62,6 +69,11 @@ pub enum Response<'a> {
     /// seeded once per chunk however much its values weigh, and no frame
     /// holds more than a part and one value.
     Part(#[serde(borrow)] ChunkPart<'a>),
+    /// Some bytes of one value bigger than a part: the chunk's next value,
+    /// whose `len` bytes come in pieces of at most [`PART_BYTES`], in order.
+    /// The part before its first piece may be short; the value, once whole,
+    /// counts as the chunk's next, and the answer goes on.
+    Piece(#[serde(borrow)] ValuePiece<'a>),
 }
 
 /// A worker sends a chunk's values in a [`Response::Part`] once they take
@@ -103,6 +115,10 @@ impl Response<'_> {
             Response::Part(part) => Response::Part(ChunkPart {
                 values: part.values.into_owned(),
                 ..part
+            }),
+            Response::Piece(piece) => Response::Piece(ValuePiece {
+                bytes: piece.bytes.into_owned(),
+                ..piece
             }),
         }
     }
@@ -184,6 +200,16 @@ pub struct ChunkPart<'a> {
     pub id: u64,
     #[serde(borrow)]
     pub values: PackedValues<'a>,
+}
+
+/// Bytes of a value too big for a part: see [`Response::Piece`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValuePiece<'a> {
+    pub id: u64,
+    /// The whole value's length in bytes, the same in each of its pieces.
+    pub len: u64,
+    #[serde(borrow)]
+    pub bytes: Bytes<'a>,
 }
 
 /// What a worker did for [`Request::Measure`].

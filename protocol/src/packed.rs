@@ -16,7 +16,7 @@ pub const END_LEN: usize = 4;
 /// log2(phi) = 0.694..., log10(phi) = 0.208... Both sides size buffers and
 /// budgets with it: the coordinator when it cuts chunks, the worker before
 /// it computes one.
-pub fn encoded_len_bound(n: u64, encoding: Encoding) -> u64 {
+pub const fn encoded_len_bound(n: u64, encoding: Encoding) -> u64 {
     let bits = n.saturating_mul(7) / 10 + 1;
     match encoding {
         Encoding::Raw => bits / 8 + 1,
@@ -29,6 +29,17 @@ pub fn encoded_len_bound(n: u64, encoding: Encoding) -> u64 {
 /// and its entry in the ends table.
 pub fn packed_len_bound(n: u64, encoding: Encoding) -> u64 {
     encoded_len_bound(n, encoding) + END_LEN as u64
+}
+
+/// An upper bound on a chunk's answer: every value of `runs` and its entry
+/// in the ends table.
+pub fn runs_len_bound(runs: &[crate::Run], encoding: Encoding) -> u64 {
+    runs.iter()
+        .map(|run| {
+            let last = run.start.saturating_add(run.len.saturating_sub(1));
+            run.len.saturating_mul(packed_len_bound(last, encoding))
+        })
+        .fold(0, u64::saturating_add)
 }
 
 /// Values packed for the wire: `data` holds them back to back, `ends` holds
@@ -216,6 +227,28 @@ impl PackedBuf {
 
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
+    }
+
+    /// The bytes appended since the last [`PackedBuf::end_value`]: the
+    /// value being made.
+    pub fn unended(&self) -> &[u8] {
+        &self.data[self.ended_len()..]
+    }
+
+    /// Where the last ended value ends.
+    fn ended_len(&self) -> usize {
+        match self.ends.last_chunk::<END_LEN>() {
+            Some(end) => u32::from_le_bytes(*end) as usize,
+            None => 0,
+        }
+    }
+
+    /// The values ended so far, borrowed, without the one being made.
+    pub fn as_packed_ended(&self) -> PackedValues<'_> {
+        PackedValues {
+            ends: Bytes::borrowed(&self.ends),
+            data: Bytes::borrowed(&self.data[..self.ended_len()]),
+        }
     }
 
     /// The values packed so far, borrowed.

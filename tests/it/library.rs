@@ -462,6 +462,43 @@ fn an_answer_that_never_ends_is_cut_off_at_the_cap() {
 }
 
 #[test]
+fn a_value_in_pieces_past_its_chunks_bound_is_refused_by_name() {
+    let (out, _pool) = map_parts_with_fault("huge-piece@9000");
+    let what = ["sent a value of 1099511627776 bytes in pieces for chunk "];
+    assert_broke_the_protocol(&out, "8000..=11999", &what);
+}
+
+#[test]
+fn values_bigger_than_a_part_are_whole_on_every_transport() {
+    // F(12 500 000) and F(13 000 000) take about 1.1 MB each, raw: each comes
+    // in pieces, between small values, and the pool is used again after.
+    const BIG: [u64; 2] = [12_500_000, 13_000_000];
+    for transport in [Transport::Pipe, Transport::SharedMemory] {
+        let pool = builder(2).transport(transport).build().unwrap();
+        let indices = [5, BIG[0], 7, BIG[1], 9];
+        let got: Vec<BigUint> = pool
+            .map(indices)
+            .chunk_size(NonZeroU64::new(3).unwrap())
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(got.len(), 5, "{transport:?}");
+        for (value, n) in got.iter().zip(indices) {
+            assert_eq!(value.bits(), fib_bits(n), "{transport:?}: F({n})'s bits");
+            for m in [(1u128 << 61) - 1, 1_000_000_007] {
+                let rest = value % BigUint::from(m);
+                let rest = rest.to_u64_digits().first().copied().unwrap_or(0);
+                assert_eq!(
+                    u128::from(rest),
+                    fib_mod(n, m),
+                    "{transport:?}: F({n}) mod {m}"
+                );
+            }
+        }
+        assert_computes(&pool, &[1, 2, 3]);
+    }
+}
+
+#[test]
 fn a_pool_on_shared_memory_survives_a_poison_chunk_and_is_used_again() {
     // Every worker crashes on the chunk holding 9000 (of parts bigger
     // than a ring), so that chunk is poison; the chunk before it is

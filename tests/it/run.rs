@@ -414,3 +414,110 @@ fn only_a_connection_that_brings_its_workers_token_is_served_over_tcp() {
         assert_eq!(got, b"");
     }
 }
+
+/// The decimal digits of F(n), n >= 3.
+fn decimal_digits(n: u64) -> usize {
+    let phi = (1.0 + 5f64.sqrt()) / 2.0;
+    ((n as f64) * phi.log10() - 5f64.sqrt().log10()).floor() as usize + 1
+}
+
+#[test]
+fn values_bigger_than_a_part_print_whole_in_decimal_and_hex() {
+    // F(13 000 000): 2.7 MB of decimal digits, 1.1 MB of hex, so it comes
+    // in pieces; over pipes, shared memory, and from a worker that dies
+    // after its first piece (replaced, the value computed again).
+    const BIG: u64 = 13_000_000;
+    let dir = scratch_dir("big-values");
+    let once = format!("crash-mid@{BIG};once={}", dir.join("fired").display());
+    for (output, radix, transport, fault) in [
+        ("hex", 16, "pipe", None),
+        ("decimal", 10, "shm", None),
+        ("hex", 16, "shm", Some(&once)),
+    ] {
+        let mut cmd = fibpool();
+        if let Some(fault) = fault {
+            cmd.env("FIBPOOL_TEST_FAULT", fault);
+        }
+        let report = dir.join(format!("{output}-{transport}.json"));
+        let out = run(cmd
+            .args([
+                "run",
+                "-w",
+                "2",
+                "--output",
+                output,
+                "--transport",
+                transport,
+            ])
+            .args(["--max-index", "20000000", "--report"])
+            .arg(&report)
+            .args(["5", &BIG.to_string(), "7"]));
+        out.assert_success();
+        let lines: Vec<_> = out.stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{output} {transport}");
+        assert_eq!(
+            [lines[0], lines[2]],
+            ["5\t5", if radix == 16 { "7\td" } else { "7\t13" }]
+        );
+        let (n, digits) = lines[1].split_once('\t').unwrap();
+        assert_eq!(n, BIG.to_string());
+        let want = if radix == 16 {
+            hex_digits(BIG)
+        } else {
+            decimal_digits(BIG)
+        };
+        assert_eq!(
+            digits.len(),
+            want,
+            "{output} {transport}: F({BIG})'s digits"
+        );
+        for m in [(1u128 << 61) - 1, 1_000_000_007, 998_244_353] {
+            assert_eq!(
+                digits_mod(digits, radix, m),
+                fib_mod(BIG, m),
+                "{output} {transport}: F({BIG}) mod {m}"
+            );
+        }
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let restarts = u64::from(fault.is_some());
+        assert_eq!(
+            report["worker_restarts"], restarts,
+            "{output} {transport}: {report}"
+        );
+    }
+}
+
+#[test]
+fn a_value_too_big_for_the_memory_it_may_use_is_refused_up_front() {
+    // Under a 4 GiB address-space limit, F(3 000 000 000) in decimal (about
+    // 4.4 GB to compute and hold) is refused before any worker starts
+    // (usage, exit 2), naming the index and both sizes; F(300 000 000) is not.
+    let limited = |indices: &[&str]| {
+        let mut cmd = fibpool();
+        cmd.args(["run", "--max-index", "20000000000"])
+            .args(indices);
+        // SAFETY: setrlimit only, between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                let limit = libc::rlimit {
+                    rlim_cur: 4 << 30,
+                    rlim_max: 4 << 30,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        };
+        run(&mut cmd)
+    };
+    let out = limited(&["1", "3000000000"]);
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    let want = "fibpool: error: F(3000000000) would need about 4.41 GB of memory \
+                to compute and hold, more than the 4.29 GB available\n";
+    assert_eq!(out.stderr, want);
+    assert_eq!(out.stdout, "");
+    limited(&["--output", "none", "300000000"]).assert_success();
+}

@@ -376,3 +376,32 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     };
     field(14) + field(15)
 }
+
+/// F(n) mod m (m below 2^62) by fast doubling on u128: an oracle for values
+/// too big to compute whole in a test.
+pub fn fib_mod(n: u64, m: u128) -> u128 {
+    let (mut a, mut b) = (0u128, 1u128); // F(k), F(k+1) for the bits of n so far
+    for bit in (0..64).rev() {
+        let c = a * ((2 * b + m - a) % m) % m;
+        let d = (a * a + b * b) % m;
+        (a, b) = if n >> bit & 1 == 1 {
+            (d, (c + d) % m)
+        } else {
+            (c, d)
+        };
+    }
+    a
+}
+
+/// The bit length of F(n), n >= 3: n log2(phi) - log2(sqrt 5), rounded up.
+pub fn fib_bits(n: u64) -> u64 {
+    let phi = (1.0 + 5f64.sqrt()) / 2.0;
+    (n as f64 * phi.log2() - 5f64.sqrt().log2()).ceil() as u64
+}
+
+/// A number's digits in `radix` (10 or 16), mod m.
+pub fn digits_mod(digits: &str, radix: u32, m: u128) -> u128 {
+    digits.chars().fold(0, |acc, c| {
+        (acc * u128::from(radix) + u128::from(c.to_digit(radix).expect("a digit"))) % m
+    })
+}

@@ -17,7 +17,9 @@
 //!   answered as usual);
 //! - `stray-part@N`: before answering a chunk holding index N, send a part
 //!   under another chunk's id;
-//! - `endless@N`: answer a chunk holding index N with parts that never end.
+//! - `endless@N`: answer a chunk holding index N with parts that never end;
+//! - `huge-piece@N`: before answering a chunk holding index N, send a piece
+//!   of a value that claims to take a terabyte.
 //!
 //! With `once=PATH`, only the first worker to create the file PATH fails.
 //!
@@ -124,6 +126,7 @@ pub enum Fault {
     CrashMid(u64),
     StrayPart(u64),
     Endless(u64),
+    HugePiece(u64),
 }
 
 /// A fault and whether it is limited to one worker.
@@ -147,6 +150,7 @@ pub enum Action {
     CrashMid,
     StrayPart,
     Endless,
+    HugePiece,
 }
 
 impl FaultPlan {
@@ -173,6 +177,7 @@ impl FaultPlan {
             "crash-mid" => Fault::CrashMid(n),
             "stray-part" => Fault::StrayPart(n),
             "endless" => Fault::Endless(n),
+            "huge-piece" => Fault::HugePiece(n),
             _ => return Err(bad()),
         };
         Ok(FaultPlan { fault, once })
@@ -198,6 +203,7 @@ impl FaultPlan {
             Fault::CrashMid(n) if holds(n) => Action::CrashMid,
             Fault::StrayPart(n) if holds(n) => Action::StrayPart,
             Fault::Endless(n) if holds(n) => Action::Endless,
+            Fault::HugePiece(n) if holds(n) => Action::HugePiece,
             _ => return None,
         };
         // Only the worker that creates the file fails.

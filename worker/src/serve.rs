@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use fibpool_protocol::{
     Bytes, Chunk, ChunkPart, ChunkResult, CoordinatorHello, EchoReply, Failure, FrameReader,
-    FrameWriter, MAX_FRAME_LEN, MAX_INDEX, Measured, PART_BYTES, PROTOCOL_VERSION, PackedBuf,
-    Reply, Request, Response, WorkerHello, checksum, raw,
+    FrameWriter, MAX_INDEX, Measured, PART_BYTES, PROTOCOL_VERSION, PackedBuf, Reply, Request,
+    Response, ValuePiece, WorkerHello, checksum, raw,
 };
 
 use fibpool_protocol::clock::monotonic_ns;
@@ -74,6 +74,7 @@ pub fn serve<R: Read, W: Write>(
     writer: W,
     options: &ServeOptions,
 ) -> Result<ServeSummary, ServeError> {
+    crate::unblock_signals();
     let mut rx = FrameReader::new(reader);
     let mut tx = FrameWriter::new(writer);
     tx.send(&Response::Ready(WorkerHello {
@@ -144,6 +145,13 @@ pub fn serve<R: Read, W: Write>(
                             tx.send(&Response::Part(fibpool_protocol::ChunkPart {
                                 id: chunk.id.wrapping_add(1 << 40),
                                 values: packed.as_packed(),
+                            }))?;
+                        }
+                        Action::HugePiece => {
+                            tx.send(&Response::Piece(ValuePiece {
+                                id: chunk.id,
+                                len: 1 << 40,
+                                bytes: Bytes::borrowed(&[1; 16]),
                             }))?;
                         }
                         Action::Endless => {
@@ -295,22 +303,9 @@ pub fn compute<'p, W: Write>(
     crash_after_part: bool,
 ) -> Result<ChunkResult<'p>, ServeError> {
     let started = Instant::now();
+    // Any value fits the ends table's u32 below MAX_INDEX, and travels in
+    // pieces when bigger than a part.
     check_indices(chunk).map_err(|reason| refuse(tx, chunk.id, reason))?;
-    // A part holds what passes PART_BYTES and one value more: the largest
-    // value must fit in a frame with it.
-    let mut largest = 0;
-    for run in &chunk.runs {
-        let last = run.start + run.len - 1;
-        largest = largest.max(kernels::packed_len_bound(last, chunk.encoding));
-    }
-    let frame_room = (MAX_FRAME_LEN - PART_OVERHEAD) as u64;
-    if largest > frame_room {
-        let reason = format!(
-            "one of its values could take {largest} bytes, more than a frame carries ({MAX_FRAME_LEN})"
-        );
-        return Err(refuse(tx, chunk.id, reason));
-    }
-
     packed.clear();
     let mut parts = Parts {
         id: chunk.id,
@@ -332,14 +327,11 @@ pub fn compute<'p, W: Write>(
     })
 }
 
-/// What a part's frame holds besides its values: the message's tag, the
-/// id and the two blocks' lengths, well under this.
-const PART_OVERHEAD: usize = 64;
-
 /// Where a chunk's values go as they are made: packed, and sent in a
-/// [`Response::Part`] each time they pass [`PART_BYTES`]. After a failed
-/// send nothing more is kept (the coordinator is gone): the error is
-/// returned once the values are done.
+/// [`Response::Part`] each time they pass [`PART_BYTES`]; a value bigger
+/// than a part goes in [`Response::Piece`]s of its own, after a part with
+/// the values before it. After a failed send nothing more is kept (the
+/// coordinator is gone): the error is returned once the values are done.
 struct Parts<'a, W: Write> {
     id: u64,
     packed: &'a mut PackedBuf,
@@ -354,22 +346,63 @@ impl<W: Write> kernels::ValueSink for Parts<'_, W> {
     }
 
     fn end_value(&mut self) {
+        if self.packed.unended().len() > PART_BYTES {
+            self.send_in_pieces();
+            self.packed.clear();
+            return;
+        }
         self.packed.end_value();
         if self.packed.data().len() < PART_BYTES {
             return;
         }
-        if self.error.is_none() {
+        let part = Response::Part(ChunkPart {
+            id: self.id,
+            values: self.packed.as_packed(),
+        });
+        send(self.tx, &mut self.error, self.crash_after_part, &part);
+        self.packed.clear();
+    }
+}
+
+impl<W: Write> Parts<'_, W> {
+    /// Sends the values before the one being made as a part (short, maybe),
+    /// then that one in pieces.
+    fn send_in_pieces(&mut self) {
+        let (tx, error, crash) = (&mut *self.tx, &mut self.error, self.crash_after_part);
+        if !self.packed.is_empty() {
             let part = Response::Part(ChunkPart {
                 id: self.id,
-                values: self.packed.as_packed(),
+                values: self.packed.as_packed_ended(),
             });
-            match self.tx.send(&part) {
-                Ok(_) if self.crash_after_part => std::process::abort(),
-                Ok(_) => {}
-                Err(error) => self.error = Some(error),
-            }
+            send(tx, error, crash, &part);
         }
-        self.packed.clear();
+        let value = self.packed.unended();
+        for bytes in value.chunks(PART_BYTES) {
+            let piece = Response::Piece(ValuePiece {
+                id: self.id,
+                len: value.len() as u64,
+                bytes: Bytes::borrowed(bytes),
+            });
+            send(tx, error, crash, &piece);
+        }
+    }
+}
+
+/// Sends one frame of an answer unless a send already failed; with
+/// `crash_after` (fault injection) the process aborts once it is sent.
+fn send<W: Write>(
+    tx: &mut FrameWriter<W>,
+    error: &mut Option<fibpool_protocol::Error>,
+    crash_after: bool,
+    response: &Response,
+) {
+    if error.is_some() {
+        return;
+    }
+    match tx.send(response) {
+        Ok(_) if crash_after => std::process::abort(),
+        Ok(_) => {}
+        Err(e) => *error = Some(e),
     }
 }
 
@@ -542,7 +575,7 @@ mod tests {
         for (runs, reason) in [
             (
                 vec![(MAX_INDEX, 2)],
-                "index 300000001 exceeds the largest index a worker computes",
+                "index 20000000001 exceeds the largest index a worker computes",
             ),
             (vec![(5, 0)], "run 5+0 is empty or overflows"),
             (vec![(u64::MAX, 2)], "overflows"),
@@ -621,6 +654,85 @@ mod tests {
                 assert_eq!(r.values.iter().collect::<Vec<_>>(), [&b"d"[..], b"15"]);
             }
             other => panic!("expected chunk 6's answer, got {other:?}"),
+        }
+    }
+
+    /// F(n) mod m by fast doubling on u128: independent of the kernels.
+    fn fib_mod(n: u64, m: u128) -> u128 {
+        let (mut a, mut b) = (0u128, 1u128); // F(k), F(k+1) for k = the bits so far
+        for bit in (0..64).rev() {
+            let c = a * ((2 * b + m - a) % m) % m;
+            let d = (a * a + b * b) % m;
+            (a, b) = if n >> bit & 1 == 1 {
+                (d, (c + d) % m)
+            } else {
+                (c, d)
+            };
+        }
+        a
+    }
+
+    #[test]
+    fn a_value_bigger_than_a_part_comes_in_pieces_after_a_short_part() {
+        // F(12 500 000) raw takes about 1.08 MB: more than a part.
+        const BIG: u64 = 12_500_000;
+        let input = frames(&[
+            HELLO,
+            compute_request(4, Encoding::Raw, &[(5, 1), (BIG, 1), (7, 1)]),
+        ]);
+        let (result, responses) = serve_bytes(&input);
+        assert_eq!(result.unwrap().values, 3);
+        let [
+            _,
+            Response::Part(part),
+            pieces @ ..,
+            Response::Computed(last),
+        ] = &responses[..]
+        else {
+            panic!(
+                "expected a part, pieces and the rest: {} responses",
+                responses.len()
+            );
+        };
+        assert_eq!(
+            (part.id, part.values.iter().collect::<Vec<_>>()),
+            (4, vec![&[5u8][..]])
+        );
+        assert_eq!(
+            (last.id, last.values.iter().collect::<Vec<_>>()),
+            (4, vec![&[13u8][..]])
+        );
+        let mut value = Vec::new();
+        for piece in pieces {
+            let Response::Piece(piece) = piece else {
+                panic!("expected a piece, got {piece:?}");
+            };
+            assert_eq!(piece.id, 4);
+            assert!(piece.bytes.as_slice().len() <= PART_BYTES);
+            value.extend_from_slice(piece.bytes.as_slice());
+            assert_eq!(piece.len, pieces_len(pieces));
+        }
+        assert_eq!(pieces.len(), 2);
+        assert_eq!(value.len() as u64, pieces_len(pieces));
+        assert!(value.len() > PART_BYTES);
+        let value = BigUint::from_bytes_le(&value);
+        for m in [(1u128 << 61) - 1, 1_000_000_007, 998_244_353] {
+            let got = (&value % BigUint::from(m))
+                .to_u64_digits()
+                .first()
+                .copied()
+                .unwrap_or(0);
+            assert_eq!(u128::from(got), fib_mod(BIG, m), "F({BIG}) mod {m}");
+        }
+        // Its length: F(n) has n log2(phi) - log2(sqrt 5) bits, rounded up.
+        let bits = BIG as f64 * 1.618_033_988_749_895_f64.log2() - 5f64.sqrt().log2();
+        assert_eq!(value.bits(), bits.ceil() as u64);
+    }
+
+    fn pieces_len(pieces: &[Response]) -> u64 {
+        match pieces.first() {
+            Some(Response::Piece(p)) => p.len,
+            _ => 0,
         }
     }
 

@@ -55,7 +55,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
 
-    /// Refuse indices above N
+    /// Refuse indices above N (at most 20000000000; a value that would not
+    /// fit in memory is refused up front whatever N is)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_INDEX, value_parser = super::whole::<u64>)]
     max_index: u64,
 
@@ -152,7 +153,7 @@ impl StartMethodsArg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum StartMethodArg {
-    /// Each worker is the worker command, spawned (posix_spawn and exec)
+    /// Each worker is the worker command, spawned (vfork or posix_spawn, and exec)
     Spawn,
     /// One server is spawned; each worker is a fork of it (no exec)
     Forkserver,
@@ -178,6 +179,17 @@ enum Output {
     Hex,
     /// Print nothing: compute only
     None,
+}
+
+impl Output {
+    /// How workers encode the values: raw when none are printed.
+    fn encoding(self) -> Encoding {
+        match self {
+            Output::Decimal => Encoding::Decimal,
+            Output::Hex => Encoding::Hex,
+            Output::None => Encoding::Raw,
+        }
+    }
 }
 
 /// `fibpool run` after validation.
@@ -286,11 +298,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
     };
 
-    let encoding = match config.output {
-        Output::Decimal => Encoding::Decimal,
-        Output::Hex => Encoding::Hex,
-        Output::None => Encoding::Raw,
-    };
+    let encoding = config.output.encoding();
     let options = RunOptions {
         chunk_size: config.chunk_size,
         encoding,
@@ -377,6 +385,11 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
         );
     }
     let tasks = read_tasks(&args.indices, args.input.as_deref(), args.max_index)?;
+    if let Some(index) = tasks.max_index()
+        && let Err(e) = fibpool_coordinator::check_index(index, args.output.encoding())
+    {
+        usage!("{e}");
+    }
     if args.retries == 0 {
         usage!("--retries must be at least 1");
     }

@@ -43,6 +43,19 @@ pub enum PoolError {
     #[error("index {index} is above the largest index a worker computes ({max})")]
     IndexTooLarge { index: u64, max: u64 },
 
+    /// A value that would not fit in this machine's memory while a worker
+    /// computes it and the pool holds it, refused before anything was sent.
+    #[error(
+        "F({index}) would need about {} of memory to compute and hold, more than the {} available",
+        gigabytes(*need),
+        gigabytes(*available)
+    )]
+    ValueTooBig {
+        index: u64,
+        need: u64,
+        available: u64,
+    },
+
     #[error("cannot start worker `{command}`")]
     Spawn {
         command: String,
@@ -187,6 +200,15 @@ impl Clone for PoolError {
                 index: *index,
                 max: *max,
             },
+            PoolError::ValueTooBig {
+                index,
+                need,
+                available,
+            } => PoolError::ValueTooBig {
+                index: *index,
+                need: *need,
+                available: *available,
+            },
             PoolError::Spawn { command, source } => PoolError::Spawn {
                 command: command.clone(),
                 source: clone_io(source),
@@ -287,4 +309,9 @@ impl PoolError {
             other => other,
         }
     }
+}
+
+/// Bytes as gigabytes, for messages: "27.72 GB".
+fn gigabytes(bytes: u64) -> String {
+    format!("{:.2} GB", bytes as f64 / 1e9)
 }

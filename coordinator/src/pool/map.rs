@@ -69,6 +69,9 @@ impl<'p, I: Iterator<Item = u64>> Mapper<'p, I> {
                 chunk_budget(self.buffersize),
             );
             if let Some(plan) = plan {
+                if let Some(index) = plan.largest_index() {
+                    super::check_index(index, Encoding::Raw)?;
+                }
                 self.next_chunk = (plan.id + 1, plan.first_position + plan.count);
                 bytes += plan.answer_bound(stream.encoding());
                 batch.push(plan);

@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use fibpool_protocol::packed::encoded_len_bound;
 use fibpool_protocol::{Encoding, MAX_INDEX};
 
 pub use command::{WORKER_ENV, WorkerCommand};
@@ -469,7 +470,7 @@ impl Pool {
 
     /// [`Pool::submit`] for a batch already held as a [`TaskList`].
     pub fn submit_tasks(&self, tasks: TaskList) -> Result<Future, PoolError> {
-        check_indices(&tasks)?;
+        check_indices(&tasks, Encoding::Raw)?;
         let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         self.usable()?;
         let id = self.next_job();
@@ -531,7 +532,7 @@ impl Pool {
         mut sink: impl FnMut(&ChunkValues<'_>) -> io::Result<()>,
     ) -> Result<RunSummary, PoolError> {
         self.usable()?;
-        check_indices(tasks)?;
+        check_indices(tasks, options.encoding)?;
         let chunk_size = options.chunk_size.map(NonZeroU64::get);
         let size = chunk_size.map_or(ChunkSize::Guided { workers: self.size }, ChunkSize::Fixed);
         let before = self.counts();
@@ -661,14 +662,65 @@ impl Pool {
     }
 }
 
-fn check_indices(tasks: &TaskList) -> Result<(), PoolError> {
+fn check_indices(tasks: &TaskList, encoding: Encoding) -> Result<(), PoolError> {
     match tasks.max_index() {
-        Some(index) if index > MAX_INDEX => Err(PoolError::IndexTooLarge {
+        Some(index) => check_index(index, encoding),
+        None => Ok(()),
+    }
+}
+
+/// Refuses an index no worker computes, or one whose value would not fit
+/// in this machine's memory ([`value_memory_bound`] against MemAvailable,
+/// or RLIMIT_AS when lower).
+/// Only a value bigger than [`worker::MAX_ANSWER_BYTES`] is checked, so
+/// that small batches never read /proc.
+pub fn check_index(index: u64, encoding: Encoding) -> Result<(), PoolError> {
+    if index > MAX_INDEX {
+        return Err(PoolError::IndexTooLarge {
             index,
             max: MAX_INDEX,
+        });
+    }
+    if encoded_len_bound(index, encoding) <= worker::MAX_ANSWER_BYTES as u64 {
+        return Ok(());
+    }
+    let need = value_memory_bound(index, encoding);
+    match memory_for_values() {
+        Some(available) if need > available => Err(PoolError::ValueTooBig {
+            index,
+            need,
+            available,
         }),
         _ => Ok(()),
     }
+}
+
+/// What a big value may use: the machine's MemAvailable, or this
+/// process's address-space limit (RLIMIT_AS, which its workers inherit)
+/// when that is lower.
+fn memory_for_values() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we own.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0;
+    let limit = (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur);
+    match (child::available_memory_bytes(), limit) {
+        (Some(available), Some(limit)) => Some(available.min(limit)),
+        (available, limit) => available.or(limit),
+    }
+}
+
+/// About the most memory computing F(`index`) in `encoding` takes: the
+/// worker's arithmetic, 12 times the value's raw size (F(3x10^8), 26 MB raw,
+/// peaked at 313 MB in its worker), and the encoded value twice (the
+/// worker's copy and the pool's).
+pub fn value_memory_bound(index: u64, encoding: Encoding) -> u64 {
+    let raw = encoded_len_bound(index, Encoding::Raw);
+    let encoded = encoded_len_bound(index, encoding);
+    raw.saturating_mul(12)
+        .saturating_add(encoded.saturating_mul(2))
 }
 
 impl Drop for Pool {

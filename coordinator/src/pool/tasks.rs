@@ -3,7 +3,7 @@
 
 use std::iter::Peekable;
 
-use fibpool_protocol::packed::packed_len_bound;
+use fibpool_protocol::packed::{packed_len_bound, runs_len_bound};
 use fibpool_protocol::{Encoding, Run};
 
 /// A chunk's answer is kept under this many bytes (estimated from the indices)
@@ -378,13 +378,12 @@ impl ChunkPlan {
     /// At most how many bytes its values take in `encoding` (the bound a
     /// chunk is cut by): what a fed batch counts against its window.
     pub fn answer_bound(&self, encoding: Encoding) -> u64 {
-        self.runs
-            .iter()
-            .map(|run| {
-                run.len
-                    .saturating_mul(packed_len_bound(run.start + (run.len - 1), encoding))
-            })
-            .fold(0, u64::saturating_add)
+        runs_len_bound(&self.runs, encoding)
+    }
+
+    /// Its largest index, if it has any.
+    pub fn largest_index(&self) -> Option<u64> {
+        self.runs.iter().map(|run| run.start + (run.len - 1)).max()
     }
 
     /// The chunk's indices in order.

@@ -6,8 +6,12 @@ use std::io;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fibpool_protocol::packed::{END_LEN, runs_len_bound};
 use fibpool_protocol::{
-    BUFFER_CAPACITY, CoordinatorHello, FrameReader, FrameWriter, MAX_FRAME_LEN, PART_BYTES,
+    BUFFER_CAPACITY, Chunk, CoordinatorHello, FrameReader, FrameWriter, MAX_FRAME_LEN, PART_BYTES,
     PROTOCOL_VERSION, Request, Response, WorkerHello,
 };
 
@@ -130,6 +134,9 @@ pub(crate) struct WorkerProcess {
     pub draining: bool,
     child: OwnedChild,
     input: Option<FrameWriter<Writer>>,
+    /// The most bytes an answer of the chunks sent so far may take, for
+    /// its reader: raised before a chunk goes out.
+    answer_cap: Arc<AtomicU64>,
 }
 
 impl WorkerProcess {
@@ -147,6 +154,8 @@ impl WorkerProcess {
         pool_started: Instant,
         deliver: impl Fn(Event) -> bool + Send + 'static,
     ) -> Result<Self, PoolError> {
+        let answer_cap = Arc::new(AtomicU64::new(0));
+        let cap = answer_cap.clone();
         // Both start before the process, while the pipes are still empty:
         // the Hello waits in the worker's input, the reader on its output.
         let channel = |reader: Reader, writer: Writer| {
@@ -162,7 +171,7 @@ impl WorkerProcess {
             }));
             std::thread::Builder::new()
                 .name(format!("fibpool-reader-{slot}"))
-                .spawn(move || read_events(reader, id, deliver))
+                .spawn(move || read_events(reader, id, cap, deliver))
                 .map_err(|source| PoolError::Spawn {
                     command: "a reader thread".to_owned(),
                     source,
@@ -202,6 +211,7 @@ impl WorkerProcess {
             },
             child,
             input: Some(input),
+            answer_cap,
         };
         Ok(process)
     }
@@ -212,6 +222,10 @@ impl WorkerProcess {
     /// whole in it before any of it is written.
     pub fn send(&mut self, request: &Request) -> Result<(), fibpool_protocol::Error> {
         debug_assert!(!self.draining, "a send on a draining worker");
+        if let Request::Compute(chunk) = request {
+            self.answer_cap
+                .fetch_max(answer_bound(chunk), Ordering::Release);
+        }
         match &mut self.input {
             Some(input) => match input.send(request) {
                 Ok(_) => Ok(()),
@@ -280,7 +294,7 @@ impl WorkerProcess {
     }
 }
 
-fn read_events(reader: Reader, worker: u64, deliver: impl Fn(Event) -> bool) {
+fn read_events(reader: Reader, worker: u64, cap: Arc<AtomicU64>, deliver: impl Fn(Event) -> bool) {
     let mut frames = FrameReader::new(reader);
     // A frame's buffer is one that values already used gave back, if any.
     frames.set_buffers(recycled_buffer);
@@ -297,7 +311,7 @@ fn read_events(reader: Reader, worker: u64, deliver: impl Fn(Event) -> bool) {
                 })
             })
         } else {
-            next_event(&mut frames, worker, &mut answer)
+            next_event(&mut frames, worker, &mut answer, &cap)
         };
         let event = match next {
             Ok(Some(event)) => event,
@@ -318,36 +332,65 @@ fn read_events(reader: Reader, worker: u64, deliver: impl Fn(Event) -> bool) {
 }
 
 /// The most bytes (values and ends tables) a chunk's answer takes in all
-/// its frames. Chunks are cut to answers of at most
-/// [`CHUNK_BYTES_BUDGET`], or of one value, which fits a frame.
+/// its frames, unless its own values may take more: chunks are cut to
+/// answers of at most [`CHUNK_BYTES_BUDGET`], or of one value, and a value
+/// bigger than that raises its worker's cap ([`answer_bound`]) before it is
+/// asked for.
 pub(crate) const MAX_ANSWER_BYTES: usize = MAX_FRAME_LEN;
 
 const _: () = assert!(CHUNK_BYTES_BUDGET <= MAX_ANSWER_BYTES as u64);
+
+/// An upper bound on the bytes of a chunk's answer, from its runs: what a
+/// worker that answers it may send.
+pub(crate) fn answer_bound(chunk: &Chunk) -> u64 {
+    runs_len_bound(&chunk.runs, chunk.encoding)
+}
 
 /// A chunk's answer while its parts arrive.
 pub(crate) struct Answer {
     id: u64,
     values: Values,
     bytes: usize,
+    /// The last part was short: a value in pieces must come next.
+    short: bool,
+    /// A value in pieces, as far as it came: its buffer (with room for its
+    /// ends entry) and its length.
+    piece: Option<(Vec<u8>, usize)>,
 }
 
 /// Decodes the next frame. A chunk's values stay in the buffers of the
 /// frames they came in, which the event takes over; the parts of an answer
-/// are gathered in `answer` until its last frame. Anything else is copied
-/// out.
+/// are gathered in `answer` until its last frame, a value in pieces in one
+/// buffer of its own. `cap` is what the chunks asked of this worker allow
+/// an answer beyond [`MAX_ANSWER_BYTES`]. Anything else is copied out.
 fn next_event(
     frames: &mut FrameReader<Reader>,
     worker: u64,
     answer: &mut Option<Answer>,
+    cap: &AtomicU64,
 ) -> Result<Option<Event>, fibpool_protocol::Error> {
     loop {
         let Some(payload) = frames.recv_payload()? else {
             return Ok(None);
         };
+        let misbehaved = |what: String, chunk: Option<u64>| {
+            Ok(Some(Event::Misbehaved {
+                worker,
+                what,
+                chunk,
+            }))
+        };
+        let cap = (cap.load(Ordering::Acquire) as usize).max(MAX_ANSWER_BYTES);
         let (id, busy_ns, packed, last) =
             match fibpool_protocol::codec::decode::<Response>(payload)? {
                 Response::Computed(result) => (result.id, result.busy_ns, result.values, true),
                 Response::Part(part) => (part.id, 0, part.values, false),
+                Response::Piece(piece) => {
+                    match take_piece(answer, piece.id, piece.len, piece.bytes.as_slice(), cap) {
+                        Ok(()) => continue,
+                        Err((what, chunk)) => return misbehaved(what, chunk),
+                    }
+                }
                 other => {
                     // Whatever the worker was answering will not be finished.
                     *answer = None;
@@ -358,33 +401,35 @@ fn next_event(
                     }));
                 }
             };
-        let misbehaved = |what: String, chunk: Option<u64>| {
-            Ok(Some(Event::Misbehaved {
-                worker,
-                what,
-                chunk,
-            }))
-        };
-        if !last && packed.data().len() < PART_BYTES {
-            let what = format!(
-                "sent a part of chunk {id} holding {} bytes of values, less than a part ({PART_BYTES})",
-                packed.data().len()
-            );
-            return misbehaved(what, None);
+        if let Some(open) = answer.as_ref() {
+            if open.id != id {
+                let what = format!(
+                    "sent values for chunk {id} before finishing chunk {}",
+                    open.id
+                );
+                return misbehaved(what, None);
+            }
+            if let Some((_, len)) = &open.piece {
+                let what = format!(
+                    "sent values for chunk {id} before the end of its value of {len} bytes"
+                );
+                return misbehaved(what, Some(id));
+            }
+            if open.short {
+                let what =
+                    format!("sent a short part of chunk {id} not followed by a value in pieces");
+                return misbehaved(what, None);
+            }
         }
-        if let Some(open) = answer.as_ref()
-            && open.id != id
-        {
-            let what = format!(
-                "sent values for chunk {id} before finishing chunk {}",
-                open.id
-            );
+        let short = !last && packed.data().len() < PART_BYTES;
+        if short && packed.is_empty() {
+            let what = format!("sent an empty part of chunk {id}");
             return misbehaved(what, None);
         }
         let bytes =
             answer.as_ref().map_or(0, |a| a.bytes) + packed.ends().len() + packed.data().len();
-        if bytes > MAX_ANSWER_BYTES {
-            let what = format!("sent more than {MAX_ANSWER_BYTES} bytes for chunk {id}");
+        if bytes > cap {
+            let what = format!("sent more than {cap} bytes for chunk {id}");
             return misbehaved(what, Some(id));
         }
         // Decoding borrows both blocks from the payload: keep where they lie.
@@ -413,7 +458,13 @@ fn next_event(
         };
         values.append(piece);
         if !last {
-            *answer = Some(Answer { id, values, bytes });
+            *answer = Some(Answer {
+                id,
+                values,
+                bytes,
+                short,
+                piece: None,
+            });
             continue;
         }
         return Ok(Some(Event::Computed {
@@ -424,6 +475,67 @@ fn next_event(
             at: Instant::now(),
         }));
     }
+}
+
+/// Adds a piece of a value to the answer it belongs to; once the value is
+/// whole, it is the answer's next value. The error: what the worker did
+/// wrong, and the chunk it is to blame on.
+fn take_piece(
+    answer: &mut Option<Answer>,
+    id: u64,
+    len: u64,
+    bytes: &[u8],
+    cap: usize,
+) -> Result<(), (String, Option<u64>)> {
+    let open = answer.get_or_insert_with(|| Answer {
+        id,
+        values: Values::default(),
+        bytes: 0,
+        short: false,
+        piece: None,
+    });
+    if open.id != id {
+        let what = format!(
+            "sent a value for chunk {id} before finishing chunk {}",
+            open.id
+        );
+        return Err((what, None));
+    }
+    open.short = false;
+    let (buf, whole) = match &mut open.piece {
+        Some((buf, whole)) => (buf, *whole),
+        None => {
+            let room = cap.saturating_sub(open.bytes + END_LEN) as u64;
+            if len <= PART_BYTES as u64 || len > room {
+                let what = format!(
+                    "sent a value of {len} bytes in pieces for chunk {id}, \
+                     where one of more than {PART_BYTES} and at most {room} may come"
+                );
+                return Err((what, Some(id)));
+            }
+            let len = len as usize;
+            let buf = Vec::with_capacity(len + END_LEN);
+            (&mut open.piece.insert((buf, len)).0, len)
+        }
+    };
+    if len != whole as u64 || bytes.is_empty() || buf.len() + bytes.len() > whole {
+        let what = format!(
+            "sent a piece of {} bytes (of a value of {len}) for chunk {id}, \
+             after {} bytes of a value of {whole}",
+            bytes.len(),
+            buf.len()
+        );
+        return Err((what, Some(id)));
+    }
+    buf.extend_from_slice(bytes);
+    if buf.len() == whole {
+        let (mut buf, _) = open.piece.take().expect("a value in pieces is open");
+        buf.extend_from_slice(&(whole as u32).to_le_bytes());
+        open.values
+            .append(Values::in_frame(buf, whole..whole + END_LEN, 0..whole));
+        open.bytes += whole + END_LEN;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -452,6 +564,73 @@ mod tests {
             shutdown_sent: None,
             reaped: None,
         }
+    }
+
+    const BIG: u64 = PART_BYTES as u64 + 10;
+
+    fn piece(answer: &mut Option<Answer>, len: u64, bytes: &[u8]) -> Result<(), String> {
+        take_piece(answer, 3, len, bytes, 4 * PART_BYTES).map_err(|(what, chunk)| {
+            assert_eq!(chunk, Some(3), "{what}");
+            what
+        })
+    }
+
+    #[test]
+    fn a_value_in_pieces_becomes_the_answers_next_value_once_whole() {
+        let mut answer = None;
+        let value: Vec<u8> = (0..BIG).map(|i| i as u8).collect();
+        let (first, rest) = value.split_at(PART_BYTES);
+        piece(&mut answer, BIG, first).unwrap();
+        assert_eq!(answer.as_ref().unwrap().values.len(), 0, "not whole yet");
+        piece(&mut answer, BIG, rest).unwrap();
+        let open = answer.as_ref().unwrap();
+        assert_eq!(open.values.len(), 1);
+        assert!(open.values.get(0) == Some(&value[..]));
+        assert_eq!(open.bytes, BIG as usize + END_LEN);
+        assert!(open.piece.is_none());
+    }
+
+    #[test]
+    fn pieces_that_break_their_value_are_named() {
+        let cases: [(&[(u64, usize)], &str); 5] = [
+            (
+                &[(PART_BYTES as u64, 5)],
+                "sent a value of 1048576 bytes in pieces for chunk 3, where one of more than 1048576 and at most ",
+            ),
+            (
+                &[(1 << 40, 5)],
+                "sent a value of 1099511627776 bytes in pieces for chunk 3",
+            ),
+            (
+                &[(BIG, 8), (BIG, 0)],
+                "sent a piece of 0 bytes (of a value of 1048586) for chunk 3, after 8 bytes",
+            ),
+            (
+                &[(BIG, 8), (BIG + 1, 8)],
+                "sent a piece of 8 bytes (of a value of 1048587) for chunk 3, after 8 bytes of a value of 1048586",
+            ),
+            (
+                &[(BIG, PART_BYTES), (BIG, 11)],
+                "sent a piece of 11 bytes (of a value of 1048586) for chunk 3, after 1048576 bytes",
+            ),
+        ];
+        for (pieces, want) in cases {
+            let mut answer = None;
+            let (last, before) = pieces.split_last().unwrap();
+            for &(len, n) in before {
+                piece(&mut answer, len, &vec![7; n]).unwrap();
+            }
+            let what = piece(&mut answer, last.0, &vec![7; last.1]).unwrap_err();
+            assert!(what.starts_with(want), "{what}");
+        }
+        // A piece of another chunk than the answer's.
+        let mut answer = None;
+        piece(&mut answer, BIG, &[1; 8]).unwrap();
+        let (what, chunk) = take_piece(&mut answer, 4, BIG, &[1; 8], 4 * PART_BYTES).unwrap_err();
+        assert_eq!(
+            (what.as_str(), chunk),
+            ("sent a value for chunk 4 before finishing chunk 3", None)
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What the workers' reader threads report, and what the pool makes of it.
 
 use super::*;
-use fibpool_protocol::{ChunkPart, ChunkResult};
+use fibpool_protocol::{ChunkPart, ChunkResult, ValuePiece};
 
 impl Manager {
     pub(super) fn slot_of(&self, process: u64) -> Option<usize> {
@@ -161,7 +161,9 @@ impl Manager {
             // The reader sends results as Event::Computed from the second
             // frame on, and a first frame is caught above, before the
             // handshake: an error, not a panic, should that ever change.
-            Response::Computed(ChunkResult { id, .. }) | Response::Part(ChunkPart { id, .. }) => {
+            Response::Computed(ChunkResult { id, .. })
+            | Response::Part(ChunkPart { id, .. })
+            | Response::Piece(ValuePiece { id, .. }) => {
                 let what = format!("sent a result for chunk {id} outside the result path");
                 self.misbehaved(slot, what, None);
             }

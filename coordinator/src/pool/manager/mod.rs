@@ -1040,6 +1040,7 @@ fn describe(response: &Response<'_>) -> String {
         Response::Echo(reply) => format!("an echo (seq {})", reply.seq),
         Response::Measured(measured) => format!("a measurement (id {})", measured.id),
         Response::Part(part) => format!("a part of a result for chunk {}", part.id),
+        Response::Piece(piece) => format!("a piece of a value for chunk {}", piece.id),
     }
 }
 
