@@ -87,11 +87,20 @@ impl WorkerCommand {
     /// The whole environment for a worker of this command, as execve takes
     /// it: this process's, without the variables that choose a worker's
     /// mode, with the command's own set (the last of a name wins).
-    pub(crate) fn exec_env(&self) -> std::io::Result<Vec<std::ffi::CString>> {
-        let inherited =
-            std::env::vars_os().filter(|(k, _)| !fibpool_protocol::env::ALL.iter().any(|n| k == n));
-        let vars: Vec<(OsString, OsString)> = inherited.chain(self.env.iter().cloned()).collect();
-        super::vfork::entries(&vars)
+    pub(crate) fn exec_env(&self) -> std::io::Result<super::vfork::Env> {
+        let given = |key: &OsStr| self.env.iter().any(|(k, _)| k == key);
+        let mut env = super::vfork::Env::default();
+        for (k, v) in std::env::vars_os() {
+            if !given(&k) && !fibpool_protocol::env::ALL.iter().any(|n| k == *n) {
+                env.push(&k, &v)?;
+            }
+        }
+        for (i, (k, v)) in self.env.iter().enumerate() {
+            if !self.env[i + 1..].iter().any(|(later, _)| later == k) {
+                env.push(k, v)?;
+            }
+        }
+        Ok(env)
     }
 
     pub fn program(&self) -> &OsStr {
@@ -144,6 +153,22 @@ mod tests {
             cmd.to_string(),
             "ssh -o 'BatchMode yes' host fibpool worker"
         );
+    }
+
+    #[test]
+    fn the_last_of_a_name_wins_in_a_workers_environment() {
+        let cmd = WorkerCommand::new("/bin/true")
+            .env("FIBPOOL_TEST_TWICE", "first")
+            .env("FIBPOOL_TEST_TWICE", "second");
+        let env = cmd.exec_env().unwrap();
+        let set: Vec<&[u8]> = env
+            .entries()
+            .filter(|e| e.starts_with(b"FIBPOOL_TEST_TWICE="))
+            .collect();
+        assert_eq!(set, [&b"FIBPOOL_TEST_TWICE=second"[..]]);
+        // The rest is this process's environment, in its order.
+        let inherited = std::env::vars_os().count();
+        assert_eq!(env.entries().count(), inherited + 1);
     }
 
     #[test]

@@ -8,7 +8,6 @@
 //! keeps until every worker is reaped: its manager thread, and the spawner
 //! threads of a parallel start, which stay parked until the pool ends.
 
-use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -26,7 +25,7 @@ use super::child::{ChildPid, OwnedChild, Spawned};
 use super::error::PoolError;
 use super::registry;
 use super::transport::{Budget, ChildStdio, Ends, Reader, Transport, Writer};
-use super::vfork::{self, Exec};
+use super::vfork::{Env, Exec};
 
 /// How a pool starts its workers: Python's `mp_context` names, with their
 /// meaning.
@@ -119,7 +118,7 @@ pub(crate) trait Launch: fmt::Debug + Send + Sync {
 #[derive(Debug)]
 pub(crate) struct SpawnCommand {
     command: WorkerCommand,
-    exec: Option<(Exec, Vec<CString>)>,
+    exec: Option<(Exec, Env)>,
 }
 
 impl SpawnCommand {
@@ -132,7 +131,7 @@ impl SpawnCommand {
         SpawnCommand { command, exec }
     }
 
-    fn vfork(&self, exec: &Exec, env: &[CString], stdio: ChildStdio) -> io::Result<OwnedChild> {
+    fn vfork(&self, exec: &Exec, env: &Env, stdio: ChildStdio) -> io::Result<OwnedChild> {
         let null = || {
             std::fs::File::options()
                 .read(true)
@@ -152,8 +151,8 @@ impl SpawnCommand {
         let env = if stdio.env.is_empty() {
             env
         } else {
-            with_channel = vfork::with_vars(env, &stdio.env)?;
-            &with_channel[..]
+            with_channel = env.with_vars(&stdio.env)?;
+            &with_channel
         };
         let child = registry::start(|| {
             let pid = exec.spawn(stdin.as_fd(), stdout.as_fd(), env)?;
