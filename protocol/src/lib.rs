@@ -36,8 +36,8 @@ pub mod ring;
 
 pub use error::{Error, FramePart, clone_io};
 pub use frame::{
-    BUFFER_CAPACITY, FrameReader, FrameWriter, HEADER_LEN, MAX_FRAME_LEN, decode_frame,
-    encode_frame,
+    BUFFER_CAPACITY, FrameReader, FrameWriter, HEADER_LEN, MAX_FRAME_LEN, RESERVED_AHEAD,
+    decode_frame, encode_frame,
 };
 pub use message::*;
 pub use packed::{PackedBuf, PackedValues};

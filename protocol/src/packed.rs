@@ -194,6 +194,12 @@ impl PackedBuf {
         self.data.clear();
     }
 
+    /// Gives back memory past `bytes` of room (the values are kept).
+    pub fn shrink_to(&mut self, bytes: usize) {
+        self.data.shrink_to(bytes);
+        self.ends.shrink_to(bytes / 8);
+    }
+
     /// Makes room for `values` values of `bytes` bytes in all.
     pub fn reserve(&mut self, values: usize, bytes: usize) {
         self.ends.reserve(values.saturating_mul(END_LEN));

@@ -176,6 +176,9 @@ pub fn serve<R: Read, W: Write>(
                     tx.send(&Response::Computed(result.clone()))?;
                 }
                 tx.send(&Response::Computed(result))?;
+                // A value far bigger than a chunk's budget leaves its
+                // memory to the system, not to the next chunk.
+                packed.shrink_to(KEPT_BYTES);
             }
             Request::Shutdown => {
                 summary.shutdown = true;
@@ -215,6 +218,10 @@ pub fn serve<R: Read, W: Write>(
     }
     Ok(summary)
 }
+
+/// The most a worker's packing buffer keeps between chunks: a chunk's
+/// budget (32 MiB) and some.
+const KEPT_BYTES: usize = 64 << 20;
 
 /// Answers raw frames until an empty one (or the end of the stream): checks
 /// each one's checksum and sends back its header with a status, and the data

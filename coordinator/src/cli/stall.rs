@@ -1,6 +1,6 @@
 //! The stall rule of `fibpool run`. With no `--task-timeout` a run waits
-//! for its workers however long a chunk takes (a value near F(3x10^8)
-//! takes tens of seconds), so no default deadline can tell a slow chunk
+//! for its workers however long a chunk takes (F(3x10^8) in decimal takes
+//! about 10 s, F(1.9x10^10) minutes), so no default deadline can tell a slow chunk
 //! from a lost one. A worker stopped by a signal (SIGSTOP, SIGTSTP: state
 //! `T` in /proc) is neither: it will not answer until it is continued.
 //! When the run has delivered nothing for `--stall-warning` seconds, each

@@ -26,8 +26,12 @@ struct Mapper<'p, I: Iterator<Item = u64>> {
     stream: Option<Stream<'p>>,
     current: Option<Current>,
     next_chunk: (u64, u64),
-    /// An index the workers cannot compute: reported when its turn comes.
-    refused: Option<u64>,
+    /// Why the next index is refused (too large, or its value too big for
+    /// memory): reported when its turn comes, after every value before it.
+    refused: Option<PoolError>,
+    /// The largest index cut into chunks: at first one whose value needs no
+    /// memory check, raised to what memory allows when a bigger one comes.
+    max: u64,
     finished: bool,
 }
 
@@ -43,6 +47,7 @@ impl<'p, I: Iterator<Item = u64>> Mapper<'p, I> {
             current: None,
             next_chunk: (0, 0),
             refused: None,
+            max: super::unchecked_limit(Encoding::Raw),
             finished: false,
         }
     }
@@ -65,19 +70,31 @@ impl<'p, I: Iterator<Item = u64>> Mapper<'p, I> {
                 size,
                 Encoding::Raw,
                 self.next_chunk,
-                MAX_INDEX,
+                self.max,
                 chunk_budget(self.buffersize),
             );
             if let Some(plan) = plan {
-                if let Some(index) = plan.largest_index() {
-                    super::check_index(index, Encoding::Raw)?;
-                }
                 self.next_chunk = (plan.id + 1, plan.first_position + plan.count);
                 bytes += plan.answer_bound(stream.encoding());
                 batch.push(plan);
             }
             if let Some(TooLarge(index)) = refused {
-                self.refused = Some(index);
+                // Past what needs no check: what memory allows now, once.
+                if self.max < MAX_INDEX && index <= MAX_INDEX {
+                    let affordable = super::affordable_limit(Encoding::Raw);
+                    if affordable > self.max {
+                        self.max = affordable;
+                        if index <= affordable {
+                            continue;
+                        }
+                    }
+                }
+                self.refused = Some(super::check_index(index, Encoding::Raw).err().unwrap_or(
+                    PoolError::IndexTooLarge {
+                        index,
+                        max: self.max,
+                    },
+                ));
                 break;
             }
             if self.indices.peek().is_none() {
@@ -117,10 +134,7 @@ impl<'p, I: Iterator<Item = u64>> Mapper<'p, I> {
                 Some((_, Err(e))) => return self.fail(e),
                 None => {
                     return match self.refused.take() {
-                        Some(index) => self.fail(PoolError::IndexTooLarge {
-                            index,
-                            max: MAX_INDEX,
-                        }),
+                        Some(error) => self.fail(error),
                         None => {
                             // Done: the batch is closed now, not when the
                             // iterator is dropped, so a shutdown need not

@@ -695,6 +695,36 @@ pub fn check_index(index: u64, encoding: Encoding) -> Result<(), PoolError> {
     }
 }
 
+/// The largest index whose value [`check_index`] takes without a look at
+/// memory.
+pub(crate) fn unchecked_limit(encoding: Encoding) -> u64 {
+    last_index_where(|n| encoded_len_bound(n, encoding) <= worker::MAX_ANSWER_BYTES as u64)
+}
+
+/// The largest index whose value fits what memory allows now (at least
+/// [`unchecked_limit`]).
+pub(crate) fn affordable_limit(encoding: Encoding) -> u64 {
+    let Some(memory) = memory_for_values() else {
+        return MAX_INDEX;
+    };
+    let fits = last_index_where(|n| value_memory_bound(n, encoding) <= memory);
+    fits.max(unchecked_limit(encoding))
+}
+
+/// The largest n up to [`MAX_INDEX`] for which `holds`, which must hold
+/// for 0 and, once false, stay false.
+fn last_index_where(holds: impl Fn(u64) -> bool) -> u64 {
+    let (mut yes, mut no) = (0, MAX_INDEX + 1);
+    if holds(MAX_INDEX) {
+        return MAX_INDEX;
+    }
+    while no - yes > 1 {
+        let mid = yes + (no - yes) / 2;
+        if holds(mid) { yes = mid } else { no = mid }
+    }
+    yes
+}
+
 /// What a big value may use: the machine's MemAvailable, or this
 /// process's address-space limit (RLIMIT_AS, which its workers inherit)
 /// when that is lower.
@@ -738,5 +768,26 @@ impl Drop for Pool {
         }
         let _ = self.tx.send(Msg::Kill);
         let _ = thread.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_index_where_a_bound_holds_is_found_exactly() {
+        assert_eq!(last_index_where(|n| n <= 12_345), 12_345);
+        assert_eq!(last_index_where(|_| true), MAX_INDEX);
+        assert_eq!(last_index_where(|n| n == 0), 0);
+        // The values check_index takes without a look at memory: F(n) raw
+        // within 64 MiB, and not one index more.
+        let limit = unchecked_limit(Encoding::Raw);
+        let cap = worker::MAX_ANSWER_BYTES as u64;
+        assert!(encoded_len_bound(limit, Encoding::Raw) <= cap);
+        assert!(encoded_len_bound(limit + 1, Encoding::Raw) > cap);
+        assert!(unchecked_limit(Encoding::Decimal) < limit);
+        assert!(check_index(limit, Encoding::Raw).is_ok());
+        assert!(affordable_limit(Encoding::Raw) >= limit);
     }
 }

@@ -381,11 +381,6 @@ impl ChunkPlan {
         runs_len_bound(&self.runs, encoding)
     }
 
-    /// Its largest index, if it has any.
-    pub fn largest_index(&self) -> Option<u64> {
-        self.runs.iter().map(|run| run.start + (run.len - 1)).max()
-    }
-
     /// The chunk's indices in order.
     pub fn indices(&self) -> impl Iterator<Item = u64> + '_ {
         self.runs

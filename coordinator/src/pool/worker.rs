@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use fibpool_protocol::packed::{END_LEN, runs_len_bound};
 use fibpool_protocol::{
     BUFFER_CAPACITY, Chunk, CoordinatorHello, FrameReader, FrameWriter, MAX_FRAME_LEN, PART_BYTES,
-    PROTOCOL_VERSION, Request, Response, WorkerHello,
+    PROTOCOL_VERSION, RESERVED_AHEAD, Request, Response, WorkerHello,
 };
 
 use super::board::{Values, recycled_buffer};
@@ -514,8 +514,7 @@ fn take_piece(
                 return Err((what, Some(id)));
             }
             let len = len as usize;
-            let buf = Vec::with_capacity(len + END_LEN);
-            (&mut open.piece.insert((buf, len)).0, len)
+            (&mut open.piece.insert((Vec::new(), len)).0, len)
         }
     };
     if len != whole as u64 || bytes.is_empty() || buf.len() + bytes.len() > whole {
@@ -527,10 +526,29 @@ fn take_piece(
         );
         return Err((what, Some(id)));
     }
+    // Reserved as its bytes come, at most RESERVED_AHEAD beyond them (as
+    // frames are): a length announced is never reserved before it is sent.
+    // Large buffers grow by mremap, without a copy.
+    let needed = buf.len() + bytes.len();
+    if buf.capacity() < needed {
+        let target = (whole + END_LEN).min(needed.saturating_add(RESERVED_AHEAD));
+        if let Err(e) = buf.try_reserve_exact(target - buf.len()) {
+            let what = format!(
+                "sent a value of {whole} bytes for chunk {id}, which memory cannot hold ({e})"
+            );
+            return Err((what, Some(id)));
+        }
+    }
     buf.extend_from_slice(bytes);
     if buf.len() == whole {
         let (mut buf, _) = open.piece.take().expect("a value in pieces is open");
-        buf.extend_from_slice(&(whole as u32).to_le_bytes());
+        let Ok(end) = u32::try_from(whole) else {
+            return Err((
+                format!("sent a value of {whole} bytes for chunk {id}, past an end's u32"),
+                Some(id),
+            ));
+        };
+        buf.extend_from_slice(&end.to_le_bytes());
         open.values
             .append(Values::in_frame(buf, whole..whole + END_LEN, 0..whole));
         open.bytes += whole + END_LEN;
@@ -588,6 +606,15 @@ mod tests {
         assert!(open.values.get(0) == Some(&value[..]));
         assert_eq!(open.bytes, BIG as usize + END_LEN);
         assert!(open.piece.is_none());
+    }
+
+    #[test]
+    fn a_length_announced_is_reserved_only_as_its_bytes_come() {
+        let mut answer = None;
+        take_piece(&mut answer, 3, 60 << 20, &[1; 8], 64 << 20).unwrap();
+        let (buf, len) = answer.as_ref().unwrap().piece.as_ref().unwrap();
+        assert_eq!((buf.len(), *len), (8, 60 << 20));
+        assert!(buf.capacity() <= 8 + RESERVED_AHEAD, "{}", buf.capacity());
     }
 
     #[test]
