@@ -104,6 +104,8 @@ pub fn serve<R: Read, W: Write>(
     let mut summary = ServeSummary::default();
     // Every chunk's values are packed here: its memory is reused, not freed.
     let mut packed = PackedBuf::default();
+    // Where the last run ended: the next chunk of a range starts from it.
+    let mut seed = kernels::Seed::default();
     while let Some(request) = rx.recv::<Request>()? {
         match request {
             Request::Compute(chunk) => {
@@ -134,7 +136,8 @@ pub fn serve<R: Read, W: Write>(
                         Action::Twice => answers = 2,
                         Action::Reorder => {
                             if let Some(Request::Compute(next)) = rx.recv::<Request>()? {
-                                let result = compute(&next, &mut packed, &mut tx, false)?;
+                                let result =
+                                    compute(&next, &mut packed, &mut seed, &mut tx, false)?;
                                 tx.send(&Response::Computed(result))?;
                             }
                         }
@@ -168,7 +171,7 @@ pub fn serve<R: Read, W: Write>(
                 }
                 #[cfg(not(feature = "fault-injection"))]
                 let crash_mid = false;
-                let result = compute(&chunk, &mut packed, &mut tx, crash_mid)?;
+                let result = compute(&chunk, &mut packed, &mut seed, &mut tx, crash_mid)?;
                 summary.chunks += 1;
                 summary.values += chunk.task_count();
                 #[cfg(feature = "fault-injection")]
@@ -301,11 +304,14 @@ pub fn measure(chunk: &Chunk) -> Result<Measured, String> {
 /// sent, if it fails them), then computes it: its values are packed into
 /// `packed` (cleared first) and sent as parts of about [`PART_BYTES`] as
 /// they pass that size. Returns the answer's last frame, holding the values
-/// left, which the caller sends. With `crash_after_part` (fault injection),
-/// the process aborts once its first part is sent.
+/// left, which the caller sends. `seed` holds where the worker's last run
+/// ended, and is left where this chunk's last run ended. With
+/// `crash_after_part` (fault injection), the process aborts once its first
+/// part is sent.
 pub fn compute<'p, W: Write>(
     chunk: &Chunk,
     packed: &'p mut PackedBuf,
+    seed: &mut kernels::Seed,
     tx: &mut FrameWriter<W>,
     crash_after_part: bool,
 ) -> Result<ChunkResult<'p>, ServeError> {
@@ -322,7 +328,7 @@ pub fn compute<'p, W: Write>(
         crash_after_part,
     };
     for run in &chunk.runs {
-        kernels::encode_run(run.start, run.len, chunk.encoding, &mut parts);
+        kernels::encode_run_from(seed, run.start, run.len, chunk.encoding, &mut parts);
     }
     if let Some(error) = parts.error {
         return Err(error.into());
