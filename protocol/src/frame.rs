@@ -187,15 +187,30 @@ impl<R: Read> FrameReader<R> {
         {
             self.buf = buffers(len);
         }
-        self.buf.clear();
-        // Room for a part's frame at once (growing by doubling copied a
-        // megabyte's frame nine times over), exactly, never more than
-        // RESERVED_AHEAD on a header's word: past that the buffer grows
-        // with the bytes.
-        self.buf.reserve_exact(len.min(RESERVED_AHEAD));
-        let got = (&mut self.inner)
-            .take(len as u64)
-            .read_to_end(&mut self.buf)?;
+        let got = if len <= RESERVED_AHEAD {
+            // Room for the whole frame at once (growing by doubling copied
+            // a megabyte's frame nine times over), read over what the
+            // buffer already holds: only bytes it never held are zeroed
+            // first (zeroing every frame's megabyte cost as much as
+            // copying it).
+            if self.buf.len() < len {
+                let room = size_class(len).max(self.buf.capacity());
+                self.buf.reserve_exact(room - self.buf.len());
+                self.buf.resize(len, 0);
+            }
+            self.buf.truncate(len);
+            let got = read_full(&mut self.inner, &mut self.buf)?;
+            self.buf.truncate(got);
+            got
+        } else {
+            // Never more than RESERVED_AHEAD on a header's word: past that
+            // the buffer grows with the bytes.
+            self.buf.clear();
+            self.buf.reserve_exact(RESERVED_AHEAD);
+            (&mut self.inner)
+                .take(len as u64)
+                .read_to_end(&mut self.buf)?
+        };
         if got < len {
             return Err(Error::Truncated {
                 part: FramePart::Payload,
@@ -254,6 +269,18 @@ impl<R: Read> FrameReader<R> {
     pub fn get_ref(&self) -> &R {
         self.inner.get_ref()
     }
+}
+
+/// The capacity a frame buffer of `len` bytes is given: `len` rounded up
+/// to an eighth of its power of two, so that frames of about one size (a
+/// range's answers, growing with their values) can take turns with one
+/// buffer, which holds less than an eighth more than its frame.
+pub fn size_class(len: usize) -> usize {
+    if len <= 64 << 10 {
+        return len;
+    }
+    let step = 1usize << (usize::BITS - 1 - len.leading_zeros() - 3);
+    len.div_ceil(step) * step
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read.

@@ -523,3 +523,61 @@ fn a_swapped_in_buffer_is_read_into_and_kept() {
     assert_eq!(back, b"second");
     assert!(back.capacity() >= 4096, "the buffer's capacity was lost");
 }
+
+#[test]
+fn a_frame_read_over_a_longer_ones_bytes_is_its_own_bytes() {
+    // The reader keeps its buffer's bytes between frames and reads over
+    // them: a shorter frame after a longer one, a truncated one after
+    // both, must each be exactly what was sent.
+    let long = vec![0xaa; 300_000];
+    let short = vec![0x55; 70_000];
+    let mut wire = Vec::new();
+    let mut writer = FrameWriter::new(&mut wire);
+    writer.send_payload(&long).unwrap();
+    writer.send_payload(&short).unwrap();
+    writer.send_payload(&long).unwrap();
+    drop(writer);
+    wire.truncate(wire.len() - 1000);
+    let mut reader = FrameReader::new(&wire[..]);
+    assert_eq!(reader.recv_payload().unwrap(), Some(&long[..]));
+    assert_eq!(reader.recv_payload().unwrap(), Some(&short[..]));
+    match reader.recv_payload() {
+        Err(Error::Truncated {
+            part: FramePart::Payload,
+            expected: 300_000,
+            got: 299_000,
+        }) => {}
+        other => panic!("a truncated third frame read as {other:?}"),
+    }
+    let mut wire = Vec::new();
+    FrameWriter::new(&mut wire).send_payload(&short).unwrap();
+    let mut reader = FrameReader::new(&wire[..]);
+    reader.swap_buffer(vec![0x22; 100_000]);
+    assert_eq!(reader.recv_payload().unwrap(), Some(&short[..]));
+}
+
+#[test]
+fn a_frame_buffer_is_sized_by_class() {
+    use fibpool_protocol::frame::size_class;
+    assert_eq!(size_class(0), 0);
+    assert_eq!(size_class(65_536), 65_536);
+    assert_eq!(size_class(1 << 20), 1 << 20);
+    assert_eq!(size_class((1 << 20) + 1), (1 << 20) + (1 << 17));
+    for len in [
+        65_537usize,
+        100_000,
+        1_048_700,
+        1_100_000,
+        3_999_999,
+        4 << 20,
+    ] {
+        let class = size_class(len);
+        assert!(class >= len, "{len} got {class}");
+        // Less than an eighth more: what a recycled buffer may hold over
+        // its frame.
+        assert!(class - len <= len / 8, "{len} got {class}");
+        assert_eq!(size_class(class), class, "a class is its own class");
+    }
+    // A range's parts, a value or two apart, share a class.
+    assert_eq!(size_class(1_048_700), size_class(1_053_000));
+}

@@ -100,11 +100,12 @@ impl Drop for Part {
 /// Frame buffers that dropped values gave back, for the readers' next
 /// frames: a part's megabyte buffer was otherwise mapped and faulted in
 /// afresh for every frame (over 40 GB of values, tens of thousands of
-/// page faults a second). Process-wide and bounded: at most
-/// [`RECYCLED_MAX`] buffers, each of [`RECYCLED_CAPACITY`] bytes at most
-/// (64 MiB in all), emptied whenever a pool is dropped.
+/// page faults a second). Process-wide and bounded: buffers of
+/// [`RECYCLED_CAPACITY`] bytes at most, [`RECYCLED_BYTES`] in all (as many
+/// one-part buffers as two chunks of 32 MiB hold in flight), emptied
+/// whenever a pool is dropped.
 static RECYCLED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-const RECYCLED_MAX: usize = 16;
+const RECYCLED_BYTES: usize = 64 << 20;
 const RECYCLED_CAPACITY: usize = fibpool_protocol::frame::RESERVED_AHEAD;
 
 /// Frees every recycled buffer.
@@ -127,13 +128,15 @@ pub(crate) fn recycled_buffer(len: usize) -> Vec<u8> {
     }
 }
 
-fn recycle(mut buf: Vec<u8>) {
+fn recycle(buf: Vec<u8>) {
     if buf.capacity() < (64 << 10) || buf.capacity() > RECYCLED_CAPACITY {
         return;
     }
-    buf.clear();
+    // Its bytes are kept: the next frame is read over them, and only
+    // bytes a buffer never held are zeroed first.
     let mut kept = RECYCLED.lock().unwrap_or_else(PoisonError::into_inner);
-    if kept.len() < RECYCLED_MAX {
+    let held: usize = kept.iter().map(Vec::capacity).sum();
+    if held + buf.capacity() <= RECYCLED_BYTES {
         kept.push(buf);
     }
 }
