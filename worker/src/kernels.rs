@@ -79,6 +79,12 @@ impl Seed {
         at >= 1 && start > at && start - at <= start / 8
     }
 
+    /// Keeps F(at) and F(at - 1) for the next run, unless they are past
+    /// [`SEED_KEPT_BITS`]: not worth their memory between chunks.
+    fn leave(&mut self, at: u64, value: BigUint, before: BigUint) {
+        self.0 = (value.bits() <= SEED_KEPT_BITS).then_some((at, value, before));
+    }
+
     /// (F(start), F(start - 1)), with F(-1) = 1: from the seed when it is
     /// close enough behind, by fast doubling otherwise.
     fn pair(&self, start: u64) -> (BigUint, BigUint) {
@@ -120,8 +126,12 @@ pub fn for_each_in_run_from(seed: &mut Seed, start: u64, len: u64, mut each: imp
         std::mem::swap(&mut current, &mut prev);
         each(&current);
     }
-    seed.0 = Some((start + (len - 1), current, prev));
+    seed.leave(start + (len - 1), current, prev);
 }
+
+/// The biggest value a [`Seed`] keeps: 8 MiB (F(n) for n up to about 97
+/// million).
+const SEED_KEPT_BITS: u64 = 64 << 20;
 
 /// num-bigint's fast doubling, the kernel fibpool had before the engine:
 /// kept to be measured against.
@@ -564,6 +574,13 @@ mod tests {
         assert!(Seed::reaches(5000, 5100) && Seed::reaches(9003, 9004));
         assert!(!Seed::reaches(9003, 20000) && !Seed::reaches(5122, 4000));
         assert!(!Seed::reaches(0, 1) && !Seed::reaches(7, 7));
+        // A run of values past the bound leaves no seed behind.
+        let mut seed = Seed::default();
+        let at_bound = BigUint::from(1u32) << (SEED_KEPT_BITS - 1);
+        seed.leave(7, at_bound.clone(), BigUint::ZERO);
+        assert_eq!(seed.0.as_ref().map(|s| s.0), Some(7));
+        seed.leave(8, at_bound << 1, BigUint::ZERO);
+        assert!(seed.0.is_none(), "a pair past the bound was kept");
     }
 
     #[test]
