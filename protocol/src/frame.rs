@@ -133,8 +133,9 @@ impl<W: Write> FrameWriter<W> {
 /// The most a [`FrameReader`] reserves for a frame before its bytes arrive.
 pub const RESERVED_AHEAD: usize = 4 << 20;
 
-/// Reads frames, reusing one payload buffer that grows with the bytes that
-/// actually arrive: a header's word reserves at most [`RESERVED_AHEAD`].
+/// Reads frames, reusing one payload buffer: a header's word makes at most
+/// [`RESERVED_AHEAD`] of it resident before the bytes arrive, and past that
+/// the buffer grows with the bytes that actually arrive.
 pub struct FrameReader<R: Read> {
     inner: BufReader<R>,
     buf: Vec<u8>,
