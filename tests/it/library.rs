@@ -787,6 +787,20 @@ fn the_ceiling_of_millions_of_repeats_travels_in_requests_under_the_cap() {
 }
 
 #[test]
+fn the_ceiling_refuses_an_index_past_the_maximum_before_any_worker_sees_it() {
+    let pool = pool(2);
+    let max = fibpool_protocol::MAX_INDEX;
+    let tasks: TaskList = [5, max + 1].into_iter().collect();
+    let err = pool.probe().ceiling(&tasks, Encoding::Raw).unwrap_err();
+    assert!(
+        matches!(err, PoolError::IndexTooLarge { index, max: m } if index == max + 1 && m == max),
+        "{err}"
+    );
+    assert_eq!(pool.counts().worker_restarts, 0, "no worker was blamed");
+    assert_computes(&pool, &[5, 6]);
+}
+
+#[test]
 fn a_worker_that_stops_reading_cannot_freeze_the_pool() {
     // The first worker hangs in its first chunk and reads nothing more,
     // with room for 64 chunks in flight of many runs each: more than a

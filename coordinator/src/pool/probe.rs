@@ -59,8 +59,12 @@ impl<'p> Probe<'p> {
     /// once. Returns the seconds from sending the shares until the last
     /// answer: no start-up, no results moved, no scheduling; what this many
     /// processes can do on this machine. Waits for every handshake first,
-    /// and for the pool to be idle.
+    /// and for the pool to be idle. Refuses the batch as [`Pool::run`]
+    /// does ([`PoolError::IndexTooLarge`], [`PoolError::ValueTooBig`]).
     pub fn ceiling(&self, tasks: &TaskList, encoding: Encoding) -> Result<f64, PoolError> {
+        // As any batch: an index no worker computes, or a value that would
+        // not fit in memory, is refused before a worker sees it.
+        super::check_indices(tasks, encoding)?;
         let tasks = tasks.clone();
         self.call(|reply| ProbeCall::Ceiling {
             tasks,
