@@ -523,4 +523,22 @@ fn a_value_too_big_for_the_memory_it_may_use_is_refused_up_front() {
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert_eq!(out.stdout, "");
     limited(&["--output", "none", "300000000"]).assert_success();
+    // Values computed at once on two workers need their memory together:
+    // F(1 600 000 000) in decimal needs about 2.35 GB alone, 4.70 GB with
+    // the next one (or a copy of itself) beside it. Old failure: each was
+    // checked alone, and the run started.
+    for (batch, first) in [
+        (&["1600000001", "1600000000"][..], 1_600_000_001u64),
+        (&["1600000000x2"][..], 1_600_000_000),
+    ] {
+        let out = limited(&[&["-w", "2"][..], batch].concat());
+        assert_eq!(out.code(), Some(2), "{batch:?}: {}", out.stderr);
+        let want = format!(
+            "fibpool: error: F({first}) and the next biggest value, computed at once on two \
+             workers, would need about 4.70 GB of memory to compute and hold, more than the "
+        );
+        assert!(out.stderr.starts_with(&want), "{batch:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        assert_eq!(out.stdout, "");
+    }
 }

@@ -385,9 +385,7 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
         );
     }
     let tasks = read_tasks(&args.indices, args.input.as_deref(), args.max_index)?;
-    if let Some(index) = tasks.max_index()
-        && let Err(e) = fibpool_coordinator::check_index(index, args.output.encoding())
-    {
+    if let Err(e) = fibpool_coordinator::check_batch(&tasks, args.output.encoding(), workers) {
         usage!("{e}");
     }
     if args.retries == 0 {

@@ -44,9 +44,13 @@ pub enum PoolError {
     IndexTooLarge { index: u64, max: u64 },
 
     /// A value that would not fit in this machine's memory while a worker
-    /// computes it and the pool holds it, refused before anything was sent.
+    /// computes it and the pool holds it, refused before anything was sent;
+    /// with `at_once` above 1, the batch's biggest values, F(`index`) the
+    /// first, as many as the pool computes at once, which would not fit
+    /// together.
     #[error(
-        "F({index}) would need about {} of memory to compute and hold, more than the {} available",
+        "F({index}){} would need about {} of memory to compute and hold, more than the {} available",
+        at_once_clause(*at_once),
         gigabytes(*need),
         gigabytes(*available)
     )]
@@ -54,6 +58,7 @@ pub enum PoolError {
         index: u64,
         need: u64,
         available: u64,
+        at_once: u64,
     },
 
     #[error("cannot start worker `{command}`")]
@@ -204,10 +209,12 @@ impl Clone for PoolError {
                 index,
                 need,
                 available,
+                at_once,
             } => PoolError::ValueTooBig {
                 index: *index,
                 need: *need,
                 available: *available,
+                at_once: *at_once,
             },
             PoolError::Spawn { command, source } => PoolError::Spawn {
                 command: command.clone(),
@@ -314,4 +321,17 @@ impl PoolError {
 /// Bytes as gigabytes, for messages: "27.72 GB".
 fn gigabytes(bytes: u64) -> String {
     format!("{:.2} GB", bytes as f64 / 1e9)
+}
+
+/// What [`PoolError::ValueTooBig`] says of the values counted with the
+/// first.
+fn at_once_clause(at_once: u64) -> String {
+    match at_once {
+        0 | 1 => String::new(),
+        2 => " and the next biggest value, computed at once on two workers,".to_owned(),
+        n => format!(
+            " and the next {} biggest values, computed at once on {n} workers,",
+            n - 1
+        ),
+    }
 }

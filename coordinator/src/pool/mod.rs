@@ -470,7 +470,7 @@ impl Pool {
 
     /// [`Pool::submit`] for a batch already held as a [`TaskList`].
     pub fn submit_tasks(&self, tasks: TaskList) -> Result<Future, PoolError> {
-        check_indices(&tasks, Encoding::Raw)?;
+        check_batch(&tasks, Encoding::Raw, self.size)?;
         let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         self.usable()?;
         let id = self.next_job();
@@ -532,7 +532,7 @@ impl Pool {
         mut sink: impl FnMut(&ChunkValues<'_>) -> io::Result<()>,
     ) -> Result<RunSummary, PoolError> {
         self.usable()?;
-        check_indices(tasks, options.encoding)?;
+        check_batch(tasks, options.encoding, self.size)?;
         let chunk_size = options.chunk_size.map(NonZeroU64::get);
         let size = chunk_size.map_or(ChunkSize::Guided { workers: self.size }, ChunkSize::Fixed);
         let before = self.counts();
@@ -662,11 +662,42 @@ impl Pool {
     }
 }
 
-fn check_indices(tasks: &TaskList, encoding: Encoding) -> Result<(), PoolError> {
-    match tasks.max_index() {
-        Some(index) => check_index(index, encoding),
-        None => Ok(()),
+/// Refuses a batch with an index no worker computes, or whose biggest
+/// values, as many as `workers` computed at once, would not fit in this
+/// machine's memory (see [`check_index`]).
+pub fn check_batch(tasks: &TaskList, encoding: Encoding, workers: usize) -> Result<(), PoolError> {
+    let Some(index) = tasks.max_index() else {
+        return Ok(());
+    };
+    check_index(index, encoding)?;
+    let Some((index, need, at_once)) = batch_need(tasks, encoding, workers) else {
+        return Ok(());
+    };
+    if at_once == 1 {
+        // The one value check_index looked at.
+        return Ok(());
     }
+    match memory_for_values() {
+        Some(available) if need > available => Err(PoolError::ValueTooBig {
+            index,
+            need,
+            available,
+            at_once,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The batch's values over what [`check_index`] takes without a look at
+/// memory, the `workers` biggest of them: the largest index, what they
+/// need together, and how many they are.
+fn batch_need(tasks: &TaskList, encoding: Encoding, workers: usize) -> Option<(u64, u64, u64)> {
+    let big = tasks.largest_above(unchecked_limit(encoding), workers.max(1));
+    let need = big
+        .iter()
+        .map(|&n| value_memory_bound(n, encoding))
+        .fold(0, u64::saturating_add);
+    Some((*big.first()?, need, big.len() as u64))
 }
 
 /// Refuses an index no worker computes, or one whose value would not fit
@@ -690,6 +721,7 @@ pub fn check_index(index: u64, encoding: Encoding) -> Result<(), PoolError> {
             index,
             need,
             available,
+            at_once: 1,
         }),
         _ => Ok(()),
     }
@@ -789,5 +821,25 @@ mod tests {
         assert!(unchecked_limit(Encoding::Decimal) < limit);
         assert!(check_index(limit, Encoding::Raw).is_ok());
         assert!(affordable_limit(Encoding::Raw) >= limit);
+    }
+
+    #[test]
+    fn a_batch_needs_the_memory_of_its_biggest_values_computed_at_once() {
+        let limit = unchecked_limit(Encoding::Raw);
+        let (a, b) = (limit + 10, limit + 1000);
+        let bound = |n| value_memory_bound(n, Encoding::Raw);
+        let tasks: TaskList = [5, a, 7, b, limit].into_iter().collect();
+        assert_eq!(
+            batch_need(&tasks, Encoding::Raw, 2),
+            Some((b, bound(a) + bound(b), 2))
+        );
+        assert_eq!(batch_need(&tasks, Encoding::Raw, 1), Some((b, bound(b), 1)));
+        assert_eq!(
+            batch_need(&tasks, Encoding::Raw, 8),
+            Some((b, bound(a) + bound(b), 2)),
+            "only values past the unchecked limit count"
+        );
+        let small: TaskList = [5, limit].into_iter().collect();
+        assert_eq!(batch_need(&small, Encoding::Raw, 2), None);
     }
 }

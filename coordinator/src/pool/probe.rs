@@ -64,7 +64,7 @@ impl<'p> Probe<'p> {
     pub fn ceiling(&self, tasks: &TaskList, encoding: Encoding) -> Result<f64, PoolError> {
         // As any batch: an index no worker computes, or a value that would
         // not fit in memory, is refused before a worker sees it.
-        super::check_indices(tasks, encoding)?;
+        super::check_batch(tasks, encoding, self.pool.size())?;
         let tasks = tasks.clone();
         self.call(|reply| ProbeCall::Ceiling {
             tasks,

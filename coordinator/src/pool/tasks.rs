@@ -150,6 +150,47 @@ impl TaskList {
         self.max_index
     }
 
+    /// The `k` largest indices above `above`, copies counted, largest
+    /// first: the values a pool of `k` workers may compute at once.
+    pub fn largest_above(&self, above: u64, k: usize) -> Vec<u64> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        // The k largest so far, smallest on top.
+        let mut kept = BinaryHeap::with_capacity(k + 1);
+        let mut keep = |index: u64| {
+            if kept.len() < k {
+                kept.push(Reverse(index));
+            } else if kept.peek().is_some_and(|&Reverse(least)| least < index) {
+                kept.pop();
+                kept.push(Reverse(index));
+            } else {
+                return false;
+            }
+            true
+        };
+        for spec in &self.specs {
+            let (last, copies, len) = match *spec {
+                Spec::Range { start, len } => (start + (len - 1), 1, len),
+                Spec::Repeat { index, count } => (index, count, 1),
+            };
+            // From the spec's largest down, until one is not kept.
+            'spec: for i in 0..len.min(k as u64) {
+                let index = last - i;
+                if index <= above {
+                    break;
+                }
+                for _ in 0..copies.min(k as u64) {
+                    if !keep(index) {
+                        break 'spec;
+                    }
+                }
+            }
+        }
+        let mut out: Vec<u64> = kept.into_iter().map(|Reverse(i)| i).collect();
+        out.sort_unstable_by(|a, b| b.cmp(a));
+        out
+    }
+
     /// Every index, in order.
     pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         self.specs.iter().flat_map(|spec| {
@@ -834,6 +875,36 @@ mod tests {
                 CHUNK_BYTES_BUDGET
             ),
             (None, None)
+        );
+    }
+
+    #[test]
+    fn the_largest_indices_above_a_bound_count_copies_and_ranges() {
+        let mut tasks = TaskList::new();
+        tasks.push_run(10, 5); // 10..=14
+        tasks.push_repeat(12, 3);
+        tasks.push(3);
+        tasks.push_run(100, 2); // 100, 101
+        tasks.push_repeat(13, 1);
+        assert_eq!(tasks.largest_above(0, 4), [101, 100, 14, 13]);
+        assert_eq!(
+            tasks.largest_above(0, 8),
+            [101, 100, 14, 13, 13, 12, 12, 12]
+        );
+        assert_eq!(
+            tasks.largest_above(11, 50),
+            [101, 100, 14, 13, 13, 12, 12, 12, 12]
+        );
+        assert_eq!(tasks.largest_above(101, 3), Vec::<u64>::new());
+        assert_eq!(tasks.largest_above(100, 3), [101]);
+        let mut copies = TaskList::new();
+        copies.push_repeat(u64::MAX, u64::MAX);
+        assert_eq!(copies.largest_above(0, 2), [u64::MAX, u64::MAX]);
+        let mut huge = TaskList::new();
+        huge.push_run(u64::MAX - 9, 10);
+        assert_eq!(
+            huge.largest_above(u64::MAX - 3, 100),
+            [u64::MAX, u64::MAX - 1, u64::MAX - 2]
         );
     }
 
