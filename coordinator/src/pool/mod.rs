@@ -670,6 +670,9 @@ pub fn check_batch(tasks: &TaskList, encoding: Encoding, workers: usize) -> Resu
         return Ok(());
     };
     check_index(index, encoding)?;
+    if index <= unchecked_limit(encoding) {
+        return Ok(());
+    }
     let Some((index, need, at_once)) = batch_need(tasks, encoding, workers) else {
         return Ok(());
     };

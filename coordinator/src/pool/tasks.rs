@@ -168,7 +168,23 @@ impl TaskList {
             }
             true
         };
-        for spec in &self.specs {
+        // Only the k specs with the largest last index can hold any of
+        // the k largest indices: the others are not expanded at all (in
+        // ascending order every spec pushed up to k entries).
+        let last_of = |spec: &Spec| match *spec {
+            Spec::Range { start, len } => start + (len - 1),
+            Spec::Repeat { index, .. } => index,
+        };
+        let mut candidates: Vec<&Spec> = self
+            .specs
+            .iter()
+            .filter(|spec| last_of(spec) > above)
+            .collect();
+        if candidates.len() > k && k > 0 {
+            candidates.select_nth_unstable_by(k - 1, |a, b| last_of(b).cmp(&last_of(a)));
+            candidates.truncate(k);
+        }
+        for spec in candidates {
             let (last, copies, len) = match *spec {
                 Spec::Range { start, len } => (start + (len - 1), 1, len),
                 Spec::Repeat { index, count } => (index, count, 1),
