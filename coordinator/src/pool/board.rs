@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::sync::{Mutex, PoisonError};
 
 use fibpool_protocol::PackedValues;
+use fibpool_protocol::frame::size_class;
 use fibpool_protocol::packed::END_LEN;
 
 use super::error::PoolError;
@@ -116,12 +117,12 @@ pub(crate) fn forget_recycled() {
         .clear();
 }
 
-/// A buffer for a frame of `len` bytes: a recycled one that holds it with
-/// at most an eighth to spare (so that it is not shrunk, nor held at more
-/// than its frame), or a new, empty one.
+/// A buffer for a frame of `len` bytes: a recycled one that holds it within
+/// its class (so that it is not shrunk, nor held at twice its frame or
+/// more), or a new, empty one.
 pub(crate) fn recycled_buffer(len: usize) -> Vec<u8> {
     let mut kept = RECYCLED.lock().unwrap_or_else(PoisonError::into_inner);
-    let fits = |b: &Vec<u8>| (len..=len + len / 8).contains(&b.capacity());
+    let fits = |b: &Vec<u8>| (len..=size_class(len)).contains(&b.capacity());
     match kept.iter().position(fits) {
         Some(i) => kept.swap_remove(i),
         None => Vec::new(),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use fibpool_protocol::frame::size_class;
 use fibpool_protocol::packed::{END_LEN, runs_len_bound};
 use fibpool_protocol::{
     BUFFER_CAPACITY, Chunk, CoordinatorHello, FrameReader, FrameWriter, MAX_FRAME_LEN, PART_BYTES,
@@ -441,10 +442,12 @@ fn next_event(
             (Some(ends), Some(data)) => {
                 let mut buf = frames.take_payload();
                 // A frame over what the reader reserves ahead grew by doubling
-                // as its bytes came, and a recycled buffer may be bigger than
-                // its frame: held in a batch's window a buffer counts at its
-                // capacity. Blocks shrink in place, without a copy.
-                if buf.capacity() - buf.len() > buf.len() / 8 {
+                // as its bytes came, and a buffer given from elsewhere (a
+                // test's, say) may be bigger than its frame's class: held in
+                // a batch's window a buffer counts at its capacity. Within
+                // its class it is kept whole, to be recycled for frames of
+                // that class. Blocks shrink in place, without a copy.
+                if buf.capacity() > size_class(buf.len()) {
                     buf.shrink_to_fit();
                 }
                 Values::in_frame(buf, ends, data)
