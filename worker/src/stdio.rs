@@ -47,6 +47,7 @@ pub(crate) enum Channel {
 
 /// Serves on `channel`.
 pub(crate) fn serve_stdio(name: &str, main_entered_ns: u64, channel: Channel) -> ExitCode {
+    keep_freed_memory();
     let options = match options(main_entered_ns) {
         Ok(options) => options,
         Err(message) => {
@@ -88,6 +89,24 @@ pub(crate) fn serve_stdio(name: &str, main_entered_ns: u64, channel: Channel) ->
             say(name, &message);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Keeps the memory a worker frees for its next values, instead of
+/// handing it back to the kernel to fault in again. glibc maps a block over
+/// its mmap threshold (128 KiB at first) afresh and unmaps it on free, and
+/// trims the heap's top; a seed near F(10^6) takes several such blocks, so
+/// a worker of `run 0..1000000` over shm took 156 thousand page faults with
+/// 4 MiB chunks, and 9.5 thousand with this (a page fault costs about
+/// 3.2 µs on this kind of machine: docs/BENCHMARKS.md). Blocks up to
+/// 32 MiB come from the heap, and up to 64 MiB of free heap is kept.
+fn keep_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets the allocator's parameters, under the
+    // allocator's own lock.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
 }
 
