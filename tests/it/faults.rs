@@ -316,7 +316,7 @@ fn a_worker_that_scribbles_on_its_ring_is_named_and_never_read_past_it() {
         message.starts_with("shared ring's counters are impossible: head 1099511627776, tail "),
         "{line}"
     );
-    assert!(message.ends_with(", for a ring of 4194304 bytes"), "{line}");
+    assert!(message.ends_with(", for a ring of 1048576 bytes"), "{line}");
 }
 
 #[test]
