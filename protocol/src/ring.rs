@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 pub const REQUEST_RING: usize = 4 << 20;
 /// Bytes the responses' ring holds (worker to coordinator): one part. Every
 /// page of it is faulted in by the worker and again by the coordinator, in
-/// every pool, at about 3.2 µs a page here: at 4 MiB the rings of a 2-worker
+/// every pool, at 2-4 µs a page here: at 4 MiB the rings of a 2-worker
 /// `run 0..50000` took some 2400 page faults more, and `stress --pattern
 /// stream --sizes 1M` moved 6.6 GB/s, against 6.1 GB/s at 1 MiB (one run
 /// each; the pipe's 1.6-1.8 GB/s in the same runs).

@@ -97,8 +97,8 @@ pub(crate) fn serve_stdio(name: &str, main_entered_ns: u64, channel: Channel) ->
 /// its mmap threshold (128 KiB at first) afresh and unmaps it on free, and
 /// trims the heap's top; a seed near F(10^6) takes several such blocks, so
 /// a worker of `run 0..1000000` over shm took 156 thousand page faults with
-/// 4 MiB chunks, and 9.5 thousand with this (a page fault costs about
-/// 3.2 µs on this kind of machine: docs/BENCHMARKS.md). Blocks up to
+/// 4 MiB chunks, and 9.5 thousand with this (a page fault costs 2-4 µs
+/// on this kind of machine: docs/BENCHMARKS.md). Blocks up to
 /// 32 MiB come from the heap, and up to 64 MiB of free heap is kept.
 fn keep_freed_memory() {
     #[cfg(target_env = "gnu")]
