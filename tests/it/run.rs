@@ -527,11 +527,24 @@ fn a_value_too_big_for_the_memory_it_may_use_is_refused_up_front() {
     // F(1 600 000 000) in decimal needs about 2.35 GB alone, 4.70 GB with
     // the next one (or a copy of itself) beside it. Old failure: each was
     // checked alone, and the run started.
-    for (batch, first) in [
-        (&["1600000001", "1600000000"][..], 1_600_000_001u64),
-        (&["1600000000x2"][..], 1_600_000_000),
+    // With --hosts the pool is the hosts' counts, not -w (the count of a
+    // host that gives none): two workers here. Old failure: -w 1 was
+    // counted, and the pool refused the batch once its workers had started
+    // (exit 1).
+    for (args, batch, first) in [
+        (
+            &["-w", "2"][..],
+            &["1600000001", "1600000000"][..],
+            1_600_000_001u64,
+        ),
+        (&["-w", "2"][..], &["1600000000x2"][..], 1_600_000_000),
+        (
+            &["-w", "1", "--hosts", "2/:"][..],
+            &["1600000001", "1600000000"][..],
+            1_600_000_001,
+        ),
     ] {
-        let out = limited(&[&["-w", "2"][..], batch].concat());
+        let out = limited(&[args, batch].concat());
         assert_eq!(out.code(), Some(2), "{batch:?}: {}", out.stderr);
         let want = format!(
             "fibpool: error: F({first}) and the next biggest value, computed at once on two \

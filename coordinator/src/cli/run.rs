@@ -23,7 +23,8 @@ use fibpool_coordinator::pool::DEFAULT_RETRIES;
 use fibpool_coordinator::pool::probe::peak_rss_bytes;
 use fibpool_coordinator::report::RunReport;
 use fibpool_coordinator::{
-    Pool, PoolError, RunOptions, StartMethod, TaskList, Transport, WorkerCommand, default_workers,
+    Host, Pool, PoolError, RunOptions, StartMethod, TaskList, Transport, WorkerCommand,
+    default_workers,
 };
 
 /// The longest --task-timeout accepted: a day.
@@ -385,7 +386,9 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
         );
     }
     let tasks = read_tasks(&args.indices, args.input.as_deref(), args.max_index)?;
-    if let Err(e) = fibpool_coordinator::check_batch(&tasks, args.output.encoding(), workers) {
+    let (hosts, ssh) = args.hosts.hosts()?;
+    let at_once = known_pool_size(&hosts, args.workers, workers);
+    if let Err(e) = fibpool_coordinator::check_batch(&tasks, args.output.encoding(), at_once) {
         usage!("{e}");
     }
     if args.retries == 0 {
@@ -404,7 +407,6 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
     )?;
     let command = worker_command(args.worker_cmd.as_deref())?;
     let handshake_timeout = args.handshake.timeout()?;
-    let (hosts, ssh) = args.hosts.hosts()?;
     super::check_transports(&hosts, &[args.transport], args.start_method)?;
     let stall_warning = seconds(
         "--stall-warning",
@@ -431,6 +433,24 @@ fn validate(args: RunArgs) -> Result<RunConfig> {
         ssh,
         workers_given: args.workers,
     })
+}
+
+/// The pool's size as far as it is known before it starts: with `--hosts`,
+/// each host's own count, else `--workers`, else this machine's default for
+/// this machine and 1 for a remote host (whose core count only its
+/// connection tells; the pool checks the batch again once it knows).
+fn known_pool_size(hosts: &[Host], given: Option<usize>, workers: usize) -> usize {
+    if hosts.is_empty() {
+        return workers;
+    }
+    hosts
+        .iter()
+        .map(|h| match (h.workers.or(given), &h.login) {
+            (Some(n), _) => n,
+            (None, None) => default_workers(),
+            (None, Some(_)) => 1,
+        })
+        .fold(0, usize::saturating_add)
 }
 
 /// The batch from INDICES or `--input`, fully checked.
