@@ -113,6 +113,37 @@ impl Sshd {
     }
 
     /// `fibpool worker` processes under this sshd.
+    /// Waits, within a minute, until two remote workers of `running` are
+    /// computing (50 ms of CPU each, so past their handshakes), and returns
+    /// them. A run that ends first fails the test saying so, with the most
+    /// CPU each remote worker was seen to have and the run's stderr: the
+    /// batch was too small to outlast the remote workers' start.
+    fn two_remote_workers_computing(&self, mut running: Running) -> (Running, Vec<u32>) {
+        let mut most = std::collections::BTreeMap::new();
+        let mut remote = Vec::new();
+        let mut ended = None;
+        wait_until("2 remote workers compute", Duration::from_secs(60), || {
+            remote = self.remote_workers();
+            for &pid in &remote {
+                let ticks = most.entry(pid).or_insert(0);
+                *ticks = cpu_ticks(pid).max(*ticks);
+            }
+            if remote.len() == 2 && remote.iter().all(|&pid| cpu_ticks(pid) >= 5) {
+                return true;
+            }
+            ended = running.child.try_wait().unwrap();
+            ended.is_some()
+        });
+        if let Some(status) = ended {
+            let stderr = running.finish().stderr;
+            panic!(
+                "the run ended ({status}) before 2 remote workers were seen computing \
+                 (most CPU ticks seen, by pid: {most:?}); its stderr: {stderr}"
+            );
+        }
+        (running, remote)
+    }
+
     fn remote_workers(&self) -> Vec<u32> {
         descendants(self.child.id())
             .into_iter()
@@ -336,12 +367,7 @@ fn a_remote_worker_killed_mid_run_is_a_dead_worker_and_nothing_is_lost() {
             .arg(&file)
             .args(["0..100", "300000x400"]),
     );
-    let mut remote = Vec::new();
-    // Computing, so past their handshakes: 50 ms of CPU each.
-    wait_until("2 remote workers compute", Duration::from_secs(60), || {
-        remote = sshd.remote_workers();
-        remote.len() == 2 && remote.iter().all(|&pid| cpu_ticks(pid) >= 5)
-    });
+    let (running, remote) = sshd.two_remote_workers_computing(running);
     signal(remote[0], libc::SIGKILL);
     let out = running.finish();
     out.assert_success();
@@ -379,13 +405,12 @@ fn over_tcp_workers_on_two_hosts_and_here_compute_the_same_values_and_survive_a_
         hosts_run(&sshd, &hosts)
             .args(["-w", "1", "-c", "1", "--transport", "tcp", "--report"])
             .arg(&file)
-            .args(["0..100", "300000x1500"]),
+            // Enough that the worker here, up first, cannot finish it all
+            // before the remote ones start: 1500 copies (0.6 s of work)
+            // timed out twice in loaded runs.
+            .args(["0..100", "300000x3000"]),
     );
-    let mut remote = Vec::new();
-    wait_until("2 remote workers compute", Duration::from_secs(60), || {
-        remote = sshd.remote_workers();
-        remote.len() == 2 && remote.iter().all(|&pid| cpu_ticks(pid) >= 5)
-    });
+    let (running, remote) = sshd.two_remote_workers_computing(running);
     // Each was told where to connect: an address of this machine as its
     // host sees it, and a port of its own.
     let addresses: Vec<String> = remote.iter().filter_map(|&p| tcp_address(p)).collect();
@@ -397,7 +422,7 @@ fn over_tcp_workers_on_two_hosts_and_here_compute_the_same_values_and_survive_a_
     signal(remote[0], libc::SIGKILL);
     let out = running.finish();
     out.assert_success();
-    assert_same_lines(&out.stdout, &big_run_lines(1500));
+    assert_same_lines(&out.stdout, &big_run_lines(3000));
     let report = report(&file);
     assert_eq!(report["worker_restarts"], 1, "{report}");
     let stats = report["worker_stats"].as_array().unwrap();
@@ -434,10 +459,7 @@ fn a_hosts_ssh_killed_mid_run_leaves_the_work_to_the_other_host() {
             .arg(&file)
             .args(["0..100", "300000x400"]),
     );
-    wait_until("2 remote workers compute", Duration::from_secs(60), || {
-        let remote = sshd.remote_workers();
-        remote.len() == 2 && remote.iter().all(|&pid| cpu_ticks(pid) >= 5)
-    });
+    let (running, _) = sshd.two_remote_workers_computing(running);
     let masters = masters(running.pid());
     assert_eq!(masters.len(), 2, "one master per host: {masters:?}");
     signal(masters[0], libc::SIGKILL);
