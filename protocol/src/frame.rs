@@ -273,12 +273,13 @@ impl<R: Read> FrameReader<R> {
 }
 
 /// The capacity a frame buffer of `len` bytes is given: `len` rounded up
-/// to a power of two, so that frames of about one size (a range's parts,
-/// growing with their values from 0.7 to 1.05 MB) take turns with the same
-/// few buffers. Only the bytes a frame fills are ever touched, so the
-/// spare capacity costs no memory; with eighths of a power of two as
-/// classes, a range's growing parts moved through five classes, each
-/// faulting in a new set of buffers.
+/// to a power of two, so that frames of about one size take turns with the
+/// same few buffers: a chunk's parts (just over `PART_BYTES`) share one
+/// class, and its last frame, of any size below a part, falls in one of a
+/// few. Only the bytes a frame fills are ever touched, so the spare
+/// capacity costs no memory. With eighths of a power of two as classes a
+/// last frame seldom found a buffer of its class: a 2-worker `run
+/// 0..50000` over shm took 7669 page faults that way, 5408 this way.
 pub fn size_class(len: usize) -> usize {
     if len <= 64 << 10 {
         return len;

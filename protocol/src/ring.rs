@@ -32,7 +32,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Bytes the requests' ring holds (coordinator to worker).
 pub const REQUEST_RING: usize = 4 << 20;
-/// Bytes the responses' ring holds (worker to coordinator): one part. Every
+/// Bytes the responses' ring holds (worker to coordinator): less than a
+/// part's frame (at least `PART_BYTES` of values, its table and header),
+/// which crosses it in two writes or more, the reader draining it. Every
 /// page of it is faulted in by the worker and again by the coordinator, in
 /// every pool, at 2-4 µs a page here: at 4 MiB the rings of a 2-worker
 /// `run 0..50000` took some 2400 page faults more, and `stress --pattern

@@ -222,8 +222,8 @@ pub fn serve<R: Read, W: Write>(
     Ok(summary)
 }
 
-/// The most a worker's packing buffer keeps between chunks: a chunk's
-/// budget (32 MiB) and some.
+/// The most a worker's packing buffer keeps between chunks (it holds a
+/// part's values, or a value bigger than a part while it goes in pieces).
 const KEPT_BYTES: usize = 64 << 20;
 
 /// Answers raw frames until an empty one (or the end of the stream): checks

@@ -97,16 +97,20 @@ pub(crate) fn serve_stdio(name: &str, main_entered_ns: u64, channel: Channel) ->
 /// its mmap threshold (128 KiB at first) afresh and unmaps it on free, and
 /// trims the heap's top; a seed near F(10^6) takes several such blocks, so
 /// a worker of `run 0..1000000` over shm took 156 thousand page faults with
-/// 4 MiB chunks, and 9.5 thousand with this (a page fault costs 2-4 µs
-/// on this kind of machine: docs/BENCHMARKS.md). Blocks up to
-/// 32 MiB come from the heap, and up to 64 MiB of free heap is kept.
+/// 4 MiB chunks, and about 10 thousand with this (a page fault costs 2-4 µs
+/// on this kind of machine: docs/BENCHMARKS.md). Blocks up to 4 MiB come
+/// from the heap, and up to 16 MiB of free heap is kept. Bigger blocks (a
+/// frame read by doubling its buffer, a value over F(4.8x10^7)) are still
+/// mapped, so they grow by mremap, without a copy, and leave nothing
+/// behind: at 32 MiB a stress worker echoing 16 MiB frames peaked at 35.4
+/// MB instead of 18.7 MB.
 fn keep_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets the allocator's parameters, under the
     // allocator's own lock.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
     }
 }
 

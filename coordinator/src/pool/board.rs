@@ -102,9 +102,8 @@ impl Drop for Part {
 /// frames: a part's megabyte buffer was otherwise mapped and faulted in
 /// afresh for every frame (over 40 GB of values, tens of thousands of
 /// page faults a second). Process-wide and bounded: buffers of
-/// [`RECYCLED_CAPACITY`] bytes at most, [`RECYCLED_BYTES`] in all (as many
-/// one-part buffers as two chunks of 32 MiB hold in flight), emptied
-/// whenever a pool is dropped.
+/// [`RECYCLED_CAPACITY`] bytes at most, [`RECYCLED_BYTES`] in all (32
+/// buffers of a part's class, 2 MiB), emptied whenever a pool is dropped.
 static RECYCLED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 const RECYCLED_BYTES: usize = 64 << 20;
 const RECYCLED_CAPACITY: usize = fibpool_protocol::frame::RESERVED_AHEAD;
@@ -122,11 +121,16 @@ pub(crate) fn forget_recycled() {
 /// more), or a new, empty one.
 pub(crate) fn recycled_buffer(len: usize) -> Vec<u8> {
     let mut kept = RECYCLED.lock().unwrap_or_else(PoisonError::into_inner);
-    let fits = |b: &Vec<u8>| (len..=size_class(len)).contains(&b.capacity());
-    match kept.iter().position(fits) {
+    match kept.iter().position(|b| takes(b.capacity(), len)) {
         Some(i) => kept.swap_remove(i),
         None => Vec::new(),
     }
+}
+
+/// Whether a recycled buffer of `capacity` bytes is given a frame of `len`:
+/// it holds the frame, and no more than the frame's class.
+fn takes(capacity: usize, len: usize) -> bool {
+    (len..=size_class(len)).contains(&capacity)
 }
 
 fn recycle(buf: Vec<u8>) {
@@ -220,6 +224,22 @@ impl Board {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recycled_buffer_takes_the_frames_of_its_class_only() {
+        const MIB: usize = 1 << 20;
+        // A part's buffer (2 MiB) takes every part, just over 1 MiB.
+        for len in [MIB + 1, MIB + 4352, 2 * MIB] {
+            assert!(takes(2 * MIB, len), "{len}");
+        }
+        // Not a frame it cannot hold, nor one of a smaller class: a last
+        // frame of 0.9 MB is given a 1 MiB buffer, not a part's.
+        for len in [2 * MIB + 1, MIB, 900_000, 100_000] {
+            assert!(!takes(2 * MIB, len), "{len}");
+        }
+        assert!(takes(MIB, 900_000) && takes(MIB, 524_289));
+        assert!(!takes(MIB, 524_288));
+    }
     use fibpool_protocol::Run;
 
     fn plan(id: u64, first_position: u64, indices: &[u64]) -> ChunkPlan {

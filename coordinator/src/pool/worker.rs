@@ -441,12 +441,13 @@ fn next_event(
         let piece = match (within(packed.ends()), within(packed.data())) {
             (Some(ends), Some(data)) => {
                 let mut buf = frames.take_payload();
-                // A frame over what the reader reserves ahead grew by doubling
-                // as its bytes came, and a buffer given from elsewhere (a
-                // test's, say) may be bigger than its frame's class: held in
-                // a batch's window a buffer counts at its capacity. Within
-                // its class it is kept whole, to be recycled for frames of
-                // that class. Blocks shrink in place, without a copy.
+                // A buffer given from elsewhere (a test's, say) may be
+                // bigger than its frame's class: held in a batch's window a
+                // buffer counts at its capacity. Within its class (every
+                // buffer the reader sizes, a frame grown by doubling past
+                // what it reserves ahead included) it is kept whole, to be
+                // recycled for frames of that class. Blocks shrink in place,
+                // without a copy.
                 if buf.capacity() > size_class(buf.len()) {
                     buf.shrink_to_fit();
                 }
