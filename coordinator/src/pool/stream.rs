@@ -33,8 +33,8 @@ pub const WINDOW_BYTES: u64 = 256 << 20;
 
 /// What a chunk of a fed batch whose window holds `chunks` chunks may take
 /// in answers: 4 MiB ([`CHUNK_BYTES_BUDGET`]) for the window of a pool of
-/// up to 16 workers, less for bigger ones, so that the window's bytes still hold
-/// half its chunks ([`WINDOW_BYTES`] x 2 / `chunks`), and at least 1 MiB.
+/// up to 16 workers, less for bigger ones, so that the window's bytes
+/// still hold half its chunks ([`WINDOW_BYTES`] x 2 / `chunks`), and at least 1 MiB.
 pub(crate) fn chunk_budget(chunks: usize) -> u64 {
     (2 * WINDOW_BYTES / chunks.max(1) as u64).clamp(1 << 20, CHUNK_BYTES_BUDGET)
 }

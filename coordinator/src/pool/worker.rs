@@ -444,8 +444,8 @@ fn next_event(
                 // A buffer given from elsewhere (a test's, say) may be
                 // bigger than its frame's class: held in a batch's window a
                 // buffer counts at its capacity. Within its class (every
-                // buffer the reader sizes, a frame grown by doubling past
-                // what it reserves ahead included) it is kept whole, to be
+                // buffer the reader sizes, and as a rule one grown by
+                // doubling past what it reserves ahead) it is kept whole, to be
                 // recycled for frames of that class. Blocks shrink in place,
                 // without a copy.
                 if buf.capacity() > size_class(buf.len()) {
