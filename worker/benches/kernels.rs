@@ -114,6 +114,18 @@ fn run_stepping(c: &mut Criterion) {
                     .sum::<u64>()
             })
         });
+        for (name, enc) in [
+            ("raw_stepped", Encoding::Raw),
+            ("hex_stepped", Encoding::Hex),
+        ] {
+            group.bench_function(BenchmarkId::new(name, &id), |b| {
+                b.iter(|| {
+                    let mut tally = Tally::default();
+                    encode_run(black_box(start), len, enc, &mut tally);
+                    tally.bytes
+                })
+            });
+        }
         group.bench_function(BenchmarkId::new("decimal_stepped", &id), |b| {
             b.iter(|| {
                 let mut tally = Tally::default();

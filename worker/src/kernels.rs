@@ -340,10 +340,9 @@ pub fn encode_limbs(
         // (5.4 ms of either is the additions; release build, in-process).
         Encoding::Raw => {
             let start = out.len();
-            out.resize(start + limbs.len() * 8, 0);
-            for (to, limb) in out[start..].chunks_exact_mut(8).zip(limbs) {
-                to.copy_from_slice(&limb.to_le_bytes());
-            }
+            let written = write_spare(out, limbs.len() * 8, limbs.map(u64::to_le_bytes));
+            // SAFETY: write_spare initialised these bytes past the end.
+            unsafe { out.set_len(start + written) };
             while out.len() > start && out.last() == Some(&0) {
                 out.pop();
             }
@@ -368,16 +367,37 @@ pub fn encode_limbs(
             let digits = hex_limb(top);
             out.extend_from_slice(&digits[top.leading_zeros() as usize / 4..]);
             let start = out.len();
-            out.resize(start + (count - zeros - 1) * 16, 0);
-            for (to, limb) in out[start..].chunks_exact_mut(16).zip(limbs) {
-                to.copy_from_slice(&hex_limb(limb));
-            }
+            let written = write_spare(out, (count - zeros - 1) * 16, limbs.map(hex_limb));
+            // SAFETY: write_spare initialised these bytes past the end.
+            unsafe { out.set_len(start + written) };
         }
         Encoding::Decimal => {
             let limbs: Vec<u64> = limbs.collect();
             encode_into(&Natural::from_owned_limbs_asc(limbs), encoding, out)
         }
     }
+}
+
+/// Writes `pieces` into `out`'s spare room, past its end, as far as `room`
+/// bytes (reserved first), and returns how many bytes it wrote: the caller
+/// then sets the length. Unlike filling zeros first and then overwriting
+/// them, each byte is written once (the zeroing was 3-4% of a raw run's
+/// CPU time in a worker, `perf record`).
+fn write_spare<const N: usize>(
+    out: &mut Vec<u8>,
+    room: usize,
+    pieces: impl Iterator<Item = [u8; N]>,
+) -> usize {
+    out.reserve(room);
+    let spare = &mut out.spare_capacity_mut()[..room];
+    let mut written = 0;
+    for (to, piece) in spare.chunks_exact_mut(N).zip(pieces) {
+        for (to, byte) in to.iter_mut().zip(piece) {
+            to.write(byte);
+        }
+        written += N;
+    }
+    written
 }
 
 /// The two lowercase hex digits of every byte.
@@ -702,6 +722,55 @@ mod tests {
         );
         encode_limbs([1u64, 2, 0].into_iter(), Encoding::Hex, &mut out);
         assert_eq!(out, b"ab\x02\x0120000000000000001");
+        // A length that is wrong (a safe trait may lie) writes what the
+        // limbs give, within the length: never a byte nobody wrote.
+        for (claimed, limbs) in [(5, vec![7u64, 9]), (1, vec![7u64, 9, 11])] {
+            for encoding in [Encoding::Raw, Encoding::Hex] {
+                let mut out = b"x".to_vec();
+                encode_limbs(
+                    Lying {
+                        claimed,
+                        limbs: limbs.clone().into_iter(),
+                    },
+                    encoding,
+                    &mut out,
+                );
+                // Raw takes limbs from the bottom, hex from the top.
+                let k = limbs.len().min(claimed);
+                let taken = match encoding {
+                    Encoding::Raw => &limbs[..k],
+                    _ => &limbs[limbs.len() - k..],
+                };
+                let mut want = b"x".to_vec();
+                encode_limbs(taken.iter().copied(), encoding, &mut want);
+                assert_eq!(out, want, "{claimed} claimed for {limbs:?} in {encoding:?}");
+            }
+        }
+    }
+
+    /// Limbs whose claimed count is not what they yield.
+    struct Lying {
+        claimed: usize,
+        limbs: std::vec::IntoIter<u64>,
+    }
+
+    impl Iterator for Lying {
+        type Item = u64;
+        fn next(&mut self) -> Option<u64> {
+            self.limbs.next()
+        }
+    }
+
+    impl DoubleEndedIterator for Lying {
+        fn next_back(&mut self) -> Option<u64> {
+            self.limbs.next_back()
+        }
+    }
+
+    impl ExactSizeIterator for Lying {
+        fn len(&self) -> usize {
+            self.claimed
+        }
     }
 
     #[test]
