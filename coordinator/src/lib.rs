@@ -26,10 +26,10 @@ pub mod stats;
 
 pub use fibpool_protocol::Encoding;
 pub use pool::{
-    AsCompleted, ChunkValues, Future, Host, Item, Login, Map, MapUnordered, Pool, PoolBuilder,
-    PoolCounts, PoolError, RunOptions, RunSummary, Ssh, StartMethod, TaskList, Transport,
-    WORKER_ENV, WorkerCommand, WorkerName, WorkerStats, as_completed, check_batch, check_index,
-    default_workers, prepare_fork, release_fork, value_memory_bound,
+    AsCompleted, ChunkValues, Future, Host, Item, Login, Map, MapUnordered, MemoryLimit, Pool,
+    PoolBuilder, PoolCounts, PoolError, RunOptions, RunSummary, Ssh, StartMethod, TaskList,
+    Transport, WORKER_ENV, WorkerCommand, WorkerName, WorkerStats, as_completed, check_batch,
+    check_index, default_workers, prepare_fork, release_fork, value_memory_bound,
 };
 
 /// In a process started by [`WorkerCommand::this_program`] (that is, with

@@ -492,7 +492,8 @@ fn values_bigger_than_a_part_print_whole_in_decimal_and_hex() {
 fn a_value_too_big_for_the_memory_it_may_use_is_refused_up_front() {
     // Under a 4 GiB address-space limit, F(3 000 000 000) in decimal (about
     // 4.4 GB to compute and hold) is refused before any worker starts
-    // (usage, exit 2), naming the index and both sizes; F(300 000 000) is not.
+    // (usage, exit 2), naming the index, both sizes and the limit;
+    // F(300 000 000) is not.
     let limited = |indices: &[&str]| {
         let mut cmd = fibpool();
         cmd.args(["run", "--max-index", "20000000000"])
@@ -515,43 +516,83 @@ fn a_value_too_big_for_the_memory_it_may_use_is_refused_up_front() {
     };
     let out = limited(&["1", "3000000000"]);
     assert_eq!(out.code(), Some(2), "{}", out.stderr);
-    // The smaller of the limit and MemAvailable.
-    let want = "fibpool: error: F(3000000000) would need about 4.41 GB of memory \
-                to compute and hold, more than the ";
-    assert!(out.stderr.starts_with(want), "{}", out.stderr);
-    assert!(out.stderr.ends_with(" GB available\n"), "{}", out.stderr);
-    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        "fibpool: error: F(3000000000) would need about 4.41 GB of memory to compute and \
+         hold, more than the 4.29 GB one process may map (RLIMIT_AS)\n"
+    );
     assert_eq!(out.stdout, "");
     limited(&["--output", "none", "300000000"]).assert_success();
-    // Values computed at once on two workers need their memory together:
-    // F(1 600 000 000) in decimal needs about 2.35 GB alone, 4.70 GB with
-    // the next one (or a copy of itself) beside it. Old failure: each was
-    // checked alone, and the run started.
+}
+
+#[test]
+fn values_computed_at_once_must_fit_in_the_memory_cgroup_together() {
+    // In a memory cgroup limited to 4 GiB, values computed at once on
+    // several workers need their memory together: F(1 600 000 000) in
+    // decimal needs about 2.35 GB alone, 4.70 GB with the next one (or a
+    // copy of itself) beside it. Old failure: the limit was MemAvailable
+    // or RLIMIT_AS only, and the run started.
+    let cgroup = MemoryCgroup::new("at-once", 4 << 30);
+    let in_cgroup = |args: &[&str]| {
+        let mut cmd = fibpool();
+        cmd.args(["run", "--max-index", "20000000000"]).args(args);
+        cgroup.enter(&mut cmd);
+        run(&mut cmd)
+    };
     // With --hosts the pool is the hosts' counts, not -w (the count of a
     // host that gives none): two workers here. Old failure: -w 1 was
     // counted, and the pool refused the batch once its workers had started
     // (exit 1).
-    for (args, batch, first) in [
+    // F(300 000 000) in decimal is 62.7 MB, under a frame's 64 MiB: ten of
+    // them need 4.41 GB at once. Old failure: values under 64 MiB were
+    // never counted, and the ten started.
+    for (args, first, clause, need) in [
         (
-            &["-w", "2"][..],
-            &["1600000001", "1600000000"][..],
+            &["-w", "2", "1600000001", "1600000000"][..],
             1_600_000_001u64,
+            "and the next biggest value, computed at once on two workers,",
+            "4.70",
         ),
-        (&["-w", "2"][..], &["1600000000x2"][..], 1_600_000_000),
         (
-            &["-w", "1", "--hosts", "2/:"][..],
-            &["1600000001", "1600000000"][..],
+            &["-w", "2", "1600000000x2"][..],
+            1_600_000_000,
+            "and the next biggest value, computed at once on two workers,",
+            "4.70",
+        ),
+        (
+            &["-w", "1", "--hosts", "2/:", "1600000001", "1600000000"][..],
             1_600_000_001,
+            "and the next biggest value, computed at once on two workers,",
+            "4.70",
+        ),
+        (
+            &["-w", "10", "300000000x10"][..],
+            300_000_000,
+            "and the next 9 biggest values, computed at once on 10 workers,",
+            "4.41",
         ),
     ] {
-        let out = limited(&[args, batch].concat());
-        assert_eq!(out.code(), Some(2), "{batch:?}: {}", out.stderr);
+        let out = in_cgroup(args);
+        assert_eq!(out.code(), Some(2), "{args:?}: {}", out.stderr);
         let want = format!(
-            "fibpool: error: F({first}) and the next biggest value, computed at once on two \
-             workers, would need about 4.70 GB of memory to compute and hold, more than the "
+            "fibpool: error: F({first}) {clause} would need about {need} GB of memory to \
+             compute and hold, more than the "
         );
-        assert!(out.stderr.starts_with(&want), "{batch:?}: {}", out.stderr);
+        assert!(out.stderr.starts_with(&want), "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .ends_with(" GB left in this process's memory cgroup\n"),
+            "{args:?}: {}",
+            out.stderr
+        );
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
         assert_eq!(out.stdout, "");
     }
+    // One of them alone fits, and is computed (a small one, to be quick).
+    let out = in_cgroup(&["-w", "1", "--output", "hex", "10000000"]);
+    out.assert_success();
+    assert_eq!(
+        out.stdout.len(),
+        "10000000\t".len() + hex_digits(10_000_000) + 1
+    );
 }

@@ -405,3 +405,76 @@ pub fn digits_mod(digits: &str, radix: u32, m: u128) -> u128 {
         (acc * u128::from(radix) + u128::from(c.to_digit(radix).expect("a digit"))) % m
     })
 }
+
+/// A memory cgroup of its own with a limit, for one test's processes (a
+/// child of this process's v1 memory cgroup, or of the v2 hierarchy's root
+/// where there is no v1 memory controller): the tests run as root. Removed
+/// when dropped, once its processes have ended.
+pub struct MemoryCgroup {
+    dir: PathBuf,
+    procs: std::ffi::CString,
+}
+
+impl MemoryCgroup {
+    pub fn new(name: &str, limit_bytes: u64) -> MemoryCgroup {
+        let ours = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let v1 = ours.lines().find_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "memory")
+                .then(|| PathBuf::from("/sys/fs/cgroup/memory").join(path.trim_start_matches('/')))
+        });
+        let (parent, limit_file) = match v1 {
+            Some(dir) => (dir, "memory.limit_in_bytes"),
+            None => (PathBuf::from("/sys/fs/cgroup"), "memory.max"),
+        };
+        let dir = parent.join(format!("fibpool-it-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| {
+            panic!(
+                "cannot make the memory cgroup {} (these tests run as root): {e}",
+                dir.display()
+            )
+        });
+        std::fs::write(dir.join(limit_file), limit_bytes.to_string())
+            .unwrap_or_else(|e| panic!("cannot limit {}: {e}", dir.display()));
+        let procs = dir.join("cgroup.procs");
+        let procs = std::ffi::CString::new(procs.into_os_string().into_encoded_bytes()).unwrap();
+        MemoryCgroup { dir, procs }
+    }
+
+    /// Makes `cmd`'s process start in this cgroup.
+    pub fn enter(&self, cmd: &mut Command) {
+        let procs = self.procs.clone();
+        // SAFETY: open, write and close only, between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // "0" is the writing process.
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if written == 1 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        };
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Its processes have been reaped; the kernel may take a moment to
+        // let it go.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::remove_dir(&self.dir).is_err() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

@@ -3,6 +3,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::memory::MemoryLimit;
+
 /// Names one worker process in messages: `worker 2 (pid 41234)`, or for a
 /// worker on another host `worker 2 (pid 41234 there)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,13 +45,13 @@ pub enum PoolError {
     #[error("index {index} is above the largest index a worker computes ({max})")]
     IndexTooLarge { index: u64, max: u64 },
 
-    /// A value that would not fit in this machine's memory while a worker
-    /// computes it and the pool holds it, refused before anything was sent;
-    /// with `at_once` above 1, the batch's biggest values, F(`index`) the
-    /// first, as many as the pool computes at once, which would not fit
-    /// together.
+    /// A value that would not fit in the memory it may use (`limit`) while
+    /// a worker computes it and the pool holds it, refused before anything
+    /// was sent; with `at_once` above 1, the batch's biggest values,
+    /// F(`index`) the first, as many as the pool computes at once, which
+    /// would not fit together.
     #[error(
-        "F({index}){} would need about {} of memory to compute and hold, more than the {} available",
+        "F({index}){} would need about {} of memory to compute and hold, more than the {} {limit}",
         at_once_clause(*at_once),
         gigabytes(*need),
         gigabytes(*available)
@@ -59,6 +61,8 @@ pub enum PoolError {
         need: u64,
         available: u64,
         at_once: u64,
+        /// Which limit `available` is.
+        limit: MemoryLimit,
     },
 
     #[error("cannot start worker `{command}`")]
@@ -210,11 +214,13 @@ impl Clone for PoolError {
                 need,
                 available,
                 at_once,
+                limit,
             } => PoolError::ValueTooBig {
                 index: *index,
                 need: *need,
                 available: *available,
                 at_once: *at_once,
+                limit: *limit,
             },
             PoolError::Spawn { command, source } => PoolError::Spawn {
                 command: command.clone(),

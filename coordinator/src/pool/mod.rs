@@ -23,6 +23,7 @@ mod hosts;
 mod launch;
 mod manager;
 mod map;
+mod memory;
 mod mux;
 pub mod probe;
 pub mod registry;
@@ -42,8 +43,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use fibpool_protocol::packed::encoded_len_bound;
-use fibpool_protocol::{Encoding, MAX_INDEX};
+use fibpool_protocol::Encoding;
 
 pub use command::{WORKER_ENV, WorkerCommand};
 pub use error::{PoolError, WorkerName};
@@ -52,6 +52,8 @@ pub use future::{AsCompleted, Future, as_completed};
 pub use hosts::{Host, Login, Ssh};
 pub use launch::StartMethod;
 pub use map::{Map, MapUnordered};
+pub use memory::{MemoryLimit, check_batch, check_index, value_memory_bound};
+use memory::{affordable_limit, unchecked_limit};
 pub use stats::{PHASE_NAMES, Phases, PoolCounts, WorkerStats};
 pub use tasks::{CHUNK_BYTES_BUDGET, ChunkSize, GUIDED_MIN_COST, TaskList, guided_chunk_size};
 pub use transport::Transport;
@@ -463,7 +465,7 @@ impl Pool {
     }
 
     /// Submits a batch and returns at once with its [`Future`]. Indices
-    /// above [`MAX_INDEX`] are refused here, before anything is sent.
+    /// above [`MAX_INDEX`](fibpool_protocol::MAX_INDEX) are refused here, before anything is sent.
     pub fn submit(&self, indices: impl IntoIterator<Item = u64>) -> Result<Future, PoolError> {
         self.submit_tasks(indices.into_iter().collect())
     }
@@ -662,132 +664,6 @@ impl Pool {
     }
 }
 
-/// Refuses a batch with an index no worker computes, or whose biggest
-/// values, as many as `workers` computed at once, would not fit in this
-/// machine's memory (see [`check_index`]).
-pub fn check_batch(tasks: &TaskList, encoding: Encoding, workers: usize) -> Result<(), PoolError> {
-    let Some(index) = tasks.max_index() else {
-        return Ok(());
-    };
-    check_index(index, encoding)?;
-    if index <= unchecked_limit(encoding) {
-        return Ok(());
-    }
-    let Some((index, need, at_once)) = batch_need(tasks, encoding, workers) else {
-        return Ok(());
-    };
-    if at_once == 1 {
-        // The one value check_index looked at.
-        return Ok(());
-    }
-    match memory_for_values() {
-        Some(available) if need > available => Err(PoolError::ValueTooBig {
-            index,
-            need,
-            available,
-            at_once,
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// The batch's values over what [`check_index`] takes without a look at
-/// memory, the `workers` biggest of them: the largest index, what they
-/// need together, and how many they are.
-fn batch_need(tasks: &TaskList, encoding: Encoding, workers: usize) -> Option<(u64, u64, u64)> {
-    let big = tasks.largest_above(unchecked_limit(encoding), workers.max(1));
-    let need = big
-        .iter()
-        .map(|&n| value_memory_bound(n, encoding))
-        .fold(0, u64::saturating_add);
-    Some((*big.first()?, need, big.len() as u64))
-}
-
-/// Refuses an index no worker computes, or one whose value would not fit
-/// in this machine's memory ([`value_memory_bound`] against MemAvailable,
-/// or RLIMIT_AS when lower).
-/// Only a value bigger than [`worker::MAX_ANSWER_BYTES`] is checked, so
-/// that small batches never read /proc.
-pub fn check_index(index: u64, encoding: Encoding) -> Result<(), PoolError> {
-    if index > MAX_INDEX {
-        return Err(PoolError::IndexTooLarge {
-            index,
-            max: MAX_INDEX,
-        });
-    }
-    if encoded_len_bound(index, encoding) <= worker::MAX_ANSWER_BYTES as u64 {
-        return Ok(());
-    }
-    let need = value_memory_bound(index, encoding);
-    match memory_for_values() {
-        Some(available) if need > available => Err(PoolError::ValueTooBig {
-            index,
-            need,
-            available,
-            at_once: 1,
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// The largest index whose value [`check_index`] takes without a look at
-/// memory.
-pub(crate) fn unchecked_limit(encoding: Encoding) -> u64 {
-    last_index_where(|n| encoded_len_bound(n, encoding) <= worker::MAX_ANSWER_BYTES as u64)
-}
-
-/// The largest index whose value fits what memory allows now (at least
-/// [`unchecked_limit`]).
-pub(crate) fn affordable_limit(encoding: Encoding) -> u64 {
-    let Some(memory) = memory_for_values() else {
-        return MAX_INDEX;
-    };
-    let fits = last_index_where(|n| value_memory_bound(n, encoding) <= memory);
-    fits.max(unchecked_limit(encoding))
-}
-
-/// The largest n up to [`MAX_INDEX`] for which `holds`, which must hold
-/// for 0 and, once false, stay false.
-fn last_index_where(holds: impl Fn(u64) -> bool) -> u64 {
-    let (mut yes, mut no) = (0, MAX_INDEX + 1);
-    if holds(MAX_INDEX) {
-        return MAX_INDEX;
-    }
-    while no - yes > 1 {
-        let mid = yes + (no - yes) / 2;
-        if holds(mid) { yes = mid } else { no = mid }
-    }
-    yes
-}
-
-/// What a big value may use: the machine's MemAvailable, or this
-/// process's address-space limit (RLIMIT_AS, which its workers inherit)
-/// when that is lower.
-fn memory_for_values() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct we own.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0;
-    let limit = (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur);
-    match (child::available_memory_bytes(), limit) {
-        (Some(available), Some(limit)) => Some(available.min(limit)),
-        (available, limit) => available.or(limit),
-    }
-}
-
-/// About the most memory computing F(`index`) in `encoding` takes: the
-/// worker's arithmetic, 12 times the value's raw size (F(3x10^8), 26 MB raw,
-/// peaked at 313 MB in its worker), and the encoded value twice (the
-/// worker's copy and the pool's).
-pub fn value_memory_bound(index: u64, encoding: Encoding) -> u64 {
-    let raw = encoded_len_bound(index, Encoding::Raw);
-    let encoded = encoded_len_bound(index, encoding);
-    raw.saturating_mul(12)
-        .saturating_add(encoded.saturating_mul(2))
-}
-
 impl Drop for Pool {
     fn drop(&mut self) {
         board::forget_recycled();
@@ -803,46 +679,5 @@ impl Drop for Pool {
         }
         let _ = self.tx.send(Msg::Kill);
         let _ = thread.join();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_last_index_where_a_bound_holds_is_found_exactly() {
-        assert_eq!(last_index_where(|n| n <= 12_345), 12_345);
-        assert_eq!(last_index_where(|_| true), MAX_INDEX);
-        assert_eq!(last_index_where(|n| n == 0), 0);
-        // The values check_index takes without a look at memory: F(n) raw
-        // within 64 MiB, and not one index more.
-        let limit = unchecked_limit(Encoding::Raw);
-        let cap = worker::MAX_ANSWER_BYTES as u64;
-        assert!(encoded_len_bound(limit, Encoding::Raw) <= cap);
-        assert!(encoded_len_bound(limit + 1, Encoding::Raw) > cap);
-        assert!(unchecked_limit(Encoding::Decimal) < limit);
-        assert!(check_index(limit, Encoding::Raw).is_ok());
-        assert!(affordable_limit(Encoding::Raw) >= limit);
-    }
-
-    #[test]
-    fn a_batch_needs_the_memory_of_its_biggest_values_computed_at_once() {
-        let limit = unchecked_limit(Encoding::Raw);
-        let (a, b) = (limit + 10, limit + 1000);
-        let bound = |n| value_memory_bound(n, Encoding::Raw);
-        let tasks: TaskList = [5, a, 7, b, limit].into_iter().collect();
-        assert_eq!(
-            batch_need(&tasks, Encoding::Raw, 2),
-            Some((b, bound(a) + bound(b), 2))
-        );
-        assert_eq!(batch_need(&tasks, Encoding::Raw, 1), Some((b, bound(b), 1)));
-        assert_eq!(
-            batch_need(&tasks, Encoding::Raw, 8),
-            Some((b, bound(a) + bound(b), 2)),
-            "only values past the unchecked limit count"
-        );
-        let small: TaskList = [5, limit].into_iter().collect();
-        assert_eq!(batch_need(&small, Encoding::Raw, 2), None);
     }
 }
