@@ -521,6 +521,32 @@ fn a_stress_bigger_than_the_machines_memory_is_refused_up_front() {
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(out.stdout.is_empty(), "{}", out.stdout);
     assert!(!path.exists(), "the report was created");
+    // In a memory cgroup limited to 1 GiB, 16 workers echoing 64 MiB frames
+    // (about 1.4 GiB) are refused too. Old failure: only MemAvailable was
+    // read, and the stress started.
+    let cgroup = MemoryCgroup::new("stress", 1 << 30);
+    let mut cmd = fibpool();
+    cmd.args(["stress", "-w", "16", "--pattern", "fanout"])
+        .args(["--sizes", "67108800", "--count", "1"]);
+    cgroup.enter(&mut cmd);
+    let out = run(&mut cmd);
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    let needed_mib: u64 = (16 * (67108800 + (4 << 20)) + 67108800 + (256 << 20)) >> 20;
+    let head = format!(
+        "fibpool: error: 16 workers echoing payloads of 67108800 bytes need about {needed_mib} MiB of memory, and "
+    );
+    let room: u64 = out
+        .stderr
+        .strip_prefix(&head)
+        .and_then(|rest| {
+            rest.strip_suffix(" MiB is available: use fewer workers or smaller --sizes\n")
+        })
+        .and_then(|mib| mib.parse().ok())
+        .unwrap_or_else(|| panic!("{}", out.stderr));
+    assert!(
+        room <= 1024,
+        "the cgroup's room, not the machine's: {room} MiB"
+    );
     // One worker, as pingpong and stream use, fits.
     let out = run(fibpool()
         .args(["stress", "-w", "1024", "--pattern", "pingpong"])

@@ -13,7 +13,7 @@ use fibpool_coordinator::measure::bench::find_python;
 use fibpool_coordinator::measure::stress::{
     Limit, MAX_PAYLOAD, Pattern, StressPlan, measure, memory_needed,
 };
-use fibpool_coordinator::pool::probe::available_memory_bytes;
+use fibpool_coordinator::pool::probe::shared_memory_bytes;
 use fibpool_coordinator::report::plot::stress_svg;
 use fibpool_coordinator::report::{PythonStress, StressReport, StressResult};
 use fibpool_coordinator::{Transport, default_workers};
@@ -133,7 +133,7 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
         PatternArg::Fanout => Pattern::Fanout,
     }));
     let needed = memory_needed(workers, &patterns, &sizes);
-    if let Some(available) = available_memory_bytes()
+    if let Some(available) = shared_memory_bytes()
         && needed > available
     {
         let size = sizes.iter().copied().max().unwrap_or(0);

@@ -80,6 +80,12 @@ impl Room {
     }
 }
 
+/// The memory the processes of this machine and cgroup share now: the
+/// least of MemAvailable and what this process's memory cgroup has left.
+pub fn shared_memory_bytes() -> Option<u64> {
+    Room::now().shared.map(|(bytes, _)| bytes)
+}
+
 fn least(
     a: Option<(u64, MemoryLimit)>,
     b: Option<(u64, MemoryLimit)>,

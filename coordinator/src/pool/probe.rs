@@ -22,7 +22,8 @@ use super::tasks::TaskList;
 use super::transport::Transport;
 use super::{Pool, WorkerCommand};
 
-pub use super::child::{available_memory_bytes, describe_status, peak_rss_bytes};
+pub use super::child::{describe_status, peak_rss_bytes};
+pub use super::memory::shared_memory_bytes;
 pub use super::transport::{Reader, Writer};
 
 /// Calls that look inside a pool: see [`Pool::probe`].
