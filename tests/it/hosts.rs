@@ -547,6 +547,18 @@ fn bad_host_options_are_usage_errors() {
             vec!["--hosts-file", "/nonexistent/hosts"],
             "fibpool: error: cannot read --hosts-file '/nonexistent/hosts': No such file or directory (os error 2)\n",
         ),
+        // Read no further than a list of hosts takes. Old failure: read
+        // to its end, which /dev/zero never reaches.
+        (
+            vec!["--hosts-file", "/dev/zero"],
+            "fibpool: error: --hosts-file '/dev/zero' is longer than 1024 KiB, more than 1024 hosts take\n",
+        ),
+        // Known before any host is reached. Old failure: exit 1 from the
+        // pool's build.
+        (
+            vec!["--hosts", "600/:,600/:"],
+            "fibpool: error: the hosts give 1200 workers, more than a pool has (1024)\n",
+        ),
     ];
     for (args, want) in cases {
         let out = run(fibpool().arg("run").args(&args).arg("10"));

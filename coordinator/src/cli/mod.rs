@@ -425,8 +425,13 @@ impl HostsArg {
             }
         }
         if let Some(path) = &self.hosts_file {
-            let text = match std::fs::read_to_string(path) {
-                Ok(text) => text,
+            let text = match read_bounded(path, MAX_HOSTS_FILE_BYTES) {
+                Ok(Some(text)) => text,
+                Ok(None) => usage!(
+                    "--hosts-file {} is longer than {} KiB, more than {MAX_WORKERS} hosts take",
+                    quoted_path(path),
+                    MAX_HOSTS_FILE_BYTES >> 10
+                ),
                 Err(e) => usage!("cannot read --hosts-file {}: {e}", quoted_path(path)),
             };
             match Host::parse_file(&text) {
@@ -442,6 +447,14 @@ impl HostsArg {
                 "{} hosts given: a pool has at most {MAX_WORKERS} workers",
                 hosts.len()
             );
+        }
+        // Each host gives at least one worker, or the count it names.
+        let at_least = hosts
+            .iter()
+            .map(|h| h.workers.unwrap_or(1))
+            .fold(0, usize::saturating_add);
+        if at_least > MAX_WORKERS {
+            usage!("the hosts give {at_least} workers, more than a pool has ({MAX_WORKERS})");
         }
         let command = match WorkerCommand::parse(&self.ssh) {
             Ok(command) => command,
@@ -759,4 +772,24 @@ impl ReportFile {
             }
         });
     }
+}
+
+/// The most a --hosts file may hold: 1024 hosts of up to 255 characters
+/// and their counts, with room to spare.
+const MAX_HOSTS_FILE_BYTES: u64 = 1 << 20;
+
+/// A text file of at most `limit` bytes; `None` when it holds more (read
+/// no further than that, so /dev/zero ends too).
+fn read_bounded(path: &std::path::Path, limit: u64) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Ok(None);
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text"))
 }
