@@ -760,11 +760,13 @@ fn a_stopped_worker_is_named_and_the_run_waits_for_it() {
     );
 }
 
-/// A report path that is a symlink replaces the link's target, a regular
-/// file keeps its mode, and a FIFO is written into, not replaced.
+/// A report path that is a symlink replaces the link's target (made if it
+/// does not exist), a regular file keeps its mode, a FIFO is written into,
+/// not replaced (when something reads it), and this process's stdout is
+/// written after the values.
 #[test]
 fn a_report_goes_where_its_path_leads() {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
     let dir = scratch_dir("report-paths");
     let target = dir.join("target.json");
     std::fs::write(&target, "{\"old\": 1}").unwrap();
@@ -789,21 +791,77 @@ fn a_report_goes_where_its_path_leads() {
     let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: a valid C string.
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
-    let reader = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || std::fs::read(fifo).unwrap())
-    };
+    // With nothing reading it, a FIFO would block the run before it
+    // starts: refused. Old failure: the run waited for a reader forever.
+    let out = run(fibpool()
+        .args(["run", "-w", "1", "5", "--report"])
+        .arg(&fifo));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "fibpool: error: cannot create --report file '{}': it is a FIFO that nothing reads\n",
+            fifo.display()
+        )
+    );
+    // Opened for reading first (without waiting for a writer), it takes
+    // the report, which fits in its buffer.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
     run(fibpool()
         .args(["run", "-w", "1", "5", "--report"])
         .arg(&fifo))
     .assert_success();
-    let got: serde_json::Value = serde_json::from_slice(&reader.join().unwrap()).unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut reader, &mut bytes).unwrap();
+    let got: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(got["outcome"], "completed");
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    // A link that leads to no file yet: the report is made where it leads.
+    // Old failure: refused ("No such file or directory").
+    let dangling = dir.join("dangling.json");
+    std::os::unix::fs::symlink("made.json", &dangling).unwrap();
+    run(fibpool()
+        .args(["run", "-w", "1", "5", "--report"])
+        .arg(&dangling))
+    .assert_success();
+    assert_eq!(read_report(&dir.join("made.json"))["outcome"], "completed");
+    // This process's own stdout, on a file or a pipe: the report comes
+    // after the values, which stay. Old failure: with stdout on a file,
+    // the report was renamed over it; on a pipe, it was refused.
+    let file = dir.join("out.txt");
+    let status = fibpool()
+        .args(["run", "-w", "1", "0..3", "--report", "/dev/stdout"])
+        .stdout(std::fs::File::create(&file).unwrap())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let piped = run(fibpool().args(["run", "-w", "1", "0..3", "--report", "/dev/stdout"]));
+    piped.assert_success();
+    for got in [std::fs::read_to_string(&file).unwrap(), piped.stdout] {
+        let (values, report) = got.split_at(got.find('{').unwrap_or_else(|| panic!("{got}")));
+        assert_eq!(values, "0\t0\n1\t1\n2\t1\n");
+        let report: serde_json::Value = serde_json::from_str(report).unwrap();
+        assert_eq!(report["outcome"], "completed", "{report}");
+    }
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["fifo", "link.json", "target.json"]);
+    assert_eq!(
+        names,
+        [
+            "dangling.json",
+            "fifo",
+            "link.json",
+            "made.json",
+            "out.txt",
+            "target.json"
+        ]
+    );
 }

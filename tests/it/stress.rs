@@ -370,4 +370,29 @@ fn stress_plots_round_trips_by_percentile_and_throughput() {
         out.stderr,
         "fibpool: error: cannot create --plot file '/nonexistent/dir/s.svg': No such file or directory (os error 2)\n"
     );
+    // A path is named escaped, on one line. Old failure: the newline and
+    // the escape character were printed as they were.
+    let out = run(fibpool().args(["stress", "--plot", "/nonexistent/a\nb\x1b[2J.svg"]));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        "fibpool: error: cannot create --plot file '/nonexistent/a\\nb\\u{1b}[2J.svg': No such file or directory (os error 2)\n"
+    );
+    // A stress that fails keeps what the plot's file held, and leaves no
+    // temporary file. Old failure: the file was truncated up front and
+    // left empty.
+    let dir = scratch_dir("stress-plot-kept");
+    let kept = dir.join("old.svg");
+    std::fs::write(&kept, "old").unwrap();
+    let out = run(fibpool()
+        .args(["stress", "--count", "1", "--sizes", "8"])
+        .args(["--worker-cmd", "/nonexistent/worker", "--plot"])
+        .arg(&kept));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "old");
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["old.svg"]);
 }

@@ -113,11 +113,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     super::check_fork_command(args.start_methods.forks(), args.worker_cmd.is_some())?;
     let command = worker_command(args.worker_cmd.as_deref())?;
     let report_file = create_report(args.report)?;
-    if let Some(path) = &args.plot
-        && let Err(e) = std::fs::File::create(path)
-    {
-        usage!("cannot create --plot file '{}': {e}", path.display());
-    }
+    let plot_file = super::create_plot(args.plot)?;
     let python = if args.vs_python {
         let found = find_python(args.python_repeat.unwrap_or(args.repeat));
         if found.is_none() {
@@ -172,10 +168,8 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     if let Some(file) = report_file {
         file.write(&report)?;
     }
-    if let Some(path) = &args.plot {
-        plot::speedup_svg(&report, path)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("cannot draw the plot to '{}'", path.display()))?;
+    if let Some(file) = &plot_file {
+        file.draw(|path| plot::speedup_svg(&report, path))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -630,17 +630,45 @@ struct TempFile {
 
 impl TempFile {
     /// Where a report at `target` goes, and the path it ends at: a symlink
-    /// is followed (its target is replaced, not the link), a regular file's
-    /// mode is kept, and anything else that exists is written in place.
+    /// is followed (its target is replaced, not the link, and may not exist
+    /// yet), a regular file's mode is kept, and anything else that exists
+    /// is written in place (a FIFO only if something reads it). A path to
+    /// this process's own stdout or stderr (`/dev/stdout`) is written
+    /// through that descriptor, after what it holds.
     fn for_report(target: &Path) -> std::io::Result<(TempFile, PathBuf)> {
-        let target = match std::fs::symlink_metadata(target) {
-            Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(target)?,
-            _ => target.to_owned(),
-        };
+        use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+        if let Ok(m) = std::fs::metadata(target) {
+            for fd in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+                // SAFETY: fds 1 and 2 stay open for the whole run (std
+                // opens /dev/null on either when it starts closed).
+                let ours = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let Ok(file) = ours.try_clone_to_owned().map(std::fs::File::from) else {
+                    continue;
+                };
+                if file
+                    .metadata()
+                    .is_ok_and(|o| (o.dev(), o.ino()) == (m.dev(), m.ino()))
+                {
+                    return Ok((TempFile { file, path: None }, target.to_owned()));
+                }
+            }
+        }
+        let target = resolve_links(target)?;
         match std::fs::metadata(&target) {
             Ok(m) if m.is_dir() => Err(std::io::Error::from(std::io::ErrorKind::IsADirectory)),
             Ok(m) if !m.is_file() => {
-                let file = std::fs::OpenOptions::new().write(true).open(&target)?;
+                // Not blocking on a FIFO that nothing reads (ENXIO then).
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&target)
+                    .map_err(|e| match e.raw_os_error() {
+                        Some(libc::ENXIO) if m.file_type().is_fifo() => {
+                            std::io::Error::other("it is a FIFO that nothing reads")
+                        }
+                        _ => e,
+                    })?;
+                set_blocking(&file)?;
                 Ok((TempFile { file, path: None }, target))
             }
             Ok(m) => {
@@ -699,17 +727,61 @@ impl Drop for TempFile {
     }
 }
 
+/// `path` with its symlinks followed, as far as they lead: the last may
+/// name a file that does not exist yet.
+fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
+    let mut path = path.to_owned();
+    // As the kernel's limit (ELOOP).
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let link = std::fs::read_link(&path)?;
+                path = match path.parent() {
+                    Some(dir) if link.is_relative() => dir.join(link),
+                    _ => link,
+                };
+            }
+            _ => return Ok(path),
+        }
+    }
+    Err(std::io::Error::from_raw_os_error(libc::ELOOP))
+}
+
+fn set_blocking(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0
+        || unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn create_report(path: Option<PathBuf>) -> Result<Option<ReportFile>> {
+    create_output(path, "--report")
+}
+
+/// A `--plot` file, checked up front and made as a report is: drawn into a
+/// file beside it and renamed into place, so it holds either what it held
+/// before or a whole plot.
+pub(crate) fn create_plot(path: Option<PathBuf>) -> Result<Option<ReportFile>> {
+    create_output(path, "--plot")
+}
+
+fn create_output(path: Option<PathBuf>, flag: &str) -> Result<Option<ReportFile>> {
     let Some(path) = path else { return Ok(None) };
     if path.is_dir() || path.as_os_str().as_encoded_bytes().ends_with(b"/") {
         usage!(
-            "cannot create --report file {}: it is a directory",
+            "cannot create {flag} file {}: it is a directory",
             quoted_path(&path)
         );
     }
     let (temp, path) = match TempFile::for_report(&path) {
         Ok(opened) => opened,
-        Err(e) => usage!("cannot create --report file {}: {e}", quoted_path(&path)),
+        Err(e) => usage!("cannot create {flag} file {}: {e}", quoted_path(&path)),
     };
     let inner = Arc::new(PendingReport {
         path,
@@ -757,6 +829,24 @@ impl PendingReport {
 impl ReportFile {
     pub(crate) fn write(&self, report: &impl serde::Serialize) -> Result<()> {
         self.inner.write(report)
+    }
+
+    /// Draws a plot with `draw`, which writes the file at the path it is
+    /// given, and puts it into place.
+    pub(crate) fn draw(&self, draw: impl FnOnce(&Path) -> Result<(), String>) -> Result<()> {
+        let mut guard = self
+            .inner
+            .temp
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(temp) = guard.take() else {
+            return Ok(());
+        };
+        let at = temp.path.clone().unwrap_or_else(|| self.inner.path.clone());
+        draw(&at)
+            .map_err(anyhow::Error::msg)
+            .and_then(|()| Ok(temp.persist(&self.inner.path)?))
+            .with_context(|| format!("cannot draw the plot to {}", quoted_path(&self.inner.path)))
     }
 
     /// On SIGINT or SIGTERM, writes the report `make` gives for the

@@ -98,11 +98,7 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
     let methods = args.start_methods.methods();
     let command = worker_command(args.worker_cmd.as_deref())?;
     let report = create_report(args.report)?;
-    if let Some(path) = &args.plot
-        && let Err(e) = std::fs::File::create(path)
-    {
-        usage!("cannot create --plot file '{}': {e}", path.display());
-    }
+    let plot_file = super::create_plot(args.plot.clone())?;
     let floor = floor_program()?;
 
     let handshake_timeout = args.handshake.timeout()?;
@@ -167,10 +163,8 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
     if reports.len() > 1 {
         super::print(&format!("\n{}\n", growth_table(&reports)))?;
     }
-    if let Some(path) = &args.plot {
-        startup_waterfall_svg(&reports, path)
-            .map_err(|e| anyhow::anyhow!(e))
-            .with_context(|| format!("cannot draw {}", path.display()))?;
+    if let Some(file) = &plot_file {
+        file.draw(|path| startup_waterfall_svg(&reports, path))?;
     }
     if let Some(file) = report {
         match reports.as_slice() {

@@ -146,11 +146,7 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
     let (hosts, ssh) = args.hosts.hosts()?;
     super::check_transports(&hosts, &args.transport, args.start_method)?;
     let report_file = create_report(args.report)?;
-    if let Some(path) = &args.plot
-        && let Err(e) = std::fs::File::create(path)
-    {
-        usage!("cannot create --plot file '{}': {e}", path.display());
-    }
+    let plot_file = super::create_plot(args.plot)?;
     let plan = StressPlan {
         hosts,
         ssh,
@@ -176,10 +172,8 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
         python,
     };
     super::print(&report.table())?;
-    if let Some(path) = &args.plot {
-        stress_svg(&report, path)
-            .map_err(|e| anyhow::anyhow!(e))
-            .with_context(|| format!("cannot draw the plot to '{}'", path.display()))?;
+    if let Some(file) = &plot_file {
+        file.draw(|path| stress_svg(&report, path))?;
     }
     if let Some(file) = report_file {
         file.write(&report)?;

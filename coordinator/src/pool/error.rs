@@ -106,6 +106,7 @@ pub enum PoolError {
         source: fibpool_protocol::Error,
     },
 
+    /// A worker's Failure; its message escaped and cut to one line.
     #[error("{worker} refused a chunk: {message}")]
     WorkerFailed { worker: WorkerName, message: String },
 
@@ -324,6 +325,28 @@ impl PoolError {
     }
 }
 
+/// The most of a worker's own words an error repeats.
+const MAX_SAID_CHARS: usize = 1000;
+
+/// What a worker said, as one line that a terminal shows as it is: control
+/// characters escaped (a newline as `\n`, ESC as `\u{1b}`), and cut after
+/// [`MAX_SAID_CHARS`] characters.
+pub(crate) fn one_line(said: &str) -> String {
+    let mut line = String::new();
+    for (i, c) in said.chars().enumerate() {
+        if i == MAX_SAID_CHARS {
+            line.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            line.extend(c.escape_debug());
+        } else {
+            line.push(c);
+        }
+    }
+    line
+}
+
 /// Bytes as gigabytes, for messages: "27.72 GB".
 fn gigabytes(bytes: u64) -> String {
     format!("{:.2} GB", bytes as f64 / 1e9)
@@ -339,5 +362,33 @@ fn at_once_clause(at_once: u64) -> String {
             " and the next {} biggest values, computed at once on {n} workers,",
             n - 1
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_worker_says_is_one_line_a_terminal_shows_as_it_is() {
+        assert_eq!(one_line("index 7 is too large"), "index 7 is too large");
+        assert_eq!(
+            one_line("line1\nline2\x1b[2J\t'x' é"),
+            "line1\\nline2\\u{1b}[2J\\t'x' é"
+        );
+        let long = "a".repeat(5000);
+        assert_eq!(
+            one_line(&long),
+            format!("{}...", "a".repeat(MAX_SAID_CHARS))
+        );
+        let error = PoolError::WorkerFailed {
+            worker: WorkerName {
+                slot: 0,
+                pid: 3,
+                remote: false,
+            },
+            message: one_line("a\nb"),
+        };
+        assert_eq!(error.to_string().lines().count(), 1, "{error}");
     }
 }

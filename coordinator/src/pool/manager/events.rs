@@ -172,7 +172,7 @@ impl Manager {
                 let chunk = failure.chunk.filter(|id| w.in_flight.contains(id));
                 let error = PoolError::WorkerFailed {
                     worker,
-                    message: failure.message,
+                    message: crate::pool::error::one_line(&failure.message),
                 };
                 self.lose(slot, Loss::Fault { error, chunk });
             }
