@@ -187,6 +187,33 @@ fn the_report_says_why_a_run_failed() {
     }
 }
 
+/// Workers killed by the stop are not restarts. Old failure: the pool saw
+/// them die before the report was written, and counted one or two.
+#[test]
+fn workers_a_signal_stops_are_not_counted_as_restarts() {
+    for (sig, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
+        let dir = scratch_dir(&format!("restarts-{name}"));
+        let path = dir.join("r.json");
+        let running = Running::start(
+            fibpool()
+                .args(["run", "-w", "2", "-c", "1", "--output", "none", "--report"])
+                .arg(&path)
+                .arg("5000000x400"),
+        );
+        // Both computing.
+        let workers = running.workers(2);
+        wait_until("both workers computing", Duration::from_secs(30), || {
+            workers.iter().all(|&pid| cpu_ticks(pid) > 0)
+        });
+        signal(running.pid(), sig);
+        running.finish();
+        let report = read_report(&path);
+        assert_eq!(report["outcome"], format!("stopped by {name}"), "{report}");
+        assert_eq!(report["worker_restarts"], 0, "{report}");
+        assert_eq!(report["retried_chunks"], 0, "{report}");
+    }
+}
+
 #[test]
 fn sigint_and_sigterm_write_the_report() {
     for (sig, name, code) in [

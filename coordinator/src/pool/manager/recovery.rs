@@ -153,7 +153,9 @@ impl Manager {
         }
         match give_up {
             Some(error) => self.give_up(slot, error),
-            None if self.exit => {}
+            // A worker the signal handler killed (stop_all) is no restart:
+            // this process is about to exit, and starts no other.
+            None if self.exit || crate::pool::registry::stopping() => {}
             None => {
                 self.shared.count(|c| c.worker_restarts += 1);
                 let at = Instant::now() + self.backoff(slot);
