@@ -53,6 +53,29 @@ fn fib_batch_chunked_computes_every_chunk() {
     assert_eq!(out.stdout, want);
 }
 
+/// A Future holds every value of its batch until its result is taken: a
+/// batch whose values do not fit in the memory the program may use is
+/// refused at `submit`, with a typed error. F(0..250000) is about 2.7 GB
+/// raw, in a memory cgroup of 1 GiB. Old failure: only the biggest values
+/// were counted, the batch was taken, and the program was killed when its
+/// memory ran out.
+#[test]
+fn a_batch_a_future_cannot_hold_is_refused_at_submit() {
+    let cgroup = MemoryCgroup::new("held", 1 << 30);
+    let mut cmd = example("fib_batch_chunked");
+    cmd.args(["250000", "250000"]);
+    cgroup.enter(&mut cmd);
+    let out = run(&mut cmd);
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("Error: BatchTooBig { values: 250000, need: ")
+            && out.stderr.ends_with(", limit: Cgroup }\n"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stdout, "");
+}
+
 #[test]
 fn fib_multiple_inputs_fills_the_table_with_every_index() {
     let out = run(example("fib_multiple_inputs").args(["15", "20"]));

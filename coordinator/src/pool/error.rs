@@ -65,6 +65,21 @@ pub enum PoolError {
         limit: MemoryLimit,
     },
 
+    /// A batch whose values, held until a [`crate::Future`]'s result is
+    /// taken, would not fit in the memory this process may use (`limit`),
+    /// refused before anything was sent.
+    #[error(
+        "the batch's {values} values would need about {} of memory to hold until their result is taken, more than the {} {limit}",
+        gigabytes(*need),
+        gigabytes(*available)
+    )]
+    BatchTooBig {
+        values: u64,
+        need: u64,
+        available: u64,
+        limit: MemoryLimit,
+    },
+
     #[error("cannot start worker `{command}`")]
     Spawn {
         command: String,
@@ -221,6 +236,17 @@ impl Clone for PoolError {
                 need: *need,
                 available: *available,
                 at_once: *at_once,
+                limit: *limit,
+            },
+            PoolError::BatchTooBig {
+                values,
+                need,
+                available,
+                limit,
+            } => PoolError::BatchTooBig {
+                values: *values,
+                need: *need,
+                available: *available,
                 limit: *limit,
             },
             PoolError::Spawn { command, source } => PoolError::Spawn {

@@ -108,7 +108,7 @@ fn check_batch_in(
     tasks: &TaskList,
     encoding: Encoding,
     workers: usize,
-    room: impl FnOnce() -> Room,
+    room: impl Fn() -> Room,
 ) -> Result<(), PoolError> {
     let Some(index) = tasks.max_index() else {
         return Ok(());
@@ -126,6 +126,46 @@ fn check_batch_in(
         fits(index, need, at_once, room.shared)?;
     }
     Ok(())
+}
+
+/// What a value held for a [`Future`](super::Future) takes, at most: its
+/// bytes as they came and as the [`BigUint`](num_bigint::BigUint) they
+/// become when the result is taken, each with its vector's header and its
+/// allocation's overhead, and a few bytes of rounding.
+fn held_bytes(index: u64) -> u64 {
+    encoded_len_bound(index, Encoding::Raw)
+        .saturating_mul(2)
+        .saturating_add(80)
+}
+
+/// Refuses a batch whose values, held together until a [`Future`]'s
+/// result is taken, would not fit in the memory this process may use, as
+/// well as what [`check_batch`] refuses.
+///
+/// [`Future`]: super::Future
+pub fn check_held(tasks: &TaskList, workers: usize) -> Result<(), PoolError> {
+    check_held_in(tasks, workers, Room::now)
+}
+
+fn check_held_in(
+    tasks: &TaskList,
+    workers: usize,
+    room: impl Fn() -> Room,
+) -> Result<(), PoolError> {
+    check_batch_in(tasks, Encoding::Raw, workers, &room)?;
+    let need = tasks.sum_over(held_bytes);
+    if need <= UNLOOKED_BYTES {
+        return Ok(());
+    }
+    match room().alone() {
+        Some((available, limit)) if need > available => Err(PoolError::BatchTooBig {
+            values: tasks.len(),
+            need,
+            available,
+            limit,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The batch's `workers` biggest values: the largest index, what they
@@ -469,6 +509,48 @@ mod tests {
             check_batch_in(&past, Encoding::Raw, 2, unread),
             Err(PoolError::IndexTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_future_holds_every_value_of_its_batch_until_taken() {
+        let room = |bytes| Room {
+            shared: Some((bytes, MemoryLimit::Available)),
+            per_process: Some(bytes),
+        };
+        // F(0..250000), about 2.7 GB raw: each value is small, but a Future
+        // holds them all. Old failure: only the biggest were counted, and
+        // the process aborted when an allocation failed.
+        let range: TaskList = std::iter::once(0).chain(1..250_000).collect();
+        let held = range.sum_over(held_bytes);
+        let exact: u64 = (0..250_000).map(held_bytes).sum();
+        assert!(
+            held >= exact && held - exact <= 250_000 * 8,
+            "{held} against {exact}"
+        );
+        assert!(held > 5_000_000_000, "{held}");
+        match check_held_in(&range, 2, || room(2_000_000_000)) {
+            Err(PoolError::BatchTooBig {
+                values: 250_000,
+                need,
+                available: 2_000_000_000,
+                limit: MemoryLimit::Available,
+            }) => assert_eq!(need, held),
+            other => panic!("{other:?}"),
+        }
+        assert!(check_held_in(&range, 2, || room(held)).is_ok());
+        // A billion copies of F(5): 82 bytes each, 88 GB in all.
+        let mut copies = TaskList::new();
+        copies.push_repeat(5, 1 << 30);
+        let err = check_held_in(&copies, 2, || room(24 << 30)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the batch's 1073741824 values would need about 88.05 GB of memory to hold until \
+             their result is taken, more than the 25.77 GB available"
+        );
+        // Small batches read no limit.
+        let small: TaskList = (0..1000).collect();
+        let unread = || -> Room { panic!("limits read for a small batch") };
+        assert!(check_held_in(&small, 2, unread).is_ok());
     }
 
     #[test]

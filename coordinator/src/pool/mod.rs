@@ -52,7 +52,7 @@ pub use future::{AsCompleted, Future, as_completed};
 pub use hosts::{Host, Login, Ssh};
 pub use launch::StartMethod;
 pub use map::{Map, MapUnordered};
-pub use memory::{MemoryLimit, check_batch, check_index, value_memory_bound};
+pub use memory::{MemoryLimit, check_batch, check_held, check_index, value_memory_bound};
 use memory::{affordable_limit, unchecked_limit};
 pub use stats::{PHASE_NAMES, Phases, PoolCounts, WorkerStats};
 pub use tasks::{CHUNK_BYTES_BUDGET, ChunkSize, GUIDED_MIN_COST, TaskList, guided_chunk_size};
@@ -472,7 +472,7 @@ impl Pool {
 
     /// [`Pool::submit`] for a batch already held as a [`TaskList`].
     pub fn submit_tasks(&self, tasks: TaskList) -> Result<Future, PoolError> {
-        check_batch(&tasks, Encoding::Raw, self.size)?;
+        check_held(&tasks, self.size)?;
         let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         self.usable()?;
         let id = self.next_job();

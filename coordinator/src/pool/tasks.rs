@@ -223,6 +223,25 @@ impl TaskList {
         })
     }
 
+    /// About the sum of `per_value` over the batch's indices, for a
+    /// `per_value` that grows with the index and is within a few bytes of
+    /// affine (a value's size): a range counts as its ends' mean times its
+    /// length, a repeat as its index's times its count, so a huge batch
+    /// costs no more to sum than it takes entries.
+    pub(crate) fn sum_over(&self, per_value: impl Fn(u64) -> u64) -> u64 {
+        self.specs
+            .iter()
+            .map(|spec| match *spec {
+                Spec::Range { start, len } => {
+                    let ends =
+                        u128::from(per_value(start)) + u128::from(per_value(start + (len - 1)));
+                    u64::try_from(ends * u128::from(len) / 2).unwrap_or(u64::MAX)
+                }
+                Spec::Repeat { index, count } => per_value(index).saturating_mul(count),
+            })
+            .fold(0, u64::saturating_add)
+    }
+
     /// The batch as runs of consecutive indices, in order, each range whole:
     /// what one process computing it alone would do.
     pub fn runs(&self) -> impl Iterator<Item = Run> + '_ {
