@@ -68,7 +68,8 @@ fn a_batch_a_future_cannot_hold_is_refused_at_submit() {
     let out = run(&mut cmd);
     assert_eq!(out.code(), Some(1), "{}", out.stderr);
     assert!(
-        out.stderr.starts_with("Error: BatchTooBig { values: 250000, need: ")
+        out.stderr
+            .starts_with("Error: BatchTooBig { values: 250000, need: ")
             && out.stderr.ends_with(", limit: Cgroup }\n"),
         "{}",
         out.stderr

@@ -212,3 +212,35 @@ fn a_token_line_on_a_pipe_worker_is_named_for_what_it_is() {
         out.stderr
     );
 }
+
+/// A worker that leaves a child of its own behind (a shell's `sleep &`,
+/// which holds no descriptor of the pool's) leaves no orphan once it ends:
+/// what is left of its process group is killed before it is reaped. Old
+/// failure: the sleep lived on, adopted by init.
+#[test]
+fn a_worker_leaves_no_child_of_its_own_behind() {
+    for method in ["spawn", "forkserver"] {
+        let dir = scratch_dir(&format!("left-child-{method}"));
+        let pidfile = dir.join("sleep.pid");
+        let command = format!(
+            "sh -c 'sleep 60 </dev/null >/dev/null 2>&1 & echo $! > {}; exec {}'",
+            pidfile.display(),
+            worker_bin()
+        );
+        let out = run(fibpool()
+            .args(["run", "-w", "1", "--start-method", method, "0..3"])
+            .args(["--worker-cmd", &command]));
+        out.assert_success();
+        assert_eq!(out.stdout, expected_lines(&[0, 1, 2], 10), "{method}");
+        let pid: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        wait_until(
+            &format!("{method}: the worker's sleep {pid} is gone"),
+            Duration::from_secs(10),
+            || !alive(pid),
+        );
+    }
+}

@@ -147,6 +147,7 @@ impl Process for ChildPid {
                 return Ok(None);
             }
         }
+        end_group(self.pid);
         let mut status = 0;
         // SAFETY: waitpid on our own child, which has exited.
         if unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, 0) } < 0 {
@@ -301,40 +302,74 @@ fn signal_name(signal: i32) -> &'static str {
 
 /// Waits for `child` to exit for at most `timeout`, without reaping early:
 /// a pidfd becomes readable when the process exits.
+/// Waits up to `timeout` for `child` (the leader of its own process group)
+/// to exit, and reaps it; what is left of its group is killed first.
 fn wait_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-    if let Some(status) = child.try_wait()? {
-        return Ok(Some(status));
-    }
-    // SAFETY: pidfd_open on our own child, which is not reaped yet.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
-    if raw < 0 {
-        return wait_timeout_polling(child, timeout);
-    }
-    // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
-    let deadline = far(timeout);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if poll_readable(pidfd.as_raw_fd(), left)? {
-            return child.wait().map(Some);
+    let pid = child.id();
+    if !exited(pid)? {
+        // SAFETY: pidfd_open on our own child, which is not reaped yet.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if raw < 0 {
+            return wait_timeout_polling(child, timeout);
         }
-        if left.is_zero() {
-            return child.try_wait();
+        // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+        let deadline = far(timeout);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if poll_readable(pidfd.as_raw_fd(), left)? {
+                break;
+            }
+            if left.is_zero() {
+                return Ok(None);
+            }
         }
     }
+    end_group(pid);
+    child.wait().map(Some)
 }
 
 fn wait_timeout_polling(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
     let deadline = far(timeout);
     loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
+        if exited(child.id())? {
+            end_group(child.id());
+            return child.wait().map(Some);
         }
         if Instant::now() >= deadline {
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Whether our child `pid` has exited, without reaping it (WNOWAIT).
+fn exited(pid: u32) -> io::Result<bool> {
+    // SAFETY: a zeroed siginfo_t is a valid one for waitid to fill.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own child, with a valid siginfo pointer.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: waitid filled it in; si_pid is 0 when no child has exited.
+    Ok(unsafe { info.si_pid() } != 0)
+}
+
+/// SIGKILL to what is left of the process group of our child `pid`, which
+/// has exited and is not reaped: its zombie holds the group's id, so no
+/// other group can have it. A worker that leaves a child behind (a shell's
+/// `sleep &`, say) leaves no orphan.
+fn end_group(pid: u32) {
+    // SAFETY: kill(2) on the group of our unreaped child.
+    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
 }
 
 /// `timeout` from now, or a century when that is past what the clock holds.
