@@ -33,6 +33,13 @@ pub(crate) trait Process: Send + fmt::Debug {
     fn collateral(&self) -> bool {
         false
     }
+
+    /// Whether it has exited (and is not reaped yet), as far as this
+    /// process can tell without waiting; a worker on another host never
+    /// says so here (its session's end does).
+    fn exited(&self) -> bool {
+        false
+    }
 }
 
 /// SIGKILL for a process, from any thread, made while it is unreaped.
@@ -92,6 +99,10 @@ impl Process for Spawned {
 
     fn killer(&self) -> io::Result<Killer> {
         Ok(Killer::Group(self.pid()))
+    }
+
+    fn exited(&self) -> bool {
+        exited(self.pid()).unwrap_or(false)
     }
 }
 
@@ -159,6 +170,10 @@ impl Process for ChildPid {
     fn killer(&self) -> io::Result<Killer> {
         Ok(Killer::Group(self.pid))
     }
+
+    fn exited(&self) -> bool {
+        poll_readable(self.pidfd.as_raw_fd(), Duration::ZERO).unwrap_or(false)
+    }
 }
 
 /// A worker process that is killed and reaped when dropped.
@@ -189,12 +204,19 @@ impl OwnedChild {
 
     /// Waits up to `grace` for the child to exit, then kills it; reaps it either way.
     pub fn reap(&mut self, grace: Duration) -> io::Result<ExitStatus> {
+        self.reap_noting_kill(grace).map(|(status, _)| status)
+    }
+
+    /// As [`OwnedChild::reap`], and whether it had to be killed.
+    pub fn reap_noting_kill(&mut self, grace: Duration) -> io::Result<(ExitStatus, bool)> {
         if let Some(status) = self.status {
-            return Ok(status);
+            return Ok((status, false));
         }
+        let mut killed = false;
         let status = match self.process.wait_timeout(grace)? {
             Some(status) => status,
             None => {
+                killed = true;
                 self.process.kill();
                 match self.process.wait_timeout(KILLED_GRACE)? {
                     Some(status) => status,
@@ -208,7 +230,12 @@ impl OwnedChild {
             }
         };
         self.reaped(status);
-        Ok(status)
+        Ok((status, killed))
+    }
+
+    /// See [`Process::exited`]; true once reaped.
+    pub fn exited(&self) -> bool {
+        self.status.is_some() || self.process.exited()
     }
 
     fn reaped(&mut self, status: ExitStatus) {

@@ -680,6 +680,10 @@ impl Process for Forked {
         self.pidfd.try_clone().map(Killer::Pidfd)
     }
 
+    fn exited(&self) -> bool {
+        poll_readable(self.pidfd.as_raw_fd(), Duration::ZERO).unwrap_or(false)
+    }
+
     fn collateral(&self) -> bool {
         self.collateral
     }

@@ -277,12 +277,23 @@ impl WorkerProcess {
 
     /// Waits up to `grace` for the worker to exit, then kills it; reaps it either way.
     pub fn reap(&mut self, grace: Duration) -> io::Result<ExitStatus> {
+        self.reap_noting_kill(grace).map(|(status, _)| status)
+    }
+
+    /// As [`WorkerProcess::reap`], and whether it had to be killed.
+    pub fn reap_noting_kill(&mut self, grace: Duration) -> io::Result<(ExitStatus, bool)> {
         let first = self.life.reaped.is_none();
-        let status = self.child.reap(grace)?;
+        let reaped = self.child.reap_noting_kill(grace)?;
         if first {
             self.life.reaped = Some(Instant::now());
         }
-        Ok(status)
+        Ok(reaped)
+    }
+
+    /// Whether the process has exited, without waiting (see
+    /// [`super::child::Process::exited`]).
+    pub fn exited(&self) -> bool {
+        self.child.exited()
     }
 
     pub fn is_ready(&self) -> bool {

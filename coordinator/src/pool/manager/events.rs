@@ -24,7 +24,7 @@ impl Manager {
             // A recycled worker: its output ends as it exits.
             if matches!(event, Event::Closed { .. } | Event::Misbehaved { .. }) {
                 let mut worker = self.retiring.swap_remove(i);
-                let _ = worker.process.reap(EXIT_GRACE);
+                let _ = worker.process.reap(CLOSED_GRACE);
                 self.retire(worker.stats(Some("recycled".to_owned())));
             }
             return;

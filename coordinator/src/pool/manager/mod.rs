@@ -50,6 +50,14 @@ use crate::pool::worker::{Event, WorkerProcess};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a worker whose output ended gets to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
+/// The same, for a worker lost with chunks of its own: its process closes
+/// its descriptors after its memory is gone, just before it exits, so a
+/// worker still there this long after its output ended closed it and
+/// lives on (and the pool's thread waits no longer for it).
+const CLOSED_GRACE: Duration = Duration::from_millis(100);
+/// How often a worker on a chunk is looked at, to find one that has
+/// exited while something it started holds its output open.
+const LIFE_LOOK: Duration = Duration::from_millis(250);
 /// The pause before starting again in a slot whose last worker failed by
 /// itself, doubled for each such failure in a row: a worker command that
 /// always fails is not restarted in a tight loop, and a passing shortage
@@ -519,6 +527,8 @@ struct Worker {
     measuring: usize,
     /// Since when the worker has been on its oldest chunk in flight.
     busy_since: Option<Instant>,
+    /// When its process was last looked at ([`LIFE_LOOK`]).
+    looked_at: Option<Instant>,
     /// Chunks sent to it, for `max_tasks_per_child`.
     assigned: u64,
     chunks: u64,
@@ -539,6 +549,7 @@ impl Worker {
             answered: VecDeque::new(),
             measuring: 0,
             busy_since: None,
+            looked_at: None,
             assigned: 0,
             chunks: 0,
             busy_ns: 0,

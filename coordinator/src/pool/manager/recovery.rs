@@ -13,7 +13,7 @@ impl Manager {
         if !matches!(loss, Loss::Closed) {
             worker.process.kill();
         }
-        let status = worker.process.reap(EXIT_GRACE);
+        let status = worker.process.reap_noting_kill(CLOSED_GRACE);
         let before = if was_ready {
             ""
         } else {
@@ -21,7 +21,10 @@ impl Manager {
         };
         let cause = match &loss {
             Loss::Closed => match &status {
-                Ok(status) => format!("{}{before}", describe_status(*status)),
+                Ok((_, true)) => format!(
+                    "closed its output{before} and had not exited {CLOSED_GRACE:?} later, so was killed"
+                ),
+                Ok((status, false)) => format!("{}{before}", describe_status(*status)),
                 Err(e) => format!("could not be reaped ({e}){before}"),
             },
             Loss::TaskTimeout => format!(
@@ -107,7 +110,7 @@ impl Manager {
         // Deaths on chunks are the chunks' (poison, in the end); an idle
         // worker stopped after a while was stopped.
         let quick = !was_ready || (idle && young && worker.chunks == 0 && !timed_out);
-        let from_outside = matches!(&status, Ok(s) if killed_from_outside(*s)) && closed;
+        let from_outside = matches!(&status, Ok((s, false)) if killed_from_outside(*s)) && closed;
         let fruitless = quick && !(was_ready && from_outside);
         let state = &mut self.slots[slot];
         state.quick = if quick { state.quick + 1 } else { 0 };

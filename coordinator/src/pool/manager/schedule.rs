@@ -187,7 +187,17 @@ impl Manager {
             .map(|w| w.process.life.spawned_at + STEAL_AFTER)
             .filter(|&at| at > Instant::now());
         let spawns = self.pending_spawns.iter().map(|&(_, at)| at);
-        deadlines.chain(steals).chain(draining).chain(spawns).min()
+        let looks = self
+            .slots
+            .iter()
+            .filter_map(|s| s.worker.as_ref())
+            .filter_map(next_look);
+        deadlines
+            .chain(steals)
+            .chain(draining)
+            .chain(spawns)
+            .chain(looks)
+            .min()
     }
 
     /// A timeout too long for the clock is no deadline at all.
@@ -215,6 +225,18 @@ impl Manager {
     /// Replaces every worker past its deadline.
     pub(super) fn expire(&mut self, now: Instant) {
         for slot in 0..self.slots.len() {
+            if let Some(worker) = &mut self.slots[slot].worker
+                && next_look(worker).is_some_and(|at| at <= now)
+            {
+                worker.looked_at = Some(now);
+                if worker.process.exited() {
+                    // Gone, though its output has not ended: something it
+                    // started holds it (a shell's `sleep &`, say). Reaping
+                    // kills what is left of its process group.
+                    self.lose(slot, Loss::Closed);
+                    continue;
+                }
+            }
             let Some(worker) = &self.slots[slot].worker else {
                 continue;
             };
@@ -228,6 +250,13 @@ impl Manager {
             }
         }
     }
+}
+
+/// When a worker on a chunk is next looked at, to see whether its process
+/// is still there ([`LIFE_LOOK`]).
+fn next_look(worker: &Worker) -> Option<Instant> {
+    let since = worker.busy_since?;
+    Some(worker.looked_at.map_or(since, |at| at.max(since)) + LIFE_LOOK)
 }
 
 /// True for a worker still starting [`STEAL_AFTER`] after its spawn.
