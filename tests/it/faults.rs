@@ -392,3 +392,37 @@ fn a_worker_that_dies_while_its_child_holds_its_output_is_replaced() {
         || sleeps.iter().all(|&pid| !alive(pid)),
     );
 }
+
+/// Text values that are not digits (here a newline inside a value) fail
+/// their chunk, named in one line, and nothing of them is printed. Old
+/// failure: the bytes were printed as they came, and the newline made a
+/// line of its own for a value that never was.
+#[test]
+fn a_text_value_that_is_not_digits_fails_its_chunk() {
+    for (output, name) in [("decimal", "decimal"), ("hex", "hex")] {
+        for transport in ["pipe", "shm"] {
+            let out = run(fibpool()
+                .env(FAULT, "newline@5")
+                .args(["run", "-w", "1", "-c", "5", "--output", output])
+                .args(["--transport", transport, "0..20"]));
+            assert_eq!(out.code(), Some(1), "{output} {transport}: {}", out.stderr);
+            let radix = if output == "hex" { 16 } else { 10 };
+            assert_eq!(out.stdout, expected_lines(&[0, 1, 2, 3, 4], radix));
+            let (head, tail) = out
+                .stderr
+                .split_once(") broke the protocol: ")
+                .unwrap_or_else(|| panic!("{}", out.stderr));
+            assert!(
+                head.starts_with(
+                    "fibpool: error: the run failed: chunk 1 (indices 5..=9) failed: worker 0 (pid "
+                ),
+                "{}",
+                out.stderr
+            );
+            assert_eq!(
+                tail,
+                format!("sent the byte 0x0a in a {name} value for chunk 1\n")
+            );
+        }
+    }
+}

@@ -127,6 +127,9 @@ pub enum Fault {
     StrayPart(u64),
     Endless(u64),
     HugePiece(u64),
+    /// Answers the chunk holding index N with a first value of `12\n34`,
+    /// the others `5`: bytes that are not digits.
+    Newline(u64),
 }
 
 /// A fault and whether it is limited to one worker.
@@ -151,6 +154,7 @@ pub enum Action {
     StrayPart,
     Endless,
     HugePiece,
+    Newline,
 }
 
 impl FaultPlan {
@@ -178,6 +182,7 @@ impl FaultPlan {
             "stray-part" => Fault::StrayPart(n),
             "endless" => Fault::Endless(n),
             "huge-piece" => Fault::HugePiece(n),
+            "newline" => Fault::Newline(n),
             _ => return Err(bad()),
         };
         Ok(FaultPlan { fault, once })
@@ -204,6 +209,7 @@ impl FaultPlan {
             Fault::StrayPart(n) if holds(n) => Action::StrayPart,
             Fault::Endless(n) if holds(n) => Action::Endless,
             Fault::HugePiece(n) if holds(n) => Action::HugePiece,
+            Fault::Newline(n) if holds(n) => Action::Newline,
             _ => return None,
         };
         // Only the worker that creates the file fails.

@@ -150,6 +150,19 @@ pub fn serve<R: Read, W: Write>(
                                 values: packed.as_packed(),
                             }))?;
                         }
+                        Action::Newline => {
+                            packed.clear();
+                            packed.push(b"12\n34");
+                            for _ in 1..chunk.task_count() {
+                                packed.push(b"5");
+                            }
+                            tx.send(&Response::Computed(fibpool_protocol::ChunkResult {
+                                id: chunk.id,
+                                busy_ns: 0,
+                                values: packed.as_packed(),
+                            }))?;
+                            continue;
+                        }
                         Action::HugePiece => {
                             tx.send(&Response::Piece(ValuePiece {
                                 id: chunk.id,

@@ -80,6 +80,16 @@ pub(crate) fn serve_stdio(name: &str, main_entered_ns: u64, channel: Channel) ->
             // this worker's output while the process lives on.
             std::thread::park();
         },
+        // The coordinator stopped reading (it gave up on this worker, or
+        // ended): nothing to tell it, and its stderr has its own line.
+        Ok(Err(ServeError::Protocol(fibpool_protocol::Error::Io(e))))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            return ExitCode::FAILURE;
+        }
         Ok(served) => served.map_err(|e| error_chain(&e) + token_hint(&e)),
         Err(message) => Err(message),
     };
