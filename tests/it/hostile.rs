@@ -216,9 +216,12 @@ fn workers_a_signal_stops_are_not_counted_as_restarts() {
 
 #[test]
 fn sigint_and_sigterm_write_the_report() {
+    // A terminal's hangup too. Old failure: SIGHUP ended the process by its
+    // default action, with no report and the temporary file left.
     for (sig, name, code) in [
         (libc::SIGINT, "SIGINT", 130),
         (libc::SIGTERM, "SIGTERM", 143),
+        (libc::SIGHUP, "SIGHUP", 129),
     ] {
         let dir = scratch_dir(&format!("report-{name}"));
         let path = dir.join("r.json");

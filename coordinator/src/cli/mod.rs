@@ -128,52 +128,55 @@ pub fn main(main_entered_ns: u64) -> ExitCode {
     }
 }
 
-/// SIGINT or SIGTERM: kill and reap every worker, whatever the main thread is
+/// SIGINT, SIGTERM or SIGHUP: kill and reap every worker, whatever the main thread is
 /// doing, and exit with 128 + the signal number (130, 143). The same thread
 /// keeps the stall rule's time ([`stall`]), so a run starts no thread of
 /// its own for it: each signal writes a byte to a socket of its own, and the
 /// thread polls them with the stall rule's next look as its timeout.
 fn stop_on_signals() -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
-    let (int_read, int_write) = UnixStream::pair()?;
-    let (term_read, term_write) = UnixStream::pair()?;
-    let (wake_read, wake_write) = UnixStream::pair()?;
-    for socket in [
-        &int_read,
-        &int_write,
-        &term_read,
-        &term_write,
-        &wake_read,
-        &wake_write,
-    ] {
-        socket.set_nonblocking(true)?;
+    // A terminal's hangup stops a run as SIGTERM does: its report is
+    // written, its temporary files removed.
+    const STOPPING: [(i32, &str); 3] =
+        [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM"), (SIGHUP, "SIGHUP")];
+    let mut readers = Vec::new();
+    for (signal, _) in STOPPING {
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        signal_hook::low_level::pipe::register(signal, write)?;
+        readers.push(read);
     }
-    signal_hook::low_level::pipe::register(SIGINT, int_write)?;
-    signal_hook::low_level::pipe::register(SIGTERM, term_write)?;
+    let (wake_read, wake_write) = UnixStream::pair()?;
+    wake_read.set_nonblocking(true)?;
+    wake_write.set_nonblocking(true)?;
     stall::set_waker(wake_write);
     std::thread::Builder::new()
         .name("fibpool-signals".into())
         .spawn(move || {
-            let sockets = [&int_read, &term_read, &wake_read];
             loop {
                 let timeout = stall::next_look()
                     .map_or(-1, |d| d.as_millis().clamp(1, i32::MAX as u128) as i32);
-                let mut fds = sockets.map(|s| libc::pollfd {
-                    fd: s.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-                // SAFETY: three valid pollfds; an error (EINTR) loops.
-                unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout) };
-                if fds[0].revents != 0 {
-                    stop(SIGINT, "SIGINT");
+                let mut fds: Vec<libc::pollfd> = readers
+                    .iter()
+                    .chain([&wake_read])
+                    .map(|s| libc::pollfd {
+                        fd: s.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    })
+                    .collect();
+                // SAFETY: valid pollfds, as many as given; an error (EINTR)
+                // loops.
+                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+                for (fd, &(signal, name)) in fds.iter().zip(&STOPPING) {
+                    if fd.revents != 0 {
+                        stop(signal, name);
+                    }
                 }
-                if fds[1].revents != 0 {
-                    stop(SIGTERM, "SIGTERM");
-                }
-                if fds[2].revents != 0 {
+                if fds[STOPPING.len()].revents != 0 {
                     let mut drain = [0u8; 64];
                     while matches!((&wake_read).read(&mut drain), Ok(n) if n > 0) {}
                 }
@@ -204,7 +207,7 @@ static NEXT_SIGNAL_ACTION: AtomicU64 = AtomicU64::new(0);
 /// unregisters the action without running it.
 pub(crate) struct OnSignal(u64);
 
-/// Runs `action` with the signal's name if SIGINT or SIGTERM ends the
+/// Runs `action` with the signal's name if SIGINT, SIGTERM or SIGHUP ends the
 /// process while the returned guard lives.
 pub(crate) fn on_signal(action: impl FnOnce(&str) + Send + 'static) -> OnSignal {
     let id = NEXT_SIGNAL_ACTION.fetch_add(1, Ordering::Relaxed);
@@ -607,7 +610,7 @@ fn worker_command(line: Option<&str>) -> Result<WorkerCommand> {
 /// starts, so that a bad path is a usage error rather than a lost run; the
 /// report is written there and renamed over the path, so the file holds
 /// either what it held before or a whole report, never a truncated one.
-/// SIGINT or SIGTERM removes the temporary file, or writes the report the
+/// SIGINT, SIGTERM or SIGHUP removes the temporary file, or writes the report the
 /// command left with [`ReportFile::on_signal`].
 pub(crate) struct ReportFile {
     inner: Arc<PendingReport>,
@@ -849,7 +852,7 @@ impl ReportFile {
             .with_context(|| format!("cannot draw the plot to {}", quoted_path(&self.inner.path)))
     }
 
-    /// On SIGINT or SIGTERM, writes the report `make` gives for the
+    /// On SIGINT, SIGTERM or SIGHUP, writes the report `make` gives for the
     /// signal's name (instead of only removing the temporary file).
     pub(crate) fn on_signal<R: serde::Serialize>(
         &mut self,
