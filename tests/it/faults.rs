@@ -426,3 +426,25 @@ fn a_text_value_that_is_not_digits_fails_its_chunk() {
         }
     }
 }
+
+/// A worker's word on how long it computed is held to how long it has
+/// existed. Old failure: one that said 2^64 - 1 ns was reported as busy
+/// for 18446744073 seconds.
+#[test]
+fn a_workers_busy_time_is_never_more_than_its_life() {
+    let dir = scratch_dir("busy-forever");
+    let path = dir.join("r.json");
+    let out = run(fibpool()
+        .env(FAULT, "busy-forever@5")
+        .args(["run", "-w", "1", "-c", "5", "--output", "none", "--report"])
+        .arg(&path)
+        .arg("0..20"));
+    out.assert_success();
+    let report = report(&path);
+    let wall = report["wall_seconds"].as_f64().unwrap();
+    let busy = report["worker_stats"][0]["busy_seconds"].as_f64().unwrap();
+    assert!(
+        busy > 0.0 && busy <= wall,
+        "busy {busy} s in a run of {wall} s"
+    );
+}

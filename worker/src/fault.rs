@@ -130,6 +130,8 @@ pub enum Fault {
     /// Answers the chunk holding index N with a first value of `12\n34`,
     /// the others `5`: bytes that are not digits.
     Newline(u64),
+    /// Answers the chunk holding index N saying it was busy 2^64 - 1 ns.
+    BusyForever(u64),
 }
 
 /// A fault and whether it is limited to one worker.
@@ -155,6 +157,7 @@ pub enum Action {
     Endless,
     HugePiece,
     Newline,
+    BusyForever,
 }
 
 impl FaultPlan {
@@ -183,6 +186,7 @@ impl FaultPlan {
             "endless" => Fault::Endless(n),
             "huge-piece" => Fault::HugePiece(n),
             "newline" => Fault::Newline(n),
+            "busy-forever" => Fault::BusyForever(n),
             _ => return Err(bad()),
         };
         Ok(FaultPlan { fault, once })
@@ -210,6 +214,7 @@ impl FaultPlan {
             Fault::Endless(n) if holds(n) => Action::Endless,
             Fault::HugePiece(n) if holds(n) => Action::HugePiece,
             Fault::Newline(n) if holds(n) => Action::Newline,
+            Fault::BusyForever(n) if holds(n) => Action::BusyForever,
             _ => return None,
         };
         // Only the worker that creates the file fails.

@@ -116,6 +116,8 @@ pub fn serve<R: Read, W: Write>(
                 #[cfg(feature = "fault-injection")]
                 let mut crash_mid = false;
                 #[cfg(feature = "fault-injection")]
+                let mut busy_forever = false;
+                #[cfg(feature = "fault-injection")]
                 if let Some(action) = options
                     .fault
                     .as_ref()
@@ -142,6 +144,7 @@ pub fn serve<R: Read, W: Write>(
                             }
                         }
                         Action::CrashMid => crash_mid = true,
+                        Action::BusyForever => busy_forever = true,
                         Action::StrayPart => {
                             packed.clear();
                             packed.push(&[1; fibpool_protocol::PART_BYTES]);
@@ -184,7 +187,12 @@ pub fn serve<R: Read, W: Write>(
                 }
                 #[cfg(not(feature = "fault-injection"))]
                 let crash_mid = false;
-                let result = compute(&chunk, &mut packed, &mut seed, &mut tx, crash_mid)?;
+                #[cfg_attr(not(feature = "fault-injection"), allow(unused_mut))]
+                let mut result = compute(&chunk, &mut packed, &mut seed, &mut tx, crash_mid)?;
+                #[cfg(feature = "fault-injection")]
+                if busy_forever {
+                    result.busy_ns = u64::MAX;
+                }
                 summary.chunks += 1;
                 summary.values += chunk.task_count();
                 #[cfg(feature = "fault-injection")]

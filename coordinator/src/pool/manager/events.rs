@@ -119,7 +119,7 @@ impl Manager {
         }
         let w = self.worker(slot);
         w.chunks += 1;
-        w.busy_ns += busy_ns;
+        w.add_busy(busy_ns);
         match self.chunks.remove(&wire) {
             // Its batch is gone (cancelled, or failed): nothing to do.
             None => {}
@@ -183,7 +183,7 @@ impl Manager {
             Response::Measured(m) if w.measuring > 0 && m.id == slot as u64 => {
                 w.measuring -= 1;
                 w.read_measure();
-                w.busy_ns += m.busy_ns;
+                w.add_busy(m.busy_ns);
                 // Only a started ceiling has sent anything: an answer for one
                 // that failed before is not this one's (a new one starts
                 // once no worker has a measurement out).

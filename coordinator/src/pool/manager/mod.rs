@@ -541,6 +541,15 @@ struct Worker {
 }
 
 impl Worker {
+    /// Counts `ns` that the worker says it spent computing, never more in
+    /// all than it has existed: what a worker says is not trusted (one said
+    /// 2^64 - 1, which a report gave as 18446744073 busy seconds).
+    fn add_busy(&mut self, ns: u64) {
+        let lived = self.process.life.spawned_at.elapsed().as_nanos();
+        let lived = u64::try_from(lived).unwrap_or(u64::MAX);
+        self.busy_ns = self.busy_ns.saturating_add(ns).min(lived);
+    }
+
     fn new(process: WorkerProcess) -> Self {
         Worker {
             process,
