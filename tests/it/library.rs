@@ -7,8 +7,8 @@ use std::num::NonZeroU64;
 use std::time::Duration;
 
 use fibpool_coordinator::{
-    Encoding, Pool, PoolBuilder, PoolError, RunOptions, TaskList, Transport, WorkerCommand,
-    as_completed,
+    Encoding, Pool, PoolBuilder, PoolError, RunOptions, StartMethod, TaskList, Transport,
+    WorkerCommand, as_completed,
 };
 use num_bigint::BigUint;
 
@@ -1208,5 +1208,41 @@ fn a_worker_lost_on_a_chunk_no_one_wants_blames_no_other_chunk() {
         );
         assert_eq!(pool.counts().worker_restarts, 1, "{fault}");
         assert_computes(&pool, &[10, 20]);
+    }
+}
+
+/// Two threads that shut the pool down and wait both return only once
+/// its processes are reaped (the fork server too), whichever joins the
+/// pool's thread. Old failure: the one that did not join returned once the
+/// workers were reaped, the fork server still there.
+#[test]
+fn every_waited_for_shutdown_returns_after_the_processes_are_gone() {
+    for method in [StartMethod::Spawn, StartMethod::Forkserver] {
+        let pool = builder(2).start_method(method).build().unwrap();
+        assert_computes(&pool, &[1, 2, 3]);
+        // Work in flight, so the shutdown has something to wait for.
+        let future = pool.submit(200_000..200_400).unwrap();
+        let mut pids: Vec<u32> = pool.worker_stats().iter().map(|w| w.pid).collect();
+        assert_eq!(pids.len(), 2, "{method:?}");
+        if method == StartMethod::Forkserver {
+            // The workers' parent.
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", pids[0])).unwrap();
+            let (_, rest) = stat.rsplit_once(") ").unwrap();
+            pids.push(rest.split(' ').nth(1).unwrap().parse().unwrap());
+        }
+        std::thread::scope(|s| {
+            let other = s.spawn(|| {
+                pool.shutdown(true, false).unwrap();
+                pids.iter().filter(|&&pid| alive(pid)).count()
+            });
+            pool.shutdown(true, false).unwrap();
+            let here = pids.iter().filter(|&&pid| alive(pid)).count();
+            assert_eq!(
+                (here, other.join().unwrap()),
+                (0, 0),
+                "{method:?}: {pids:?}"
+            );
+        });
+        assert_eq!(future.result().unwrap().len(), 400, "{method:?}");
     }
 }

@@ -601,12 +601,11 @@ impl Pool {
             return Ok(());
         }
         let outcome = done.recv().unwrap_or(Ok(()));
-        let thread = self
-            .manager
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(thread) = thread {
+        // Joined with the lock held: a second caller waits here until the
+        // first has seen the pool's thread end (its workers and fork server
+        // reaped), rather than returning while they are still there.
+        let mut thread = self.manager.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(thread) = thread.take() {
             let _ = thread.join();
         }
         outcome
