@@ -128,6 +128,13 @@ impl<W: Write> FrameWriter<W> {
     pub fn get_ref(&self) -> &W {
         self.out.get_ref()
     }
+
+    /// The stream itself, once what is buffered is written out: bytes
+    /// written to it are not framed.
+    pub fn get_mut(&mut self) -> io::Result<&mut W> {
+        self.out.flush()?;
+        Ok(self.out.get_mut())
+    }
 }
 
 /// The most a [`FrameReader`] reserves for a frame before its bytes arrive.

@@ -448,3 +448,27 @@ fn a_workers_busy_time_is_never_more_than_its_life() {
         "busy {busy} s in a run of {wall} s"
     );
 }
+
+/// A worker whose output ends in the middle of a frame is named with how
+/// its process ended and what its output ended in. Old failure: only
+/// "exited with status 0", as if it had stopped at a frame's end.
+#[test]
+fn a_torn_frame_is_named_beside_the_exit() {
+    for transport in ["pipe", "shm"] {
+        let out = run(fibpool()
+            .env(FAULT, "torn@5")
+            .args(["run", "-w", "1", "-c", "5", "--retries", "1"])
+            .args(["--transport", transport, "0..10"]));
+        assert_eq!(out.code(), Some(1), "{transport}: {}", out.stderr);
+        assert_eq!(out.stdout, expected_lines(&[0, 1, 2, 3, 4], 10));
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        assert!(
+            out.stderr.ends_with(
+                "), exited with status 0, its output ending in a torn frame \
+                 (stream ended inside a frame payload: got 10 of 100 bytes)\n"
+            ),
+            "{transport}: {}",
+            out.stderr
+        );
+    }
+}

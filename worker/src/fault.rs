@@ -132,6 +132,9 @@ pub enum Fault {
     Newline(u64),
     /// Answers the chunk holding index N saying it was busy 2^64 - 1 ns.
     BusyForever(u64),
+    /// On the chunk holding index N, writes half a frame and exits with
+    /// status 0.
+    Torn(u64),
 }
 
 /// A fault and whether it is limited to one worker.
@@ -158,6 +161,7 @@ pub enum Action {
     HugePiece,
     Newline,
     BusyForever,
+    Torn,
 }
 
 impl FaultPlan {
@@ -187,6 +191,7 @@ impl FaultPlan {
             "huge-piece" => Fault::HugePiece(n),
             "newline" => Fault::Newline(n),
             "busy-forever" => Fault::BusyForever(n),
+            "torn" => Fault::Torn(n),
             _ => return Err(bad()),
         };
         Ok(FaultPlan { fault, once })
@@ -215,6 +220,7 @@ impl FaultPlan {
             Fault::HugePiece(n) if holds(n) => Action::HugePiece,
             Fault::Newline(n) if holds(n) => Action::Newline,
             Fault::BusyForever(n) if holds(n) => Action::BusyForever,
+            Fault::Torn(n) if holds(n) => Action::Torn,
             _ => return None,
         };
         // Only the worker that creates the file fails.

@@ -145,6 +145,16 @@ pub fn serve<R: Read, W: Write>(
                         }
                         Action::CrashMid => crash_mid = true,
                         Action::BusyForever => busy_forever = true,
+                        Action::Torn => {
+                            // A header for 100 bytes, and 10 of them.
+                            let mut torn = 100u32.to_le_bytes().to_vec();
+                            torn.extend_from_slice(&[7; 10]);
+                            let out = tx.get_mut().map_err(fibpool_protocol::Error::from)?;
+                            out.write_all(&torn)
+                                .map_err(fibpool_protocol::Error::from)?;
+                            out.flush().map_err(fibpool_protocol::Error::from)?;
+                            std::process::exit(0);
+                        }
                         Action::StrayPart => {
                             packed.clear();
                             packed.push(&[1; fibpool_protocol::PART_BYTES]);

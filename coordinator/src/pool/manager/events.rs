@@ -37,13 +37,20 @@ impl Manager {
 
     pub(super) fn on_worker_event(&mut self, slot: usize, event: Event) {
         match event {
-            Event::Closed { error, .. } => match error.filter(|e| !e.is_disconnect()) {
-                Some(source) => {
+            Event::Closed { error, .. } => match error {
+                Some(source) if !source.is_disconnect() => {
                     let worker = self.worker(slot).name();
                     let error = PoolError::WorkerProtocol { worker, source };
                     self.lose(slot, Loss::Fault { error, chunk: None });
                 }
-                None => self.lose(slot, Loss::Closed),
+                // A death, most likely: what the output ended in is told
+                // beside how the process ended.
+                torn => {
+                    if let Some(e @ fibpool_protocol::Error::Truncated { .. }) = &torn {
+                        self.worker(slot).torn = Some(e.to_string());
+                    }
+                    self.lose(slot, Loss::Closed)
+                }
             },
             Event::Response { response, at, .. } => self.on_response(slot, response, at),
             Event::Computed {

@@ -529,6 +529,8 @@ struct Worker {
     busy_since: Option<Instant>,
     /// When its process was last looked at ([`LIFE_LOOK`]).
     looked_at: Option<Instant>,
+    /// Its output ended in the middle of a frame: how.
+    torn: Option<String>,
     /// Chunks sent to it, for `max_tasks_per_child`.
     assigned: u64,
     chunks: u64,
@@ -559,6 +561,7 @@ impl Worker {
             measuring: 0,
             busy_since: None,
             looked_at: None,
+            torn: None,
             assigned: 0,
             chunks: 0,
             busy_ns: 0,

@@ -24,7 +24,13 @@ impl Manager {
                 Ok((_, true)) => format!(
                     "closed its output{before} and had not exited {CLOSED_GRACE:?} later, so was killed"
                 ),
-                Ok((status, false)) => format!("{}{before}", describe_status(*status)),
+                Ok((status, false)) => match &worker.torn {
+                    Some(torn) => format!(
+                        "{}{before}, its output ending in a torn frame ({torn})",
+                        describe_status(*status)
+                    ),
+                    None => format!("{}{before}", describe_status(*status)),
+                },
                 Err(e) => format!("could not be reaped ({e}){before}"),
             },
             Loss::TaskTimeout => format!(
