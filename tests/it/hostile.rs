@@ -684,17 +684,37 @@ fn a_stdout_that_cannot_be_written_is_an_error() {
 
 /// A stdout pipe someone set O_NONBLOCK, read slowly through a small pipe:
 /// the run waits for room instead of failing with EAGAIN.
-#[test]
-fn a_non_blocking_stdout_is_waited_on() {
-    use std::io::Read;
+/// A pipe of 4096 bytes whose write end is non-blocking.
+fn small_non_blocking_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
     use std::os::fd::AsRawFd;
-    let (mut reader, writer) = std::io::pipe().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
     // SAFETY: fcntl on a pipe end this test owns.
     unsafe {
         libc::fcntl(writer.as_raw_fd(), libc::F_SETPIPE_SZ, 4096);
         let flags = libc::fcntl(writer.as_raw_fd(), libc::F_GETFL);
         libc::fcntl(writer.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
     }
+    (reader, writer)
+}
+
+/// Waits for `child`, whose stderr is piped, and reads that stderr.
+fn wait_with_stderr(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
+#[test]
+fn a_non_blocking_stdout_is_waited_on() {
+    use std::io::Read;
+    let (mut reader, writer) = small_non_blocking_pipe();
     let mut child = fibpool()
         .args(["run", "--output", "hex", "0..3000"])
         .stdout(writer)
@@ -709,19 +729,31 @@ fn a_non_blocking_stdout_is_waited_on() {
             n => got.extend_from_slice(&buf[..n]),
         }
     }
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (status, stderr) = wait_with_stderr(&mut child);
     assert!(status.success(), "{stderr}");
     assert_same_lines(
         &String::from_utf8(got).unwrap(),
         &expected_lines(&(0..3000).collect::<Vec<_>>(), 16),
     );
+    // A report to that stdout (tens of kilobytes: a worker's stats for each
+    // of 100 chunks) is waited on too. Old failure: "Resource temporarily
+    // unavailable" once the pipe was full, after the whole run.
+    let (mut reader, writer) = small_non_blocking_pipe();
+    let mut child = fibpool()
+        .args(["run", "-w", "2", "-c", "1", "--max-tasks-per-child", "1"])
+        .args(["--output", "none", "--report", "/dev/stdout", "0..100"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut got = String::new();
+    reader.read_to_string(&mut got).unwrap();
+    let (status, stderr) = wait_with_stderr(&mut child);
+    assert!(status.success(), "{stderr}");
+    assert!(got.len() > 4096, "{} bytes", got.len());
+    let report: serde_json::Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(report["outcome"], "completed", "{report}");
+    assert_eq!(report["tasks_done"], 100, "{report}");
 }
 
 /// A stopped worker holds a run without a task timeout: past
@@ -878,6 +910,39 @@ fn a_report_goes_where_its_path_leads() {
         let report: serde_json::Value = serde_json::from_str(report).unwrap();
         assert_eq!(report["outcome"], "completed", "{report}");
     }
+    // A plot to stdout opened for appending keeps what the file held, and
+    // comes after the table. Old failure: the path was opened again, and
+    // the file truncated to the plot alone.
+    let appended = dir.join("appended.txt");
+    std::fs::write(&appended, "kept\n").unwrap();
+    let status = fibpool()
+        .args(["stress", "-w", "1", "--pattern", "pingpong", "--sizes", "8"])
+        .args(["--count", "10", "--plot", "/dev/stdout"])
+        .stdout(OpenOptions::new().append(true).open(&appended).unwrap())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&appended).unwrap();
+    assert!(text.starts_with("kept\n"), "{text}");
+    let table = text.find("pingpong").unwrap_or_else(|| panic!("{text}"));
+    let svg = text.find("<svg").unwrap_or_else(|| panic!("{text}"));
+    assert!(table < svg && text.trim_end().ends_with("</svg>"), "{text}");
+    // A stdout that is open only for reading is not written through: the
+    // report replaces the file as any report does. Old failure: taken
+    // as stdout, and the report failed after the run.
+    let read_only = dir.join("read-only.json");
+    std::fs::write(&read_only, "old").unwrap();
+    let status = fibpool()
+        .args(["run", "-w", "1", "--output", "none", "--report"])
+        .arg(&read_only)
+        .arg("5")
+        .stdout(std::fs::File::open(&read_only).unwrap())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(read_report(&read_only)["outcome"], "completed");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -886,11 +951,13 @@ fn a_report_goes_where_its_path_leads() {
     assert_eq!(
         names,
         [
+            "appended.txt",
             "dangling.json",
             "fifo",
             "link.json",
             "made.json",
             "out.txt",
+            "read-only.json",
             "target.json"
         ]
     );

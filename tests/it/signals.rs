@@ -244,3 +244,30 @@ fn a_worker_leaves_no_child_of_its_own_behind() {
         );
     }
 }
+
+/// A run started with SIGHUP ignored (nohup) goes on through a hangup.
+/// Old failure: the handler fibpool installs replaced the inherited
+/// SIG_IGN, and the hangup stopped the run (exit 129).
+#[test]
+fn a_hangup_ignored_from_the_start_stays_ignored() {
+    let mut cmd = fibpool();
+    cmd.args(["run", "-w", "1", "-c", "1", "--output", "none", "300000x6"]);
+    // SAFETY: signal(2) only, between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        })
+    };
+    let running = Running::start(&mut cmd);
+    running.workers(1);
+    signal(running.pid(), libc::SIGHUP);
+    let out = running.finish();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("fibpool: 6 indices in 6 chunks on 1 worker: "),
+        "{}",
+        out.stderr
+    );
+}

@@ -12,7 +12,7 @@ mod startup;
 mod stress;
 
 use std::fmt;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,16 +138,20 @@ fn stop_on_signals() -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
     // A terminal's hangup stops a run as SIGTERM does: its report is
-    // written, its temporary files removed.
+    // written, its temporary files removed; unless it was ignored when
+    // this process started (nohup), as it stays then.
     const STOPPING: [(i32, &str); 3] =
         [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM"), (SIGHUP, "SIGHUP")];
     let mut readers = Vec::new();
-    for (signal, _) in STOPPING {
+    for (signal, name) in STOPPING {
+        if signal == SIGHUP && ignored(signal) {
+            continue;
+        }
         let (read, write) = UnixStream::pair()?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
         signal_hook::low_level::pipe::register(signal, write)?;
-        readers.push(read);
+        readers.push((signal, name, read));
     }
     let (wake_read, wake_write) = UnixStream::pair()?;
     wake_read.set_nonblocking(true)?;
@@ -161,6 +165,7 @@ fn stop_on_signals() -> std::io::Result<()> {
                     .map_or(-1, |d| d.as_millis().clamp(1, i32::MAX as u128) as i32);
                 let mut fds: Vec<libc::pollfd> = readers
                     .iter()
+                    .map(|(_, _, read)| read)
                     .chain([&wake_read])
                     .map(|s| libc::pollfd {
                         fd: s.as_raw_fd(),
@@ -171,12 +176,12 @@ fn stop_on_signals() -> std::io::Result<()> {
                 // SAFETY: valid pollfds, as many as given; an error (EINTR)
                 // loops.
                 unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-                for (fd, &(signal, name)) in fds.iter().zip(&STOPPING) {
+                for (fd, &(signal, name, _)) in fds.iter().zip(&readers) {
                     if fd.revents != 0 {
                         stop(signal, name);
                     }
                 }
-                if fds[STOPPING.len()].revents != 0 {
+                if fds[readers.len()].revents != 0 {
                     let mut drain = [0u8; 64];
                     while matches!((&wake_read).read(&mut drain), Ok(n) if n > 0) {}
                 }
@@ -184,6 +189,17 @@ fn stop_on_signals() -> std::io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// Whether `signal` is ignored (SIG_IGN), as a parent may leave it.
+fn ignored(signal: i32) -> bool {
+    // SAFETY: a zeroed sigaction is a valid one for sigaction to fill; a
+    // null new action only reads the current one.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 fn stop(signal: i32, name: &str) -> ! {
@@ -648,9 +664,13 @@ impl TempFile {
                 let Ok(file) = ours.try_clone_to_owned().map(std::fs::File::from) else {
                     continue;
                 };
-                if file
-                    .metadata()
-                    .is_ok_and(|o| (o.dev(), o.ino()) == (m.dev(), m.ino()))
+                // SAFETY: fcntl on a descriptor we own.
+                let mode = unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_ACCMODE;
+                let writable = mode == libc::O_WRONLY || mode == libc::O_RDWR;
+                if writable
+                    && file
+                        .metadata()
+                        .is_ok_and(|o| (o.dev(), o.ino()) == (m.dev(), m.ino()))
                 {
                     return Ok((TempFile { file, path: None }, target.to_owned()));
                 }
@@ -728,6 +748,30 @@ impl Drop for TempFile {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Writes all of `bytes` to `file`, waiting for room when it is
+/// non-blocking (a stdout shared with a parent that set O_NONBLOCK).
+fn write_waiting(mut file: &std::fs::File, mut bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    while !bytes.is_empty() {
+        match file.write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut fd = libc::pollfd {
+                    fd: file.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; an error (EINTR) loops.
+                unsafe { libc::poll(&mut fd, 1, -1) };
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// `path` with its symlinks followed, as far as they lead: the last may
@@ -816,13 +860,12 @@ impl PendingReport {
         let Some(temp) = guard.take() else {
             return Ok(());
         };
-        let written = {
-            let mut out = BufWriter::new(&temp.file);
-            serde_json::to_writer_pretty(&mut out, report)
-                .map_err(std::io::Error::from)
-                .and_then(|()| out.write_all(b"\n"))
-                .and_then(|()| out.flush())
-        };
+        let written = serde_json::to_vec_pretty(report)
+            .map_err(std::io::Error::from)
+            .and_then(|mut json| {
+                json.push(b'\n');
+                write_waiting(&temp.file, &json)
+            });
         written
             .and_then(|()| temp.persist(&self.path))
             .with_context(|| format!("cannot write the report to {}", quoted_path(&self.path)))
@@ -845,9 +888,21 @@ impl ReportFile {
         let Some(temp) = guard.take() else {
             return Ok(());
         };
-        let at = temp.path.clone().unwrap_or_else(|| self.inner.path.clone());
-        draw(&at)
-            .map_err(anyhow::Error::msg)
+        let drawn = match &temp.path {
+            Some(at) => draw(at).map_err(anyhow::Error::msg),
+            // Written in place (this process's stdout, a FIFO): drawn into a
+            // scratch file first, then written through the descriptor, after
+            // what it holds, never reopened (which would truncate it).
+            None => {
+                let scratch = TempFile::beside(&std::env::temp_dir().join("fibpool-plot.svg"))?;
+                let at = scratch.path.clone().expect("a scratch file has a path");
+                draw(&at)
+                    .map_err(anyhow::Error::msg)
+                    .and_then(|()| Ok(std::fs::read(&at)?))
+                    .and_then(|svg| Ok(write_waiting(&temp.file, &svg)?))
+            }
+        };
+        drawn
             .and_then(|()| Ok(temp.persist(&self.inner.path)?))
             .with_context(|| format!("cannot draw the plot to {}", quoted_path(&self.inner.path)))
     }

@@ -283,9 +283,10 @@ fn cgroup_room(proc_self_cgroup: &str, root: &Path) -> Option<u64> {
             continue;
         }
         let this = if controllers.is_empty() {
-            v2_room(root, path)
+            v2_room(root, &seen(root, path))
         } else if controllers.split(',').any(|c| c == "memory") {
-            v1_room(&root.join("memory").join(path))
+            let mount = root.join("memory");
+            v1_room(&mount.join(seen(&mount, path)))
         } else {
             continue;
         };
@@ -295,6 +296,22 @@ fn cgroup_room(proc_self_cgroup: &str, root: &Path) -> Option<u64> {
         };
     }
     room
+}
+
+/// Where the cgroup at `path` (as /proc/self/cgroup names it, from its
+/// hierarchy's root) is under `mount`. A container without a cgroup
+/// namespace sees its own cgroup mounted as the root while its
+/// /proc/self/cgroup still names the host's path ("/docker/abc"): the
+/// path loses its leading parts until it names a directory, the mount
+/// itself at last.
+fn seen(mount: &Path, path: &str) -> String {
+    let mut path = path;
+    loop {
+        if path.is_empty() || mount.join(path).is_dir() {
+            return path.to_owned();
+        }
+        path = path.split_once('/').map_or("", |(_, rest)| rest);
+    }
 }
 
 /// A v2 cgroup's room: the least, over it and its ancestors, of
@@ -426,6 +443,9 @@ mod tests {
         assert_eq!(cgroup_room("0::/a/b\n", &root), Some(700_000));
         assert_eq!(cgroup_room("0::/\n", &root), None, "no limit at the root");
         assert_eq!(cgroup_room("0::/../x\n", &root), None, "outside the view");
+        // A container's own cgroup, mounted as the root, under the host's
+        // name for it.
+        assert_eq!(cgroup_room("0::/docker/a/b/c\n", &root), Some(700_000));
         assert_eq!(cgroup_room("0::/nowhere\n", &root), None);
         fs::remove_dir_all(&root).unwrap();
     }
@@ -456,6 +476,24 @@ mod tests {
             "not the memory controller"
         );
         assert_eq!(cgroup_room("garbage\n\n4:memory\n", &root), None);
+        // A v1 container without a cgroup namespace: its cgroup is the
+        // mount's root, named by the host's path. Old failure: None (only
+        // MemAvailable, the host's memory, counted).
+        let container = tree(
+            "v1-container",
+            &[
+                (
+                    "memory/memory.stat",
+                    "hierarchical_memory_limit 1073741824\n",
+                ),
+                ("memory/memory.usage_in_bytes", "73741824\n"),
+            ],
+        );
+        assert_eq!(
+            cgroup_room("4:memory:/docker/abc\n", &container),
+            Some(1_000_000_000)
+        );
+        fs::remove_dir_all(&container).unwrap();
         fs::remove_dir_all(&root).unwrap();
     }
 

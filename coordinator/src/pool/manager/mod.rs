@@ -1059,7 +1059,10 @@ fn describe(response: &Response<'_>) -> String {
     match response {
         Response::Ready(_) => "its handshake".to_owned(),
         Response::Computed(result) => format!("a result for chunk {}", result.id),
-        Response::Failed(failure) => format!("a failure ({})", failure.message),
+        Response::Failed(failure) => format!(
+            "a failure ({})",
+            crate::pool::error::one_line(&failure.message)
+        ),
         Response::Echo(reply) => format!("an echo (seq {})", reply.seq),
         Response::Measured(measured) => format!("a measurement (id {})", measured.id),
         Response::Part(part) => format!("a part of a result for chunk {}", part.id),
