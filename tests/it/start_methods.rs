@@ -472,15 +472,13 @@ fn startup_measures_each_start_method_in_the_same_rounds() {
         }
         let parallel = !r["pool_ready_parallel"].is_null();
         assert_eq!(parallel, r["start_method"] == "spawn", "{r}");
-        // Only forkserver starts a server of its own in every pool (fork's
-        // is shared, made before the rounds).
+        // Only forkserver's server is started again for every round (fork's
+        // is made before the rounds), on its own: the pools of a process
+        // share it, so a round is a pool's on a server that is up.
         let server = &r["server_start"];
         if r["start_method"] == "forkserver" {
-            // A phase of the pool, before any worker's clock starts: each
-            // round's pool_ready includes it, so their medians are ordered.
             let median = server["median_seconds"].as_f64().unwrap();
-            let pool_ready = r["pool_ready"]["median_seconds"].as_f64().unwrap();
-            assert!(median > 0.0 && median < pool_ready, "{r}");
+            assert!(median > 0.0 && median.is_finite(), "{r}");
         } else {
             assert!(server.is_null(), "{r}");
         }

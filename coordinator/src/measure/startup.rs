@@ -130,6 +130,16 @@ fn pool_round(
     n: usize,
     threads: usize,
 ) -> Result<Round, PoolError> {
+    // The forkserver method's server is shared by the pools of a process,
+    // as Python's is: its start is measured on its own, and the round is a
+    // pool's on a server that is up, as Python's rounds are.
+    let server_start = match method {
+        StartMethod::Forkserver => Some(
+            crate::pool::probe::restart_fork_server(&plan.command, plan.handshake_timeout)?
+                .as_secs_f64(),
+        ),
+        _ => None,
+    };
     let start = Instant::now();
     let pool = Pool::builder()
         .workers(n)
@@ -143,7 +153,7 @@ fn pool_round(
     probe.warm_up()?;
     // Every worker answered, so every one was ready.
     let ready = probe.ready_seconds().unwrap_or(f64::NAN);
-    let server_start = probe.server_start_seconds();
+    let server_start = server_start.or(probe.server_start_seconds());
     pool.shutdown(true, false)?;
     let workers = pool.worker_stats();
     Ok(Round {

@@ -1,13 +1,16 @@
-//! The forkserver start method, a [`Launch`]: the pool starts one server
-//! process (a worker command with `FIBPOOL_FORK_SERVER`, spawned as any
-//! worker is), and each worker is a fork of it, started on request over a
-//! `SOCK_SEQPACKET` pair with its descriptors passed by SCM_RIGHTS
+//! The forkserver start method, a [`Launch`]: one server process per
+//! worker command (a worker command with `FIBPOOL_FORK_SERVER`, spawned as
+//! any worker is), shared by the pools of this process as Python's is, and
+//! each worker is a fork of it, started on request over a `SOCK_SEQPACKET`
+//! pair with its descriptors passed by SCM_RIGHTS
 //! ([`fibpool_protocol::forkserver`]).
 //!
-//! - The server is this pool's child, in its own process group, listed in
-//!   the [`registry`]; its workers stay in that group, so stopping the
-//!   server's group stops them all. The server dies with the pool's thread
-//!   that started it (PR_SET_PDEATHSIG), and its workers with it.
+//! - The server is this process's child, in its own process group, listed
+//!   in the [`registry`]; its workers stay in that group, so stopping the
+//!   server's group stops them all. It is started from a thread that lives
+//!   as long as this process ([`on_keeper`]), and dies with it
+//!   (PR_SET_PDEATHSIG), and its workers with it; [`release_fork`] ends it
+//!   once no pool uses it.
 //! - A worker is signalled through a pidfd the server passes back, so a
 //!   kill reaches that process or none, never a reused pid; the server
 //!   reaps it and sends its wait status, which [`Forked::wait_timeout`]
@@ -63,9 +66,10 @@ pub(crate) struct ForkServerLauncher {
     command: WorkerCommand,
     /// How long the server may take to answer a start request.
     answer_timeout: Duration,
-    /// The running server, if any; held while a start request is answered,
-    /// so requests and answers pair up.
-    server: Mutex<Option<Arc<Server>>>,
+    /// The running server, if any, and whether this launcher started it;
+    /// held while a start request is answered, so requests and answers
+    /// pair up.
+    server: Mutex<Option<(Arc<Server>, bool)>>,
 }
 
 /// The fork start method's server: a fork of this process, shared by every
@@ -74,6 +78,91 @@ pub(crate) struct ForkServerLauncher {
 ///
 /// [`StartMethod::Fork`]: super::StartMethod::Fork
 static EARLY: Mutex<Option<Arc<Server>>> = Mutex::new(None);
+
+/// The forkserver method's servers, one per worker command, shared by the
+/// pools of this process as Python's forkserver is: a pool after the first
+/// forks its workers from a server that is already up. Each lives until
+/// [`release_fork`], or until this process ends (it dies with the thread
+/// that started it, [`on_keeper`]'s).
+static SHARED: Mutex<Vec<(WorkerCommand, Arc<Server>)>> = Mutex::new(Vec::new());
+
+/// The forkserver method's running server for `command`, started if there
+/// is none (or it has ended); true when this call started it.
+fn shared_server(command: &WorkerCommand) -> io::Result<(Arc<Server>, bool)> {
+    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    // A dead server is no one's any more: dropped by its last holder, it
+    // is reaped.
+    shared.retain(|(_, server)| !server.gone());
+    if let Some((_, server)) = shared.iter().find(|(c, _)| c == command) {
+        return Ok((server.clone(), false));
+    }
+    let started = {
+        let command = command.clone();
+        on_keeper(move || Server::start(&command))??
+    };
+    let server = Arc::new(started);
+    shared.push((command.clone(), server.clone()));
+    Ok((server, true))
+}
+
+/// Starts a new shared server for `command` in place of the one there was
+/// (which lives on while a pool still uses it), and waits up to `timeout`
+/// for it to take requests: how long that took. For measuring the
+/// server's own start apart from a pool's.
+pub fn restart_fork_server(
+    command: &WorkerCommand,
+    timeout: Duration,
+) -> Result<Duration, PoolError> {
+    let failed = |source| PoolError::Spawn {
+        command: format!("{command} (as a fork server)"),
+        source,
+    };
+    SHARED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|(c, _)| c != command);
+    let (server, _) = shared_server(command).map_err(failed)?;
+    let ready_at = server
+        .wait_for(timeout, |state| state.ready_at)
+        .map_err(failed)?;
+    Ok(ready_at.saturating_duration_since(server.started_at))
+}
+
+/// Runs `start` on the thread that starts shared fork servers, and returns
+/// what it did. That thread lives as long as this process: a server dies
+/// with the thread that started it (PR_SET_PDEATHSIG), and a shared one
+/// must outlive the pool that asked for it.
+fn on_keeper<T: Send + 'static>(start: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+    type Job = Box<dyn FnOnce() + Send>;
+    static KEEPER: Mutex<Option<std::sync::mpsc::Sender<Job>>> = Mutex::new(None);
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let job: Job = Box::new(move || {
+        let _ = tx.send(start());
+    });
+    {
+        let mut keeper = KEEPER.lock().unwrap_or_else(PoisonError::into_inner);
+        if keeper.is_none() {
+            let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("fibpool-forkservers".into())
+                .spawn(move || {
+                    // Never ends: its sender stays in KEEPER.
+                    for job in queue {
+                        job();
+                    }
+                })?;
+            *keeper = Some(jobs);
+        }
+        let ended = || io::Error::other("the fork servers' thread has ended");
+        keeper
+            .as_ref()
+            .ok_or_else(ended)?
+            .send(job)
+            .map_err(|_| ended())?;
+    }
+    rx.recv()
+        .map_err(|_| io::Error::other("the fork servers' thread ended"))
+}
 
 /// Forks the fork start method's server now, while this process has one
 /// thread, for the pools built with [`StartMethod::Fork`]: call it first
@@ -91,12 +180,15 @@ pub fn prepare_fork() -> Result<(), PoolError> {
     Ok(())
 }
 
-/// Ends the server [`prepare_fork`] (or the first fork pool) made, once no
-/// pool uses it, and reaps it; a pool still using it keeps it until that
-/// pool ends. A later fork pool needs one process thread again.
+/// Ends the server [`prepare_fork`] (or the first fork pool) made, and the
+/// forkserver method's shared servers, once no pool uses them, and reaps
+/// them; a pool still using one keeps it until that pool ends. A later fork
+/// pool needs one process thread again.
 pub fn release_fork() {
     let early = EARLY.lock().unwrap_or_else(PoisonError::into_inner).take();
     drop(early);
+    let shared = std::mem::take(&mut *SHARED.lock().unwrap_or_else(PoisonError::into_inner));
+    drop(shared);
 }
 
 fn fork_error(e: io::Error) -> PoolError {
@@ -113,7 +205,7 @@ fn fork_error(e: io::Error) -> PoolError {
 }
 
 /// The launcher's server, held while a start request is answered.
-type Slot<'a> = MutexGuard<'a, Option<Arc<Server>>>;
+type Slot<'a> = MutexGuard<'a, Option<(Arc<Server>, bool)>>;
 
 impl ForkServerLauncher {
     pub fn new(command: WorkerCommand, answer_timeout: Duration) -> Self {
@@ -142,27 +234,28 @@ impl ForkServerLauncher {
         Ok(ForkServerLauncher {
             command,
             answer_timeout,
-            server: Mutex::new(Some(server)),
+            server: Mutex::new(Some((server, false))),
         })
     }
 
-    /// The live server, started if there is none (or it has ended).
+    /// The live server: this pool's, or the shared one for its command
+    /// (started if there is none, or it has ended).
     fn server(&self) -> io::Result<(Slot<'_>, Arc<Server>)> {
         let mut slot = self.server.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(server) = slot.as_ref().filter(|s| !s.gone()) {
+        if let Some((server, _)) = slot.as_ref().filter(|(s, _)| !s.gone()) {
             let server = server.clone();
             return Ok((slot, server));
         }
         // A shared server that died is no one's any more: dropped by its
         // last holder, it is reaped at once.
-        if let Some(dead) = slot.take() {
+        if let Some((dead, _)) = slot.take() {
             let mut early = EARLY.lock().unwrap_or_else(PoisonError::into_inner);
             if early.as_ref().is_some_and(|e| Arc::ptr_eq(e, &dead)) {
                 *early = None;
             }
         }
-        let server = Arc::new(Server::start(&self.command)?);
-        *slot = Some(server.clone());
+        let (server, started) = shared_server(&self.command)?;
+        *slot = Some((server.clone(), started));
         Ok((slot, server))
     }
 }
@@ -207,19 +300,17 @@ impl Launch for ForkServerLauncher {
 
     fn server_start(&self) -> Option<Duration> {
         let slot = self.server.lock().unwrap_or_else(PoisonError::into_inner);
-        let server = slot.as_ref()?;
-        // The shared server of the fork method started before this pool.
-        let early = EARLY.lock().unwrap_or_else(PoisonError::into_inner);
-        if early.as_ref().is_some_and(|e| Arc::ptr_eq(e, server)) {
+        // A server that was up before this pool (shared) is no phase of it.
+        let (server, true) = slot.as_ref()? else {
             return None;
-        }
+        };
         let ready_at = server.said.state().ready_at?;
         Some(ready_at.saturating_duration_since(server.started_at))
     }
 
     fn ready_ns(&self) -> Option<u64> {
         let slot = self.server.lock().unwrap_or_else(PoisonError::into_inner);
-        slot.as_ref()?.said.state().ready_ns
+        slot.as_ref()?.0.said.state().ready_ns
     }
 }
 

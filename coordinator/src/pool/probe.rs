@@ -23,6 +23,7 @@ use super::transport::Transport;
 use super::{Pool, WorkerCommand};
 
 pub use super::child::{describe_status, peak_rss_bytes};
+pub use super::forkserver::restart_fork_server;
 pub use super::memory::shared_memory_bytes;
 pub use super::transport::{Reader, Writer};
 

@@ -24,13 +24,17 @@ impl Manager {
                 Ok((_, true)) => format!(
                     "closed its output{before} and had not exited {CLOSED_GRACE:?} later, so was killed"
                 ),
-                Ok((status, false)) => match &worker.torn {
-                    Some(torn) => format!(
-                        "{}{before}, its output ending in a torn frame ({torn})",
-                        describe_status(*status)
-                    ),
-                    None => format!("{}{before}", describe_status(*status)),
-                },
+                // A kill mid-write tears a frame as a matter of course: the
+                // torn frame is told only of a worker that exited by itself.
+                Ok((status, false)) => {
+                    match worker.torn.as_ref().filter(|_| status.code().is_some()) {
+                        Some(torn) => format!(
+                            "{}{before}, its output ending in a torn frame ({torn})",
+                            describe_status(*status)
+                        ),
+                        None => format!("{}{before}", describe_status(*status)),
+                    }
+                }
                 Err(e) => format!("could not be reaped ({e}){before}"),
             },
             Loss::TaskTimeout => format!(
