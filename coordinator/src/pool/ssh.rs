@@ -405,13 +405,18 @@ impl Master {
         let (cores, connection) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
         self.near = listenable(connection.split_whitespace().next().unwrap_or_default());
         match cores.trim().parse::<usize>() {
-            Ok(n) if n >= 1 => {
+            // More than a pool takes is no count a host has (nor one that
+            // would fit in a sum of the hosts' counts).
+            Ok(n) if (1..=MAX_WORKERS).contains(&n) => {
                 self.cores = n;
                 Ok(n)
             }
             _ => Err(host_error(
                 &self.login,
-                format!("its core count came back as '{}'", text.trim()),
+                format!(
+                    "its core count came back as {}, not a count from 1 to {MAX_WORKERS}",
+                    crate::input::quoted(cores.trim())
+                ),
             )),
         }
     }
@@ -745,7 +750,10 @@ impl Layout {
             let n = host.workers.or(per_host).unwrap_or(cores[place]);
             places_of_hosts.push((place, n));
         }
-        let total = places_of_hosts.iter().map(|&(_, n)| n).sum::<usize>();
+        let total = places_of_hosts
+            .iter()
+            .map(|&(_, n)| n)
+            .fold(0, usize::saturating_add);
         if total > MAX_WORKERS {
             return Err(PoolError::Config(format!(
                 "the hosts give {total} workers, more than a pool has ({MAX_WORKERS})"
