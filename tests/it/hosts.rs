@@ -814,3 +814,44 @@ fn a_host_that_sees_no_address_here_serves_over_pipes_and_refuses_tcp_with_why()
     );
     assert_eq!(out.stdout, "");
 }
+
+/// A coordinator in another PID namespace (which sees no pid of ours in
+/// its /proc) leaves a live coordinator's control directory alone: the
+/// directory's lock says it is in use. Old failure: its sweep removed the
+/// directory, and the running pool lost its ssh master's socket.
+#[test]
+fn another_pid_namespace_leaves_a_live_control_directory_alone() {
+    let sshd = Sshd::start("pid-namespace");
+    let host = sshd.host("127.0.0.1");
+    let running = Running::start(
+        fibpool()
+            .args(["run", "-c", "1", "--output", "none", "--hosts"])
+            .arg(format!("1/{host}"))
+            .args(["--ssh", &sshd.ssh(), "--remote-cmd", &remote_cmd()])
+            .arg("300000x1000"),
+    );
+    let prefix = format!("fibpool-ssh-{}-", running.pid());
+    let mine = || {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+    };
+    wait_until("the run's control directory", Duration::from_secs(60), mine);
+    let inner = run(Command::new("unshare")
+        .args(["-pf", "--mount-proc"])
+        .arg(env!("CARGO_BIN_EXE_fibpool"))
+        .args(["run", "--hosts"])
+        .arg(format!("1/{host}"))
+        .args(["--ssh", &sshd.ssh(), "--remote-cmd", &remote_cmd(), "0..5"]));
+    inner.assert_success();
+    assert!(mine(), "the live run's control directory was swept");
+    let out = running.finish();
+    out.assert_success();
+    assert!(
+        out.stderr
+            .starts_with("fibpool: 1000 indices in 1000 chunks on 1 worker: "),
+        "{}",
+        out.stderr
+    );
+}

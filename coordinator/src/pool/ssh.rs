@@ -120,20 +120,70 @@ fn private_dir() -> io::Result<PathBuf> {
     sweep(&base);
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!("fibpool-ssh-{}-{n}", std::process::id()));
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => {
+        let pid = std::process::id();
+        // Made under a name no sweep takes, locked, then given its name: a
+        // directory a sweep sees has its lock.
+        let making = base.join(format!("fibpool-ssh-making-{pid}-{n}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&making) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+        let dir = base.join(format!("fibpool-ssh-{pid}-{n}"));
+        let locked = lock(&making.join(LOCK)).and_then(|held| {
+            std::fs::rename(&making, &dir)?;
+            Ok(held)
+        });
+        match locked {
+            Ok(held) => {
+                // Held until this process ends, which lets the lock go.
+                HELD.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(held);
                 registry::list_dir(&dir);
                 return Ok(dir);
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&making);
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    continue;
+                }
+                return Err(e);
+            }
         }
     }
 }
 
+/// The file in a control directory that its coordinator holds locked
+/// (flock) while it lives.
+const LOCK: &str = "lock";
+
+/// The locks of this process's control directories.
+static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+
+/// `path`, made if need be, with an exclusive flock on it; an error of
+/// kind `WouldBlock` when another process holds it.
+fn lock(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
 /// Removes the control directories of coordinators that are gone (killed
-/// by SIGKILL, which leaves them), once per process.
+/// by SIGKILL, which leaves them), once per process. One whose pid is not
+/// in this machine's /proc may be a live coordinator's all the same (in
+/// another PID namespace, or on another machine sharing the directory):
+/// it is left while its lock is held.
 fn sweep(base: &Path) {
     static SWEPT: std::sync::Once = std::sync::Once::new();
     SWEPT.call_once(|| {
@@ -154,7 +204,11 @@ fn sweep(base: &Path) {
             let mine = entry
                 .metadata()
                 .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid);
-            if mine && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            if mine
+                && pid != std::process::id()
+                && !Path::new(&format!("/proc/{pid}")).exists()
+                && !matches!(lock(&entry.path().join(LOCK)), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
