@@ -29,3 +29,8 @@ pub const FORK_SERVER: &str = "FIBPOOL_FORK_SERVER";
 /// inherit and sets only those it means, so a worker's mode comes from how it
 /// was started, never from what the user's shell exports.
 pub const ALL: [&str; 4] = [SOCKET, TCP, ANSWER_AT_ONCE, FORK_SERVER];
+
+/// A token the coordinator gives each worker's ssh session there, in the
+/// environment of the command it runs: killing the session kills every
+/// process there whose environment holds it.
+pub const SESSION: &str = "FIBPOOL_SESSION";

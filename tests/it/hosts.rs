@@ -855,3 +855,29 @@ fn another_pid_namespace_leaves_a_live_control_directory_alone() {
         out.stderr
     );
 }
+
+/// A remote command that never completes its handshake is killed there
+/// once the pool gives up on it, over ssh's pipes and over tcp: the
+/// session's processes are found by the token in their environment, as no
+/// pid came. Old failure: the command lived on, adopted by init.
+#[test]
+fn a_remote_command_that_never_answers_is_killed_there() {
+    let sshd = Sshd::start("never-answers");
+    let dir = scratch_dir("never-answers");
+    for transport in ["pipe", "tcp"] {
+        let pidfile = dir.join(format!("{transport}.pid"));
+        let remote = format!("sh -c 'echo $$ > {}; exec sleep 600'", pidfile.display());
+        let out = run(fibpool()
+            .args(["run", "--transport", transport, "--handshake-timeout", "1"])
+            .args(["--hosts", &format!("1/{}", sshd.host("127.0.0.1"))])
+            .args(["--ssh", &sshd.ssh(), "--remote-cmd", &remote, "0..5"]));
+        assert_eq!(out.code(), Some(1), "{transport}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .ends_with("did not complete its handshake within 1s\n"),
+            "{transport}: {}",
+            out.stderr
+        );
+        wait_gone(&format!("{transport}: the remote sleep"), &pidfile);
+    }
+}

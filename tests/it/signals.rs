@@ -232,16 +232,7 @@ fn a_worker_leaves_no_child_of_its_own_behind() {
             .args(["--worker-cmd", &command]));
         out.assert_success();
         assert_eq!(out.stdout, expected_lines(&[0, 1, 2], 10), "{method}");
-        let pid: u32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        wait_until(
-            &format!("{method}: the worker's sleep {pid} is gone"),
-            Duration::from_secs(10),
-            || !alive(pid),
-        );
+        wait_gone(&format!("{method}: the worker's sleep"), &pidfile);
     }
 }
 

@@ -478,3 +478,18 @@ impl Drop for MemoryCgroup {
         }
     }
 }
+
+/// Waits, a bounded while, until the process whose pid `pidfile` holds is
+/// gone (or a zombie): `what` names it in the failure.
+pub fn wait_gone(what: &str, pidfile: &std::path::Path) {
+    let pid: u32 = std::fs::read_to_string(pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_until(
+        &format!("{what} {pid} is gone"),
+        Duration::from_secs(10),
+        || !alive(pid),
+    );
+}

@@ -19,6 +19,8 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fibpool_protocol::env;
+
 use super::child::{Killer, Process, far, poll_readable};
 
 const MUX_MSG_HELLO: u32 = 0x0000_0001;
@@ -154,6 +156,8 @@ pub(crate) fn open(
         socket,
         control: control.to_owned(),
         remote_pid: None,
+        token: None,
+        killing: None,
         exit_value: None,
         status: None,
         collateral: false,
@@ -162,13 +166,26 @@ pub(crate) fn open(
     })
 }
 
+impl MuxSession {
+    /// The token its processes there have in their environment.
+    pub(crate) fn with_token(mut self, token: String) -> Self {
+        self.token = Some(token);
+        self
+    }
+}
+
 /// A remote worker's session: see the module's documentation.
 pub(crate) struct MuxSession {
     socket: UnixStream,
     /// The master's control socket, for a session that kills the worker.
     control: PathBuf,
-    /// The worker's pid there, once its handshake said.
+    /// The worker's pid there, once its handshake said (for its name).
     remote_pid: Option<u32>,
+    /// What the session's processes there have in their environment
+    /// (`FIBPOOL_SESSION`), by which a kill finds them.
+    token: Option<String>,
+    /// The kill of its processes there, under way.
+    killing: Option<std::thread::JoinHandle<()>>,
     /// The exit value the master sent, once it has.
     exit_value: Option<u32>,
     /// How it ended, once the master closed the connection.
@@ -253,14 +270,9 @@ impl Process for MuxSession {
         {}
         if self.status.is_none()
             && self.exit_value.is_none()
-            && let Some(pid) = self.remote_pid.take()
+            && let Some(token) = self.token.take()
         {
-            // Off the pool's thread: a master that does not answer (one
-            // stopped) holds up only this.
-            let (control, keep) = (self.control.clone(), self._keep.clone());
-            let _ = std::thread::Builder::new()
-                .name("fibpool-ssh-kill".to_owned())
-                .spawn(move || kill_remote(&control, pid, keep));
+            self.killing = kill_session(self.control.clone(), token, self._keep.clone());
         }
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }
@@ -274,6 +286,9 @@ impl Process for MuxSession {
     }
 
     fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        if let Some(killing) = self.killing.take() {
+            join_kill(killing);
+        }
         if let Some(status) = self.status {
             return Ok(Some(status));
         }
@@ -324,8 +339,42 @@ fn master_ended(pid: u32) -> bool {
 /// How long killing a remote worker waits for its kill to be done.
 const KILL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs `kill -KILL pid` there, in a session on the master at `control`.
-fn kill_remote(control: &Path, pid: u32, keep: Arc<dyn Send + Sync>) -> io::Result<()> {
+/// SIGKILL there to every process whose environment holds `token` (a
+/// session's: its worker and whatever that started), in a session on the
+/// master at `control`, from a thread of its own (a master that does not
+/// answer, one stopped, holds up only that). Not by the pid a worker's
+/// handshake gave: that may be another process's there (a worker in a
+/// PID namespace of its own, or one that lied), and a session that never
+/// completed its handshake gave none.
+/// Waited for before the session is reaped ([`join_kill`]), so that what
+/// it killed is gone by then.
+pub(crate) fn kill_session(
+    control: PathBuf,
+    token: String,
+    keep: Arc<dyn Send + Sync>,
+) -> Option<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("fibpool-ssh-kill".to_owned())
+        .spawn(move || {
+            let _ = kill_by_token(&control, &token, keep);
+        })
+        .ok()
+}
+
+/// Waits for a kill [`kill_session`] started, at most a little past
+/// [`KILL_TIMEOUT`]: one stuck on a master that does not answer (stopped)
+/// is left to end by itself.
+pub(crate) fn join_kill(killing: std::thread::JoinHandle<()>) {
+    let deadline = Instant::now() + KILL_TIMEOUT + Duration::from_millis(500);
+    while !killing.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if killing.is_finished() {
+        let _ = killing.join();
+    }
+}
+
+fn kill_by_token(control: &Path, token: &str, keep: Arc<dyn Send + Sync>) -> io::Result<()> {
     let null = || {
         std::fs::OpenOptions::new()
             .read(true)
@@ -333,10 +382,20 @@ fn kill_remote(control: &Path, pid: u32, keep: Arc<dyn Send + Sync>) -> io::Resu
             .open("/dev/null")
     };
     let (stdin, stdout) = (OwnedFd::from(null()?), OwnedFd::from(null()?));
-    let command = format!("kill -KILL {pid} 2>/dev/null");
-    let mut session = open(control, &command, stdin, stdout, 0, keep)?;
+    let mut session = open(control, &kill_command(token), stdin, stdout, 0, keep)?;
     session.wait_timeout(KILL_TIMEOUT)?;
     Ok(())
+}
+
+/// The shell command that kills the processes holding `token` (hex) in
+/// their environment: grep reads every /proc/PID/environ of the user's
+/// that it may, as NUL-separated lines.
+fn kill_command(token: &str) -> String {
+    format!(
+        "pids=$(grep -lsxzF '{}={token}' /proc/[0-9]*/environ | cut -d/ -f3); \
+         [ -z \"$pids\" ] || kill -KILL $pids 2>/dev/null",
+        env::SESSION
+    )
 }
 
 /// For [`Killer::Socket`]: ends the connection for both sides.

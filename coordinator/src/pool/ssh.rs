@@ -576,6 +576,13 @@ impl SshLauncher {
     }
 }
 
+/// 128 random bits in hex: a worker session's token.
+fn session_token() -> io::Result<String> {
+    let mut random = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    Ok(random.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// The remote command with the worker's environment exported before it
 /// (sshd passes on no variables of ours), for whatever shell words the
 /// command is. The values are ours (an address and port), quoted anyway.
@@ -592,7 +599,10 @@ fn with_env(remote: &str, env: &[(&'static str, std::ffi::OsString)]) -> String 
 
 impl Launch for SshLauncher {
     fn launch(&self, stdio: ChildStdio) -> io::Result<OwnedChild> {
-        let remote = with_env(&self.remote, &stdio.env);
+        let token = session_token()?;
+        let mut env = stdio.env.clone();
+        env.push((fibpool_protocol::env::SESSION, token.clone().into()));
+        let remote = with_env(&self.remote, &env);
         if !self.direct {
             let (Some(stdin), Some(stdout)) = (stdio.stdin, stdio.stdout) else {
                 return Err(io::Error::other("an ssh session needs the worker's pipes"));
@@ -608,7 +618,7 @@ impl Launch for SshLauncher {
                     ),
                 )
             })?;
-            return Ok(OwnedChild::new(Box::new(session)));
+            return Ok(OwnedChild::new(Box::new(session.with_token(token))));
         }
         let mut cmd = self.command(&remote);
         cmd.stdin(stdio.stdin.map_or_else(Stdio::null, Stdio::from))
@@ -624,7 +634,9 @@ impl Launch for SshLauncher {
         drop(cmd);
         Ok(OwnedChild::new(Box::new(SshClient {
             client: Spawned(child),
-            _master: self.master.clone(),
+            token: Some(token),
+            killing: None,
+            master: self.master.clone(),
         })))
     }
 
@@ -648,7 +660,13 @@ impl Launch for SshLauncher {
 #[derive(Debug)]
 struct SshClient {
     client: Spawned,
-    _master: Arc<Master>,
+    /// What its processes there have in their environment (see
+    /// [`mux::kill_session`]).
+    token: Option<String>,
+    /// The kill of its processes there, under way: joined before it is
+    /// reaped.
+    killing: Option<std::thread::JoinHandle<()>>,
+    master: Arc<Master>,
 }
 
 impl Process for SshClient {
@@ -657,10 +675,21 @@ impl Process for SshClient {
     }
 
     fn kill(&mut self) {
+        // The client's end alone ends the session, not a worker there
+        // that does not read its input.
+        if !self.client.exited()
+            && let Some(token) = self.token.take()
+        {
+            let keep: Arc<dyn Send + Sync> = self.master.clone();
+            self.killing = mux::kill_session(self.master.control.clone(), token, keep);
+        }
         self.client.kill();
     }
 
     fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        if let Some(killing) = self.killing.take() {
+            mux::join_kill(killing);
+        }
         self.client.wait_timeout(timeout)
     }
 
