@@ -4,7 +4,8 @@
 //! from a lost one. A worker stopped by a signal (SIGSTOP, SIGTSTP: state
 //! `T` in /proc) is neither: it will not answer until it is continued.
 //! When the run has delivered nothing for `--stall-warning` seconds, each
-//! stopped worker is named on stderr, once per stall, and the run waits on.
+//! stopped worker, fork server or ssh master is named on stderr, once per
+//! stall, and the run waits on.
 //!
 //! The signal thread keeps the time ([`super::stop_on_signals`] polls with
 //! [`next_look`] as its timeout and calls [`look`]): a run starts no thread
@@ -108,6 +109,16 @@ pub(super) fn look() {
             lines += &format!(
                 "fibpool: warning: no value for {:.1} s: worker process {pid} is stopped; \
                  'kill -CONT {pid}' resumes it (--task-timeout would replace it)\n",
+                w.since.elapsed().as_secs_f64(),
+            );
+        }
+    }
+    // A stopped ssh master holds every worker on its host.
+    for pid in registry::server_pids() {
+        if is_stopped(pid) && w.warned.insert(pid) {
+            lines += &format!(
+                "fibpool: warning: no value for {:.1} s: process {pid}, a fork server or an \
+                 ssh master of the pool, is stopped; 'kill -CONT {pid}' resumes it\n",
                 w.since.elapsed().as_secs_f64(),
             );
         }

@@ -102,6 +102,11 @@ pub fn pids() -> Vec<u32> {
     live.pids.iter().chain(&live.members).copied().collect()
 }
 
+/// The servers listed (fork servers, ssh masters), for a look at them.
+pub fn server_pids() -> Vec<u32> {
+    live().servers.clone()
+}
+
 /// True once [`stop_all`] has run: the process is about to exit.
 pub fn stopping() -> bool {
     live().stopping
