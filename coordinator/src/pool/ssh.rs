@@ -469,7 +469,7 @@ impl Master {
                 &self.login,
                 format!(
                     "its core count came back as {}, not a count from 1 to {MAX_WORKERS}",
-                    crate::input::quoted(cores.trim())
+                    format!("'{}'", cores.trim().escape_debug())
                 ),
             )),
         }
