@@ -468,8 +468,8 @@ impl Master {
             _ => Err(host_error(
                 &self.login,
                 format!(
-                    "its core count came back as {}, not a count from 1 to {MAX_WORKERS}",
-                    format!("'{}'", cores.trim().escape_debug())
+                    "its core count came back as '{}', not a count from 1 to {MAX_WORKERS}",
+                    cores.trim().escape_debug()
                 ),
             )),
         }
