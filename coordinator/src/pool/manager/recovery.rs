@@ -158,7 +158,10 @@ impl Manager {
             held.retain(|id| id != wire);
         }
         let place = self.config.places[slot];
-        for &id in held.iter().rev() {
+        // A worker the signal handler killed (stop_all): this process is
+        // about to exit, and computes nothing more, so nothing is retried.
+        let stopping = crate::pool::registry::stopping();
+        for &id in held.iter().rev().filter(|_| !stopping) {
             if let Some(issued) = self.chunks.get_mut(&id) {
                 issued.lost_on = Some(place);
             }
@@ -166,9 +169,8 @@ impl Manager {
         }
         match give_up {
             Some(error) => self.give_up(slot, error),
-            // A worker the signal handler killed (stop_all) is no restart:
-            // this process is about to exit, and starts no other.
-            None if self.exit || crate::pool::registry::stopping() => {}
+            // A worker the signal handler killed is no restart either.
+            None if self.exit || stopping => {}
             None => {
                 self.shared.count(|c| c.worker_restarts += 1);
                 let at = Instant::now() + self.backoff(slot);
