@@ -525,6 +525,25 @@ fn a_host_that_cannot_be_used_is_named_with_what_went_wrong() {
 }
 
 #[test]
+fn a_tmpdir_that_cannot_hold_the_control_socket_is_named() {
+    // No ssh is run: the control directory comes first.
+    let out = run(fibpool().env("TMPDIR", "/nonexistent/fibpool-test").args([
+        "run",
+        "--hosts",
+        "127.0.0.1:1",
+        "10",
+    ]));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert_eq!(
+        out.stderr,
+        "fibpool: error: cannot start the pool: host 127.0.0.1:1: cannot make a \
+         directory for ssh's control socket in /nonexistent/fibpool-test (TMPDIR): \
+         No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
 fn bad_host_options_are_usage_errors() {
     let cases = [
         (

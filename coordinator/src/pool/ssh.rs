@@ -127,7 +127,13 @@ fn private_dir() -> io::Result<PathBuf> {
         match std::fs::DirBuilder::new().mode(0o700).create(&making) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                let what = format!(
+                    "cannot make a directory for ssh's control socket in {} (TMPDIR): {e}",
+                    base.display()
+                );
+                return Err(io::Error::new(e.kind(), what));
+            }
         }
         let dir = base.join(format!("fibpool-ssh-{pid}-{n}"));
         let locked = lock(&making.join(LOCK)).and_then(|held| {
@@ -148,7 +154,11 @@ fn private_dir() -> io::Result<PathBuf> {
                 if e.kind() == io::ErrorKind::AlreadyExists {
                     continue;
                 }
-                return Err(e);
+                let what = format!(
+                    "cannot lock and name ssh's control directory {}: {e}",
+                    dir.display()
+                );
+                return Err(io::Error::new(e.kind(), what));
             }
         }
     }
@@ -269,7 +279,7 @@ impl Master {
     /// and asks for the host's core count over it.
     pub fn connect(login: &Login, ssh: &Ssh, timeout: Duration) -> Result<Master, PoolError> {
         let failed = |e: io::Error| host_error(login, format!("cannot run ssh: {e}"));
-        let dir = private_dir().map_err(failed)?;
+        let dir = private_dir().map_err(|e| host_error(login, e.to_string()))?;
         let control = dir.join("master");
         let mut master = Master {
             login: login.clone(),
