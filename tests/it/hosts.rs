@@ -544,6 +544,56 @@ fn a_tmpdir_that_cannot_hold_the_control_socket_is_named() {
 }
 
 #[test]
+fn a_stop_while_a_master_connects_counts_no_worker() {
+    // An "ssh" that never connects, with a child of its own: the master and
+    // its child are stopped, and neither is a worker.
+    let dir = scratch_dir("slow-ssh");
+    let ssh = dir.join("ssh");
+    let pidfile = dir.join("child");
+    std::fs::write(
+        &ssh,
+        format!(
+            "#!/bin/sh\nsleep 600 &\necho $! > {}\nwait\n",
+            pidfile.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let running = Running::start(fibpool().args([
+        "run",
+        "--hosts",
+        "127.0.0.1:1",
+        "--ssh",
+        ssh.to_str().unwrap(),
+        "10",
+    ]));
+    let mut child = None;
+    wait_until(
+        "the fake ssh's child is up",
+        Duration::from_secs(60),
+        || {
+            child = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok());
+            child.is_some()
+        },
+    );
+    signal(running.pid(), libc::SIGINT);
+    let out = running.finish();
+    assert_eq!(out.code(), Some(130), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        "fibpool: stopped by SIGINT; 0 worker processes killed and reaped\n"
+    );
+    let child = child.unwrap();
+    wait_until(
+        "the fake ssh's child is gone",
+        Duration::from_secs(10),
+        || !alive(child),
+    );
+}
+
+#[test]
 fn bad_host_options_are_usage_errors() {
     let cases = [
         (

@@ -13,9 +13,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 struct Live {
     /// Children of this process, each leading its own process group.
     pids: Vec<u32>,
-    /// Servers: children leading their own groups, not workers (fork
-    /// servers, ssh masters).
+    /// Fork servers: children leading their own groups, not workers, whose
+    /// own children are.
     servers: Vec<u32>,
+    /// Ssh masters: children leading their own groups whose children (if
+    /// any: an ssh wrapper's) are not workers.
+    masters: Vec<u32>,
     /// Workers in another listed process's group (a fork server's), which
     /// that process reaps: stopped with their group, never signalled by pid.
     members: Vec<u32>,
@@ -32,6 +35,7 @@ static GATE: RwLock<()> = RwLock::new(());
 static LIVE: Mutex<Live> = Mutex::new(Live {
     pids: Vec::new(),
     servers: Vec::new(),
+    masters: Vec::new(),
     members: Vec::new(),
     dirs: Vec::new(),
     stopping: false,
@@ -48,9 +52,16 @@ pub(crate) fn start<T, E>(start: impl FnOnce() -> Result<(T, u32), E>) -> Result
     start_into(|live| &mut live.pids, start)
 }
 
-/// As [`start`], for a fork server: stopped as a worker is, not counted as one.
+/// As [`start`], for a fork server: stopped as a worker is, not counted as
+/// one (its children are).
 pub(crate) fn start_server<T, E>(start: impl FnOnce() -> Result<(T, u32), E>) -> Result<T, E> {
     start_into(|live| &mut live.servers, start)
+}
+
+/// As [`start`], for an ssh master: stopped as a worker is, and neither it
+/// nor its children counted as workers.
+pub(crate) fn start_master<T, E>(start: impl FnOnce() -> Result<(T, u32), E>) -> Result<T, E> {
+    start_into(|live| &mut live.masters, start)
 }
 
 fn start_into<T, E>(
@@ -90,7 +101,12 @@ pub(crate) fn forget_dir(dir: &std::path::Path) {
 /// Takes `pid` off the list: it was reaped, and may be reused.
 pub(crate) fn forget(pid: u32) {
     let live = &mut *live();
-    for list in [&mut live.pids, &mut live.servers, &mut live.members] {
+    for list in [
+        &mut live.pids,
+        &mut live.servers,
+        &mut live.masters,
+        &mut live.members,
+    ] {
         list.retain(|&p| p != pid);
     }
 }
@@ -104,7 +120,8 @@ pub fn pids() -> Vec<u32> {
 
 /// The servers listed (fork servers, ssh masters), for a look at them.
 pub fn server_pids() -> Vec<u32> {
-    live().servers.clone()
+    let live = live();
+    live.servers.iter().chain(&live.masters).copied().collect()
 }
 
 /// True once [`stop_all`] has run: the process is about to exit.
@@ -127,17 +144,23 @@ pub fn wait_for_exit() -> ! {
 /// thread that exits the process right after.
 pub fn stop_all() -> usize {
     let _gate = GATE.write().unwrap_or_else(PoisonError::into_inner);
-    let (workers, servers, members, dirs) = {
+    let (workers, servers, masters, members, dirs) = {
         let mut live = live();
         live.stopping = true;
         (
             std::mem::take(&mut live.pids),
             std::mem::take(&mut live.servers),
+            std::mem::take(&mut live.masters),
             std::mem::take(&mut live.members),
             std::mem::take(&mut live.dirs),
         )
     };
-    let pids: Vec<u32> = workers.iter().chain(&servers).copied().collect();
+    let pids: Vec<u32> = workers
+        .iter()
+        .chain(&masters)
+        .chain(&servers)
+        .copied()
+        .collect();
     // A server's workers, counted before they die: those it has forked but
     // not yet reported are not listed yet.
     let forked = servers
@@ -172,7 +195,7 @@ fn children(pid: u32) -> Option<usize> {
 #[cfg(test)]
 pub(crate) fn listed(pid: u32) -> bool {
     let live = live();
-    [&live.pids, &live.servers, &live.members]
+    [&live.pids, &live.servers, &live.masters, &live.members]
         .into_iter()
         .any(|list| list.contains(&pid))
 }

@@ -374,7 +374,7 @@ impl Master {
         let thread = std::thread::Builder::new()
             .name("fibpool-ssh-master".to_owned())
             .spawn(move || {
-                let spawned = registry::start_server(|| {
+                let spawned = registry::start_master(|| {
                     let child = cmd.spawn()?;
                     let pid = child.id();
                     Ok::<_, io::Error>((child, pid))
