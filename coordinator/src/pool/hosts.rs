@@ -198,9 +198,45 @@ impl Ssh {
                 .remote_command
                 .chars()
                 .any(|c| ";&|<>()$`\n*?[]{}~!#".contains(c));
-        // Shell builtins and keywords that `exec` cannot run.
+        // Shell builtins and keywords that `exec` cannot run: POSIX's
+        // special builtins and the regular ones no PATH holds.
         let first = self.remote_command.split_whitespace().next().unwrap_or("");
-        let builtin = matches!(first, "exec" | "command" | "builtin" | "time" | "eval");
+        let builtin = matches!(
+            first,
+            "exec"
+                | "command"
+                | "builtin"
+                | "time"
+                | "eval"
+                | "exit"
+                | "return"
+                | "break"
+                | "continue"
+                | "."
+                | ":"
+                | "source"
+                | "export"
+                | "readonly"
+                | "set"
+                | "unset"
+                | "shift"
+                | "times"
+                | "trap"
+                | "cd"
+                | "umask"
+                | "ulimit"
+                | "wait"
+                | "alias"
+                | "unalias"
+                | "local"
+                | "read"
+                | "hash"
+                | "type"
+                | "jobs"
+                | "fg"
+                | "bg"
+                | "getopts"
+        );
         if plain && !builtin {
             format!("exec {}", self.remote_command)
         } else {
@@ -318,6 +354,9 @@ mod tests {
         );
         assert_eq!(sent("exec fibpool worker"), "exec fibpool worker");
         assert_eq!(sent("command fibpool worker"), "command fibpool worker");
+        for builtin in ["exit 3", "cd /tmp", ". ./env.sh", "ulimit -v 100", "wait"] {
+            assert_eq!(sent(builtin), builtin);
+        }
         for other in [
             "cd /x && fibpool worker",
             "FOO=1 fibpool worker",
