@@ -822,6 +822,78 @@ fn a_stopped_worker_is_named_and_the_run_waits_for_it() {
     );
 }
 
+/// A stopped fork server holds every worker still to start: past
+/// `--stall-warning` the run names it, and every value still comes.
+#[test]
+fn a_stopped_fork_server_is_named_and_the_run_completes() {
+    use std::io::BufRead;
+    let indices: Vec<u64> = (0..3000).collect();
+    let mut child = fibpool()
+        .args(["run", "-w", "1", "-c", "1", "--max-tasks-per-child", "1"])
+        .args(["--start-method", "forkserver", "--stall-warning", "0.3"])
+        .arg("0..3000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let values = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let is_server = |p: &u32| {
+        std::fs::read(format!("/proc/{p}/environ")).is_ok_and(|env| {
+            env.split(|&b| b == 0)
+                .any(|v| v.starts_with(b"FIBPOOL_FORK_SERVER="))
+        })
+    };
+    // Once the run is under way (the server has forked a worker): a server
+    // stopped before the pool's first worker fails the pool's start.
+    let mut server = None;
+    wait_until(
+        "the fork server has forked",
+        Duration::from_secs(60),
+        || {
+            server = children(pid)
+                .into_iter()
+                .find(|p| is_server(p) && !children(*p).is_empty());
+            server.is_some()
+        },
+    );
+    let server = server.unwrap();
+    signal(server, libc::SIGSTOP);
+    let warning = lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a stall warning within 60 s");
+    let prefix = "fibpool: warning: no value for ";
+    let suffix = format!(
+        " s: process {server}, a fork server of the pool, is stopped; 'kill -CONT {server}' resumes it"
+    );
+    assert!(
+        warning.starts_with(prefix) && warning.ends_with(&suffix),
+        "{warning}"
+    );
+    // The pool may have replaced it by now.
+    // SAFETY: a signal to a pid this test saw; a stale one is ESRCH.
+    unsafe { libc::kill(server as libc::pid_t, libc::SIGCONT) };
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert!(status.success(), "{rest:?}");
+    assert_same_lines(&values.join().unwrap(), &expected_lines(&indices, 10));
+    assert!(
+        rest.last()
+            .is_some_and(|l| l.starts_with("fibpool: 3000 indices in 3000 chunks on 1 worker: ")),
+        "{rest:?}"
+    );
+}
+
 /// A report path that is a symlink replaces the link's target (made if it
 /// does not exist), a regular file keeps its mode, a FIFO is written into,
 /// not replaced (when something reads it), and this process's stdout is

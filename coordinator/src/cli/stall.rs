@@ -113,12 +113,19 @@ pub(super) fn look() {
             );
         }
     }
-    // A stopped ssh master holds every worker on its host.
-    for pid in registry::server_pids() {
+    // A stopped fork server holds every worker still to start; a stopped
+    // ssh master, every worker on its host.
+    let servers = registry::server_pids()
+        .into_iter()
+        .map(|p| (p, "a fork server"));
+    let masters = registry::master_pids()
+        .into_iter()
+        .map(|p| (p, "an ssh master"));
+    for (pid, what) in servers.chain(masters) {
         if is_stopped(pid) && w.warned.insert(pid) {
             lines += &format!(
-                "fibpool: warning: no value for {:.1} s: process {pid}, a fork server or an \
-                 ssh master of the pool, is stopped; 'kill -CONT {pid}' resumes it\n",
+                "fibpool: warning: no value for {:.1} s: process {pid}, {what} of the pool, \
+                 is stopped; 'kill -CONT {pid}' resumes it\n",
                 w.since.elapsed().as_secs_f64(),
             );
         }

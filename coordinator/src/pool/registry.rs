@@ -118,10 +118,14 @@ pub fn pids() -> Vec<u32> {
     live.pids.iter().chain(&live.members).copied().collect()
 }
 
-/// The servers listed (fork servers, ssh masters), for a look at them.
+/// The fork servers listed, for a look at them.
 pub fn server_pids() -> Vec<u32> {
-    let live = live();
-    live.servers.iter().chain(&live.masters).copied().collect()
+    live().servers.clone()
+}
+
+/// The ssh masters listed, for a look at them.
+pub fn master_pids() -> Vec<u32> {
+    live().masters.clone()
 }
 
 /// True once [`stop_all`] has run: the process is about to exit.
