@@ -355,6 +355,55 @@ fn masters(coordinator: u32) -> Vec<u32> {
         .collect()
 }
 
+/// A stopped master holds every worker on its host: past `--stall-warning`
+/// the run names it, and once it is continued every value comes.
+#[test]
+fn a_stopped_master_is_named_and_the_run_completes_once_continued() {
+    use std::io::BufRead;
+    let sshd = Sshd::start("stopped-master");
+    let indices: Vec<u64> = (0..400).collect();
+    let mut child = hosts_run(&sshd, &sshd.host("127.0.0.1"))
+        .args(["-w", "1", "-c", "1", "--stall-warning", "0.3", "0..400"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let values = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    wait_until("a remote worker runs", Duration::from_secs(60), || {
+        !sshd.remote_workers().is_empty()
+    });
+    let master = masters(pid);
+    assert_eq!(master.len(), 1, "{master:?}");
+    signal(master[0], libc::SIGSTOP);
+    let warning = lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a stall warning within 60 s");
+    let suffix = format!(
+        " s: process {0}, an ssh master of the pool, is stopped; 'kill -CONT {0}' resumes it",
+        master[0]
+    );
+    assert!(
+        warning.starts_with("fibpool: warning: no value for ") && warning.ends_with(&suffix),
+        "{warning}"
+    );
+    signal(master[0], libc::SIGCONT);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert!(status.success(), "{rest:?}");
+    assert_same_lines(&values.join().unwrap(), &expected_lines(&indices, 10));
+}
+
 #[test]
 fn a_remote_worker_killed_mid_run_is_a_dead_worker_and_nothing_is_lost() {
     let sshd = Sshd::start("killed-remote");
