@@ -862,7 +862,7 @@ fn a_stopped_fork_server_is_named_and_the_run_completes() {
         || {
             server = children(pid)
                 .into_iter()
-                .find(|p| is_server(p) && !children(*p).is_empty());
+                .find(|p| is_server(p) && !forked_workers(*p).is_empty());
             server.is_some()
         },
     );

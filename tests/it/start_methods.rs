@@ -41,7 +41,10 @@ fn server_and_workers(running: &Running, n: usize) -> (u32, Vec<u32>) {
             let [server] = servers[..] else {
                 return false;
             };
-            let workers: Vec<u32> = children(server).into_iter().filter(|&p| alive(p)).collect();
+            let workers: Vec<u32> = forked_workers(server)
+                .into_iter()
+                .filter(|&p| alive(p))
+                .collect();
             found = (server, workers);
             found.1.len() >= n
         },

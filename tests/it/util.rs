@@ -245,6 +245,18 @@ impl Drop for Running {
     }
 }
 
+/// A fork server's workers: its children but its spare (the worker it
+/// forks ahead of a request, named `fibpool-spare` until it is taken).
+pub fn forked_workers(server: u32) -> Vec<u32> {
+    children(server)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|comm| comm.trim_end() != "fibpool-spare")
+        })
+        .collect()
+}
+
 /// The children of every thread of `pid`, from /proc.
 pub fn children(pid: u32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {

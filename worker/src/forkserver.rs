@@ -11,10 +11,16 @@
 //! and reaps the children left. It dies with the coordinator
 //! (PR_SET_PDEATHSIG) and its children die with it, so none outlives the
 //! coordinator whichever of the two goes first.
+//!
+//! The server keeps one worker forked ahead of its request (the *spare*),
+//! waiting on a socket of its own: a start request then costs a message to
+//! it, not a fork, and the next spare is forked once the request is
+//! answered. A spare names itself `fibpool-spare` (/proc's `comm`) until
+//! it is taken, so that a count of the server's workers can pass it by.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CStr, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::process::ExitCode;
 
@@ -58,6 +64,16 @@ struct Child {
     pidfd: OwnedFd,
 }
 
+/// A worker forked ahead of its request, and the server's end of the
+/// socket it waits on for the request and its descriptors.
+struct Spare {
+    child: Child,
+    socket: OwnedFd,
+}
+
+/// What a spare calls itself until it is taken (at most 15 bytes).
+pub const SPARE_NAME: &CStr = c"fibpool-spare";
+
 fn serve_forks(name: &str, coordinator: u32) -> io::Result<()> {
     die_with_parent(coordinator).map_err(io::Error::other)?;
     // What every child would otherwise fault in on its first chunk.
@@ -74,10 +90,13 @@ fn serve_forks(name: &str, coordinator: u32) -> io::Result<()> {
         sent => sent?,
     }
     let mut children: Vec<Child> = Vec::new();
+    let mut spare = fork_spare(name, &control, &children).ok();
     let mut packet = [0u8; MAX_PACKET];
     'serving: loop {
+        // The spare's pidfd last: a spare that ends idle is not reported.
         let mut polls: Vec<libc::pollfd> = std::iter::once(control.as_raw_fd())
             .chain(children.iter().map(|c| c.pidfd.as_raw_fd()))
+            .chain(spare.iter().map(|s| s.child.pidfd.as_raw_fd()))
             .map(|fd| libc::pollfd {
                 fd,
                 events: libc::POLLIN,
@@ -91,6 +110,11 @@ fn serve_forks(name: &str, coordinator: u32) -> io::Result<()> {
                 continue;
             }
             return Err(err);
+        }
+        if spare.is_some() && polls.pop().is_some_and(|p| p.revents != 0) {
+            if let Some(ended) = spare.take() {
+                reap(ended.child.pid)?;
+            }
         }
         // Children first: a pidfd that polls readable is a child that ended.
         let ended: Vec<usize> = (1..polls.len())
@@ -131,8 +155,14 @@ fn serve_forks(name: &str, coordinator: u32) -> io::Result<()> {
                 ),
             ));
         }
-        let socket = socket.map(OsString::from_vec);
-        let answer = match fork_worker(name, &control, &children, &fds, socket) {
+        let taken = spare
+            .take()
+            .and_then(|s| take_spare(s, &packet[..len], &fds));
+        let forked = || {
+            let socket = socket.map(OsString::from_vec);
+            fork_worker(name, &control, &children, &fds, socket)
+        };
+        let answer = match taken.map_or_else(forked, Ok) {
             Ok(child) => {
                 let started = FromServer::Started { pid: child.pid };
                 let sent =
@@ -151,15 +181,137 @@ fn serve_forks(name: &str, coordinator: u32) -> io::Result<()> {
             Err(e) if gone(&e) => break,
             answer => answer?,
         }
+        // Only now, with the request's descriptors closed here, so that the
+        // new spare holds none of them.
+        spare = fork_spare(name, &control, &children).ok();
     }
     // The coordinator is done (or gone): no worker outlives this server.
-    for child in &children {
+    let spare = spare.map(|s| s.child);
+    for child in children.iter().chain(&spare) {
         kill(child.pidfd.as_fd());
     }
-    for child in children {
+    for child in children.into_iter().chain(spare) {
         reap(child.pid)?;
     }
     Ok(())
+}
+
+/// Hands a start request and its descriptors to the spare, which becomes
+/// the worker; `None` if it cannot take them (it is killed and reaped).
+fn take_spare(spare: Spare, request: &[u8], fds: &[OwnedFd]) -> Option<Child> {
+    let fds: Vec<BorrowedFd<'_>> = fds.iter().map(|fd| fd.as_fd()).collect();
+    match forkserver::send(spare.socket.as_fd(), request, &fds) {
+        Ok(()) => Some(spare.child),
+        Err(_) => {
+            kill(spare.child.pidfd.as_fd());
+            let _ = reap(spare.child.pid);
+            None
+        }
+    }
+}
+
+/// Forks a spare: a worker that waits for its start request.
+fn fork_spare(name: &str, control: &OwnedFd, children: &[Child]) -> io::Result<Spare> {
+    let (ours, theirs) = forkserver::socket_pair()?;
+    let server = std::process::id();
+    // The spare is named from its first instant: the server takes the name
+    // for the fork, and gives it back.
+    let mut saved = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes; PR_SET_NAME reads a
+    // NUL-terminated name (`saved` has at most 15 bytes of one).
+    unsafe {
+        libc::prctl(libc::PR_GET_NAME, saved.as_mut_ptr());
+        libc::prctl(libc::PR_SET_NAME, SPARE_NAME.as_ptr());
+    }
+    // SAFETY: this process is single-threaded, so the child may run any code.
+    let pid = unsafe { libc::fork() };
+    if pid != 0 {
+        // SAFETY: as above.
+        unsafe { libc::prctl(libc::PR_SET_NAME, saved.as_ptr()) };
+    }
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(ours);
+        let code = match wait_for_start(control, children, theirs, server, &saved) {
+            Ok(Some((entered, channel))) => serve_stdio(name, entered, channel),
+            // The server let it go unused.
+            Ok(None) => ExitCode::SUCCESS,
+            Err(e) => {
+                say(name, &format!("forked worker: {e}"));
+                ExitCode::FAILURE
+            }
+        };
+        // SAFETY: as in fork_worker.
+        unsafe { libc::_exit(if code == ExitCode::SUCCESS { 0 } else { 1 }) };
+    }
+    drop(theirs);
+    let pid = pid as u32;
+    match pidfd_open(pid) {
+        Ok(pidfd) => Ok(Spare {
+            child: Child { pid, pidfd },
+            socket: ours,
+        }),
+        Err(e) => {
+            // SAFETY: kill and waitpid on our own unreaped child.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            reap(pid)?;
+            Err(e)
+        }
+    }
+}
+
+/// In a spare: everything a forked worker does that its request does not
+/// decide, then the wait for that request on `socket`. `None` when the
+/// server closes the socket instead.
+fn wait_for_start(
+    control: &OwnedFd,
+    children: &[Child],
+    socket: OwnedFd,
+    server: u32,
+    name: &[u8; 16],
+) -> io::Result<Option<(u64, Channel)>> {
+    // Its copy of the control socket goes first: the coordinator learns of
+    // the server's end by that socket's.
+    let null = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    debug_assert_eq!(control.as_raw_fd(), libc::STDIN_FILENO);
+    // SAFETY: dup2 between descriptors this process holds.
+    if unsafe { libc::dup2(null.as_raw_fd(), libc::STDIN_FILENO) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    detach(children, server)?;
+    let mut packet = [0u8; MAX_PACKET];
+    let Some((len, fds)) = forkserver::recv(socket.as_fd(), &mut packet)? else {
+        return Ok(None);
+    };
+    let entered = monotonic_ns();
+    drop(socket);
+    // SAFETY: `name` is NUL-terminated (PR_GET_NAME's, at most 15 bytes).
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    let ToServer::Start { socket: name } = ToServer::decode(&packet[..len])?;
+    let expected = if name.is_some() { 0 } else { 2 };
+    if fds.len() != expected {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "a start request with {} descriptors, not {expected}",
+                fds.len()
+            ),
+        ));
+    }
+    take_stdio(&fds, &null)?;
+    // Closed where they were by take_stdio: not to be closed again.
+    for fd in fds {
+        let _ = fd.into_raw_fd();
+    }
+    let channel = name
+        .map(OsString::from_vec)
+        .map_or(Channel::Stdio, Channel::Socket);
+    Ok(Some((entered, channel)))
 }
 
 /// An error that says the coordinator closed its end of the socket.
@@ -220,28 +372,33 @@ fn become_worker(
     fds: &[OwnedFd],
     server: u32,
 ) -> io::Result<()> {
-    let close = |fd: RawFd| {
-        // SAFETY: closing this process's copy of a descriptor it no longer uses.
-        unsafe { libc::close(fd) };
-    };
-    for child in children {
-        close(child.pidfd.as_raw_fd());
-    }
     // A worker on a socket reads nothing from stdin and writes nothing to
     // stdout: both are /dev/null, as a spawned one's are.
-    let null;
-    let (stdin, stdout) = match fds {
-        [stdin, stdout] => (stdin.as_raw_fd(), stdout.as_raw_fd()),
-        _ => {
-            null = std::fs::File::options()
+    let null = match fds {
+        [] => Some(
+            std::fs::File::options()
                 .read(true)
                 .write(true)
-                .open("/dev/null")?;
-            (null.as_raw_fd(), null.as_raw_fd())
-        }
+                .open("/dev/null")?,
+        ),
+        _ => None,
     };
     // fd 0 is the control socket: replacing it closes this copy of it.
     debug_assert_eq!(control.as_raw_fd(), libc::STDIN_FILENO);
+    match &null {
+        Some(null) => take_stdio(fds, null)?,
+        None => take_stdio(fds, &std::io::stdin())?,
+    }
+    detach(children, server)
+}
+
+/// Puts `fds` (stdin and stdout) on 0 and 1, or `null` on both when there
+/// are none, and closes them where they were.
+fn take_stdio(fds: &[OwnedFd], null: &impl AsRawFd) -> io::Result<()> {
+    let (stdin, stdout) = match fds {
+        [stdin, stdout] => (stdin.as_raw_fd(), stdout.as_raw_fd()),
+        _ => (null.as_raw_fd(), null.as_raw_fd()),
+    };
     for (from, to) in [(stdin, libc::STDIN_FILENO), (stdout, libc::STDOUT_FILENO)] {
         // SAFETY: dup2 between descriptors this process holds.
         if unsafe { libc::dup2(from, to) } < 0 {
@@ -249,7 +406,18 @@ fn become_worker(
         }
     }
     for fd in fds {
-        close(fd.as_raw_fd());
+        // SAFETY: closing this process's copy of a descriptor it no longer uses.
+        unsafe { libc::close(fd.as_raw_fd()) };
+    }
+    Ok(())
+}
+
+/// In a forked child: none of the server's children's pidfds, and death
+/// with the server.
+fn detach(children: &[Child], server: u32) -> io::Result<()> {
+    for child in children {
+        // SAFETY: closing this process's copy of a descriptor it no longer uses.
+        unsafe { libc::close(child.pidfd.as_raw_fd()) };
     }
     // It stays in the server's process group: the coordinator kills the
     // group to stop them all, and one worker through its pidfd.

@@ -21,7 +21,7 @@ pub mod kernels;
 mod serve;
 mod stdio;
 
-pub use forkserver::serve_as_fork_server;
+pub use forkserver::{SPARE_NAME, serve_as_fork_server};
 pub use serve::{ServeError, ServeOptions, ServeSummary, compute, measure, serve};
 pub use stdio::{run_stdio, unblock_signals};
 

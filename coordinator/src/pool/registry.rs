@@ -190,10 +190,16 @@ pub fn stop_all() -> usize {
     workers.len() + forked
 }
 
-/// How many children `pid` (a single-threaded fork server) has, from /proc.
+/// How many workers `pid` (a single-threaded fork server) has, from /proc:
+/// its children but its spare.
 fn children(pid: u32) -> Option<usize> {
     let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    Some(list.split_whitespace().count())
+    let spare = fibpool_worker::SPARE_NAME.to_bytes();
+    let is_spare = |child: &str| {
+        std::fs::read(format!("/proc/{child}/comm"))
+            .is_ok_and(|comm| comm.trim_ascii_end() == spare)
+    };
+    Some(list.split_whitespace().filter(|c| !is_spare(c)).count())
 }
 
 #[cfg(test)]
