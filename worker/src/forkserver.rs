@@ -50,6 +50,12 @@ pub(crate) fn run(name: &str, coordinator: &OsStr) -> ExitCode {
 /// forked from a coordinator (the fork start method) as for one spawned.
 pub fn serve_as_fork_server(name: &str, coordinator: u32) -> ExitCode {
     crate::unblock_signals();
+    // A coordinator that ignores SIGCHLD would leave this process unable to
+    // wait for its children (an ignored signal survives exec): they would
+    // be reaped by the kernel and their statuses lost.
+    // SAFETY: restoring a signal's default disposition in a process with
+    // one thread.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
     match serve_forks(name, coordinator) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -559,10 +559,11 @@ impl Server {
     /// from then on, before its reader sees the end.
     fn kill(&self) {
         self.said.state().gone = true;
-        self.process
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .kill();
+        let mut process = self.process.lock().unwrap_or_else(PoisonError::into_inner);
+        process.kill();
+        // Reaped now, not when a later pool replaces it: no zombie waits
+        // for that. SIGKILL ends it within the grace.
+        let _ = process.reap(ENDING_GRACE);
     }
 }
 

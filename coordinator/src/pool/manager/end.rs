@@ -30,7 +30,11 @@ impl Manager {
                 // Killed rather than told: a worker still on chunks of
                 // batches that are gone (nobody wants what it computes, and
                 // it is no fault of its own), and one that never started.
-                let unwanted = !w.in_flight.is_empty() || !w.process.is_ready();
+                // One that had already died (its end not yet handled) did
+                // not die at shutdown: not blamed on it either, whichever
+                // comes first.
+                let unwanted =
+                    !w.in_flight.is_empty() || !w.process.is_ready() || w.process.exited();
                 (w, unwanted)
             })
             .collect();
