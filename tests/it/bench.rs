@@ -2,6 +2,8 @@
 //! consistent with each other and the plot a well-formed SVG. No timing
 //! thresholds: only what holds on any machine.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use crate::util::*;
@@ -291,5 +293,48 @@ fn a_gmpy2_that_cannot_be_imported_is_one_line_and_the_rest_is_measured() {
     assert!(
         row["gmpy2_seconds"].is_null() && row["pool_seconds"].as_f64().unwrap() > 0.0,
         "{row}"
+    );
+}
+
+/// A signal stops the Python peer too, with its pool: none of them is left
+/// computing. Old failure: the peer and its worker were adopted by init and
+/// computed on.
+#[test]
+fn a_signal_during_the_python_peer_leaves_no_python_process() {
+    let running = Running::start(fibpool().args([
+        "bench",
+        "--repeat",
+        "2",
+        "-w",
+        "1",
+        "--vs-python",
+        "--python-repeat",
+        "3",
+        "300000..300060",
+    ]));
+    let is_peer = |pid: &u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.windows(14).any(|w| w == b"python_peer.py"))
+    };
+    // Once its pool computes: a peer stopped earlier fails on its own when
+    // its input file goes with the scratch directory.
+    let (mut peer, mut theirs) = (None, Vec::new());
+    wait_until(
+        "the Python peer's pool runs",
+        Duration::from_secs(120),
+        || {
+            peer = children(running.pid()).into_iter().find(is_peer);
+            theirs = peer.map(children).unwrap_or_default();
+            theirs.iter().any(|&w| cpu_ticks(w) > 0)
+        },
+    );
+    let peer = peer.unwrap();
+    signal(running.pid(), libc::SIGINT);
+    let out = running.finish();
+    assert_eq!(out.code(), Some(130), "{}", out.stderr);
+    wait_until(
+        "the peer and its workers are gone",
+        Duration::from_secs(10),
+        || std::iter::once(&peer).chain(&theirs).all(|&p| !alive(p)),
     );
 }

@@ -557,14 +557,16 @@ fn python_json<T: serde::de::DeserializeOwned>(
     args: &[String],
     json: &std::path::Path,
 ) -> Result<T> {
-    let out = std::process::Command::new(&python.interpreter)
-        .arg(script)
+    let mut peer = std::process::Command::new(&python.interpreter);
+    peer.arg(script)
         .args(args)
         .arg("--json")
         .arg(json)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .output()
+        .stderr(std::process::Stdio::piped());
+    // Its own group, stopped with this process by a signal.
+    let out = registry::output_of_helper(peer, true)
         .with_context(|| format!("cannot run {}", python.interpreter.display()))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -277,7 +277,7 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
                         .arg(&input)
                         .args(["--start-method", plan.start_methods[0].name()])
                         .args(&plan.run_args);
-                    fib.push(time_process("fibpool run", run)?);
+                    fib.push(time_process(FIBPOOL_RUN, run)?);
                     tick();
                 }
                 processes.push((median(&py), median(&fib)));
@@ -303,7 +303,7 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
                 };
                 let theirs = process_output("the gmpy2 peer", peer())?;
                 tick();
-                let ours = process_output("fibpool run", run())?;
+                let ours = process_output(FIBPOOL_RUN, run())?;
                 tick();
                 if let Some(detail) = first_difference(&theirs, &ours) {
                     return Err(BenchError::Mismatch {
@@ -316,7 +316,7 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
                 for _ in 0..gmpy2.repeat {
                     gmp.push(time_process("the gmpy2 peer", peer())?);
                     tick();
-                    fib.push(time_process("fibpool run", run())?);
+                    fib.push(time_process(FIBPOOL_RUN, run())?);
                     tick();
                 }
                 gmp_processes.push((median(&gmp), median(&fib)));
@@ -432,6 +432,9 @@ fn ceiling_sample(plan: &BenchPlan, tasks: &TaskList, n: usize) -> Result<f64, P
     Ok(seconds)
 }
 
+/// What a timed run of this program is called in errors.
+const FIBPOOL_RUN: &str = "fibpool run";
+
 fn time_process(what: &str, mut command: Command) -> Result<f64, BenchError> {
     command.stdout(Stdio::null());
     run_process(what, command).map(|(seconds, _)| seconds)
@@ -445,14 +448,18 @@ fn process_output(what: &str, mut command: Command) -> Result<Vec<u8>, BenchErro
 
 fn run_process(what: &str, mut command: Command) -> Result<(f64, Vec<u8>), BenchError> {
     let start = Instant::now();
-    let out = command
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|source| BenchError::Run {
+    command.stdin(Stdio::null()).stderr(Stdio::piped());
+    // Its own group, stopped with this process by a signal. A peer also
+    // dies with this process (a Python pool would compute on); a timed
+    // `fibpool run` keeps the vfork spawn its timing is compared with
+    // (its workers die with it).
+    let peer = what != FIBPOOL_RUN;
+    let out = crate::pool::registry::output_of_helper(command, peer).map_err(|source| {
+        BenchError::Run {
             what: what.to_owned(),
             source,
-        })?;
+        }
+    })?;
     let seconds = start.elapsed().as_secs_f64();
     if !out.status.success() {
         return Err(BenchError::Failed {

@@ -19,6 +19,9 @@ struct Live {
     /// Ssh masters: children leading their own groups whose children (if
     /// any: an ssh wrapper's) are not workers.
     masters: Vec<u32>,
+    /// Other programs run to their end (the Python peers), each leading
+    /// its own group: stopped with it, never counted.
+    helpers: Vec<u32>,
     /// Workers in another listed process's group (a fork server's), which
     /// that process reaps: stopped with their group, never signalled by pid.
     members: Vec<u32>,
@@ -36,6 +39,7 @@ static LIVE: Mutex<Live> = Mutex::new(Live {
     pids: Vec::new(),
     servers: Vec::new(),
     masters: Vec::new(),
+    helpers: Vec::new(),
     members: Vec::new(),
     dirs: Vec::new(),
     stopping: false,
@@ -78,6 +82,35 @@ fn start_into<T, E>(
     Ok(child)
 }
 
+/// Runs a helper program (a Python peer, a timed `fibpool run`) to its
+/// end, its output gathered: in a process group of its own, listed so that
+/// [`stop_all`] kills its group (its own children with it) without
+/// counting it as a worker, and with `die_with_us` killed when the calling
+/// thread ends (PR_SET_PDEATHSIG: a hook before exec, which makes the
+/// spawn a fork rather than a vfork).
+pub fn output_of_helper(
+    mut cmd: std::process::Command,
+    die_with_us: bool,
+) -> std::io::Result<std::process::Output> {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    if die_with_us {
+        super::ssh::die_with_spawner(&mut cmd);
+    }
+    let child = start_into(
+        |live| &mut live.helpers,
+        || {
+            let child = cmd.spawn()?;
+            let pid = child.id();
+            Ok::<_, std::io::Error>((child, pid))
+        },
+    )?;
+    let pid = child.id();
+    let out = child.wait_with_output();
+    forget(pid);
+    out
+}
+
 /// Lists a worker in a listed process's group (a fork of a fork server),
 /// for [`pids`]; it is stopped with that group. No gate is needed: a stop
 /// that comes first has killed the group, this worker with it.
@@ -105,6 +138,7 @@ pub(crate) fn forget(pid: u32) {
         &mut live.pids,
         &mut live.servers,
         &mut live.masters,
+        &mut live.helpers,
         &mut live.members,
     ] {
         list.retain(|&p| p != pid);
@@ -151,10 +185,12 @@ pub fn stop_all() -> usize {
     let (workers, servers, masters, members, dirs) = {
         let mut live = live();
         live.stopping = true;
+        let mut masters = std::mem::take(&mut live.masters);
+        masters.append(&mut live.helpers);
         (
             std::mem::take(&mut live.pids),
             std::mem::take(&mut live.servers),
-            std::mem::take(&mut live.masters),
+            masters,
             std::mem::take(&mut live.members),
             std::mem::take(&mut live.dirs),
         )
@@ -205,7 +241,13 @@ fn children(pid: u32) -> Option<usize> {
 #[cfg(test)]
 pub(crate) fn listed(pid: u32) -> bool {
     let live = live();
-    [&live.pids, &live.servers, &live.masters, &live.members]
-        .into_iter()
-        .any(|list| list.contains(&pid))
+    [
+        &live.pids,
+        &live.servers,
+        &live.masters,
+        &live.helpers,
+        &live.members,
+    ]
+    .into_iter()
+    .any(|list| list.contains(&pid))
 }

@@ -91,7 +91,7 @@ fn ssh_to(ssh: &WorkerCommand, login: &Login, ours: &[&str]) -> Command {
 }
 
 /// Asks for SIGKILL when the spawning thread ends, before the exec.
-fn die_with_spawner(cmd: &mut Command) {
+pub(crate) fn die_with_spawner(cmd: &mut Command) {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: prctl, getppid and _exit are async-signal-safe, and the hook
     // touches no memory of the parent's.
