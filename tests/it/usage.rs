@@ -324,3 +324,42 @@ fn the_readmes_bad_input_table_is_what_the_code_says() {
     }
     assert_eq!(rows, 12, "the rows of README.md's bad-input table");
 }
+
+#[test]
+fn a_report_and_a_plot_may_not_be_one_file() {
+    let dir = scratch_dir("usage-report-is-plot");
+    for command in ["stress", "startup", "bench"] {
+        let file = dir.join(format!("{command}.out"));
+        let file = file.to_str().unwrap();
+        let mut args = vec![command, "--report", file, "--plot", file];
+        if command == "bench" {
+            args.push("10");
+        }
+        check_in(
+            &dir,
+            &args,
+            &format!("--report and --plot name the same file, '{file}': give each its own"),
+        );
+        assert!(!Path::new(file).exists(), "{command} made {file}");
+    }
+}
+
+#[test]
+fn a_plot_to_stdout_needs_a_scratch_file_in_tmpdir() {
+    let out = run(fibpool().env("TMPDIR", "/nonexistent/fibpool-test").args([
+        "stress",
+        "--count",
+        "2",
+        "--sizes",
+        "8",
+        "--plot",
+        "/dev/stdout",
+    ]));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert_eq!(
+        out.stderr,
+        "fibpool: error: cannot draw --plot '/dev/stdout': cannot make a scratch file in \
+         '/nonexistent/fibpool-test' (TMPDIR): No such file or directory (os error 2)\n"
+    );
+}

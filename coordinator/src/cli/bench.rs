@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::progress::Progress;
 use super::run::read_tasks;
-use super::{check_workers, create_report, usage, worker_command};
+use super::{check_workers, usage, worker_command};
 use fibpool_coordinator::default_workers;
 use fibpool_coordinator::input::DEFAULT_MAX_INDEX;
 use fibpool_coordinator::measure::bench::{
@@ -112,8 +112,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     }
     super::check_fork_command(args.start_methods.forks(), args.worker_cmd.is_some())?;
     let command = worker_command(args.worker_cmd.as_deref())?;
-    let report_file = create_report(args.report)?;
-    let plot_file = super::create_plot(args.plot)?;
+    let (report_file, plot_file) = super::create_report_and_plot(args.report, args.plot)?;
     let python = if args.vs_python {
         let found = find_python(args.python_repeat.unwrap_or(args.repeat));
         if found.is_none() {

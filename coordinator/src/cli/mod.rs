@@ -817,7 +817,56 @@ fn create_report(path: Option<PathBuf>) -> Result<Option<ReportFile>> {
 /// file beside it and renamed into place, so it holds either what it held
 /// before or a whole plot.
 pub(crate) fn create_plot(path: Option<PathBuf>) -> Result<Option<ReportFile>> {
-    create_output(path, "--plot")
+    let plot = create_output(path, "--plot")?;
+    if let Some(plot) = &plot {
+        let in_place = plot
+            .inner
+            .temp
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|t| t.path.is_none());
+        // Drawn into a scratch file first: where it goes is checked now.
+        if in_place {
+            if let Err(e) = scratch_plot() {
+                usage!(
+                    "cannot draw --plot {}: {e:#}",
+                    quoted_path(&plot.inner.path)
+                );
+            }
+        }
+    }
+    Ok(plot)
+}
+
+/// A scratch file for a plot written in place, in TMPDIR.
+fn scratch_plot() -> Result<TempFile> {
+    let dir = std::env::temp_dir();
+    TempFile::beside(&dir.join("fibpool-plot.svg")).with_context(|| {
+        format!(
+            "cannot make a scratch file in {} (TMPDIR)",
+            quoted_path(&dir)
+        )
+    })
+}
+
+/// The `--report` and `--plot` files of a command, which may not be the
+/// same file (one would replace the other).
+pub(crate) fn create_report_and_plot(
+    report: Option<PathBuf>,
+    plot: Option<PathBuf>,
+) -> Result<(Option<ReportFile>, Option<ReportFile>)> {
+    let report = create_report(report)?;
+    let plot = create_plot(plot)?;
+    if let (Some(r), Some(p)) = (&report, &plot) {
+        if r.inner.path == p.inner.path {
+            usage!(
+                "--report and --plot name the same file, {}: give each its own",
+                quoted_path(&r.inner.path)
+            );
+        }
+    }
+    Ok((report, plot))
 }
 
 fn create_output(path: Option<PathBuf>, flag: &str) -> Result<Option<ReportFile>> {
@@ -896,7 +945,7 @@ impl ReportFile {
             // scratch file first, then written through the descriptor, after
             // what it holds, never reopened (which would truncate it).
             None => {
-                let scratch = TempFile::beside(&std::env::temp_dir().join("fibpool-plot.svg"))?;
+                let scratch = scratch_plot()?;
                 let at = scratch.path.clone().expect("a scratch file has a path");
                 draw(&at)
                     .map_err(anyhow::Error::msg)

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::{check_workers, create_report, usage, worker_command};
+use super::{check_workers, usage, worker_command};
 use fibpool_coordinator::default_workers;
 use fibpool_coordinator::measure::bench::{PythonPeer, find_python};
 use fibpool_coordinator::measure::startup::{HostsPlan, StartupPlan, measure, measure_hosts};
@@ -97,8 +97,7 @@ pub fn startup(args: StartupArgs) -> Result<ExitCode> {
     super::check_fork_command(args.start_methods.forks(), args.worker_cmd.is_some())?;
     let methods = args.start_methods.methods();
     let command = worker_command(args.worker_cmd.as_deref())?;
-    let report = create_report(args.report)?;
-    let plot_file = super::create_plot(args.plot.clone())?;
+    let (report, plot_file) = super::create_report_and_plot(args.report, args.plot.clone())?;
     let floor = floor_program()?;
 
     let handshake_timeout = args.handshake.timeout()?;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use super::run::{StartMethodArg, TransportArg};
-use super::{check_workers, create_report, seconds, usage, worker_command};
+use super::{check_workers, seconds, usage, worker_command};
 use fibpool_coordinator::measure::bench::find_python;
 use fibpool_coordinator::measure::stress::{
     Limit, MAX_PAYLOAD, Pattern, StressPlan, measure, memory_needed,
@@ -145,8 +145,7 @@ pub fn stress(args: StressArgs) -> Result<ExitCode> {
     }
     let (hosts, ssh) = args.hosts.hosts()?;
     super::check_transports(&hosts, &args.transport, args.start_method)?;
-    let report_file = create_report(args.report)?;
-    let plot_file = super::create_plot(args.plot)?;
+    let (report_file, plot_file) = super::create_report_and_plot(args.report, args.plot)?;
     let plan = StressPlan {
         hosts,
         ssh,
