@@ -363,3 +363,15 @@ fn a_plot_to_stdout_needs_a_scratch_file_in_tmpdir() {
          '/nonexistent/fibpool-test' (TMPDIR): No such file or directory (os error 2)\n"
     );
 }
+
+#[test]
+fn bench_takes_the_max_index_its_message_names() {
+    check(
+        &["bench", "--max-index", "5", "10"],
+        "index 10 in '10' is above the maximum index 5 (raise it with --max-index, up to 20000000000)",
+    );
+    check(
+        &["bench", "--max-index", "20000000001", "10"],
+        "--max-index 20000000001 is above the largest index a worker computes (20000000000)",
+    );
+}

@@ -34,6 +34,11 @@ pub struct BenchArgs {
     #[arg(short, long, value_name = "N[,N...]", value_delimiter = ',', value_parser = super::whole::<usize>)]
     workers: Vec<usize>,
 
+    /// Refuse INDICES above N (at most 20000000000), as `fibpool run` does;
+    /// its whole-process runs are given the same
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_INDEX, value_parser = super::whole::<u64>)]
+    max_index: u64,
+
     /// Runs of every measurement; the median is reported, with min and max
     #[arg(long, value_name = "R", default_value_t = 3, value_parser = super::whole::<usize>)]
     repeat: usize,
@@ -91,11 +96,18 @@ impl BenchArgs {
 }
 
 pub fn bench(args: BenchArgs) -> Result<ExitCode> {
+    if args.max_index > fibpool_protocol::MAX_INDEX {
+        usage!(
+            "--max-index {} is above the largest index a worker computes ({})",
+            args.max_index,
+            fibpool_protocol::MAX_INDEX
+        );
+    }
     let workloads = workloads(&args)?;
     let workers = if args.workers.is_empty() {
         default_worker_counts()
     } else {
-        args.workers.clone()
+        super::dedup(args.workers.iter().copied())
     };
     for &n in &workers {
         check_workers(n)?;
@@ -144,6 +156,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     let transport: fibpool_coordinator::Transport = args.transport.into();
     let mut run_args = args.hosts.forwarded();
     run_args.extend(["--transport".to_owned(), transport.name().to_owned()]);
+    run_args.extend(["--max-index".to_owned(), args.max_index.to_string()]);
     let plan = BenchPlan {
         transport,
         hosts,
@@ -176,7 +189,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
 /// The presets asked for, or the INDICES as one workload.
 fn workloads(args: &BenchArgs) -> Result<Vec<Workload>> {
     if !args.indices.is_empty() {
-        let tasks = read_tasks(&args.indices, None, DEFAULT_MAX_INDEX)?;
+        let tasks = read_tasks(&args.indices, None, args.max_index)?;
         return Ok(vec![Workload {
             name: "indices".to_owned(),
             description: args.indices.join(" "),
