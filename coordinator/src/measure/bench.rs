@@ -232,8 +232,14 @@ pub fn measure(plan: &BenchPlan, mut tick: impl FnMut()) -> Result<BenchReport, 
     let gmpy2_script = scratch.file("gmpy2_peer.py", GMPY2_PEER.as_bytes())?;
     let mut workloads = Vec::new();
     for (w, workload) in plan.workloads.iter().enumerate() {
-        let indices: String = workload.tasks.iter().map(|n| format!("{n}\n")).collect();
-        let input = scratch.file(&format!("indices-{w}.txt"), indices.as_bytes())?;
+        // For the peers alone, written as it is read: a batch of 10^9
+        // indices is a few entries in memory and gigabytes as text.
+        let input = plan.scratch.join(format!("indices-{w}.txt"));
+        if plan.python.is_some() || plan.gmpy2.is_some() {
+            scratch.write_with(&input, |out| {
+                workload.tasks.iter().try_for_each(|n| writeln!(out, "{n}"))
+            })?;
+        }
 
         let mut sequential = Vec::new();
         // By method, then worker count.
@@ -607,16 +613,29 @@ impl Scratch<'_> {
     /// Writes a new file (never through an existing one).
     fn file(&self, name: &str, contents: &[u8]) -> Result<PathBuf, BenchError> {
         let path = self.0.join(name);
+        self.write_with(&path, |out| out.write_all(contents))?;
+        Ok(path)
+    }
+
+    /// Makes the file at `path` and writes it with `write`, buffered.
+    fn write_with(
+        &self,
+        path: &Path,
+        write: impl FnOnce(&mut io::BufWriter<std::fs::File>) -> io::Result<()>,
+    ) -> Result<(), BenchError> {
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&path)
-            .and_then(|mut file| file.write_all(contents))
+            .open(path)
+            .and_then(|file| {
+                let mut out = io::BufWriter::new(file);
+                write(&mut out)?;
+                out.flush()
+            })
             .map_err(|source| BenchError::Run {
                 what: format!("write {}", path.display()),
                 source,
-            })?;
-        Ok(path)
+            })
     }
 }
 
