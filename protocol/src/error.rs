@@ -114,4 +114,40 @@ impl Error {
             _ => false,
         }
     }
+
+    /// True when this process ran out of something (descriptors, memory,
+    /// buffers) while reading or writing: its own failure, not the peer's.
+    pub fn is_local_exhaustion(&self) -> bool {
+        match self {
+            Error::Io(e) => matches!(
+                e.raw_os_error(),
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
+            ),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+    use std::io;
+
+    #[test]
+    fn running_out_of_descriptors_is_this_process_fault_not_a_disconnect() {
+        let os = |code| Error::Io(io::Error::from_raw_os_error(code));
+        for code in [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::ENOBUFS] {
+            assert!(os(code).is_local_exhaustion(), "errno {code}");
+            assert!(!os(code).is_disconnect(), "errno {code}");
+        }
+        for code in [libc::EPIPE, libc::ECONNRESET, libc::EIO] {
+            assert!(!os(code).is_local_exhaustion(), "errno {code}");
+        }
+        let torn = Error::Truncated {
+            part: super::FramePart::Payload,
+            expected: 8,
+            got: 3,
+        };
+        assert!(!torn.is_local_exhaustion());
+    }
 }

@@ -260,6 +260,15 @@ pub fn recv(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<(usize,
             header = libc::CMSG_NXTHDR(&msg, header);
         }
     }
+    // With room for MAX_FDS descriptors, descriptors alone cut short are
+    // ones this process could not take.
+    if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) == libc::MSG_CTRUNC {
+        return Err(invalid(format!(
+            "the descriptors of a fork server packet were cut short ({got} bytes, {} descriptors): \
+             this process could not take them (out of file descriptors? see ulimit -n)",
+            fds.len()
+        )));
+    }
     if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
         return Err(invalid(format!(
             "a fork server packet cut short ({got} bytes, {} descriptors)",

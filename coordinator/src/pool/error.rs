@@ -114,7 +114,7 @@ pub enum PoolError {
         when: &'static str,
     },
 
-    #[error("{worker} sent a bad frame")]
+    #[error("{worker} {}", protocol_fault(.source))]
     WorkerProtocol {
         worker: WorkerName,
         #[source]
@@ -388,6 +388,16 @@ fn at_once_clause(at_once: u64) -> String {
             " and the next {} biggest values, computed at once on {n} workers,",
             n - 1
         ),
+    }
+}
+
+/// What a worker whose stream failed did: sent a bad frame, or nothing
+/// wrong at all when this process ran out of descriptors or memory.
+pub(crate) fn protocol_fault(source: &fibpool_protocol::Error) -> &'static str {
+    if source.is_local_exhaustion() {
+        "could not be read: this process ran out of resources"
+    } else {
+        "sent a bad frame"
     }
 }
 

@@ -993,7 +993,9 @@ fn fail_whole(job: &Job, issued: impl Iterator<Item = u64>, error: &PoolError) {
 fn fault_cause(error: &PoolError, when: &str) -> String {
     use std::fmt::Write;
     let mut cause = match error {
-        PoolError::WorkerProtocol { .. } => format!("sent a bad frame{when}"),
+        PoolError::WorkerProtocol { source, .. } => {
+            format!("{}{when}", super::error::protocol_fault(source))
+        }
         PoolError::WorkerFailed { message, .. } => format!("refused a chunk{when}: {message}"),
         PoolError::WorkerMisbehaved { what, .. } => format!("broke the protocol{when}: {what}"),
         other => format!("{other}{when}"),
